@@ -1,0 +1,216 @@
+"""Settings: paths, model tiers, prices and limits — the one place that reads env vars and config files.
+
+Precedence, lowest first: the defaults below < a TOML file (`--config FILE` or GEMMA_CHAT_CONFIG)
+< environment variables (GEMMA_CHAT_<FIELD>, GEMMA_CHAT_<TIER>_<FIELD>) < command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+ENV_PREFIX = "GEMMA_CHAT_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    """One model tier. Field names mirror llama.cpp's arguments where they are the same thing."""
+
+    name: str
+    display_name: str
+    model_file: str  # a file name inside models_dir, or an absolute path
+    price: int
+    max_tokens: int = 512
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0 = physical cores
+    n_gpu_layers: int = 0  # -1 offloads every layer (Metal / CUDA builds)
+    required_quantization: str = ""  # e.g. "Q8_0"; empty accepts any
+
+    def model_path(self, models_dir: Path) -> Path:
+        path = Path(self.model_file).expanduser()
+        return path if path.is_absolute() else models_dir / path
+
+
+DEFAULT_TIERS = {
+    "mini": TierSettings(
+        name="mini",
+        display_name="Gemma 3 1B",
+        model_file="gemma-3-1b-it-Q8_0.gguf",
+        price=1,
+    ),
+    "pro": TierSettings(
+        name="pro",
+        display_name="Gemma 3 12B Q8_0",
+        model_file="gemma-3-12b-it-Q8_0.gguf",
+        price=3,
+        required_quantization="Q8_0",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    models_dir: Path = PROJECT_ROOT / "models"
+    # accounts
+    starting_balance: int = 10
+    bcrypt_rounds: int = 12
+    lockout_attempts: int = 5
+    lockout_window_s: int = 15 * 60
+    lockout_duration_s: int = 15 * 60
+    session_idle_s: int = 30 * 60
+    # credits
+    max_topup: int = 1000
+    stale_hold_s: int = 15 * 60  # a hold older than this cannot belong to a running generation
+    # chat
+    max_message_chars: int = 8000
+    history_page_size: int = 20
+    queue_size: int = 8  # waiting generations per model, beyond the running one
+    # models
+    strict_models: bool = False  # no bundled-demo fallback for a missing file
+    memory_margin_bytes: int = 512 * 1024**2
+    # storage
+    busy_timeout_ms: int = 5000
+    tiers: Mapping[str, TierSettings] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "gemma_chat.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "gemma_chat.log"
+
+    def tier(self, name: str) -> TierSettings:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise ConfigError(f"Unknown model tier {name!r}; choose one of: {', '.join(self.tiers)}.") from None
+
+
+_SCALAR_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "tiers"}
+_TIER_FIELDS = {f.name: f for f in dataclasses.fields(TierSettings) if f.name != "name"}
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """Turn a TOML or env value into the field's type, with a message naming where it came from."""
+    kind = annotation.replace("Path", "path")
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind == "path":
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind}.") from None
+
+
+def _check(settings: Settings) -> Settings:
+    positive = ["bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars"]
+    for name in positive:
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1.")
+    if settings.starting_balance < 0:
+        raise ConfigError("starting_balance cannot be negative.")
+    if not 4 <= settings.bcrypt_rounds <= 31:
+        raise ConfigError("bcrypt_rounds must be between 4 and 31.")
+    for tier in settings.tiers.values():
+        if tier.price < 1:
+            raise ConfigError(f"tiers.{tier.name}.price must be at least 1 credit.")
+        if tier.max_tokens < 1 or tier.n_ctx <= tier.max_tokens:
+            raise ConfigError(f"tiers.{tier.name}: max_tokens must be at least 1 and below n_ctx.")
+    return settings
+
+
+def load_settings(
+    *,
+    data_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from defaults, an optional TOML file, env vars, then explicit overrides."""
+    env = os.environ if env is None else env
+    scalars: dict[str, Any] = {}
+    tiers = {name: dataclasses.asdict(tier) for name, tier in DEFAULT_TIERS.items()}
+
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        _apply_toml(Path(config_file), scalars, tiers)
+
+    for name, spec in _SCALAR_FIELDS.items():
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            scalars[name] = _coerce(env[key], str(spec.type), key)
+    for tier_name, values in tiers.items():
+        for name, spec in _TIER_FIELDS.items():
+            key = f"{ENV_PREFIX}{tier_name.upper()}_{name.upper()}"
+            if key in env:
+                values[name] = _coerce(env[key], str(spec.type), key)
+
+    if data_dir is not None:
+        scalars["data_dir"] = Path(data_dir)
+    for name, value in overrides.items():
+        if name not in _SCALAR_FIELDS:
+            raise ConfigError(f"Unknown setting {name!r}.")
+        if value is not None:
+            scalars[name] = value
+
+    settings = Settings(**scalars, tiers={name: TierSettings(**values) for name, values in tiers.items()})
+    return _check(settings)
+
+
+def _apply_toml(path: Path, scalars: dict[str, Any], tiers: dict[str, dict[str, Any]]) -> None:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+
+    for name, value in document.items():
+        if name == "tiers":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [tiers] must be a table.")
+            for tier_name, tier_values in value.items():
+                if tier_name not in tiers:
+                    raise ConfigError(f"{path}: unknown tier {tier_name!r} (known: {', '.join(tiers)}).")
+                if not isinstance(tier_values, dict):
+                    raise ConfigError(f"{path}: [tiers.{tier_name}] must be a table.")
+                for key, tier_value in tier_values.items():
+                    if key not in _TIER_FIELDS:
+                        raise ConfigError(f"{path}: unknown setting tiers.{tier_name}.{key}.")
+                    where = f"{path}: tiers.{tier_name}.{key}"
+                    tiers[tier_name][key] = _coerce(tier_value, str(_TIER_FIELDS[key].type), where)
+        elif name in _SCALAR_FIELDS:
+            scalars[name] = _coerce(value, str(_SCALAR_FIELDS[name].type), f"{path}: {name}")
+        else:
+            raise ConfigError(f"{path}: unknown setting {name!r}.")

@@ -1,0 +1,305 @@
+"""The SQLite database: connection settings, the Peewee models and the migrations that create them.
+
+This is the only module that knows the schema. The schema is written as SQL so that the database
+itself holds the line on money (CHECK constraints, append-only triggers, one charge per request);
+the Peewee models mirror it for queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+from typing import Callable, Iterator
+
+import peewee as pw
+
+from .errors import DatabaseBusyError
+
+# Deferred: every process (app, CLI, test worker) calls open_database() with its own path.
+# lock_type IMMEDIATE makes every top-level transaction take the write lock at BEGIN, so a
+# check-then-write inside it can never race another writer.
+database = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: what the database stores (ISO text sorts by time)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class User(BaseModel):
+    username = pw.TextField()
+    password_hash = pw.TextField()
+    is_admin = pw.BooleanField(default=False)
+    is_disabled = pw.BooleanField(default=False)
+    balance = pw.IntegerField(default=0)
+    held = pw.IntegerField(default=0)  # sum of this user's active holds
+    failed_logins = pw.IntegerField(default=0)
+    first_failed_at = pw.DateTimeField(null=True)
+    locked_until = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    last_login_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "users"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+class Hold(BaseModel):
+    request_id = pw.TextField(unique=True)
+    user = pw.ForeignKeyField(User, backref="holds")
+    amount = pw.IntegerField()
+    status = pw.TextField(default="active")  # active | captured | released
+    created_at = pw.DateTimeField(default=utcnow)
+    settled_at = pw.DateTimeField(null=True)
+    release_reason = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "holds"
+
+
+class LedgerEntry(BaseModel):
+    user = pw.ForeignKeyField(User, backref="ledger_entries")
+    amount = pw.IntegerField()
+    kind = pw.TextField()  # signup | topup | grant | charge
+    balance_after = pw.IntegerField()
+    request_id = pw.TextField(null=True)
+    note = pw.TextField(null=True)
+    actor = pw.ForeignKeyField(User, null=True, backref="+")
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "ledger_entries"
+
+
+class Interaction(BaseModel):
+    request_id = pw.TextField(unique=True)
+    user = pw.ForeignKeyField(User, backref="interactions")
+    tier = pw.TextField()
+    model_name = pw.TextField()
+    prompt = pw.TextField()
+    answer = pw.TextField(default="")
+    status = pw.TextField()  # pending | ok | stopped | error | refused | interrupted
+    credits_charged = pw.IntegerField(default=0)
+    prompt_tokens = pw.IntegerField(null=True)
+    completion_tokens = pw.IntegerField(null=True)
+    ttft_ms = pw.IntegerField(null=True)
+    duration_ms = pw.IntegerField(null=True)
+    error_id = pw.TextField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    finished_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "interactions"
+
+
+class ErrorEvent(BaseModel):
+    error_id = pw.TextField(unique=True)
+    location = pw.TextField()
+    exception_type = pw.TextField()
+    message = pw.TextField()
+    traceback = pw.TextField()
+    user = pw.ForeignKeyField(User, null=True, backref="+")
+    request_id = pw.TextField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "error_events"
+
+
+# --- migrations -----------------------------------------------------------------
+# An ordered list of (name, statements). Never edit or reorder a shipped migration: add a new one.
+
+_INITIAL = [
+    """CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL CHECK (length(username) BETWEEN 3 AND 32),
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),
+        is_disabled INTEGER NOT NULL DEFAULT 0 CHECK (is_disabled IN (0, 1)),
+        balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0 AND held <= balance),
+        failed_logins INTEGER NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
+        first_failed_at TEXT,
+        locked_until TEXT,
+        created_at TEXT NOT NULL,
+        last_login_at TEXT
+    )""",
+    # Usernames are ASCII only, so NOCASE folds every letter they can hold.
+    "CREATE UNIQUE INDEX users_username_nocase ON users (username COLLATE NOCASE)",
+    """CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'captured', 'released')),
+        created_at TEXT NOT NULL,
+        settled_at TEXT,
+        release_reason TEXT,
+        CHECK ((status = 'active') = (settled_at IS NULL))
+    )""",
+    "CREATE INDEX holds_active ON holds (created_at) WHERE status = 'active'",
+    "CREATE INDEX holds_by_user ON holds (user_id)",
+    """CREATE TABLE ledger_entries (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        amount INTEGER NOT NULL CHECK (amount <> 0),
+        kind TEXT NOT NULL CHECK (kind IN ('signup', 'topup', 'grant', 'charge')),
+        balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+        request_id TEXT,
+        note TEXT,
+        actor_id INTEGER REFERENCES users (id),
+        created_at TEXT NOT NULL,
+        CHECK (kind = 'grant' OR (kind = 'charge') = (amount < 0)),
+        CHECK (kind <> 'charge' OR request_id IS NOT NULL)
+    )""",
+    # The database itself refuses a second charge for the same chat turn.
+    "CREATE UNIQUE INDEX ledger_one_charge_per_request ON ledger_entries (request_id) WHERE kind = 'charge'",
+    "CREATE INDEX ledger_by_user ON ledger_entries (user_id, id)",
+    "CREATE INDEX ledger_by_time ON ledger_entries (created_at)",
+    """CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+       BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END""",
+    """CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+       BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END""",
+    """CREATE TABLE interactions (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        tier TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        answer TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'ok', 'stopped', 'error', 'refused', 'interrupted')),
+        credits_charged INTEGER NOT NULL DEFAULT 0 CHECK (credits_charged >= 0),
+        prompt_tokens INTEGER CHECK (prompt_tokens >= 0),
+        completion_tokens INTEGER CHECK (completion_tokens >= 0),
+        ttft_ms INTEGER,
+        duration_ms INTEGER,
+        error_id TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        CHECK (credits_charged = 0 OR status IN ('ok', 'stopped'))
+    )""",
+    "CREATE INDEX interactions_by_user ON interactions (user_id, created_at, id)",
+    "CREATE INDEX interactions_by_time ON interactions (created_at, model_name)",
+    """CREATE TABLE error_events (
+        id INTEGER PRIMARY KEY,
+        error_id TEXT NOT NULL UNIQUE,
+        location TEXT NOT NULL,
+        exception_type TEXT NOT NULL,
+        message TEXT NOT NULL,
+        traceback TEXT NOT NULL,
+        user_id INTEGER REFERENCES users (id),
+        request_id TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX error_events_by_time ON error_events (created_at)",
+]
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("0001_initial", _INITIAL),
+]
+
+
+def apply_migrations(migrations: list[tuple[str, list[str]]] = MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet recorded, each in one transaction with its record."""
+    database.execute_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    applied_now = []
+    for name, statements in migrations:
+        with database.atomic():
+            # Checked inside the write lock: two processes starting together apply each once.
+            if database.execute_sql("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)).fetchone():
+                continue
+            for statement in statements:
+                database.execute_sql(statement)
+            database.execute_sql(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, utcnow().isoformat(" "))
+            )
+        applied_now.append(name)
+    return applied_now
+
+
+def applied_migrations() -> list[str]:
+    return [row[0] for row in database.execute_sql("SELECT name FROM schema_migrations ORDER BY name")]
+
+
+def open_database(path: Path, *, busy_timeout_ms: int = 5000) -> pw.SqliteDatabase:
+    """Point the shared database at `path` (created if needed) and bring its schema up to date."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not database.is_closed():
+        database.close()
+    database.init(
+        str(path),
+        timeout=busy_timeout_ms / 1000,
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": "full",  # a committed charge or top-up survives power loss
+            "foreign_keys": 1,
+            "busy_timeout": busy_timeout_ms,
+        },
+    )
+    database.connect(reuse_if_open=True)
+    apply_migrations()
+    return database
+
+
+def close_database() -> None:
+    if not database.is_closed():
+        database.close()
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    return isinstance(exc, pw.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[None]:
+    """A write transaction (BEGIN IMMEDIATE at the top level, a savepoint when nested).
+
+    A database held locked by someone else past the busy timeout becomes DatabaseBusyError,
+    after a full rollback: nothing of the transaction is written.
+    """
+    try:
+        with database.atomic():
+            yield
+    except pw.OperationalError as exc:
+        if is_busy_error(exc):
+            raise DatabaseBusyError("The database is busy; nothing was changed. Please try again.") from exc
+        raise
+
+
+def in_transaction(function: Callable) -> Callable:
+    """Decorator form of transaction()."""
+
+    def wrapper(*args, **kwargs):
+        with transaction():
+            return function(*args, **kwargs)
+
+    wrapper.__name__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    wrapper.__wrapped__ = function
+    return wrapper
+
+
+def check_integrity() -> list[str]:
+    """SQLite's own checks: page integrity and foreign keys. Empty when healthy."""
+    problems = []
+    result = [row[0] for row in database.execute_sql("PRAGMA integrity_check")]
+    if result != ["ok"]:
+        problems.extend(f"integrity: {line}" for line in result)
+    for table, rowid, parent, _ in database.execute_sql("PRAGMA foreign_key_check"):
+        problems.append(f"foreign key: {table} row {rowid} points at a missing {parent} row")
+    return problems

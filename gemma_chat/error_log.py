@@ -1,0 +1,64 @@
+"""Error events: the full details for admins (error table + rotating file), a short id for users."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import secrets
+import traceback as tb
+from pathlib import Path
+
+from .db import ErrorEvent, is_busy_error
+
+logger = logging.getLogger("gemma_chat")
+
+
+def configure_file_log(path: Path) -> None:
+    """A rotating log in the data dir (5 x 2 MB); called once per process by the edges."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.handlers.RotatingFileHandler) and Path(handler.baseFilename) == path.resolve():
+            return
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=5, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def new_error_id() -> str:
+    return "E-" + secrets.token_hex(4).upper()
+
+
+def log_error(
+    location: str,
+    exc: BaseException,
+    *,
+    user_id: int | None = None,
+    request_id: str | None = None,
+    detail: str = "",
+) -> str:
+    """Store an error with its traceback; return the short id to show the user.
+
+    Call it outside any transaction the failure rolls back, or the row goes with it.
+    """
+    error_id = new_error_id()
+    trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    if detail:
+        trace = f"{trace}\ndetail: {detail}"
+    message = str(exc) or type(exc).__name__
+    logger.error("%s at %s (user %s, request %s): %s\n%s", error_id, location, user_id, request_id, message, trace)
+    try:
+        ErrorEvent.create(
+            error_id=error_id,
+            location=location,
+            exception_type=type(exc).__name__,
+            message=message,
+            traceback=trace,
+            user=user_id,
+            request_id=request_id,
+        )
+    except Exception as store_exc:  # the database itself may be the failure: the file log has it
+        if not is_busy_error(store_exc):
+            logger.exception("could not store error %s in the database", error_id)
+    return error_id
+

@@ -1,0 +1,107 @@
+"""The package's exceptions. Imports nothing from the package, so every module can raise them.
+
+Domain code raises these; the edges (CLI, UI) translate them into one friendly line.
+`GemmaChatError.message` is always safe to show to the user who caused it.
+"""
+
+
+class GemmaChatError(Exception):
+    """Base for every error the app expects and can explain to a user."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(GemmaChatError):
+    """A settings file, env var or command-line value is invalid."""
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+class ValidationError(GemmaChatError):
+    """User input does not meet a rule (length, characters, range); the text says which."""
+
+
+class UsernameTakenError(GemmaChatError):
+    pass
+
+
+class LoginError(GemmaChatError):
+    """Wrong username or password: deliberately one message for both."""
+
+
+class AccountLockedError(LoginError):
+    def __init__(self, message: str, retry_at):
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class AccountDisabledError(LoginError):
+    pass
+
+
+class UnknownUserError(GemmaChatError):
+    pass
+
+
+class PermissionDeniedError(GemmaChatError):
+    pass
+
+
+class NotLoggedInError(PermissionDeniedError):
+    pass
+
+
+# --- credits ------------------------------------------------------------------
+
+
+class InsufficientCreditsError(GemmaChatError):
+    def __init__(self, message: str, *, price: int, available: int):
+        super().__init__(message)
+        self.price = price
+        self.available = available
+
+
+class HoldNotFoundError(GemmaChatError):
+    pass
+
+
+class DatabaseBusyError(GemmaChatError):
+    """SQLite stayed locked longer than the busy timeout; nothing was written."""
+
+
+# --- models -----------------------------------------------------------------
+
+
+class ModelError(GemmaChatError):
+    """Base for model failures; `detail` keeps llama.cpp's original text for the error log."""
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+class ModelUnavailableError(ModelError):
+    pass
+
+
+class ModelFileError(ModelError):
+    """A GGUF file is missing, unreadable, corrupt, or of the wrong quantization."""
+
+
+class ContextTooLongError(ModelError):
+    pass
+
+
+class GenerationError(ModelError):
+    pass
+
+
+class QueueFullError(GemmaChatError):
+    pass
+
+
+class DownloadError(GemmaChatError):
+    pass

@@ -1,0 +1,80 @@
+"""The interaction log: one row per chat turn, from the moment credits are held to its outcome.
+
+A turn is written as `pending` together with its hold, so a crash mid-answer leaves a row that
+start-up recovery marks `interrupted`; it is finished in the same transaction as its capture or
+release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .db import Interaction, transaction, utcnow
+
+STATUSES = ("pending", "ok", "stopped", "error", "refused", "interrupted")
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    status: str  # ok | stopped | error | interrupted
+    answer: str = ""
+    credits_charged: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: int | None = None
+    duration_ms: int | None = None
+    error_id: str | None = None
+
+
+def start_interaction(request_id: str, user_id: int, tier: str, model_name: str, prompt: str) -> Interaction:
+    return Interaction.create(
+        request_id=request_id, user=user_id, tier=tier, model_name=model_name, prompt=prompt, status="pending"
+    )
+
+
+def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
+    """Record the outcome of a pending turn. Returns False when it was already finished."""
+    with transaction():
+        updated = (
+            Interaction.update(
+                status=outcome.status,
+                answer=outcome.answer,
+                credits_charged=outcome.credits_charged,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                ttft_ms=outcome.ttft_ms,
+                duration_ms=outcome.duration_ms,
+                error_id=outcome.error_id,
+                finished_at=utcnow(),
+            )
+            .where((Interaction.request_id == request_id) & (Interaction.status == "pending"))
+            .execute()
+        )
+    return updated == 1
+
+
+def log_refused(request_id: str, user_id: int, tier: str, model_name: str, prompt: str) -> Interaction:
+    """A turn refused before generation (not enough credits): logged, never charged."""
+    now = utcnow()
+    return Interaction.create(
+        request_id=request_id,
+        user=user_id,
+        tier=tier,
+        model_name=model_name,
+        prompt=prompt,
+        status="refused",
+        created_at=now,
+        finished_at=now,
+    )
+
+
+def mark_interrupted(request_ids: list[str]) -> int:
+    """Turns whose process died mid-answer (their holds were released at start-up)."""
+    if not request_ids:
+        return 0
+    with transaction():
+        return (
+            Interaction.update(status="interrupted", finished_at=utcnow())
+            .where((Interaction.request_id.in_(request_ids)) & (Interaction.status == "pending"))
+            .execute()
+        )

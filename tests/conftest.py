@@ -1,0 +1,50 @@
+"""Every test gets a fresh data dir in tmp_path with its own SQLite file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gemma_chat import db  # noqa: E402
+from gemma_chat.config import load_settings  # noqa: E402
+
+# bcrypt at cost 12 takes ~0.25 s a hash; tests that are not about the cost use the minimum.
+FAST_BCRYPT = 4
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (CI still runs it)")
+    config.addinivalue_line("markers", "browser: drives a real Chromium through Playwright")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path):
+    return load_settings(data_dir=data_dir, env={}, bcrypt_rounds=FAST_BCRYPT)
+
+
+@pytest.fixture
+def database(settings):
+    """The shared Peewee database opened on this test's file, closed after."""
+    from gemma_chat.startup import open_data_dir
+
+    open_data_dir(settings)
+    yield db.database
+    db.close_database()
+
+
+def run_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess of main.py: this test's data dir, fast bcrypt."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_CHAT_")}
+    env.update({"GEMMA_CHAT_DATA_DIR": str(data_dir), "GEMMA_CHAT_BCRYPT_ROUNDS": str(FAST_BCRYPT)}, **extra)
+    return env

@@ -1,0 +1,158 @@
+"""Accounts: validation, uniqueness, bcrypt's 72-byte rule, lock-out, first user admin."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import bcrypt
+import pytest
+
+from gemma_chat import auth, ledger
+from gemma_chat.db import LedgerEntry, User, utcnow
+from gemma_chat.errors import (
+    AccountDisabledError,
+    AccountLockedError,
+    LoginError,
+    UsernameTakenError,
+    ValidationError,
+)
+
+
+@pytest.mark.parametrize("username", ["ab", "a" * 33, "has space", "dré", "semi;colon", "", "   ", "<b>x</b>", "a\x00bc"])
+def test_bad_usernames_are_refused_with_a_reason(settings, database, username):
+    with pytest.raises(ValidationError) as raised:
+        auth.register_user(settings, username, "long enough pw")
+    assert "username" in raised.value.message.lower()
+    assert User.select().count() == 0
+
+
+@pytest.mark.parametrize("username", ["abc", "a" * 32, "Jo.hn_Doe-1"])
+def test_good_usernames_are_accepted(settings, database, username):
+    assert auth.register_user(settings, username, "long enough pw").username == username
+
+
+def test_usernames_are_unique_ignoring_case(settings, database):
+    auth.register_user(settings, "Alice", "long enough pw")
+    with pytest.raises(UsernameTakenError, match="taken"):
+        auth.register_user(settings, "aLICE", "another password")
+    assert User.select().count() == 1
+    assert auth.login(settings, "ALICE", "long enough pw").username == "Alice"
+
+
+def test_password_rules(settings, database):
+    with pytest.raises(ValidationError, match="at least 8"):
+        auth.register_user(settings, "alice", "short")
+    # 72 bytes is bcrypt's limit: 36 two-byte letters fit, 37 do not, and nothing is truncated.
+    auth.register_user(settings, "bob", "é" * 36)
+    with pytest.raises(ValidationError, match="72 bytes"):
+        auth.register_user(settings, "carol", "é" * 37)
+    with pytest.raises(ValidationError, match="72 bytes"):
+        auth.register_user(settings, "dave", "x" * 73)
+    assert auth.login(settings, "bob", "é" * 36)
+    with pytest.raises(LoginError):
+        auth.login(settings, "bob", "é" * 36 + "extra")  # bcrypt would have ignored the tail
+
+
+def test_hashes_are_bcrypt_at_the_configured_cost(data_dir):
+    from gemma_chat.config import load_settings
+    from gemma_chat.startup import open_data_dir
+
+    settings = load_settings(data_dir=data_dir, env={})
+    assert settings.bcrypt_rounds == 12
+    open_data_dir(settings)
+    user = auth.register_user(settings, "alice", "long enough pw")
+    assert user.password_hash.startswith("$2b$12$")
+    assert bcrypt.checkpw(b"long enough pw", user.password_hash.encode())
+    assert "long enough pw" not in user.password_hash
+
+
+def test_first_account_is_admin_and_gets_the_starting_balance(settings, database):
+    first = auth.register_user(settings, "alice", "long enough pw")
+    second = auth.register_user(settings, "bob", "long enough pw")
+    assert (first.is_admin, second.is_admin) == (True, False)
+    assert second.balance == settings.starting_balance == 10
+    entry = LedgerEntry.get(LedgerEntry.user == second.id)
+    assert (entry.kind, entry.amount, entry.balance_after) == ("signup", 10, 10)
+
+
+def test_configured_starting_balance(data_dir):
+    from gemma_chat.config import load_settings
+    from gemma_chat.startup import open_data_dir
+
+    settings = load_settings(data_dir=data_dir, env={"GEMMA_CHAT_STARTING_BALANCE": "25"}, bcrypt_rounds=4)
+    open_data_dir(settings)
+    assert auth.register_user(settings, "alice", "long enough pw").balance == 25
+    zero = dataclasses.replace(settings, starting_balance=0)
+    assert auth.register_user(zero, "bob", "long enough pw").balance == 0
+    assert ledger.verify_ledger() == []
+
+
+def test_unknown_user_and_wrong_password_get_the_same_message(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    with pytest.raises(LoginError) as unknown:
+        auth.login(settings, "nobody", "long enough pw")
+    with pytest.raises(LoginError) as wrong:
+        auth.login(settings, "alice", "wrong password")
+    assert unknown.value.message == wrong.value.message == "Wrong username or password."
+
+
+def test_unknown_user_still_spends_a_bcrypt_check(settings, database, monkeypatch):
+    checks = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: checks.append(h) or real_checkpw(pw, h))
+    with pytest.raises(LoginError):
+        auth.login(settings, "nobody", "some password")
+    assert len(checks) == 1
+
+
+def test_lockout_after_five_failures_and_its_expiry(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    start = utcnow()
+    for attempt in range(4):
+        with pytest.raises(LoginError) as raised:
+            auth.login(settings, "alice", "wrong", now=start + dt.timedelta(seconds=attempt))
+        assert not isinstance(raised.value, AccountLockedError)
+    with pytest.raises(AccountLockedError) as locked:
+        auth.login(settings, "alice", "wrong", now=start + dt.timedelta(seconds=5))
+    assert "Try again at" in locked.value.message and "15 minutes" in locked.value.message
+    # Locked: even the right password is refused until the lock ends.
+    with pytest.raises(AccountLockedError):
+        auth.login(settings, "alice", "long enough pw", now=start + dt.timedelta(minutes=10))
+    assert auth.login(settings, "alice", "long enough pw", now=start + dt.timedelta(minutes=16)).username == "alice"
+
+
+def test_failures_outside_the_window_do_not_add_up(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    start = utcnow()
+    for minute in range(0, 80, 16):  # five failures, each in a new 15-minute window
+        with pytest.raises(LoginError) as raised:
+            auth.login(settings, "alice", "wrong", now=start + dt.timedelta(minutes=minute))
+        assert not isinstance(raised.value, AccountLockedError)
+
+
+def test_unlock_ends_a_lockout(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    for _ in range(5):
+        with pytest.raises(LoginError):
+            auth.login(settings, "alice", "wrong")
+    with pytest.raises(AccountLockedError):
+        auth.login(settings, "alice", "long enough pw")
+    auth.unlock_user("alice")
+    assert auth.login(settings, "alice", "long enough pw")
+
+
+def test_disabled_accounts_cannot_log_in(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    auth.set_disabled("alice", True)
+    with pytest.raises(AccountDisabledError, match="disabled"):
+        auth.login(settings, "alice", "long enough pw")
+    auth.set_disabled("alice", False)
+    assert auth.login(settings, "alice", "long enough pw")
+
+
+@pytest.mark.parametrize("username, password", [(None, None), ("", ""), ("alice", None), (123, "x"), ("alice", "\x00" * 10)])
+def test_malformed_login_input_is_a_login_error(settings, database, username, password):
+    auth.register_user(settings, "alice", "long enough pw")
+    with pytest.raises(LoginError):
+        auth.login(settings, username, password)
