@@ -1,0 +1,287 @@
+"""Command line: parse, call one service function, print. `python main.py --help` lists the commands.
+
+Domain errors become one line on stderr and a non-zero exit code; nothing here prints a traceback
+for an expected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import io
+import json
+import sys
+from typing import Callable, Sequence
+
+from . import auth, ledger
+from .config import Settings, load_settings
+from .errors import GemmaChatError, ValidationError
+from .reports import Reports
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default prints usage + exits 2; keep it to one line
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the command is not reset by the subcommand's default.
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (default ./data, env GEMMA_CHAT_DATA_DIR)")
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file (env GEMMA_CHAT_CONFIG)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(prog="main.py", description="gemma-chat: a local chat app with exact credit billing.", parents=[common])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = commands.add_parser("serve", parents=[common], help="start the app (the default with no command)")
+    add_serve_options(serve)
+
+    models = commands.add_parser("models", parents=[common], help="what each model tier will run, and why")
+    models.add_argument("--format", choices=["table", "json"], default="table")
+    models.add_argument("--strict-models", action="store_true", help="no bundled demo model for a missing file")
+
+    report = commands.add_parser("report", parents=[common], help="requests per model, credits per user, errors")
+    report.add_argument("--since", metavar="YYYY-MM-DD")
+    report.add_argument("--until", metavar="YYYY-MM-DD")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    users = commands.add_parser("users", parents=[common], help="list, create and manage accounts")
+    users_commands = users.add_subparsers(dest="users_command", metavar="ACTION", required=True, parser_class=_Parser)
+    users_commands.add_parser("list", parents=[common], help="every account")
+    create = users_commands.add_parser("create", parents=[common], help="create an account")
+    create.add_argument("username")
+    create.add_argument("--admin", action="store_true", help="make it an administrator")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    for action, text in [
+        ("promote", "make an administrator"),
+        ("demote", "remove administrator rights"),
+        ("disable", "block logging in"),
+        ("enable", "allow logging in again"),
+        ("unlock", "end a lock-out after failed logins"),
+    ]:
+        users_commands.add_parser(action, parents=[common], help=text).add_argument("username")
+
+    credits = commands.add_parser("credits", parents=[common], help="grant credits or show an account's ledger")
+    credits_commands = credits.add_subparsers(dest="credits_command", metavar="ACTION", required=True, parser_class=_Parser)
+    grant = credits_commands.add_parser("grant", parents=[common], help="add (or, negative, remove) credits")
+    grant.add_argument("username")
+    grant.add_argument("amount", help="a non-zero whole number; negative to correct")
+    grant.add_argument("--note", help="why (kept in the ledger)")
+    grant.add_argument("--by", metavar="ADMIN", help="the acting administrator's username")
+    show = credits_commands.add_parser("show", parents=[common], help="balance, holds and last entries")
+    show.add_argument("username")
+    show.add_argument("--limit", type=int, default=10)
+
+    commands.add_parser("verify", parents=[common], help="check the database and the ledger invariant")
+    return parser
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    parser.add_argument("--strict-models", action="store_true", help="no bundled demo model for a missing file")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "strict_models", False):
+        overrides["strict_models"] = True
+    return load_settings(data_dir=getattr(args, "data_dir", None), config_file=getattr(args, "config", None), **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    starts_with_option = not argv or argv[0].startswith("-")
+    if starts_with_option and not any(word in COMMANDS or word in ("-h", "--help") for word in argv):
+        argv = ["serve"] + argv  # `main.py [--port N] ...` with no command starts the app
+    args = parser.parse_args(argv)
+    command = args.command
+    try:
+        settings = settings_from(args)
+        return COMMANDS[command](settings, args)
+    except GemmaChatError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _open(settings: Settings) -> None:
+    from .startup import open_data_dir
+
+    open_data_dir(settings)
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    from .serve import serve_app
+
+    return serve_app(settings, host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
+def cmd_models(settings: Settings, args) -> int:
+    from .models import describe_models, format_models_table, statuses_as_json
+
+    statuses = describe_models(settings)
+    if args.format == "json":
+        print(json.dumps(statuses_as_json(statuses), indent=2))
+    else:
+        print(format_models_table(statuses))
+    return EXIT_OK
+
+
+def cmd_report(settings: Settings, args) -> int:
+    reports = Reports.for_range(args.since, args.until)
+    _open(settings)
+    report = reports.full()
+    if args.format == "json":
+        print(json.dumps(report, indent=2, default=str))
+    elif args.format == "csv":
+        print(_report_csv(report), end="")
+    else:
+        print(_report_table(report))
+    return EXIT_OK
+
+
+def _report_sections(report: dict) -> list[tuple[str, list[str], list[list]]]:
+    by_model = ["model", "requests", "ok", "stopped", "failed", "refused", "credits"]
+    by_user = ["username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests"]
+    errors = ["created_at", "error_id", "location", "exception_type", "message", "username"]
+    return [
+        ("Requests per model", by_model, [[r[k] for k in by_model] for r in report["requests_by_model"]]),
+        ("Credits per user", by_user, [[r[k] for k in by_user] for r in report["credits_by_user"]]),
+        ("Recent errors", errors, [[r[k] for k in errors] for r in report["errors"]]),
+    ]
+
+
+def _report_table(report: dict) -> str:
+    span = f"{report['since'] or 'the beginning'} to {report['until'] or 'now'}"
+    parts = [f"Report from {span} (UTC)"]
+    for title, headers, rows in _report_sections(report):
+        parts.append(f"\n{title}\n" + (format_table(headers, rows) if rows else "(none)"))
+    return "\n".join(parts)
+
+
+def _report_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for title, headers, rows in _report_sections(report):
+        writer.writerow(["section"] + headers)
+        writer.writerows([[title] + row for row in rows])
+    return out.getvalue()
+
+
+def _read_new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise ValidationError("No terminal to ask for a password: pass --password-stdin and pipe it in.")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise ValidationError("The two passwords differ.")
+    return first
+
+
+def cmd_users(settings: Settings, args) -> int:
+    _open(settings)
+    action = args.users_command
+    if action == "list":
+        rows = [
+            [u.username, "admin" if u.is_admin else "user", _account_state(u), u.balance, u.held, f"{u.created_at:%Y-%m-%d %H:%M}"]
+            for u in auth.list_users()
+        ]
+        print(format_table(["username", "role", "state", "balance", "held", "created (UTC)"], rows) if rows else "No accounts yet.")
+        return EXIT_OK
+    if action == "create":
+        auth.validate_username(args.username)  # fail before asking for a password
+        user = auth.register_user(settings, args.username, _read_new_password(args.password_stdin), admin=args.admin)
+        role = "administrator" if user.is_admin else "user"
+        print(f"Created {role} {user.username} with {user.balance} credits.")
+        return EXIT_OK
+    changes: dict[str, Callable] = {
+        "promote": lambda name: auth.set_admin(name, True),
+        "demote": lambda name: auth.set_admin(name, False),
+        "disable": lambda name: auth.set_disabled(name, True),
+        "enable": lambda name: auth.set_disabled(name, False),
+        "unlock": auth.unlock_user,
+    }
+    user = changes[action](args.username)
+    print(f"{user.username}: {'admin' if user.is_admin else 'user'}, {_account_state(user)}.")
+    return EXIT_OK
+
+
+def _account_state(user) -> str:
+    from .db import utcnow
+
+    if user.is_disabled:
+        return "disabled"
+    if user.locked_until and user.locked_until > utcnow():
+        return f"locked until {user.locked_until:%H:%M} UTC"
+    return "active"
+
+
+def cmd_credits(settings: Settings, args) -> int:
+    _open(settings)
+    user = auth.require_user(args.username)
+    if args.credits_command == "grant":
+        try:
+            amount = int(args.amount.strip())
+        except ValueError:
+            raise ValidationError(f"AMOUNT must be a whole number; got {args.amount!r}.") from None
+        actor = auth.require_user(args.by) if args.by else None
+        if actor is not None and not actor.is_admin:
+            raise ValidationError(f"{actor.username} is not an administrator.")
+        entry = ledger.grant_credits(user.id, amount, actor_id=actor.id if actor else None, note=args.note)
+        print(f"Granted {amount:+d} credits to {user.username}; balance now {entry.balance_after}.")
+        return EXIT_OK
+    balance = ledger.get_balance(user.id)
+    print(f"{user.username}: balance {balance.balance}, held {balance.held}, available {balance.available}")
+    entries = ledger.recent_entries(user.id, limit=max(1, args.limit))
+    rows = [[f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.kind, f"{e.amount:+d}", e.balance_after, e.note or e.request_id or ""] for e in entries]
+    if rows:
+        print(format_table(["time (UTC)", "kind", "amount", "balance after", "note / request"], rows))
+    return EXIT_OK
+
+
+def cmd_verify(settings: Settings, args) -> int:
+    from .verify import verify_database
+
+    _open(settings)
+    problems = verify_database(settings)
+    if not problems:
+        print(f"healthy: {settings.db_path} passes the integrity, foreign-key and ledger checks")
+        return EXIT_OK
+    print(f"{len(problems)} problem(s) in {settings.db_path}:")
+    for problem in problems:
+        print(f"- {problem}")
+    return EXIT_FAILED
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "models": cmd_models,
+    "report": cmd_report,
+    "users": cmd_users,
+    "credits": cmd_credits,
+    "verify": cmd_verify,
+}

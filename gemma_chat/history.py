@@ -1,0 +1,71 @@
+"""A user's own chat history, newest first, one page at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .db import Interaction
+from .errors import ValidationError
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    created_at: dt.datetime
+    model_name: str
+    tier: str
+    credits_charged: int
+    status: str
+    prompt: str
+    answer: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    rows: list[HistoryRow]
+    page: int
+    total_pages: int
+    total: int
+
+
+def parse_page(value) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValidationError("A page number is a whole number from 1.")
+    try:
+        page = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationError("A page number is a whole number from 1.") from None
+    if page < 1:
+        raise ValidationError("A page number is a whole number from 1.")
+    return page
+
+
+def list_history(user_id: int, page=1, page_size: int = 20) -> HistoryPage:
+    """Only `user_id`'s rows, ever. A page past the end shows the last page."""
+    page = parse_page(page)
+    own = Interaction.user == user_id
+    total = Interaction.select().where(own).count()
+    total_pages = max(1, -(-total // page_size))
+    page = min(page, total_pages)
+    query = (
+        Interaction.select()
+        .where(own)
+        .order_by(Interaction.created_at.desc(), Interaction.id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    )
+    rows = [
+        HistoryRow(
+            created_at=row.created_at,
+            model_name=row.model_name,
+            tier=row.tier,
+            credits_charged=row.credits_charged,
+            status=row.status,
+            prompt=row.prompt,
+            answer=row.answer,
+            request_id=row.request_id,
+        )
+        for row in query
+    ]
+    return HistoryPage(rows=rows, page=page, total_pages=total_pages, total=total)

@@ -1,0 +1,107 @@
+"""Admin reports over a date range: one class, one method per report, each returning plain rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from .db import database
+from .errors import ValidationError
+
+
+def parse_date(value: str | None, what: str) -> dt.date | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {value!r}.") from None
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Reports for [since, until], both days included, in UTC. None means unbounded."""
+
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+    @classmethod
+    def for_range(cls, since=None, until=None) -> "Reports":
+        since, until = parse_date(since, "--since"), parse_date(until, "--until")
+        if since and until and since > until:
+            raise ValidationError(f"The start date {since} is after the end date {until}.")
+        return cls(since, until)
+
+    def _where(self, column: str) -> tuple[str, list]:
+        clauses, params = [], []
+        if self.since:
+            clauses.append(f"{column} >= ?")
+            params.append(self.since.isoformat())
+        if self.until:
+            clauses.append(f"{column} < ?")
+            params.append((self.until + dt.timedelta(days=1)).isoformat())
+        return (" AND ".join(clauses) or "1"), params
+
+    def requests_by_model(self) -> list[dict]:
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""SELECT model_name, COUNT(*), SUM(status = 'ok'), SUM(status = 'stopped'),
+                       SUM(status IN ('error', 'interrupted')), SUM(status = 'refused'), SUM(credits_charged)
+                FROM interactions WHERE {where} GROUP BY model_name ORDER BY COUNT(*) DESC, model_name""",
+            params,
+        )
+        keys = ("model", "requests", "ok", "stopped", "failed", "refused", "credits")
+        return [dict(zip(keys, row)) for row in cursor]
+
+    def credits_by_user(self) -> list[dict]:
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""WITH spent AS (
+                    SELECT user_id,
+                           -SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS credits_spent,
+                           SUM(CASE WHEN kind = 'topup' THEN amount ELSE 0 END) AS credits_topped_up,
+                           SUM(CASE WHEN kind = 'grant' THEN amount ELSE 0 END) AS credits_granted
+                    FROM ledger_entries WHERE {where} GROUP BY user_id),
+                requests AS (
+                    SELECT user_id, COUNT(*) AS requests FROM interactions WHERE {where} GROUP BY user_id)
+                SELECT u.username, COALESCE(s.credits_spent, 0), COALESCE(s.credits_topped_up, 0),
+                       COALESCE(s.credits_granted, 0), u.balance, COALESCE(r.requests, 0)
+                FROM users u LEFT JOIN spent s ON s.user_id = u.id LEFT JOIN requests r ON r.user_id = u.id
+                ORDER BY 2 DESC, u.username COLLATE NOCASE""",
+            params + params,
+        )
+        keys = ("username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests")
+        return [dict(zip(keys, row)) for row in cursor]
+
+    def requests_per_day(self) -> list[dict]:
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""SELECT substr(created_at, 1, 10) AS day, model_name, COUNT(*)
+                FROM interactions WHERE {where} GROUP BY day, model_name ORDER BY day, model_name""",
+            params,
+        )
+        return [dict(zip(("day", "model", "requests"), row)) for row in cursor]
+
+    def recent_errors(self, limit: int = 50) -> list[dict]:
+        where, params = self._where("e.created_at")
+        cursor = database.execute_sql(
+            f"""SELECT e.created_at, e.error_id, e.location, e.exception_type, e.message, u.username,
+                       e.request_id, e.traceback
+                FROM error_events e LEFT JOIN users u ON u.id = e.user_id
+                WHERE {where} ORDER BY e.created_at DESC, e.id DESC LIMIT ?""",
+            params + [limit],
+        )
+        keys = ("created_at", "error_id", "location", "exception_type", "message", "username", "request_id", "traceback")
+        return [dict(zip(keys, row)) for row in cursor]
+
+    def full(self) -> dict:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "requests_by_model": self.requests_by_model(),
+            "credits_by_user": self.credits_by_user(),
+            "requests_per_day": self.requests_per_day(),
+            "errors": self.recent_errors(),
+        }

@@ -1,0 +1,111 @@
+"""The CLI as a user runs it: real `python main.py ...` subprocesses on a temp data dir."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_env
+
+
+@pytest.fixture
+def cli(data_dir: Path):
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=run_env(data_dir),
+            timeout=120,
+        )
+
+    return run
+
+
+def test_admin_creates_users_grants_credits_and_reads_the_report(cli, data_dir):
+    created = cli("users", "create", "root", "--admin", "--password-stdin", stdin="long enough pw\n")
+    assert created.returncode == 0, created.stderr
+    assert "Created administrator root with 10 credits" in created.stdout
+    assert cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n").returncode == 0
+
+    granted = cli("credits", "grant", "alice", "25", "--note", "welcome", "--by", "root")
+    assert granted.returncode == 0 and "balance now 35" in granted.stdout
+
+    shown = cli("credits", "show", "alice")
+    assert "balance 35, held 0, available 35" in shown.stdout and "welcome" in shown.stdout
+
+    report = json.loads(cli("report", "--format", "json").stdout)
+    assert set(report) >= {"requests_by_model", "credits_by_user", "errors"}
+    alice = next(row for row in report["credits_by_user"] if row["username"] == "alice")
+    assert alice == {"username": "alice", "credits_spent": 0, "credits_topped_up": 0, "credits_granted": 25, "balance": 35, "requests": 0}
+    assert "Credits per user" in cli("report").stdout
+    assert cli("report", "--format", "csv").stdout.startswith("section,model,")
+
+    listed = cli("users", "list").stdout
+    assert "root" in listed and "admin" in listed and "alice" in listed
+
+    verified = cli("verify")
+    assert verified.returncode == 0 and verified.stdout.startswith("healthy")
+    assert (data_dir / "gemma_chat.db").exists()
+
+
+def test_account_actions(cli):
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    assert cli("users", "promote", "alice").stdout.strip() == "alice: admin, active."
+    assert cli("users", "demote", "alice").stdout.strip() == "alice: user, active."
+    assert cli("users", "disable", "alice").stdout.strip() == "alice: user, disabled."
+    assert cli("users", "enable", "alice").stdout.strip() == "alice: user, active."
+    assert cli("users", "unlock", "alice").returncode == 0
+
+
+def test_verify_fails_with_the_problem_listed(cli, data_dir):
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    with sqlite3.connect(data_dir / "gemma_chat.db") as connection:
+        connection.execute("UPDATE users SET balance = 99")
+    result = cli("verify")
+    assert result.returncode == 1
+    assert "alice: balance 99 but ledger entries sum to 10" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message, code",
+    [
+        (["users", "create", "x", "--password-stdin"], "long enough pw\n", "3 to 32 characters", 1),
+        (["users", "create", "alice2", "--password-stdin"], "short\n", "at least 8", 1),
+        (["users", "create", "alice2"], "", "--password-stdin", 1),
+        (["users", "create", "ALICE", "--password-stdin"], "long enough pw\n", "taken", 1),
+        (["credits", "grant", "nobody", "5"], None, "No user named 'nobody'", 1),
+        (["credits", "grant", "alice", "five"], None, "whole number", 1),
+        (["credits", "grant", "alice", "0"], None, "non-zero", 1),
+        (["credits", "grant", "alice", "-50"], None, "Not enough credits", 1),
+        (["report", "--since", "2025-02-30"], None, "YYYY-MM-DD", 1),
+        (["report", "--format", "xml"], None, "invalid choice", 2),
+        (["users", "frobnicate"], None, "invalid choice", 2),
+        (["promote"], None, "invalid choice", 2),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(cli, args, stdin, message, code):
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    result = cli(*args, stdin=stdin)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_file_is_reported_not_raised(cli, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("max_topup = 'many'")
+    result = cli("verify", "--config", str(config))
+    assert result.returncode == 1 and "max_topup" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_data_dir_flag_wins_over_the_environment(cli, tmp_path):
+    other = tmp_path / "other"
+    result = cli("verify", "--data-dir", str(other))
+    assert result.returncode == 0 and (other / "gemma_chat.db").exists()

@@ -1,0 +1,71 @@
+"""The schema: migrations from a blank file, recorded once, safe to re-run; settings loading."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gemma_chat import db
+from gemma_chat.config import load_settings
+from gemma_chat.errors import ConfigError
+
+
+def test_migrations_build_a_blank_database_once(settings, database):
+    assert db.applied_migrations() == [name for name, _ in db.MIGRATIONS]
+    assert db.apply_migrations() == []  # nothing left to apply on the next start
+    connection = sqlite3.connect(settings.db_path)
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"users", "holds", "ledger_entries", "interactions", "error_events", "schema_migrations"} <= tables
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_new_migration_applies_on_top_of_the_previous_schema(settings, database):
+    extra = db.MIGRATIONS + [("0099_test_column", ["ALTER TABLE users ADD COLUMN test_note TEXT"])]
+    assert db.apply_migrations(extra) == ["0099_test_column"]
+    assert db.apply_migrations(extra) == []
+
+
+def test_a_failing_migration_leaves_nothing_behind(settings, database):
+    broken = db.MIGRATIONS + [("0099_broken", ["CREATE TABLE half_done (x)", "THIS IS NOT SQL"])]
+    with pytest.raises(Exception):
+        db.apply_migrations(broken)
+    assert "0099_broken" not in db.applied_migrations()
+    assert db.database.execute_sql("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
+
+
+def test_connection_pragmas(settings, database):
+    pragma = lambda name: db.database.execute_sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
+    assert pragma("foreign_keys") == 1
+    assert pragma("synchronous") == 2  # FULL
+    assert pragma("busy_timeout") == settings.busy_timeout_ms
+
+
+def test_settings_from_toml_and_env(tmp_path):
+    config = tmp_path / "gemma.toml"
+    config.write_text('starting_balance = 50\nmax_topup = 20\n[tiers.pro]\nprice = 5\nmax_tokens = 256\n')
+    settings = load_settings(config_file=config, env={"GEMMA_CHAT_MAX_TOPUP": "30"})
+    assert (settings.starting_balance, settings.max_topup) == (50, 30)  # env beats the file
+    assert (settings.tiers["pro"].price, settings.tiers["pro"].max_tokens, settings.tiers["mini"].price) == (5, 256, 1)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("starting_balance = 'lots'", "not a valid int"),
+        ("unknown_thing = 1", "unknown setting"),
+        ("[tiers.ultra]\nprice = 9", "unknown tier"),
+        ("[tiers.mini]\nprice = 0", "at least 1 credit"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
+def test_bad_config_files_name_the_problem(tmp_path, text, message):
+    config = tmp_path / "gemma.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=config, env={})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        load_settings(config_file=tmp_path / "nope.toml", env={})
