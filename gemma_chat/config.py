@@ -182,7 +182,7 @@ def load_settings(
         if name not in _SCALAR_FIELDS:
             raise ConfigError(f"Unknown setting {name!r}.")
         if value is not None:
-            scalars[name] = value
+            scalars[name] = _coerce(value, str(_SCALAR_FIELDS[name].type), name) if isinstance(value, str) else value
 
     settings = Settings(**scalars, tiers={name: TierSettings(**values) for name, values in tiers.items()})
     return _check(settings)

@@ -109,3 +109,20 @@ def test_data_dir_flag_wins_over_the_environment(cli, tmp_path):
     other = tmp_path / "other"
     result = cli("verify", "--data-dir", str(other))
     assert result.returncode == 0 and (other / "gemma_chat.db").exists()
+
+
+def test_models_explains_what_each_tier_will_run(cli):
+    statuses = json.loads(cli("models", "--format", "json").stdout)
+    assert [s["tier"] for s in statuses] == ["mini", "pro"]
+    for status in statuses:
+        assert {"tier", "model", "file", "quantization", "bytes_needed", "bytes_available", "status", "reason"} <= set(status)
+        assert status["status"] == "bundled demo" and "bundled demo" in status["model"]
+        assert "download_models.py" in status["reason"]
+    table = cli("models").stdout
+    assert "Gemma 3 270M (bundled demo) for pro" in table and "Q4_K_M" in table
+
+
+def test_models_with_strict_models_says_missing(cli):
+    result = cli("models", "--strict-models", "--format", "json")
+    assert result.returncode == 0
+    assert {s["status"] for s in json.loads(result.stdout)} == {"missing"}

@@ -1,0 +1,121 @@
+"""What a model needs in RAM and which tiers fit: pure arithmetic over GGUF header facts.
+
+Estimates are compared with free memory *before* loading: with mmap, the weights sit in the page
+cache and `available` barely drops after a load, so measuring afterwards would say every model fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .gguf import GGUFInfo
+
+# llama.cpp allocates its KV cache in f16 and, as llama-cpp-python leaves swa_full=True,
+# for every layer at the full n_ctx (sliding-window layers included).
+KV_BYTES_PER_VALUE = 2
+# llama-cpp-python's default micro-batch; prefill works on this many tokens at once.
+N_UBATCH = 512
+# Runtime, tokenizer caches, Python and llama-cpp-python's own buffers.
+RUNTIME_OVERHEAD_BYTES = 400_000_000
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    n_ctx: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    overhead_bytes: int = RUNTIME_OVERHEAD_BYTES
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.overhead_bytes
+
+
+def estimate_model_bytes(info: GGUFInfo, n_ctx: int) -> MemoryEstimate:
+    """RAM one loaded model needs at `n_ctx`.
+
+    Calibrated on measured numbers: Gemma 3 12B Q8_0 at n_ctx 4096 ≈ 14.8 GB in all,
+    its KV cache 1.5 GiB; Gemma 3 1B's KV cache ≈ 104 MiB.
+    """
+    kv = info.block_count * n_ctx * info.head_count_kv * (info.key_length + info.value_length) * KV_BYTES_PER_VALUE
+    # Without flash attention the largest live tensors during prefill are one micro-batch's
+    # attention scores and their softmax, in f32. The graph reserves more (logits for a whole
+    # micro-batch), but only the last token's logits are ever computed, so that stays untouched.
+    compute = 2 * N_UBATCH * n_ctx * info.head_count * 4
+    return MemoryEstimate(n_ctx=n_ctx, weights_bytes=info.file_size, kv_cache_bytes=kv, compute_bytes=compute)
+
+
+def available_bytes(memory_margin_bytes: int) -> int:
+    """RAM free for models right now: the OS's `available` less the configured safety margin."""
+    import psutil
+
+    return max(0, psutil.virtual_memory().available - memory_margin_bytes)
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One tier asking for memory; `path` lets two tiers on the same file share mapped weights."""
+
+    tier: str
+    label: str
+    estimate: MemoryEstimate
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    tier: str
+    label: str
+    fits: bool
+    bytes_needed: int  # what this tier adds, after weights shared with an earlier tier
+    bytes_available: int  # what was left for it after the earlier tiers
+    reason: str
+
+
+def plan_models(requests: Sequence[ModelRequest], available: int) -> list[ModelPlan]:
+    """Decide, in the order given (mini first), which models fit in `available` bytes.
+
+    Each model that fits takes its share before the next is considered, so a big pro model
+    never pushes out the small one users rely on.
+    """
+    left = available
+    mapped: set[Path] = set()
+    decided: list[tuple[ModelRequest, int, int, bool]] = []
+    for request in requests:
+        needed = request.estimate.total_bytes
+        if request.path is not None and request.path in mapped:
+            # Two mmaps of one file share page-cache pages: the weights count once.
+            needed -= request.estimate.weights_bytes
+        fits = needed <= left
+        decided.append((request, needed, left, fits))
+        if fits:
+            left -= needed
+            if request.path is not None:
+                mapped.add(request.path)
+
+    offered = [request.label for request, _, _, fits in decided if fits]
+    plans = []
+    for request, needed, had, fits in decided:
+        numbers = f"{request.label} needs ≈{format_bytes(needed)}; {format_bytes(had)} available"
+        if fits:
+            reason = numbers
+        elif offered:
+            reason = f"{numbers} — only {' and '.join(offered)} {'is' if len(offered) == 1 else 'are'} offered"
+        else:
+            reason = f"{numbers} — no model can be offered"
+        plans.append(ModelPlan(request.tier, request.label, fits, needed, had, reason))
+    return plans
+
+
+def format_bytes(count: int) -> str:
+    """Decimal units, one decimal for GB, as disk and RAM sizes are usually quoted: 14.8 GB, 253 MB."""
+    if count >= 999_500_000:  # thresholds at rounding points: never "1000 MB"
+        return f"{count / 1e9:.1f} GB"
+    if count >= 999_500:
+        return f"{count / 1e6:.0f} MB"
+    if count >= 1_000:
+        return f"{count / 1e3:.0f} kB"
+    return f"{count} B"
