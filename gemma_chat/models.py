@@ -239,9 +239,12 @@ def format_models_table(statuses: Sequence[ModelStatus]) -> str:
     def size(count: int | None) -> str:
         return format_bytes(count) if count is not None else "-"
 
-    header = ("TIER", "MODEL", "QUANT", "NEEDS", "FREE", "PRICE", "STATUS")
+    header = ("TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "NEEDS", "FREE", "PRICE", "STATUS")
     rows = [
-        (s.tier, s.model, s.quantization or "-", size(s.bytes_needed), size(s.bytes_available), str(s.price), s.status)
+        (
+            s.tier, s.model, s.architecture or "-", s.quantization or "-", str(s.n_ctx),
+            size(s.bytes_needed), size(s.bytes_available), str(s.price), s.status,
+        )
         for s in statuses
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

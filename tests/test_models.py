@@ -147,7 +147,7 @@ def test_json_and_table(tmp_path, cache_dir):
 
     table = format_models_table(statuses)
     header, mini_row, pro_row = table.splitlines()[:3]
-    assert header.split() == ["TIER", "MODEL", "QUANT", "NEEDS", "FREE", "PRICE", "STATUS"]
+    assert header.split() == ["TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "NEEDS", "FREE", "PRICE", "STATUS"]
     assert mini_row.startswith("mini  Gemma 3 270M (bundled demo) for mini") and mini_row.endswith("bundled demo")
     assert "20.0 GB" in mini_row
     assert statuses[1].reason in table
