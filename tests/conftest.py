@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT))
 from gemma_chat import db  # noqa: E402
 from gemma_chat.config import load_settings  # noqa: E402
 
+pytest_plugins = ["tests.model_fixtures"]  # bundled_gguf, templated_gguf: real model files, built once
+
 # bcrypt at cost 12 takes ~0.25 s a hash; tests that are not about the cost use the minimum.
 FAST_BCRYPT = 4
 
@@ -46,5 +48,44 @@ def database(settings):
 def run_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for a subprocess of main.py: this test's data dir, fast bcrypt."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_CHAT_")}
-    env.update({"GEMMA_CHAT_DATA_DIR": str(data_dir), "GEMMA_CHAT_BCRYPT_ROUNDS": str(FAST_BCRYPT)}, **extra)
+    env.update(
+        {
+            "GEMMA_CHAT_DATA_DIR": str(data_dir),
+            "GEMMA_CHAT_BCRYPT_ROUNDS": str(FAST_BCRYPT),
+            "GEMMA_CHAT_MODELS_DIR": str(MODEL_CACHE),
+        },
+        **extra,
+    )
     return env
+
+
+# --- the real bundled model ----------------------------------------------------------------
+
+# Assembled once per machine (~250 MB) and shared by every test that runs the model.
+MODEL_CACHE = Path(os.environ.get("GEMMA_CHAT_TEST_MODELS", Path.home() / ".cache" / "gemma-chat-test" / "models"))
+
+
+def demo_settings(data_dir: Path, **overrides):
+    """Settings whose tiers are both served by the bundled 270M, small enough to be quick."""
+    import dataclasses
+
+    settings = load_settings(data_dir=data_dir, env={}, bcrypt_rounds=FAST_BCRYPT, models_dir=MODEL_CACHE, **overrides)
+    tiers = {name: dataclasses.replace(tier, n_ctx=1024, max_tokens=24) for name, tier in settings.tiers.items()}
+    return dataclasses.replace(settings, tiers=tiers)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(tmp_path_factory):
+    """One resident Engine for the session: mini and pro both the bundled 270M."""
+    from gemma_chat.engine import Engine
+
+    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    engine = Engine.load(demo_settings(tmp_path_factory.mktemp("engine-data")), log=lambda line: None)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def chat_settings(data_dir: Path, database):
+    """This test's data dir with the demo model settings, database open."""
+    return demo_settings(data_dir)

@@ -1,0 +1,207 @@
+"""One chat turn, end to end: check → hold → stream → capture or release → log.
+
+Used by the UI and by the tests alike. `run_turn` is a generator of TurnUpdate; its last update
+always carries the final status. Whatever ends the stream — success, a model error, the Stop
+button, a closed tab (GeneratorExit) — the `finally` settles the hold exactly once:
+an answer with text shown is charged, one without is released.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
+
+from . import interactions, ledger
+from .auth import get_user
+from .config import Settings
+from .db import transaction
+from .error_log import log_error
+from .errors import (
+    DatabaseBusyError,
+    GemmaChatError,
+    InsufficientCreditsError,
+    ModelError,
+    QueueFullError,
+    UnknownUserError,
+    ValidationError,
+)
+from .interactions import TurnOutcome
+
+FINAL_STATUSES = ("ok", "stopped", "refused", "rejected", "busy", "error")
+
+
+@dataclass(frozen=True)
+class TurnUpdate:
+    status: str  # waiting | streaming, then one of FINAL_STATUSES
+    answer: str = ""  # the answer so far
+    model_label: str = ""
+    price: int = 0
+    credits_charged: int = 0
+    queue_position: int | None = None
+    message: str = ""  # what to tell the user when it is not a plain answer
+    request_id: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def validate_message(text, max_chars: int) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError("Type a message first.")
+    if "\x00" in text:
+        raise ValidationError("The message contains a NUL character; remove it and send again.")
+    if len(text) > max_chars:
+        raise ValidationError(f"The message is {len(text):,} characters long; the limit is {max_chars:,}.")
+    return text.strip()
+
+
+def tier_status(engine, tier: str):
+    for status in engine.tiers():
+        if status.tier == tier:
+            return status
+    raise ValidationError(f"Unknown model {tier!r}.")
+
+
+def build_messages(history: Sequence[tuple[str, str]], message: str) -> list[dict]:
+    """Earlier (user, assistant) turns of this chat, then the new message: what the engine trims."""
+    messages = []
+    for user_text, answer in history:
+        if user_text and answer:  # a turn without an answer would break the user/assistant alternation
+            messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": message})
+    return messages
+
+
+def run_turn(
+    settings: Settings,
+    engine,
+    user_id: int,
+    tier: str,
+    message,
+    history: Sequence[tuple[str, str]] = (),
+    *,
+    stop: threading.Event | None = None,
+) -> Iterator[TurnUpdate]:
+    """Answer `message` with `tier`'s model for `user_id`, billing exactly once."""
+    try:
+        user = get_user(user_id)
+        if user.is_disabled:
+            raise ValidationError("This account is disabled.")
+        prompt = validate_message(message, settings.max_message_chars)
+        tier_settings = settings.tier(tier)
+        status = tier_status(engine, tier)
+    except UnknownUserError:
+        yield TurnUpdate("rejected", message="Your session has ended; please log in again.")
+        return
+    except GemmaChatError as exc:
+        yield TurnUpdate("rejected", message=exc.message)
+        return
+
+    base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
+    if not status.available:
+        yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
+        return
+
+    request_id = ledger.new_request_id()
+    base = replace(base, request_id=request_id)
+    try:
+        with transaction():
+            ledger.hold_credits(user_id, tier_settings.price, request_id)
+            interactions.start_interaction(request_id, user_id, tier, status.label, prompt)
+    except InsufficientCreditsError as exc:
+        interactions.log_refused(request_id, user_id, tier, status.label, prompt)
+        yield replace(
+            base,
+            status="refused",
+            message=(
+                f"Not enough credits: {status.label} costs {tier_settings.price} "
+                f"credit{'s' if tier_settings.price != 1 else ''} per answer and you have {exc.available}. "
+                "Add credits on the Top up tab."
+            ),
+        )
+        return
+    except DatabaseBusyError as exc:
+        yield replace(base, status="busy", message=exc.message)
+        return
+
+    yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop)
+
+
+def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messages, stop) -> Iterator[TurnUpdate]:
+    request_id = base.request_id
+    answer = ""
+    result = None
+    started = time.monotonic()
+    first_token_at = None
+    outcome: TurnOutcome | None = None
+    final: TurnUpdate | None = None
+    try:
+        yield base  # held: the UI can show the turn at once, before the prompt is evaluated
+        for item in engine.generate(tier, messages, stop=stop):
+            if isinstance(item, str):
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
+                answer += item
+                yield replace(base, status="streaming", answer=answer)
+            elif hasattr(item, "position"):
+                yield replace(base, status="waiting", queue_position=item.position)
+            else:
+                result = item
+        status = "stopped" if result is not None and result.finish_reason == "stopped" else "ok"
+        outcome = TurnOutcome(
+            status=status,
+            answer=answer,
+            prompt_tokens=getattr(result, "prompt_tokens", None),
+            completion_tokens=getattr(result, "completion_tokens", None),
+            ttft_ms=getattr(result, "ttft_ms", None),
+            duration_ms=getattr(result, "duration_ms", None),
+        )
+    except QueueFullError as exc:
+        outcome = TurnOutcome(status="refused")
+        final = replace(base, status="busy", message=exc.message)
+    except Exception as exc:  # noqa: BLE001 — any failure: release, log, tell the user the id
+        error_id = log_error(f"chat:{tier}", exc, user_id=user_id, request_id=request_id, detail=getattr(exc, "detail", ""))
+        outcome = TurnOutcome(status="error", answer=answer, error_id=error_id)
+        reason = exc.message if isinstance(exc, ModelError) else "The model failed to answer."
+        final = replace(base, status="error", answer=answer, message=f"{reason} Nothing was charged. (error {error_id})")
+    finally:
+        if outcome is None:  # GeneratorExit: the tab closed or the UI's Stop cancelled us
+            outcome = TurnOutcome(status="stopped", answer=answer)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        if outcome.duration_ms is None:
+            ttft = int((first_token_at - started) * 1000) if first_token_at else None
+            outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
+        charged = _settle(request_id, user_id, outcome)
+    if final is None:
+        final = replace(base, status=outcome.status, answer=answer, credits_charged=charged)
+        if outcome.status == "stopped":
+            final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
+        elif not answer:
+            final = replace(final, message="The model returned an empty answer. Nothing was charged.")
+    yield final
+
+
+def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int:
+    """Capture (an answer with text that was not an error) or release, together with the log row."""
+    charge = outcome.status in ("ok", "stopped") and bool(outcome.answer)
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction():
+                if charge:
+                    settlement = ledger.capture_hold(request_id)
+                else:
+                    settlement = ledger.release_hold(request_id, outcome.status)
+                charged = settlement.amount if charge and settlement.changed else 0
+                interactions.finish_interaction(request_id, replace(outcome, credits_charged=charged))
+            return charged
+        except DatabaseBusyError as exc:
+            if attempt == attempts:
+                log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
+        except Exception as exc:  # noqa: BLE001
+            log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
+            break
+    # The hold stays active: the stale-hold sweep or the next start-up releases it, uncharged.
+    return 0
