@@ -1,0 +1,72 @@
+"""`python main.py`: open the data dir, recover from a crash, load the models, launch the UI."""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import signal
+import threading
+
+from .config import Settings
+from .db import close_database
+from .errors import GemmaChatError
+from .startup import open_data_dir, recover_after_crash
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _lock_data_dir(settings: Settings):
+    """One running app per data dir: start-up releases every hold, so a second one must not start."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = open(settings.data_dir / "app.lock", "w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.close()
+        raise GemmaChatError(f"Another gemma-chat is already running on {settings.data_dir}.") from None
+    return lock_file
+
+
+def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -> int:
+    lock = _lock_data_dir(settings)
+    open_data_dir(settings)
+    recovery = recover_after_crash(settings, all_holds=True)
+    if recovery.released_holds:
+        print(f"Recovered from an earlier crash: released {recovery.released_holds} holds uncharged.", flush=True)
+
+    from .engine import Engine  # heavy imports only for the command that needs them
+    from .ui import build_app, launch
+
+    engine = Engine.load(settings, log=lambda line: print(line, flush=True))
+    if not any(status.available for status in engine.tiers()):
+        print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
+    demo, app = build_app(settings, engine)
+    if not _is_loopback(host):
+        print(f"warning: listening on {host}, not only this computer: anyone on the network can reach the app.", flush=True)
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        try:
+            launch(demo, app, host=host, port=port, open_browser=open_browser, block=False)
+        except OSError as exc:
+            raise GemmaChatError(f"Cannot listen on {host}:{port} ({exc}); is the port in use? Try --port.") from None
+        print(f"gemma-chat is running at http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ (Ctrl-C to stop)", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("Shutting down…", flush=True)
+        demo.close()
+        engine.close()
+        close_database()
+        lock.close()
+    return 0

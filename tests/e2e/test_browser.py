@@ -1,0 +1,154 @@
+"""End to end in Chromium: sign up, chat with both tiers, history, top-up, admin, and safety."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# The README's screenshots are refreshed only when asked (GEMMA_CHAT_UPDATE_SCREENSHOTS=1), so a test
+# run never rewrites tracked files; otherwise they land beside the failure screenshots.
+SHOTS = ROOT / ("docs" if os.environ.get("GEMMA_CHAT_UPDATE_SCREENSHOTS") == "1" else "test-artifacts")
+
+
+def sign_up(page: Page, url: str, username: str, password: str = "long enough pw") -> None:
+    page.goto(url)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Create account").click()
+
+
+def log_in(page: Page, url: str, username: str, password: str = "long enough pw") -> None:
+    page.goto(url)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def choose_model(page: Page, tier_text: str) -> None:
+    page.get_by_label("Model").click()
+    page.get_by_role("option", name=re.compile(tier_text)).click()
+
+
+def expect_balance(page: Page, credits: int) -> None:
+    unit = "credit" if credits == 1 else "credits"
+    expect(page.locator("#balance")).to_have_text(re.compile(rf"^\s*Balance: {credits} {unit}\s*$"))
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send", exact=True).click()
+
+
+def test_a_user_signs_up_chats_with_both_models_tops_up_and_the_admin_sees_it(app, page):
+    sign_up(page, app.url, "alice")
+    expect_balance(page, 10)
+    expect(page.get_by_label("Password", exact=True)).not_to_be_visible()
+
+    send(page, "What is the capital of France?")
+    expect_balance(page, 9)
+    expect(page.get_by_text("— Gemma 3 270M (bundled demo) for mini · 1 credit")).to_be_visible()
+
+    choose_model(page, "for pro")
+    send(page, "Name a large ocean.")
+    expect_balance(page, 6)
+    expect(page.get_by_text("— Gemma 3 270M (bundled demo) for pro · 3 credits")).to_be_visible()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "screenshot-chat.png"))
+
+    page.get_by_role("tab", name="History").click()
+    rows = page.get_by_role("row").filter(has_text="bundled demo")
+    expect(rows).to_have_count(2)
+    expect(page.get_by_text("Page 1 of 1")).to_be_visible()
+    # Newest first: the pro answer, 3 credits, then the mini one, 1 credit.
+    expect(rows.nth(0)).to_contain_text(re.compile(r"for pro\s+3\s+ok\s+Name a large ocean\."))
+    expect(rows.nth(1)).to_contain_text(re.compile(r"for mini\s+1\s+ok\s+What is the capital of France\?"))
+
+    page.get_by_role("tab", name="Top up").click()
+    page.get_by_label("Credits to add").fill("5")
+    page.get_by_role("button", name="Top up", exact=True).click()
+    expect_balance(page, 11)
+    expect(page.get_by_text("Added 5 credits")).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+    sign_up(page, app.url, "bob")
+    expect_balance(page, 10)
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
+    page.get_by_role("tab", name="History").click()
+    expect(page.get_by_text("no chats yet")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+
+    log_in(page, app.url, "alice")
+    page.get_by_role("tab", name="Admin").click()
+    # Requests per model: one each; credits per user: alice spent 4 over 2 requests.
+    expect(page.get_by_role("row").filter(has_text="bundled demo")).to_have_count(2)
+    alice_row = page.get_by_role("row").filter(has_text=re.compile(r"^\s*alice\b"))
+    expect(alice_row).to_contain_text(re.compile(r"alice\s+4\s+5\s+0\s+11\s+2"))
+    expect(page.get_by_role("row").filter(has_text=re.compile(r"^\s*bob\b"))).to_contain_text(re.compile(r"bob\s+0\s+0\s+0\s+10\s+0"))
+    page.wait_for_timeout(1000)  # let the charts draw
+    page.screenshot(path=str(SHOTS / "screenshot-admin.png"), full_page=True)
+
+
+def test_not_enough_credits_is_refused_and_charges_nothing(app, page):
+    sign_up(page, app.url, "carol")
+    expect_balance(page, 10)
+    choose_model(page, "for pro")
+    for expected in (7, 4, 1):
+        send(page, "Say hi.")
+        expect_balance(page, expected)
+    send(page, "Say hi again.")
+    expect(page.get_by_text("Not enough credits")).to_be_visible()
+    expect_balance(page, 1)
+
+
+def test_markup_in_a_prompt_is_shown_as_text_and_never_runs(app, page):
+    sign_up(page, app.url, "dave")
+    expect_balance(page, 10)
+    hostile = "<img src=x onerror=alert(1)> <script>alert(2)</script>"
+    send(page, hostile)
+    expect_balance(page, 9)
+    expect(page.get_by_text(hostile)).to_be_visible()
+    assert page.locator(".message img[src='x']").count() == 0
+    page.get_by_role("tab", name="History").click()
+    expect(page.get_by_role("row").filter(has_text="bundled demo")).to_contain_text("<img src=x onerror=alert(1)>")
+    assert page.dialogs == []
+
+
+def test_the_password_never_reaches_browser_storage(app, page):
+    sign_up(page, app.url, "erin", "secret password 123")
+    expect_balance(page, 10)
+    stored = page.evaluate("() => JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+    assert "secret password 123" not in stored
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("Password", exact=True)).to_have_value("")  # cleared after the attempt
+
+
+def test_a_wrong_password_is_shown_inline_and_cleared(app, page):
+    sign_up(page, app.url, "frank")
+    expect_balance(page, 10)
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, app.url, "frank", "not the password")
+    expect(page.get_by_text("Wrong username or password.")).to_be_visible()
+    expect(page.get_by_label("Password", exact=True)).to_have_value("")
+    page.get_by_role("button", name="Create account").click()  # same name again
+    expect(page.get_by_text("Enter a password.")).to_be_visible()
+
+
+def test_the_sign_in_form_follows_a_russian_browser(app, browser):
+    context = browser.new_context(locale="ru-RU")
+    page = context.new_page()
+    try:
+        page.goto(app.url)
+        expect(page.get_by_label("Имя пользователя", exact=True)).to_be_visible()
+        expect(page.get_by_role("button", name="Войти")).to_be_visible()
+        expect(page.get_by_role("button", name="Создать учётную запись")).to_be_visible()
+    finally:
+        context.close()

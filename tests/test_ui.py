@@ -1,0 +1,172 @@
+"""The UI's callbacks called directly, as Gradio calls them: every screen's success and failure.
+
+Each callback must re-check the session and the user's rights itself: these tests call them with
+no session, an expired one, and a non-admin's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+import pytest
+
+from gemma_chat import ledger
+from gemma_chat.db import Interaction, LedgerEntry
+from gemma_chat.ui import ChatApp, Session
+
+
+@pytest.fixture
+def app(chat_settings, demo_engine):
+    return ChatApp(chat_settings, demo_engine)
+
+
+def sign_up(app, username="alice", password="long enough pw") -> Session:
+    result = app.register(username, password)
+    assert isinstance(result[0], Session), result[4]
+    return result[0]
+
+
+def chat(app, session, message="What is the capital of France?", tier="mini", turns=None):
+    return list(app.send(session, tier, message, [], turns or []))
+
+
+def select(index) -> gr.SelectData:
+    return gr.SelectData(None, {"index": index, "value": None})
+
+
+def test_register_signs_in_with_the_balance_and_the_first_user_is_admin(app):
+    session, login_view, app_view, password, message, who, balance, admin_tab, model, notes, *_ = app.register("alice", "long enough pw")
+    assert isinstance(session, Session) and session.username == "alice"
+    assert password == "" and message == ""
+    assert (login_view["visible"], app_view["visible"], admin_tab["visible"]) == (False, True, True)
+    assert "Balance: 10 credits" in balance and "alice" in who
+    labels = [label for label, _ in model["choices"]]
+    assert labels == ["Gemma 3 270M (bundled demo) for mini · 1 credit", "Gemma 3 270M (bundled demo) for pro · 3 credits"]
+    second = app.register("bob", "long enough pw")
+    assert second[7]["visible"] is False  # no Admin tab for a plain user
+
+
+@pytest.mark.parametrize(
+    "username, password, expected",
+    [("alice", "long enough pw", "taken"), ("x", "long enough pw", "3 to 32"), ("carol", "short", "at least 8"), (None, None, "Enter a username")],
+)
+def test_registration_errors_are_shown_inline_and_the_password_cleared(app, username, password, expected):
+    sign_up(app)
+    session, _, _, password_field, message, *_ = app.register(username, password)
+    assert session is None and password_field == "" and expected in message
+
+
+def test_login_errors_and_lockout_are_shown_inline(app):
+    sign_up(app)
+    assert app.login("alice", "wrong password")[4] == "Wrong username or password."
+    assert app.login("nobody", "wrong password")[4] == "Wrong username or password."
+    for _ in range(4):
+        message = app.login("alice", "wrong password")[4]
+    assert "Try again at" in message
+    locked = app.login("alice", "long enough pw")  # even the right password, while locked
+    assert locked[0] is None and "Try again at" in locked[4]
+
+
+def test_chat_streams_and_updates_the_balance(app):
+    session = sign_up(app)
+    outputs = chat(app, session)
+    assert len(outputs) > 2  # streamed, not one final message
+    chatbot, message_box, balance, turns = outputs[-1]
+    assert chatbot[-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
+    assert message_box == "" and "Balance: 9 credits" in balance
+    assert turns == [("What is the capital of France?", Interaction.get().answer)]
+
+
+def test_chat_without_a_session_or_with_an_expired_one_is_refused(app):
+    with pytest.raises(gr.Error, match="log in"):
+        chat(app, None)
+    session = sign_up(app)
+    session.last_seen -= app.settings.session_idle_s + 1
+    with pytest.raises(gr.Error, match="expired"):
+        chat(app, session)
+    assert Interaction.select().count() == 0
+
+
+def test_a_blank_message_is_refused_with_a_message(app):
+    with pytest.raises(gr.Error, match="Type a message"):
+        chat(app, sign_up(app), message="   ")
+
+
+def test_markup_is_shown_as_text_in_the_chat(app):
+    chatbot = chat(app, sign_up(app), message="<img src=x onerror=alert(1)>")[-1][0]
+    assert chatbot[0]["content"] == "&lt;img src=x onerror=alert(1)&gt;"
+
+
+def test_history_pages_and_full_text(app):
+    session = sign_up(app)
+    app.settings = dataclasses.replace(app.settings, history_page_size=2)
+    for n in range(3):
+        chat(app, session, message=f"question {n} " + "long " * 30)
+    table, label, page, full, *_ = app.history(session, 1)
+    assert label == "Page 1 of 2" and len(table) == 2
+    assert table.iloc[0]["Prompt"].startswith("question 2") and table.iloc[0]["Prompt"].endswith("…")
+    assert app.history_detail(session, full, select([0, 4]))[0] == "question 2 " + "long " * 29 + "long"
+    table, label, *_ = app.history_step(session, page, +1)
+    assert label == "Page 2 of 2" and table.iloc[0]["Prompt"].startswith("question 0")
+
+
+def test_history_needs_a_session_and_shows_only_ones_own(app):
+    with pytest.raises(gr.Error, match="log in"):
+        app.history(None, 1)
+    chat(app, sign_up(app, "alice"))
+    table, label, *_ = app.history(sign_up(app, "bob"), 1)
+    assert len(table) == 0 and "no chats yet" in label
+
+
+def test_top_up_adds_credits_and_refuses_bad_amounts(app):
+    session = sign_up(app)
+    for bad in [0, -5, 2.5, 1001, None, "ten"]:
+        message, balance, _ = app.top_up(session, bad)
+        assert message.startswith("⚠") and balance == gr.update()
+    assert LedgerEntry.select().where(LedgerEntry.kind == "topup").count() == 0
+    message, balance, table = app.top_up(session, 5)
+    assert "Added 5 credits" in message and "Balance: 15 credits" in balance
+    assert list(table.iloc[0][["Kind", "Amount", "Balance after"]]) == ["topup", "+5", 15]
+    assert app.top_up(None, 5)[0] == "⚠ Please log in."
+
+
+def test_admin_report_is_for_admins_only(app):
+    admin = sign_up(app, "alice")
+    user = sign_up(app, "bob")
+    chat(app, user, tier="pro")
+    with pytest.raises(gr.Error, match="Administrators only"):
+        app.admin_report(user, "", "")
+    with pytest.raises(gr.Error, match="log in"):
+        app.admin_report(None, "", "")
+    by_model, _, by_user, _, per_day, errors, tracebacks, _ = app.admin_report(admin, "", "")
+    assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
+    assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
+    with pytest.raises(gr.Error, match="YYYY-MM-DD"):
+        app.admin_report(admin, "last week", "")
+
+
+def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
+    from gemma_chat import auth
+
+    admin = sign_up(app, "alice")
+    auth.set_admin("alice", False)
+    with pytest.raises(gr.Error, match="Administrators only"):
+        app.admin_report(admin, "", "")
+
+
+def test_a_disabled_user_is_signed_out(app):
+    from gemma_chat import auth
+
+    session = sign_up(app, "alice")
+    auth.set_disabled("alice", True)
+    with pytest.raises(gr.Error, match="log in"):
+        chat(app, session)
+    assert app.check_session(session)[2] is None
+
+
+def test_logout_ends_the_session(app):
+    session = sign_up(app)
+    outputs = app.logout(session)
+    assert outputs[0] is None and outputs[1]["visible"] is True and outputs[2]["visible"] is False
+    assert ledger.get_balance(session.user_id).balance == 10
