@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("username")
     grant.add_argument("amount", help="a non-zero whole number; negative to correct")
     grant.add_argument("--note", help="why (kept in the ledger)")
-    grant.add_argument("--by", metavar="ADMIN", help="the acting administrator's username")
+    grant.add_argument("--by", metavar="ADMIN", required=True, help="the acting administrator's username (recorded)")
     show = credits_commands.add_parser("show", parents=[common], help="balance, holds and last entries")
     show.add_argument("username")
     show.add_argument("--limit", type=int, default=10)
@@ -248,10 +248,10 @@ def cmd_credits(settings: Settings, args) -> int:
             amount = int(args.amount.strip())
         except ValueError:
             raise ValidationError(f"AMOUNT must be a whole number; got {args.amount!r}.") from None
-        actor = auth.require_user(args.by) if args.by else None
-        if actor is not None and not actor.is_admin:
+        actor = auth.require_user(args.by)
+        if not actor.is_admin:
             raise ValidationError(f"{actor.username} is not an administrator.")
-        entry = ledger.grant_credits(user.id, amount, actor_id=actor.id if actor else None, note=args.note)
+        entry = ledger.grant_credits(user.id, amount, actor_id=actor.id, note=args.note)
         print(f"Granted {amount:+d} credits to {user.username}; balance now {entry.balance_after}.")
         return EXIT_OK
     balance = ledger.get_balance(user.id)

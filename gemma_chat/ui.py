@@ -419,6 +419,7 @@ class ChatApp:
             message.submit(**{**chat_event, "api_name": False})
             stop_button.click(self.stop, [session], None, api_name="stop", queue=False)
             new_chat_button.click(self.new_chat, [session], [chatbot, turns], api_name="new_chat")
+            chatbot.clear(self.new_chat, [session], [chatbot, turns], api_name=False)  # its trash icon: a new chat too
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
             history_tab.select(self.history, [session, history_page], history_outputs, api_name="history")

@@ -80,10 +80,12 @@ def test_verify_fails_with_the_problem_listed(cli, data_dir):
         (["users", "create", "alice2", "--password-stdin"], "short\n", "at least 8", 1),
         (["users", "create", "alice2"], "", "--password-stdin", 1),
         (["users", "create", "ALICE", "--password-stdin"], "long enough pw\n", "taken", 1),
-        (["credits", "grant", "nobody", "5"], None, "No user named 'nobody'", 1),
-        (["credits", "grant", "alice", "five"], None, "whole number", 1),
-        (["credits", "grant", "alice", "0"], None, "non-zero", 1),
-        (["credits", "grant", "alice", "-50"], None, "Not enough credits", 1),
+        (["credits", "grant", "nobody", "5", "--by", "alice"], None, "No user named 'nobody'", 1),
+        (["credits", "grant", "alice", "five", "--by", "alice"], None, "whole number", 1),
+        (["credits", "grant", "alice", "0", "--by", "alice"], None, "non-zero", 1),
+        (["credits", "grant", "alice", "-50", "--by", "alice"], None, "Not enough credits", 1),
+        (["credits", "grant", "alice", "5"], None, "--by", 2),
+        (["credits", "grant", "alice", "5", "--by", "bob"], None, "bob is not an administrator", 1),
         (["report", "--since", "2025-02-30"], None, "YYYY-MM-DD", 1),
         (["report", "--format", "xml"], None, "invalid choice", 2),
         (["users", "frobnicate"], None, "invalid choice", 2),
@@ -91,7 +93,8 @@ def test_verify_fails_with_the_problem_listed(cli, data_dir):
     ],
 )
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(cli, args, stdin, message, code):
-    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")  # the first: an admin
+    cli("users", "create", "bob", "--password-stdin", stdin="long enough pw\n")
     result = cli(*args, stdin=stdin)
     assert result.returncode == code
     assert message in result.stderr

@@ -170,3 +170,20 @@ def test_logout_ends_the_session(app):
     outputs = app.logout(session)
     assert outputs[0] is None and outputs[1]["visible"] is True and outputs[2]["visible"] is False
     assert ledger.get_balance(session.user_id).balance == 10
+
+
+def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, demo_engine):
+    long_answers = dataclasses.replace(
+        chat_settings, tiers={k: dataclasses.replace(t, max_tokens=400) for k, t in chat_settings.tiers.items()}
+    )
+    app = ChatApp(long_answers, demo_engine)
+    session = sign_up(app)
+    outputs = []
+    for output in app.send(session, "mini", "Write a long story about the sea, the wind and a lighthouse keeper.", [], []):
+        outputs.append(output)
+        if len(outputs) == 3:  # text is on screen: the user presses Stop
+            app.stop(session)
+    chatbot, _, balance, _ = outputs[-1]
+    assert "Stopped." in chatbot[-1]["content"] and "Balance: 9 credits" in balance
+    assert Interaction.get().status == "stopped"
+    assert len(outputs) < 50  # it really stopped, well before 400 tokens
