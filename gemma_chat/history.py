@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ class HistoryRow:
     prompt: str
     answer: str
     request_id: str
+
+
+HISTORY_FIELDS = [field.name for field in dataclasses.fields(HistoryRow)]
 
 
 @dataclass(frozen=True)
@@ -48,24 +52,13 @@ def list_history(user_id: int, page=1, page_size: int = 20) -> HistoryPage:
     total = Interaction.select().where(own).count()
     total_pages = max(1, -(-total // page_size))
     page = min(page, total_pages)
+    columns = [getattr(Interaction, name) for name in HISTORY_FIELDS]
     query = (
-        Interaction.select()
+        Interaction.select(*columns)
         .where(own)
         .order_by(Interaction.created_at.desc(), Interaction.id.desc())
         .limit(page_size)
         .offset((page - 1) * page_size)
     )
-    rows = [
-        HistoryRow(
-            created_at=row.created_at,
-            model_name=row.model_name,
-            tier=row.tier,
-            credits_charged=row.credits_charged,
-            status=row.status,
-            prompt=row.prompt,
-            answer=row.answer,
-            request_id=row.request_id,
-        )
-        for row in query
-    ]
+    rows = [HistoryRow(**row) for row in query.dicts()]
     return HistoryPage(rows=rows, page=page, total_pages=total_pages, total=total)

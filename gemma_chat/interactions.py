@@ -7,6 +7,7 @@ release.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .db import Interaction, transaction, utcnow
@@ -36,17 +37,7 @@ def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
     """Record the outcome of a pending turn. Returns False when it was already finished."""
     with transaction():
         updated = (
-            Interaction.update(
-                status=outcome.status,
-                answer=outcome.answer,
-                credits_charged=outcome.credits_charged,
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                ttft_ms=outcome.ttft_ms,
-                duration_ms=outcome.duration_ms,
-                error_id=outcome.error_id,
-                finished_at=utcnow(),
-            )
+            Interaction.update(**dataclasses.asdict(outcome), finished_at=utcnow())
             .where((Interaction.request_id == request_id) & (Interaction.status == "pending"))
             .execute()
         )
