@@ -47,7 +47,11 @@ def validate_password(password) -> str:
         raise ValidationError("A password cannot contain a NUL character.")
     if len(password) < PASSWORD_MIN_CHARS:
         raise ValidationError(f"A password needs at least {PASSWORD_MIN_CHARS} characters.")
-    if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, which a client can send in JSON as "\ud800"
+        raise ValidationError("The password contains an invalid character.") from None
+    if size > PASSWORD_MAX_BYTES:
         raise ValidationError(
             f"A password can be at most {PASSWORD_MAX_BYTES} bytes in UTF-8 "
             "(72 plain letters, fewer with accents or emoji)."
@@ -73,8 +77,8 @@ def _decoy_hash(rounds: int) -> str:
 
 
 def find_user(username: str) -> User | None:
-    if not isinstance(username, str):
-        return None
+    if not isinstance(username, str) or not username.strip().isascii():
+        return None  # usernames are ASCII; other text (a lone surrogate, say) names nobody and cannot reach SQLite
     return User.select().where(pw.fn.lower(User.username) == username.strip().lower()).first()
 
 
@@ -126,9 +130,10 @@ def login(settings: Settings, username, password, *, now: dt.datetime | None = N
         raise LoginError(WRONG_CREDENTIALS)
     if user.is_disabled:
         raise AccountDisabledError("This account is disabled. Ask an administrator to enable it.")
-    User.update(failed_logins=0, first_failed_at=None, locked_until=None, last_login_at=now).where(
-        User.id == user.id
-    ).execute()
+    with transaction():  # a database locked past the busy timeout becomes DatabaseBusyError: "try again"
+        User.update(failed_logins=0, first_failed_at=None, locked_until=None, last_login_at=now).where(
+            User.id == user.id
+        ).execute()
     return get_user(user.id)
 
 

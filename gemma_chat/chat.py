@@ -55,6 +55,10 @@ def validate_message(text, max_chars: int) -> str:
         raise ValidationError("The message contains a NUL character; remove it and send again.")
     if len(text) > max_chars:
         raise ValidationError(f"The message is {len(text):,} characters long; the limit is {max_chars:,}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the request's JSON): not text SQLite can store
+        raise ValidationError("The message contains an invalid character; remove it and send again.") from None
     return text.strip()
 
 
@@ -175,6 +179,8 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
+    if final is None and charged is None:  # the database stayed locked: released later, never charged
+        final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:
         final = replace(base, status=outcome.status, answer=answer, credits_charged=charged)
         if outcome.status == "stopped":
@@ -184,8 +190,16 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
     yield final
 
 
-def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int:
-    """Capture (an answer with text that was not an error) or release, together with the log row."""
+DATABASE_BUSY_MESSAGE = "The database is busy, so this answer was not recorded. Nothing was charged; please try again."
+RELEASE_RETRY_S = 1.0
+
+
+def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int | None:
+    """Capture (an answer with text that was not an error) or release, together with the log row.
+
+    Returns the credits charged, or None when the database stayed locked through every attempt: the
+    turn is then an uncharged error, released in the background as soon as the database frees.
+    """
     charge = outcome.status in ("ok", "stopped") and bool(outcome.answer)
     for attempt in range(1, attempts + 1):
         try:
@@ -199,9 +213,31 @@ def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int =
             return charged
         except DatabaseBusyError as exc:
             if attempt == attempts:
-                log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
+                error_id = log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
+                _release_when_free(request_id, replace(outcome, status="error", credits_charged=0, error_id=error_id))
+                return None
         except Exception as exc:  # noqa: BLE001
             log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
             break
-    # The hold stays active: the stale-hold sweep or the next start-up releases it, uncharged.
+    # The hold stays active: `verify` reports it once stale, and the next start-up releases it, uncharged.
     return 0
+
+
+def _release_when_free(request_id: str, outcome: TurnOutcome) -> None:
+    """Retry, off the request, the release a locked database refused: the hold must not outlive the lock."""
+
+    def release() -> None:
+        while True:
+            time.sleep(RELEASE_RETRY_S)
+            try:
+                with transaction():
+                    ledger.release_hold(request_id, "database busy")
+                    interactions.finish_interaction(request_id, outcome)
+                return
+            except DatabaseBusyError:
+                continue
+            except Exception as exc:  # noqa: BLE001 — the next start-up releases it
+                log_error("chat:settle", exc, request_id=request_id)
+                return
+
+    threading.Thread(target=release, name=f"release-{request_id}", daemon=True).start()

@@ -101,8 +101,9 @@ class Settings:
     def tier(self, name: str) -> TierSettings:
         try:
             return self.tiers[name]
-        except KeyError:
-            raise ConfigError(f"Unknown model tier {name!r}; choose one of: {', '.join(self.tiers)}.") from None
+        except (KeyError, TypeError):  # TypeError: a name that is not a string (a list from a hostile client)
+            # At most 40 characters of it: a hostile client's megabyte is not echoed back.
+            raise ConfigError(f"Unknown model tier {str(name)[:40]!r}; choose one of: {', '.join(self.tiers)}.") from None
 
 
 _SCALAR_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "tiers"}

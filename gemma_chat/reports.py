@@ -17,7 +17,7 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {value!r}.") from None
+        raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {str(value)[:40]!r}.") from None
 
 
 @dataclass(frozen=True)

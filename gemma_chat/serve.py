@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import importlib
 import ipaddress
+import os
 import signal
 import threading
 
@@ -34,6 +36,20 @@ def _lock_data_dir(settings: Settings):
     return lock_file
 
 
+# Tests only (tests/reliability/faults.py): "module:function" that wraps the loaded engine to inject
+# model faults into a real running app. Unset in normal use; the app says loudly when it is set.
+FAULT_INJECTION_ENV = "GEMMA_CHAT_FAULT_INJECTION"
+
+
+def _with_injected_faults(engine):
+    hook = os.environ.get(FAULT_INJECTION_ENV, "")
+    if not hook:
+        return engine
+    module, _, function = hook.partition(":")
+    print(f"warning: {FAULT_INJECTION_ENV}={hook}: model faults are injected (a test hook)", flush=True)
+    return getattr(importlib.import_module(module), function)(engine)
+
+
 def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -> int:
     lock = _lock_data_dir(settings)
     open_data_dir(settings)
@@ -44,7 +60,7 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     from .engine import Engine  # heavy imports only for the command that needs them
     from .ui import build_app, launch
 
-    engine = Engine.load(settings, log=lambda line: print(line, flush=True))
+    engine = _with_injected_faults(Engine.load(settings, log=lambda line: print(line, flush=True)))
     if not any(status.available for status in engine.tiers()):
         print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
     demo, app = build_app(settings, engine)

@@ -23,7 +23,7 @@ from .config import Settings
 from .db import User
 from .error_log import log_error
 from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
-from .history import list_history
+from .history import list_history, parse_page
 from .reports import Reports
 from .ui_text import TRANSLATIONS
 
@@ -252,7 +252,7 @@ class ChatApp:
 
     @shows_errors
     def history_step(self, session, page, step):
-        return self.history.__wrapped__(self, session, max(1, int(page or 1) + step))
+        return self.history.__wrapped__(self, session, max(1, parse_page(page or 1) + step))
 
     @shows_errors
     def history_detail(self, session, full, event: gr.SelectData):

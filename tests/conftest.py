@@ -14,7 +14,10 @@ sys.path.insert(0, str(ROOT))
 from gemma_chat import db  # noqa: E402
 from gemma_chat.config import load_settings  # noqa: E402
 
-pytest_plugins = ["tests.model_fixtures"]  # bundled_gguf, templated_gguf: real model files, built once
+pytest_plugins = [
+    "tests.model_fixtures",  # bundled_gguf, templated_gguf: real model files, built once
+    "tests.browser_fixtures",  # browser, page: one Chromium for every browser test
+]
 
 # bcrypt at cost 12 takes ~0.25 s a hash; tests that are not about the cost use the minimum.
 FAST_BCRYPT = 4

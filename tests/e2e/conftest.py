@@ -1,4 +1,7 @@
-"""The app as a user meets it: `python main.py` in a subprocess, driven by a real Chromium."""
+"""The app as a user meets it: `python main.py` in a subprocess, driven by a real Chromium.
+
+The browser fixtures are tests/browser_fixtures.py, shared with tests/reliability/.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST_BCRYPT, MODEL_CACHE, ROOT
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts"
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -59,10 +54,12 @@ class RunningApp:
                 raise RuntimeError(f"the app exited:\n{self.log_path.read_text()}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
+                    # Up once it answers and has printed so: a signal sent before that line lands in launch().
+                    if response.status == 200 and "is running at" in self.log_path.read_text():
                         return
             except OSError:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)
         raise RuntimeError(f"the app did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
@@ -79,42 +76,3 @@ def app(tmp_path):
     running = RunningApp(tmp_path / "data", tmp_path / "app.log")
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "BROWSER TESTS SKIPPED: /usr/bin/chromium is missing (Debian/Ubuntu: sudo apt install chromium). "
-            ".ci/run installs it, so CI always runs them."
-        )
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=30_000)  # a first answer on 2 busy cores can take seconds
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.dialogs = dialogs
-    yield page
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)

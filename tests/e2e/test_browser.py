@@ -115,7 +115,7 @@ def test_markup_in_a_prompt_is_shown_as_text_and_never_runs(app, page):
     hostile = "<img src=x onerror=alert(1)> <script>alert(2)</script>"
     send(page, hostile)
     expect_balance(page, 9)
-    expect(page.get_by_text(hostile)).to_be_visible()
+    expect(page.get_by_test_id("user").get_by_text(hostile)).to_be_visible()  # the answer may echo it too
     assert page.locator(".message img[src='x']").count() == 0
     page.get_by_role("tab", name="History").click()
     expect(page.get_by_role("row").filter(has_text="bundled demo")).to_contain_text("<img src=x onerror=alert(1)>")
