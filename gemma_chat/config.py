@@ -41,6 +41,7 @@ class TierSettings:
     n_ctx: int = 4096
     n_threads: int = 0  # 0 = physical cores
     n_gpu_layers: int = 0  # -1 offloads every layer (Metal / CUDA builds)
+    temperature: float | None = None  # None = the prompt format's recommended sampling; 0 = greedy
     required_quantization: str = ""  # e.g. "Q8_0"; empty accepts any
 
     def model_path(self, models_dir: Path) -> Path:
@@ -129,6 +130,11 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
             return int(str(value).strip()) if isinstance(value, str) else int(value)
         if kind == "path":
             return Path(str(value)).expanduser()
+        if kind.startswith("float"):  # "float | None"
+            kind = "number"
+            if isinstance(value, bool):
+                raise ValueError
+            return float(str(value).strip()) if isinstance(value, str) else float(value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {kind}.") from None
@@ -148,6 +154,8 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"tiers.{tier.name}.price must be at least 1 credit.")
         if tier.max_tokens < 1 or tier.n_ctx <= tier.max_tokens:
             raise ConfigError(f"tiers.{tier.name}: max_tokens must be at least 1 and below n_ctx.")
+        if tier.temperature is not None and not 0 <= tier.temperature <= 5:
+            raise ConfigError(f"tiers.{tier.name}.temperature must be from 0 (greedy) to 5.")
     return settings
 
 

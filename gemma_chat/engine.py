@@ -117,6 +117,18 @@ class _Transcript:
         return llama.tokenize("".join(parts).encode("utf-8"), add_bos=True, special=False)
 
 
+def choose_prompt_format(llama: llama_cpp.Llama) -> _ChatTemplate | _Transcript:
+    """The GGUF's own chat template, or a plain transcript for a model without one."""
+    return _ChatTemplate(llama) if llama.metadata.get("tokenizer.chat_template") else _Transcript()
+
+
+def sampling_for(prompt_format: _ChatTemplate | _Transcript, tier: TierSettings) -> dict[str, float]:
+    """The format's recommended sampling, with the tier's temperature when set (0 = greedy)."""
+    if tier.temperature is None:
+        return dict(prompt_format.sampling)
+    return {**prompt_format.sampling, "temp": tier.temperature}
+
+
 def _token_text(vocab: Any, token: int) -> str:
     if token < 0:
         return ""
@@ -231,8 +243,7 @@ class Engine:
             verbose=False,
         )
         try:
-            has_template = bool(llama.metadata.get("tokenizer.chat_template"))
-            tier.prompt_format = _ChatTemplate(llama) if has_template else _Transcript()
+            tier.prompt_format = choose_prompt_format(llama)
         except Exception:  # e.g. a template that is not valid Jinja: free the weights we just mapped
             llama.close()
             raise
@@ -381,7 +392,7 @@ class Engine:
         yielded = False  # until the first delta, leading blanks are skipped, not streamed
         finish = "length"
         entry.current_stop = stop
-        stream = llama.generate(tokens, **prompt_format.sampling)
+        stream = llama.generate(tokens, **sampling_for(prompt_format, entry.settings))
         try:
             while completion < entry.settings.max_tokens:
                 if entry.stop_requested():

@@ -11,8 +11,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-import peewee as pw
-
 from .db import Hold, LedgerEntry, User, database, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
@@ -99,7 +97,15 @@ def _append_entry(
             price=-amount,
             available=available,
         )
-    return LedgerEntry.create(
+    # Plain SQL on the per-turn path: building it with the ORM cost more than SQLite's own work.
+    created_at = utcnow()
+    cursor = database.execute_sql(
+        "INSERT INTO ledger_entries (user_id, amount, kind, balance_after, request_id, note, actor_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, amount, kind, row[0], request_id, note, actor_id, str(created_at)),
+    )
+    return LedgerEntry(
+        id=cursor.lastrowid,
         user=user_id,
         amount=amount,
         kind=kind,
@@ -107,6 +113,7 @@ def _append_entry(
         request_id=request_id,
         note=note,
         actor=actor_id,
+        created_at=created_at,
     )
 
 
@@ -149,14 +156,22 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
                 price=amount,
                 available=available,
             )
-        return Hold.create(request_id=request_id, user=user_id, amount=amount)
+        created_at = utcnow()
+        cursor = database.execute_sql(
+            "INSERT INTO holds (request_id, user_id, amount, status, created_at) VALUES (?, ?, ?, 'active', ?)",
+            (request_id, user_id, amount, str(created_at)),
+        )
+        return Hold(id=cursor.lastrowid, request_id=request_id, user=user_id, amount=amount, status="active", created_at=created_at)
 
 
 def _active_hold(request_id: str) -> Hold:
-    try:
-        return Hold.get(Hold.request_id == request_id)
-    except pw.DoesNotExist:
-        raise HoldNotFoundError(f"No hold for request {request_id}.") from None
+    """The hold's id, user, amount and status: what settling it needs."""
+    row = database.execute_sql(
+        "SELECT id, user_id, amount, status FROM holds WHERE request_id = ?", (request_id,)
+    ).fetchone()
+    if row is None:
+        raise HoldNotFoundError(f"No hold for request {request_id}.")
+    return Hold(id=row[0], request_id=request_id, user=row[1], amount=row[2], status=row[3])
 
 
 def _unchanged(hold: Hold, verb: str) -> Settlement:
@@ -171,8 +186,9 @@ def capture_hold(request_id: str) -> Settlement:
         hold = _active_hold(request_id)
         if hold.status != "active":
             return _unchanged(hold, "capture")
-        now = utcnow()
-        Hold.update(status="captured", settled_at=now).where(Hold.id == hold.id).execute()
+        database.execute_sql(
+            "UPDATE holds SET status = 'captured', settled_at = ? WHERE id = ?", (str(utcnow()), hold.id)
+        )
         _append_entry(hold.user_id, -hold.amount, "charge", request_id=request_id, unhold=hold.amount)
         return Settlement(request_id, "captured", hold.amount, True, f"Charged {hold.amount} credits.")
 

@@ -46,10 +46,16 @@ class Reports:
 
     def requests_by_model(self) -> list[dict]:
         where, params = self._where("created_at")
+        # Counted per (model, status) first: one pass over an index instead of five tests per row.
         cursor = database.execute_sql(
-            f"""SELECT model_name, COUNT(*), SUM(status = 'ok'), SUM(status = 'stopped'),
-                       SUM(status IN ('error', 'interrupted')), SUM(status = 'refused'), SUM(credits_charged)
-                FROM interactions WHERE {where} GROUP BY model_name ORDER BY COUNT(*) DESC, model_name""",
+            f"""WITH counts AS (
+                    SELECT model_name, status, COUNT(*) AS n, SUM(credits_charged) AS credits
+                    FROM interactions WHERE {where} GROUP BY model_name, status)
+                SELECT model_name, SUM(n), SUM(CASE WHEN status = 'ok' THEN n ELSE 0 END),
+                       SUM(CASE WHEN status = 'stopped' THEN n ELSE 0 END),
+                       SUM(CASE WHEN status IN ('error', 'interrupted') THEN n ELSE 0 END),
+                       SUM(CASE WHEN status = 'refused' THEN n ELSE 0 END), SUM(credits)
+                FROM counts GROUP BY model_name ORDER BY SUM(n) DESC, model_name""",
             params,
         )
         keys = ("model", "requests", "ok", "stopped", "failed", "refused", "credits")
@@ -58,12 +64,14 @@ class Reports:
     def credits_by_user(self) -> list[dict]:
         where, params = self._where("created_at")
         cursor = database.execute_sql(
-            f"""WITH spent AS (
+            f"""WITH per_kind AS (
+                    SELECT user_id, kind, SUM(amount) AS amount FROM ledger_entries WHERE {where} GROUP BY user_id, kind),
+                spent AS (
                     SELECT user_id,
                            -SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS credits_spent,
                            SUM(CASE WHEN kind = 'topup' THEN amount ELSE 0 END) AS credits_topped_up,
                            SUM(CASE WHEN kind = 'grant' THEN amount ELSE 0 END) AS credits_granted
-                    FROM ledger_entries WHERE {where} GROUP BY user_id),
+                    FROM per_kind GROUP BY user_id),
                 requests AS (
                     SELECT user_id, COUNT(*) AS requests FROM interactions WHERE {where} GROUP BY user_id)
                 SELECT u.username, COALESCE(s.credits_spent, 0), COALESCE(s.credits_topped_up, 0),

@@ -28,6 +28,10 @@ from .reports import Reports
 from .ui_text import TRANSLATIONS
 
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
+# At most this often a streaming answer is re-sent: every update costs the server a full chatbot
+# diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
+STREAM_INTERVAL_S = 0.05
+QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 @dataclass
@@ -190,10 +194,16 @@ class ChatApp:
         stop.clear()
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         update = None
+        sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
         try:
             for update in chat.run_turn(self.settings, self.engine, user.id, tier, message, turns, stop=stop):
                 if update.status == "rejected":
                     raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
+                if update.status == "streaming":
+                    now = time.monotonic()
+                    if sent_text_at is not None and now - sent_text_at < STREAM_INTERVAL_S:
+                        continue  # more text, or the final update, follows
+                    sent_text_at = now
                 yield shown + [{"role": "assistant", "content": self._bubble(update)}], "", gr.update(), turns
         except gr.Error:
             raise
@@ -437,7 +447,24 @@ class ChatApp:
             refresh_button.click(self.admin_report, [session, since, until], admin_outputs, api_name=False)
             errors_table.select(self.error_detail, [session, error_tracebacks], [error_text], api_name=False)
         demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)))
+        _calm_queue_polling(demo)
         return demo
+
+
+def _calm_queue_polling(demo: gr.Blocks) -> None:
+    """Gradio's queue checks for new events every 1 ms and for progress every 10 ms, even when idle.
+
+    Those wake-ups take CPU from the model's threads, which use every core: on 2 cores they cost
+    the streamed answer about a tenth of its tokens/s (bench/http.py). Polling every 10 ms adds at
+    most 10 ms before an event starts. The attributes are gradio internals, so this is best effort.
+    """
+    queue = getattr(demo, "_queue", None)
+    if queue is None:
+        return
+    if isinstance(getattr(queue, "sleep_when_free", None), (int, float)):
+        queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
+    if isinstance(getattr(queue, "progress_update_sleep_when_free", None), (int, float)):
+        queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 0.1)  # no progress bars here
 
 
 def build_app(settings: Settings, engine) -> tuple[gr.Blocks, ChatApp]:

@@ -26,6 +26,29 @@ def test_a_new_migration_applies_on_top_of_the_previous_schema(settings, databas
     assert db.apply_migrations(extra) == []
 
 
+def test_the_report_indexes_apply_to_a_database_of_the_first_schema(tmp_path):
+    path = tmp_path / "old.db"
+    db.database.init(str(path), pragmas={"journal_mode": "wal"})
+    db.apply_migrations(db.MIGRATIONS[:1])
+    db.database.execute_sql(
+        "INSERT INTO users (username, password_hash, balance, created_at) VALUES ('old', 'x', 0, '2026-01-01')"
+    )
+    db.close_database()
+    db.open_database(path)  # what the next start-up does
+    try:
+        assert db.applied_migrations() == ["0001_initial", "0002_report_indexes"]
+        assert db.database.execute_sql("SELECT username FROM users").fetchall() == [("old",)]
+        plan = " ".join(
+            row[3]
+            for row in db.database.execute_sql(
+                "EXPLAIN QUERY PLAN SELECT model_name, status, COUNT(*) FROM interactions GROUP BY model_name, status"
+            )
+        )
+        assert plan == "SCAN interactions USING COVERING INDEX interactions_by_model_status"
+    finally:
+        db.close_database()
+
+
 def test_a_failing_migration_leaves_nothing_behind(settings, database):
     broken = db.MIGRATIONS + [("0099_broken", ["CREATE TABLE half_done (x)", "THIS IS NOT SQL"])]
     with pytest.raises(Exception):
@@ -47,6 +70,17 @@ def test_settings_from_toml_and_env(tmp_path):
     settings = load_settings(config_file=config, env={"GEMMA_CHAT_MAX_TOPUP": "30"})
     assert (settings.starting_balance, settings.max_topup) == (50, 30)  # env beats the file
     assert (settings.tiers["pro"].price, settings.tiers["pro"].max_tokens, settings.tiers["mini"].price) == (5, 256, 1)
+
+
+def test_a_tier_temperature_from_env_or_file(tmp_path):
+    config = tmp_path / "gemma.toml"
+    config.write_text("[tiers.pro]\ntemperature = 0.7\n")
+    settings = load_settings(config_file=config, env={"GEMMA_CHAT_MINI_TEMPERATURE": "0"})
+    assert (settings.tiers["mini"].temperature, settings.tiers["pro"].temperature) == (0.0, 0.7)
+    assert load_settings(env={}).tiers["mini"].temperature is None  # the prompt format's own sampling
+    for bad, message in [("warm", "not a valid number"), ("-1", "from 0"), ("nan", "from 0")]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(env={"GEMMA_CHAT_MINI_TEMPERATURE": bad})
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat.engine import Engine, GenerationResult, Waiting, _safe_end
+from gemma_chat.engine import Engine, GenerationResult, Waiting, _safe_end, _Transcript, sampling_for
 from gemma_chat.errors import ConfigError, ContextTooLongError, ModelUnavailableError, QueueFullError
 from tests.conftest import demo_settings
 from tests.gguf_fixtures import gemma3_metadata, write_gguf
@@ -347,6 +347,20 @@ def test_a_model_with_a_chat_template_uses_it(tmp_path, templated_gguf):
         assert run(engine, "pro", messy)[2].completion_tokens >= 1
     finally:
         engine.close()
+
+
+def test_temperature_zero_is_greedy_and_repeatable(tmp_path, bundled_gguf):
+    """The benchmarks compare the engine with raw llama-cpp-python at temperature 0."""
+    engine = load_engine(tmp_path, mini={"temperature": 0.0, "max_tokens": 16})
+    try:
+        texts = {run(engine, "mini", STORY)[2].text for _ in range(3)}
+        assert len(texts) == 1 and next(iter(texts))
+    finally:
+        engine.close()
+    recommended = _Transcript.sampling
+    assert sampling_for(_Transcript(), demo_settings(tmp_path).tiers["mini"]) == recommended
+    greedy = sampling_for(_Transcript(), dataclasses.replace(demo_settings(tmp_path).tiers["mini"], temperature=0.0))
+    assert greedy == {**recommended, "temp": 0.0}
 
 
 # --- failures ------------------------------------------------------------------------------------

@@ -1,0 +1,291 @@
+"""`python -m bench [--quick] [--model PATH] [--pro-model PATH] [--out FILE]`: every benchmark, one run.
+
+Prints progress, then the table of figures against their targets; writes the machine, the versions
+and every figure as JSON (bench/results/latest.json by default; quick.json for --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from .common import RESULTS_DIR, ROOT, Options, as_plain, load_average, machine_info
+
+SECTIONS = ("generation", "http", "isolation", "startup", "ledger", "queries")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, about a minute")
+    parser.add_argument("--model", type=Path, help="GGUF for mini and the generation benchmarks (default: the bundled 270M)")
+    parser.add_argument("--pro-model", type=Path, help="GGUF for pro in the start-up and isolation runs (default: --model)")
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/latest.json)")
+    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)}")
+    parser.add_argument("--max-tokens", type=int, help="longest answer per generation (default 128; 32 with --quick)")
+    parser.add_argument("--rounds", type=int, help="passes over the prompt set per side (default 3; 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp n_threads on every side (default: physical cores)")
+    parser.add_argument("--work-dir", type=Path, help="where temporary databases go (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
+    parser.add_argument("--from", dest="from_file", type=Path, help="run nothing: print the table of a results file")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs/BENCHMARKS.md)")
+    return parser.parse_args(argv)
+
+
+def default_model() -> Path:
+    from gemma_chat.config import load_settings
+    from gemma_chat.models import ensure_bundled_model
+
+    return ensure_bundled_model(load_settings(env={}))
+
+
+def run_sections(options: Options, sections: list[str]) -> dict:
+    from . import generation, http, isolation, ledger, queries, startup
+
+    functions = {
+        "generation": generation.measure_in_process,
+        "http": http.measure_http,
+        "isolation": isolation.measure_isolation,
+        "startup": startup.measure_startup,
+        "ledger": ledger.measure_ledger,
+        "queries": queries.measure_queries,
+    }
+    results = {}
+    for name in sections:
+        options.say(f"[{name}]")
+        began = time.monotonic()
+        try:
+            results[name] = functions[name](options)
+        except Exception as exc:  # noqa: BLE001 — one broken section must not lose the others' figures
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[name]["section_s"] = round(time.monotonic() - began, 1)
+        options.say(f"  done in {results[name]['section_s']} s")
+    return results
+
+
+# --- targets and the table --------------------------------------------------------------------
+
+
+def _get(results: dict, *path):
+    value = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """Each of the issue's targets with the measured value and whether it was met."""
+    targets = []
+
+    def add(name, value, target, met):
+        targets.append({"target": name, "value": value, "goal": target, "met": None if value is None else bool(met)})
+
+    ratio_c = _get(results, "generation", "sides", "c_turn", "tokens_per_s_ratio")
+    add("(c) chat turn tokens/s vs raw", ratio_c, ">= 0.97", ratio_c is not None and ratio_c >= 0.97)
+    added_c = _get(results, "generation", "sides", "c_turn", "ttft_added_ms_median")
+    add("(c) chat turn added time to first token, ms", added_c, "<= 15", added_c is not None and added_c <= 15)
+    ratio_d = _get(results, "http", "sides", "d_client", "tokens_per_s_ratio")
+    add("(d) HTTP via gradio_client tokens/s vs raw", ratio_d, ">= 0.90", ratio_d is not None and ratio_d >= 0.90)
+    for row in _get(results, "ledger", "table") or []:
+        add(f"ledger {row['config']}: ours/raw cycles/s", row["ratio"], ">= 0.5", row["ratio"] is not None and row["ratio"] >= 0.5)
+        clean = row["verify_ok"] and row["lost_credits"] == 0 and row["doubled_credits"] == 0
+        add(f"ledger {row['config']}: lost + doubled credits", row["lost_credits"] + row["doubled_credits"], "0, verify passes", clean)
+    p95 = _get(results, "queries", "history", "all", "p95_ms")
+    add("history page p95, ms", p95, "<= 5", p95 is not None and p95 <= 5)
+    for span in ("all_time", "one_week"):
+        total = _get(results, "queries", "report", span, "total_ms")
+        add(f"admin report ({span.replace('_', ' ')}), ms", total, "<= 500", total is not None and total <= 500)
+    ledger_ms = _get(results, "queries", "verify", "ledger_invariant_ms")
+    add("verify: ledger invariant, ms", ledger_ms, "<= 3000", ledger_ms is not None and ledger_ms <= 3000)
+    verify_ms = _get(results, "queries", "verify", "total_ms")
+    passed = _get(results, "queries", "verify", "passed")
+    add("verify: whole command (with PRAGMA integrity_check), ms", verify_ms, "<= 3000, passes",
+        verify_ms is not None and verify_ms <= 3000 and passed)
+    return targets
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _signed(value) -> str:
+    return "-" if value is None else f"{value:+,.1f}"
+
+
+def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(measure, ours, reference, ratio or note) for the printed table and docs/BENCHMARKS.md."""
+    rows = []
+    gen = results.get("generation", {})
+    raw = _get(gen, "sides", "a_raw") or {}
+    for key in ("a_raw", "a_completion", "b_engine", "c_turn"):
+        side = _get(gen, "sides", key)
+        if side:
+            rows.append((
+                side["label"].split(":")[0] + " tokens/s | TTFT ms",
+                f"{_fmt(side['tokens_per_s'])} | {_fmt(side['ttft_ms_median'])}",
+                f"{_fmt(raw.get('tokens_per_s'))} | {_fmt(raw.get('ttft_ms_median'))}",
+                f"x{_fmt(side['tokens_per_s_ratio'], 3)} | {_signed(side['ttft_added_ms_median'])} ms",
+            ))
+    http = results.get("http", {})
+    raw_h = _get(http, "sides", "a_raw") or {}
+    for key in ("d_client", "d_sse"):
+        side = _get(http, "sides", key)
+        if side:
+            rows.append((
+                side["label"].split(":")[0] + " tokens/s | TTFT ms",
+                f"{_fmt(side['tokens_per_s'])} | {_fmt(side['ttft_ms_median'])}",
+                f"{_fmt(raw_h.get('tokens_per_s'))} | {_fmt(raw_h.get('ttft_ms_median'))}",
+                f"x{_fmt(side['tokens_per_s_ratio'], 3)} | {_signed(side['ttft_added_ms_median'])} ms",
+            ))
+    if http.get("app_engine_tokens_per_s"):
+        rows.append(("(d) the model inside the app, tokens/s (its interaction log)", _fmt(http["app_engine_tokens_per_s"]),
+                     _fmt(raw_h.get("tokens_per_s")), f"x{_fmt(http['app_engine_tokens_per_s_ratio'], 3)}"))
+    noop = _get(http, "gradio_noop_event_ms")
+    if noop:
+        rows.append(("gradio round trip of an empty event, ms", _fmt(noop["sse_median"]), "-",
+                     f"gradio_client: {_fmt(noop['gradio_client_median'])} ms"))
+    for row in _get(results, "ledger", "table") or []:
+        rows.append((f"ledger cycles/s, {row['config']}", _fmt(row["ours_cycles_per_s"]), _fmt(row["raw_cycles_per_s"]),
+                     f"x{_fmt(row['ratio'], 3)}; lost {row['lost_credits']}, doubled {row['doubled_credits']}, "
+                     f"verify {'ok' if row['verify_ok'] else 'FAILED'}"))
+    q = results.get("queries", {})
+    if "history" in q:
+        data = q["dataset"]
+        rows.append((f"history page p50 | p95 ms ({data['users']:,} users, {data['interactions']:,} turns)",
+                     f"{_fmt(q['history']['all']['p50_ms'], 2)} | {_fmt(q['history']['all']['p95_ms'], 2)}", "-", "target p95 <= 5"))
+        for span in ("all_time", "one_week"):
+            report = q["report"][span]
+            rows.append((f"admin report, {span.replace('_', ' ')}, ms", _fmt(report["total_ms"]), "-", "target <= 500"))
+        v = q["verify"]
+        rows.append(("verify: ledger invariant | integrity_check, ms", f"{_fmt(v['ledger_invariant_ms'])} | {_fmt(v['integrity_check_ms'])}",
+                     f"quick_check {_fmt(v.get('raw_quick_check_ms'))}",
+                     f"whole verify {_fmt(v['total_ms'])} ms, {'passed' if v['passed'] else 'FAILED'}; "
+                     f"file {_fmt(v.get('file_bytes', 0) / 1e9, 2)} GB"))
+        rows.append(("query plans: tables read without an index", ", ".join(q["table_scans"]) or "none", "-", "see plans in the JSON"))
+    s = results.get("startup", {})
+    if "app" in s:
+        app, raw_s = s["app"], s["raw_llama_cpp"]
+        rows.append(("start-up to first HTTP 200, s", _fmt(app["first_http_200_s"], 2), _fmt(raw_s["process_s"], 2),
+                     "reference: python + import llama_cpp + load both models"))
+        rows.append(("RSS after models loaded, MB", _fmt(app["rss_bytes"] / 1e6, 0), _fmt(raw_s["rss_bytes"] / 1e6, 0),
+                     f"model files {_fmt(s['model_files_bytes'] / 1e6, 0)} MB; app anon {_fmt(app['rss_anon_bytes'] / 1e6, 0)} MB"))
+    iso = results.get("isolation", {})
+    if "engine" in iso:
+        rows.append(("mini TTFT idle -> while pro generates, ms",
+                     f"{_fmt(iso['engine']['idle_ttft_ms'])} -> {_fmt(iso['engine']['busy_ttft_ms'])}",
+                     f"{_fmt(iso['raw']['idle_ttft_ms'])} -> {_fmt(iso['raw']['busy_ttft_ms'])}",
+                     f"x{_fmt(iso['engine']['slowdown'], 2)} (raw x{_fmt(iso['raw']['slowdown'], 2)})"))
+    for name, section in results.items():
+        if isinstance(section, dict) and "error" in section:
+            rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))
+    return rows
+
+
+def format_markdown(rows, targets) -> str:
+    lines = ["| measure | ours | reference | ratio / note |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+    lines += [
+        f"| {t['target']} | {_fmt(t['value'], 3)} | {t['goal']} | {({True: 'yes', False: '**no**', None: 'n/a'})[t['met']]} |"
+        for t in targets
+    ]
+    return "\n".join(lines)
+
+
+def format_table(rows, targets) -> str:
+    header = ("measure", "ours", "reference", "ratio / note")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("targets:")
+    for t in targets:
+        mark = {True: "met   ", False: "MISSED", None: "n/a   "}[t["met"]]
+        lines.append(f"  {mark} {t['target']}: {_fmt(t['value'], 3)} (goal {t['goal']})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.from_file:
+        document = json.loads(args.from_file.read_text())
+        rows = table_rows(document["results"])
+        targets = evaluate_targets(document["results"])
+        print(format_markdown(rows, targets) if args.markdown else format_table(rows, targets))
+        return 0
+    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    model = (args.model or default_model()).resolve()
+    pro_model = (args.pro_model or model).resolve()
+    for path in (model, pro_model):
+        if not path.is_file():
+            print(f"model file not found: {path}", file=sys.stderr)
+            return 2
+    out = args.out or RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
+    work_dir = Path(tempfile.mkdtemp(prefix="gemma-chat-bench-", dir=args.work_dir))
+    options = Options(
+        quick=args.quick,
+        model=model,
+        pro_model=pro_model,
+        max_tokens=args.max_tokens or (32 if args.quick else 128),
+        rounds=args.rounds or (1 if args.quick else 3),
+        work_dir=work_dir,
+        n_threads=args.threads,
+        log=lambda text: print(text, flush=True),
+    )
+    began = time.monotonic()
+    machine = machine_info()
+    options.say(f"gemma-chat benchmarks{' (quick)' if args.quick else ''}: {machine['cpu']}, "
+                f"{machine['physical_cores']} cores, load average {machine['load_average_at_start']}; model {model.name}")
+    try:
+        results = run_sections(options, sections)
+    finally:
+        if args.keep:
+            options.say(f"temporary files kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    machine["load_average_at_end"] = load_average()
+    targets = evaluate_targets(results)
+    rows = table_rows(results)
+    document = {
+        "machine": machine,
+        "options": {
+            "quick": options.quick, "model": str(model), "pro_model": str(pro_model), "max_tokens": options.max_tokens,
+            "rounds": options.rounds, "sections": sections, "n_threads": options.n_threads or None, "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        },
+        "duration_s": round(time.monotonic() - began, 1),
+        "targets": targets,
+        "table": [dict(zip(("measure", "ours", "reference", "ratio_or_note"), row)) for row in rows],
+        "results": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".tmp")
+    partial.write_text(json.dumps(as_plain(document), indent=1, ensure_ascii=False) + "\n")
+    partial.replace(out)
+    print()
+    print(format_markdown(rows, targets) if args.markdown else format_table(rows, targets))
+    print(f"\n{document['duration_s']} s in all; results in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 1 if any("error" in section for section in results.values() if isinstance(section, dict)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The benchmark suite still runs: `python -m bench --quick` end to end, every section with numbers.
+
+No timing is asserted here; the figures themselves are in bench/results/latest.json and
+docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import MODEL_CACHE, ROOT
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "r.json"
+    model = MODEL_CACHE / "gemma-3-270m-bundled-Q4_K_M.gguf"
+    args = ["--model", str(model)] if model.is_file() else []
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--work-dir", str(tmp_path), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "targets:" in result.stdout  # the table is printed last
+    document = json.loads(out.read_text())
+    results = document["results"]
+    assert set(results) == {"generation", "http", "isolation", "startup", "ledger", "queries"}
+    assert not [name for name, section in results.items() if "error" in section]
+
+    def number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0
+
+    machine = document["machine"]
+    assert machine["physical_cores"] >= 1 and machine["ram_bytes"] > 0 and machine["versions"]["llama_cpp_python"]
+    for side in ("a_raw", "a_completion", "b_engine", "c_turn"):
+        figures = results["generation"]["sides"][side]
+        assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"])
+        assert figures["identical_outputs"], f"{side} streamed other text than raw llama-cpp-python"
+    for side in ("d_client", "d_sse"):
+        figures = results["http"]["sides"][side]
+        assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]
+    for row in results["ledger"]["table"]:
+        assert number(row["ours_cycles_per_s"]) and number(row["raw_cycles_per_s"])
+        assert row["verify_ok"] and row["lost_credits"] == 0 and row["doubled_credits"] == 0 and row["errors"] == 0
+    queries = results["queries"]
+    assert queries["verify"]["passed"]
+    assert number(queries["history"]["all"]["p95_ms"])
+    assert all(number(queries["report"][span]["total_ms"]) for span in ("all_time", "one_week"))
+    assert queries["plans"]["history"] and all(plan["plan"] for plan in queries["plans"]["history"])
+    assert number(results["startup"]["app"]["first_http_200_s"]) and number(results["startup"]["app"]["rss_bytes"])
+    assert number(results["isolation"]["engine"]["busy_ttft_ms"]) and number(results["isolation"]["raw"]["idle_ttft_ms"])
+    assert {t["target"] for t in document["targets"]} and all("met" in t for t in document["targets"])
