@@ -15,7 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import RESULTS_DIR, ROOT, Options, as_plain, load_average, machine_info
+from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_average, machine_info
+
+NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
 SECTIONS = ("generation", "http", "isolation", "startup", "ledger", "queries")
 
@@ -59,13 +61,17 @@ def run_sections(options: Options, sections: list[str]) -> dict:
     for name in sections:
         options.say(f"[{name}]")
         began = time.monotonic()
+        foreign = ForeignCpu()
         try:
             results[name] = functions[name](options)
         except Exception as exc:  # noqa: BLE001 — one broken section must not lose the others' figures
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["section_s"] = round(time.monotonic() - began, 1)
-        options.say(f"  done in {results[name]['section_s']} s")
+        results[name]["other_processes_cores"] = foreign.cores()
+        noisy = results[name]["other_processes_cores"] > NOISY_CORES
+        options.say(f"  done in {results[name]['section_s']} s; other processes used "
+                    f"{results[name]['other_processes_cores']:.2f} cores{' — NOISY, rerun on an idle machine' if noisy else ''}")
     return results
 
 
@@ -194,6 +200,12 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:
             rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))
+    busy = {name: s.get("other_processes_cores") for name, s in results.items() if isinstance(s, dict)}
+    if busy:
+        noisy = [name for name, cores in busy.items() if cores is not None and cores > NOISY_CORES]
+        rows.append(("other processes' CPU during each section, cores",
+                     ", ".join(f"{name} {_fmt(cores, 2)}" for name, cores in busy.items()), "-",
+                     f"NOISY: {', '.join(noisy)}; rerun on an idle machine" if noisy else f"all below {NOISY_CORES}: quiet"))
     return rows
 
 

@@ -104,6 +104,37 @@ def _git_commit() -> str | None:
     return result.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+class ForeignCpu:
+    """CPU time the rest of the machine used while a section ran, in cores (0.3 = 30% of one core).
+
+    Every benchmark here needs the cores to itself: on 2 cores a test run elsewhere halves the
+    tokens/s of whichever side it overlaps. Children count as ours once they have been waited for.
+    """
+
+    def __init__(self):
+        import psutil
+
+        self._psutil = psutil
+        self.started = time.monotonic()
+        self.system = self._system()
+        self.own = self._own()
+
+    # User time only: the kernel's own work for our writes (page cache writeback of a 1.7 GB
+    # database) is system time that belongs to no process.
+    def _system(self) -> float:
+        t = self._psutil.cpu_times()
+        return t.user + getattr(t, "nice", 0.0)
+
+    def _own(self) -> float:
+        t = self._psutil.Process().cpu_times()
+        return t.user + t.children_user
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.started
+        foreign = (self._system() - self.system) - (self._own() - self.own)
+        return round(max(0.0, foreign) / elapsed, 3) if elapsed > 0 else 0.0
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
