@@ -134,6 +134,16 @@ def _signed(value) -> str:
     return "-" if value is None else f"{value:+,.1f}"
 
 
+def _speed_row(side: dict, raw: dict) -> tuple[str, str, str, str]:
+    """One generation side against its raw reference: tokens/s and time to first token."""
+    return (
+        side["label"].split(":")[0] + " tokens/s | TTFT ms",
+        f"{_fmt(side['tokens_per_s'])} | {_fmt(side['ttft_ms_median'])}",
+        f"{_fmt(raw.get('tokens_per_s'))} | {_fmt(raw.get('ttft_ms_median'))}",
+        f"x{_fmt(side['tokens_per_s_ratio'], 3)} | {_signed(side['ttft_added_ms_median'])} ms",
+    )
+
+
 def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """(measure, ours, reference, ratio or note) for the printed table and docs/BENCHMARKS.md."""
     rows = []
@@ -142,23 +152,13 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     for key in ("a_raw", "a_completion", "b_engine", "c_turn"):
         side = _get(gen, "sides", key)
         if side:
-            rows.append((
-                side["label"].split(":")[0] + " tokens/s | TTFT ms",
-                f"{_fmt(side['tokens_per_s'])} | {_fmt(side['ttft_ms_median'])}",
-                f"{_fmt(raw.get('tokens_per_s'))} | {_fmt(raw.get('ttft_ms_median'))}",
-                f"x{_fmt(side['tokens_per_s_ratio'], 3)} | {_signed(side['ttft_added_ms_median'])} ms",
-            ))
+            rows.append(_speed_row(side, raw))
     http = results.get("http", {})
     raw_h = _get(http, "sides", "a_raw") or {}
     for key in ("d_client", "d_sse"):
         side = _get(http, "sides", key)
         if side:
-            rows.append((
-                side["label"].split(":")[0] + " tokens/s | TTFT ms",
-                f"{_fmt(side['tokens_per_s'])} | {_fmt(side['ttft_ms_median'])}",
-                f"{_fmt(raw_h.get('tokens_per_s'))} | {_fmt(raw_h.get('ttft_ms_median'))}",
-                f"x{_fmt(side['tokens_per_s_ratio'], 3)} | {_signed(side['ttft_added_ms_median'])} ms",
-            ))
+            rows.append(_speed_row(side, raw_h))
     if http.get("app_engine_tokens_per_s"):
         rows.append(("(d) the model inside the app, tokens/s (its interaction log)", _fmt(http["app_engine_tokens_per_s"]),
                      _fmt(raw_h.get("tokens_per_s")), f"x{_fmt(http['app_engine_tokens_per_s_ratio'], 3)}"))
