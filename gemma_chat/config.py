@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,15 @@ class TierSettings:
     n_gpu_layers: int = 0  # -1 offloads every layer (Metal / CUDA builds)
     temperature: float | None = None  # None = the prompt format's recommended sampling; 0 = greedy
     required_quantization: str = ""  # e.g. "Q8_0"; empty accepts any
+    # Where the model runs: "local" (a supervised llama.cpp worker process on this machine) or
+    # "openai" (any OpenAI-compatible server: llama-server, vLLM, Ollama, llama_cpp.server).
+    backend: str = "local"
+    base_url: str = ""  # openai: e.g. http://gpu-box:8080/v1
+    model: str = ""  # openai: the server's model name (empty: the server's only model)
+    api_key_env: str = ""  # openai: the environment variable that holds the API key, if any
+    api: str = "chat"  # openai: "chat" (/chat/completions) or "completions" (a base model, our own prompt)
+    timeout_s: float = 60.0  # openai: connect and between-token timeout
+    max_concurrent: int = 1  # generations running at once on this tier (local workers run one)
 
     def model_path(self, models_dir: Path) -> Path:
         path = Path(self.model_file).expanduser()
@@ -87,6 +97,11 @@ class Settings:
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2
+    # llama.cpp's extra CPU buffer types (AMX and friends) crash on some CPUs: "auto" probes them once
+    # per CPU and llama-cpp-python version and remembers the answer in the data dir.
+    cpu_extra_buffers: str = "auto"
+    worker_crash_limit: int = 3  # this many worker crashes within worker_crash_window_s...
+    worker_crash_window_s: int = 300  # ...mark the tier unavailable until a restart or an admin action
     # storage
     busy_timeout_ms: int = 5000
     tiers: Mapping[str, TierSettings] = field(default_factory=lambda: dict(DEFAULT_TIERS))
@@ -107,6 +122,7 @@ class Settings:
             raise ConfigError(f"Unknown model tier {str(name)[:40]!r}; choose one of: {', '.join(self.tiers)}.") from None
 
 
+_TIER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 _SCALAR_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "tiers"}
 _TIER_FIELDS = {f.name: f for f in dataclasses.fields(TierSettings) if f.name != "name"}
 
@@ -149,7 +165,24 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("starting_balance cannot be negative.")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise ConfigError("bcrypt_rounds must be between 4 and 31.")
+    if settings.cpu_extra_buffers not in ("auto", "on", "off"):
+        raise ConfigError('cpu_extra_buffers must be "auto", "on" or "off".')
+    if settings.worker_crash_limit < 1 or settings.worker_crash_window_s < 1:
+        raise ConfigError("worker_crash_limit and worker_crash_window_s must be at least 1.")
     for tier in settings.tiers.values():
+        if tier.backend not in ("local", "openai"):
+            raise ConfigError(f'tiers.{tier.name}.backend must be "local" or "openai".')
+        if tier.backend == "openai":
+            if not tier.base_url.startswith(("http://", "https://")):
+                raise ConfigError(f"tiers.{tier.name}.base_url must be an http:// or https:// URL for an openai backend.")
+            if tier.api not in ("chat", "completions"):
+                raise ConfigError(f'tiers.{tier.name}.api must be "chat" or "completions".')
+            if tier.timeout_s <= 0:
+                raise ConfigError(f"tiers.{tier.name}.timeout_s must be positive.")
+        elif not tier.model_file:
+            raise ConfigError(f"tiers.{tier.name}.model_file is required for a local backend.")
+        if tier.max_concurrent < 1:
+            raise ConfigError(f"tiers.{tier.name}.max_concurrent must be at least 1.")
         if tier.price < 1:
             raise ConfigError(f"tiers.{tier.name}.price must be at least 1 credit.")
         if tier.max_tokens < 1 or tier.n_ctx <= tier.max_tokens:
@@ -210,10 +243,14 @@ def _apply_toml(path: Path, scalars: dict[str, Any], tiers: dict[str, dict[str, 
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: [tiers] must be a table.")
             for tier_name, tier_values in value.items():
-                if tier_name not in tiers:
-                    raise ConfigError(f"{path}: unknown tier {tier_name!r} (known: {', '.join(tiers)}).")
                 if not isinstance(tier_values, dict):
                     raise ConfigError(f"{path}: [tiers.{tier_name}] must be a table.")
+                if tier_name not in tiers:  # tiers are data: a new table is a new tier
+                    if not _TIER_NAME.fullmatch(tier_name):
+                        raise ConfigError(f"{path}: tier names are 1-20 lowercase letters, digits or '-', not {tier_name!r}.")
+                    if "price" not in tier_values:
+                        raise ConfigError(f"{path}: the new tier [tiers.{tier_name}] needs a price.")
+                    tiers[tier_name] = {"name": tier_name, "display_name": tier_name, "model_file": "", "price": 1}
                 for key, tier_value in tier_values.items():
                     if key not in _TIER_FIELDS:
                         raise ConfigError(f"{path}: unknown setting tiers.{tier_name}.{key}.")
