@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import llama_cpp
 
 from gemma_chat import engine as engine_module
+from gemma_chat.backends import llama_runner
 from gemma_chat.config import Settings, TierSettings, load_settings, physical_cores
 
 from .common import Options, ms, now, ratio
@@ -93,7 +94,7 @@ def bench_settings(data_dir: Path, tiers: dict[str, TierSettings], **overrides) 
 
 
 def load_raw_llama(path: Path, n_ctx: int, n_threads: int = 0) -> llama_cpp.Llama:
-    """The same constructor arguments Engine._load_tier uses."""
+    """The same constructor arguments the worker's LlamaRunner.load uses."""
     threads = n_threads or physical_cores()
     return llama_cpp.Llama(
         model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False
@@ -108,8 +109,8 @@ class RawSide:
     tier: TierSettings
 
     def __post_init__(self):
-        self.prompt_format = engine_module.choose_prompt_format(self.llama)
-        self.sampling = engine_module.sampling_for(self.prompt_format, self.tier)
+        self.prompt_format = llama_runner.choose_prompt_format(self.llama)
+        self.sampling = llama_runner.sampling_for(self.prompt_format, self.tier.temperature)
         self.stops = list(self.prompt_format.stop)
         self.vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
 

@@ -40,6 +40,7 @@ class TurnUpdate:
     price: int = 0
     credits_charged: int = 0
     queue_position: int | None = None
+    restarting: bool = False  # waiting while the model (re)starts, e.g. after a crash
     message: str = ""  # what to tell the user when it is not a plain answer
     request_id: str | None = None
 
@@ -151,7 +152,7 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
                 answer += item
                 yield replace(base, status="streaming", answer=answer)
             elif hasattr(item, "position"):
-                yield replace(base, status="waiting", queue_position=item.position)
+                yield replace(base, status="waiting", queue_position=item.position, restarting=item.restarting)
             else:
                 result = item
         status = "stopped" if result is not None and result.finish_reason == "stopped" else "ok"

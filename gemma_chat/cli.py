@@ -140,13 +140,21 @@ def cmd_serve(settings: Settings, args) -> int:
 
 
 def cmd_models(settings: Settings, args) -> int:
+    from .backends.cpu_features import decide_extra_buffers
     from .models import describe_models, format_models_table, statuses_as_json
 
     statuses = describe_models(settings)
+    extra_buffers = decide_extra_buffers(settings)
     if args.format == "json":
-        print(json.dumps(statuses_as_json(statuses), indent=2))
+        rows = statuses_as_json(statuses)
+        for row in rows:
+            if settings.tier(row["tier"]).backend == "local":
+                row["cpu_extra_buffers"] = extra_buffers.reason
+        print(json.dumps(rows, indent=2))
     else:
         print(format_models_table(statuses))
+        if any(settings.tier(s.tier).backend == "local" for s in statuses):
+            print(f"\n{extra_buffers.summary}")
     return EXIT_OK
 
 

@@ -99,6 +99,10 @@ class GenerationError(ModelError):
     pass
 
 
+class WorkerCrashedError(GenerationError):
+    """The tier's worker process died mid-answer (a native fault, an abort, a kill); `detail` says how."""
+
+
 class QueueFullError(GemmaChatError):
     pass
 

@@ -57,10 +57,14 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     if recovery.released_holds:
         print(f"Recovered from an earlier crash: released {recovery.released_holds} holds uncharged.", flush=True)
 
-    from .engine import Engine  # heavy imports only for the command that needs them
+    from .engine import Engine
+
+    # The workers load the models while this process imports gradio (most of the start-up time).
+    engine = Engine.start(settings, log=lambda line: print(line, flush=True))
     from .ui import build_app, launch
 
-    engine = _with_injected_faults(Engine.load(settings, log=lambda line: print(line, flush=True)))
+    engine.wait_until_loaded()
+    engine = _with_injected_faults(engine)
     if not any(status.available for status in engine.tiers()):
         print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
     demo, app = build_app(settings, engine)

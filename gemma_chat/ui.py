@@ -220,6 +220,8 @@ class ChatApp:
     @staticmethod
     def _bubble_text(update: chat.TurnUpdate) -> str:
         if update.status == "waiting":
+            if update.restarting:
+                return f"{update.model_label} is restarting; your answer starts as soon as it is back…"
             if update.queue_position:
                 return f"Waiting for {update.model_label}: {update.queue_position} ahead of you…"
             return "…"

@@ -21,7 +21,10 @@ from gemma_chat.verify import verify_database
 
 from .gradio_http import GradioSession
 
-FAULTS_HOOK = {"GEMMA_CHAT_FAULT_INJECTION": "tests.reliability.faults:inject"}
+FAULTS_HOOK = {
+    "GEMMA_CHAT_FAULT_INJECTION": "tests.reliability.faults:inject",
+    "GEMMA_CHAT_WORKER_FAULT_INJECTION": "tests.reliability.worker_faults:install",
+}
 
 
 def start_app(directory: Path, **env: str) -> RunningApp:

@@ -5,8 +5,7 @@ loaded Engine in FaultyEngine (see gemma_chat/serve.py). A marker in the user's 
 fault, so one running app serves every fault test; any other message goes to the real engine.
 
   [fault:raise]   the model raises an unexpected exception after two streamed deltas
-  [fault:decode]  llama.cpp fails after two tokens with RuntimeError("llama_decode returned -3"),
-                  raised inside the real engine's token loop, so the engine's own error mapping runs
+  [fault:decode]  (and the worker-process faults) see tests/reliability/worker_faults.py
   [fault:slow]    the real answer, but every delta takes 0.15 s and the whole answer at least 4 s
                   (the tier stays busy meanwhile): time to SIGKILL mid-answer, or to fill the queue
   [fault:html]    the answer is markup, to check that it is shown as text and never runs
@@ -15,7 +14,6 @@ fault, so one running app serves every fault test; any other message goes to the
 from __future__ import annotations
 
 import time
-import weakref
 
 from gemma_chat.engine import GenerationResult
 
@@ -32,10 +30,6 @@ def inject(engine):
 class FaultyEngine:
     def __init__(self, engine):
         self.engine = engine
-        self._decode_faults = weakref.WeakSet()  # stop events of the generations whose decode must fail
-        for tier in engine._tiers.values():  # noqa: SLF001 — a test hook reaching into the real engine
-            if tier.llama is not None:
-                tier.llama.generate = self._failing_generate(tier, tier.llama.generate)
 
     def __getattr__(self, name):  # tiers(), close(), ...: the real engine's
         return getattr(self.engine, name)
@@ -44,36 +38,12 @@ class FaultyEngine:
         text = messages[-1]["content"]
         if "[fault:html]" in text:
             return self._html(tier)
-        if "[fault:decode]" in text and stop is not None:
-            self._decode_faults.add(stop)
         stream = self.engine.generate(tier, messages, stop=stop)
         if "[fault:raise]" in text:
             return self._raise_mid_stream(stream)
         if "[fault:slow]" in text:
             return self._slow(stream)
         return stream
-
-    def _failing_generate(self, tier, original):
-        """llama.generate that, for a marked generation, fails like llama_decode after a few tokens."""
-
-        def generate(tokens, **kwargs):
-            stream = original(tokens, **kwargs)
-            if tier.current_stop is None or tier.current_stop not in self._decode_faults:
-                return stream
-            self._decode_faults.discard(tier.current_stop)
-
-            def failing():
-                try:
-                    for count, token in enumerate(stream):
-                        if count == FAULT_AFTER:
-                            raise RuntimeError("llama_decode returned -3")
-                        yield token
-                finally:
-                    stream.close()
-
-            return failing()
-
-        return generate
 
     @staticmethod
     def _raise_mid_stream(stream):
