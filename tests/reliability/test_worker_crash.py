@@ -38,7 +38,8 @@ def worker_pid(app, tier: str, timeout: float = 60.0) -> int:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    running = start_app(tmp_path_factory.mktemp("worker-crash-app"), **FAULTS_HOOK)
+    # Three crashes in a row here; parking a tier after repeated crashes is tests/test_local_backend.py's.
+    running = start_app(tmp_path_factory.mktemp("worker-crash-app"), GEMMA_CHAT_WORKER_CRASH_LIMIT="10", **FAULTS_HOOK)
     yield running
     running.stop()
 
