@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import getpass
 import io
 import json
@@ -143,7 +144,7 @@ def cmd_models(settings: Settings, args) -> int:
     from .backends.cpu_features import decide_extra_buffers
     from .models import describe_models, format_models_table, statuses_as_json
 
-    statuses = describe_models(settings)
+    statuses = [_with_server_check(settings, status) for status in describe_models(settings)]
     extra_buffers = decide_extra_buffers(settings)
     if args.format == "json":
         rows = statuses_as_json(statuses)
@@ -156,6 +157,16 @@ def cmd_models(settings: Settings, args) -> int:
         if any(settings.tier(s.tier).backend == "local" for s in statuses):
             print(f"\n{extra_buffers.summary}")
     return EXIT_OK
+
+
+def _with_server_check(settings: Settings, status):
+    """A remote tier's status says whether its server answers now (a 2 s check)."""
+    if not status.base_url:
+        return status
+    from .backends.openai import check_server
+
+    answers, reason = check_server(settings.tier(status.tier), timeout=2.0)
+    return dataclasses.replace(status, status="remote" if answers else "remote, down", reason=reason)
 
 
 def cmd_report(settings: Settings, args) -> int:

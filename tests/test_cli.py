@@ -125,6 +125,20 @@ def test_models_explains_what_each_tier_will_run(cli):
     assert "Gemma 3 270M (bundled demo) for pro" in table and "Q4_K_M" in table
 
 
+def test_models_shows_a_remote_tier_and_whether_its_server_answers(cli, tmp_path):
+    from tests.e2e.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config = tmp_path / "remote.toml"
+    config.write_text(f'[tiers.pro]\nbackend = "openai"\nbase_url = "{url}"\napi = "completions"\n')
+    mini, pro = json.loads(cli("models", "--config", str(config), "--format", "json").stdout)
+    assert (pro["status"], pro["base_url"], pro["bytes_needed"]) == ("remote, down", url, None)  # no memory planned
+    assert pro["reason"] == f"not reachable at {url}: connection refused"
+    assert mini["status"] == "bundled demo" and mini["cpu_extra_buffers"].startswith("on")
+    table = cli("models", "--config", str(config)).stdout
+    assert url in table and "remote, down" in table and "CPU extra buffers: on" in table
+
+
 def test_models_with_strict_models_says_missing(cli):
     result = cli("models", "--strict-models", "--format", "json")
     assert result.returncode == 0
