@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, data_dir: Path, log_path: Path, **env: str):
+    def __init__(self, data_dir: Path, log_path: Path, *, own_process_group: bool = False, **env: str):
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -44,6 +44,7 @@ class RunningApp:
             env=environment,
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=own_process_group,  # as a terminal runs it: Ctrl-C reaches the whole group
         )
         self._wait_until_up()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from conftest import ROOT, run_env
@@ -24,6 +26,19 @@ def test_start_prints_the_plan_and_ctrl_c_shuts_down_cleanly(tmp_path):
     assert "mini: Gemma 3 270M (bundled demo) for mini loaded" in log
     assert f"running at http://127.0.0.1:{app.port}/" in log
     assert "Shutting down" in log and "Traceback" not in log
+
+
+def test_ctrl_c_in_a_terminal_stops_the_app_and_its_workers_without_a_crash(tmp_path):
+    app = RunningApp(tmp_path / "data", tmp_path / "app.log", own_process_group=True)
+    workers = [c for c in psutil.Process(app.process.pid).children() if "gemma_chat.backends.worker" in c.cmdline()]
+    assert len(workers) == 2  # one per tier
+    os.killpg(app.process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    assert app.process.wait(timeout=30) == 0
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []
+    log = app.log_path.read_text()
+    assert "Shutting down" in log and "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert "restarting" not in log and "worker stopped" not in log
 
 
 def test_a_second_app_on_the_same_data_dir_is_refused(tmp_path):
