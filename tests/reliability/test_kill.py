@@ -130,9 +130,14 @@ def test_sigkill_during_top_ups_and_registrations_leaves_each_whole_or_absent(tm
 
             threads = [threading.Thread(target=top_ups, args=(name,)) for name in payers]
             threads += [threading.Thread(target=registrations, args=(worker,)) for worker in range(2)]
+            topups_before, names_before = len(acked_topups), len(acked_names)
             for thread in threads:
                 thread.start()
-            time.sleep(rng.uniform(0.8, 1.6))
+            # Kill only once this round has done real work, however loaded the machine is, then at a random moment.
+            deadline = time.monotonic() + 60
+            while (len(acked_topups) - topups_before < 7 or len(acked_names) - names_before < 3) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.8))
             kill(app)
             stop.set()
             for thread in threads:
