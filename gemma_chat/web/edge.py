@@ -8,7 +8,7 @@ One ASGI middleware, so its order is plain to read:
 4. a Gradio session_hash belongs to the cookie it was first used with: replaying a signed-in
    browser's hash without its cookie (or with another one) is refused, so nobody else can read its
    stream or its gr.State;
-5. only a signed-in browser may join the queue: anonymous clients cannot fill it;
+5. only a signed-in browser may join the queue or read its stream: anonymous clients cannot fill it;
 6. a request that crashes the stack gets a short answer, and the traceback goes to the log file,
    not to stdout.
 """
@@ -160,7 +160,7 @@ class Edge:
             cookieless_no_op = identity == "-" and path.endswith("/run/predict")
             if session_hash is not None and not cookieless_no_op and not self.bindings.allows(session_hash, identity):
                 return await respond(send, 403, "This page belongs to another sign-in; reload the page.")
-            if path.endswith("/queue/join"):
+            if path.endswith(("/queue/join", "/queue/data")):  # the queue is for signed-in pages only
                 live = bool(cookie) and await _in_thread(self.has_live_session, cookie)
                 if not live:
                     return await respond(send, 401, "Please log in.")

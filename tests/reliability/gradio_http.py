@@ -73,6 +73,7 @@ class GradioSession:
         transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
         self.http = httpx.Client(timeout=timeout, transport=transport)
         self._lock = threading.Lock()  # one event at a time per session, as in a browser tab
+        self._loaded = True  # a fresh client is a page whose load event has no effect (no cookie)
 
     def close(self) -> None:
         self.http.close()
@@ -89,6 +90,8 @@ class GradioSession:
         """Run one event to its end. `endpoint` is an api_name or a dependency index."""
         index = endpoint if isinstance(endpoint, int) else endpoint_index(self.config, endpoint)
         dependency = self.config["dependencies"][index]
+        if not self._loaded and dependency.get("api_name") != "restore":
+            self.restore()  # the reloaded page's load event: shows the app, sets the model choices
         body = {
             "data": list(data),
             "fn_index": index,
@@ -154,7 +157,7 @@ class GradioSession:
         if response.status_code == 200 and body.get("ok"):
             assert "gemma_session" in self.http.cookies, response.headers
             self.session_hash = uuid.uuid4().hex  # the page reloads after signing in...
-            self.restore()  # ...and its load event shows the app (and sets the model choices)
+            self._loaded = False  # ...and its load event runs before anything else on it (call())
             return ""
         return body["message"]
 
@@ -172,6 +175,7 @@ class GradioSession:
 
     def restore(self) -> list:
         """The page's load event: the signed-in screen for a live session cookie, else the form."""
+        self._loaded = True
         outcome = self.call("restore")
         assert outcome.ok, outcome.error
         return outcome.data
