@@ -198,11 +198,12 @@ class ChatApp:
         )
 
     def _signed_out(self, request):
-        message = "Your session has expired; please log in again." if session_token(request) else ""
-        # The page's turns State is left as it is: a cookie-less caller may replay this page's
-        # session_hash here (web/edge.py), and must not be able to change its State. Signing in
-        # again reloads the page, which starts a fresh one.
-        return (gr.update(visible=True), gr.update(visible=False), "", message) + (gr.update(),) * 3 + ("", "", [], gr.update())
+        # The form's fields are left alone: on a slow machine this load event can answer after the
+        # user has started typing. The page's turns State is left too: a cookie-less caller may
+        # replay this page's session_hash here (web/edge.py) and must not change its State;
+        # signing in again reloads the page, which starts a fresh one.
+        message = "Your session has expired; please log in again." if session_token(request) else gr.update()
+        return (gr.update(visible=True), gr.update(visible=False), gr.update(), message) + (gr.update(),) * 3 + ("", "", [], gr.update())
 
     def check_session(self, request: gr.Request):
         """Timer tick: an expired or revoked session returns the page to sign-in."""
