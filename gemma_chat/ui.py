@@ -459,7 +459,9 @@ class ChatApp:
                 login_view, app_view, password, login_message, who, balance, admin_tab, model, model_notes, chatbot, turns,
             ]
             for button, js in ((logout_button, LOGOUT_JS), (logout_everywhere_button, LOGOUT_EVERYWHERE_JS)):
-                button.click(None, js=js).then(self.restore, None, restore_outputs, api_name=False, queue=False)
+                button.click(None, js=js).then(
+                    self.restore, None, restore_outputs, api_name="restore_after_log_out", api_visibility="private", queue=False
+                )
             demo.load(self.restore, None, restore_outputs, api_name="restore", api_visibility="undocumented", queue=False)
             timer = gr.Timer(30)
             timer.tick(self.check_session, None, [login_view, app_view], api_visibility="private", show_progress="hidden", queue=False)
