@@ -106,7 +106,8 @@ class GradioSession:
                 response = self.http.post(self.url + "gradio_api/run/predict", content=content, headers=headers)
                 payload = response.json()
                 if response.status_code != 200:
-                    return Outcome(False, error=payload.get("error"), status_code=response.status_code)
+                    error = payload.get("error") or payload.get("detail")  # a handler's error, or the edge's refusal
+                    return Outcome(False, error=error, status_code=response.status_code)
                 return Outcome(True, data=payload["data"])
             joined = self.http.post(self.url + "gradio_api/queue/join", content=content, headers=headers)
             if joined.status_code != 200:

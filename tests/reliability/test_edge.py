@@ -72,6 +72,7 @@ def test_a_replayed_session_hash_without_its_cookie_gets_nothing(app):
     # A signed-in stranger replaying her hash with his own cookie is refused as well.
     mallory = client_at(app, "127.0.0.2")
     assert mallory.register("mallory") == ""
+    mallory.restore()  # his own page loaded, signed in
     mallory.session_hash = alice.session_hash
     refused = mallory.call("history", 1)
     assert not refused.ok and "another sign-in" in refused.error
