@@ -158,7 +158,8 @@ class GradioSession:
         if response.status_code == 200 and body.get("ok"):
             assert "gemma_session" in self.http.cookies, response.headers
             self.session_hash = uuid.uuid4().hex  # the page reloads after signing in...
-            self._loaded = False  # ...and its load event runs before anything else on it (call())
+            self._loaded = False
+            self.restore()  # ...and its load event runs at once, before the user can act on it
             return ""
         return body["message"]
 
