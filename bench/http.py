@@ -42,13 +42,19 @@ class HttpSides:
         from gradio_client import Client
 
         self.app = app
-        self.client = Client(app.url, verbose=False)
-        result = self.client.predict("bench", "bench-password", api_name="/register")
+        # Signing in is the app's /auth route (it sets the session cookie); both clients send that cookie.
+        registered = httpx.post(app.url + "auth/register", json={"username": "bench", "password": "bench-password"}, timeout=60)
+        token = registered.cookies.get("gemma_session")
+        if registered.status_code != 200 or not token:
+            raise RuntimeError(f"could not register the benchmark user: {registered.status_code} {registered.text}")
+        cookie = {"Cookie": f"gemma_session={token}"}
+        self.client = Client(app.url, verbose=False, headers=cookie)
+        result = self.client.predict(api_name="/restore")  # the page's load event: the signed-in screen
         if "Signed in" not in " ".join(str(x) for x in result):
-            raise RuntimeError(f"could not register the benchmark user: {result}")
+            raise RuntimeError(f"the benchmark user is not signed in: {result}")
         deps = {d.get("api_name"): d["id"] for d in self.client.config["dependencies"]}
         self.chat_fn, self.new_chat_fn = deps["chat"], deps["new_chat"]
-        self.http = httpx.Client(timeout=httpx.Timeout(120.0))
+        self.http = httpx.Client(timeout=httpx.Timeout(120.0), headers=cookie)
         self.calls: list[tuple[str, int, int, str]] = []  # (side, round, prompt, tier) in the order the app ran them
 
     def close(self) -> None:
@@ -100,7 +106,7 @@ class HttpSides:
     def sse_noop(self) -> float:
         """One queued event that does nearly nothing (new_chat): gradio's own round trip."""
         started = now()
-        self._event(self.new_chat_fn, [None], lambda *_: None)
+        self._event(self.new_chat_fn, [], lambda *_: None)
         return now() - started
 
     def client_noop(self) -> float:
@@ -111,7 +117,7 @@ class HttpSides:
     def sse_chat(self, run: Run, message: str, tier: str = "pro") -> Run:
         from gradio_client.utils import apply_diff
 
-        self._event(self.new_chat_fn, [None], lambda *_: None)
+        self._event(self.new_chat_fn, [], lambda *_: None)
         self.calls.append((run.side, run.round, run.prompt, tier))
         state = {"outputs": None}
 
@@ -131,8 +137,8 @@ class HttpSides:
             run.ended = stamp
 
         run.started = now()
-        # inputs: session (State, ignored from clients), model, message, chatbot, turns (State)
-        self._event(self.chat_fn, [None, tier, message, [], None], on_message)
+        # inputs: model, message, chatbot, turns (State, ignored from clients); who: the cookie
+        self._event(self.chat_fn, [tier, message, [], None], on_message)
         run.extra["final_bubble"] = _answer_text(state["outputs"][0]) if state["outputs"] else ""
         return run
 

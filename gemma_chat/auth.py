@@ -1,4 +1,9 @@
-"""Accounts: registration, login with lock-out, password hashing, and the admin's account actions."""
+"""Accounts: registration, login with per-client lock-out, password hashing, and the admin's account actions.
+
+A lock-out belongs to a (username, client) pair: wrong passwords from one client lock that client
+out of that account, so a stranger who knows the admin's name cannot lock the admin out. Every
+check that can refuse a sign-in runs before bcrypt, so a refused attempt costs no hashing.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ import re
 import bcrypt
 import peewee as pw
 
-from . import ledger
+from . import ledger, sessions
 from .config import Settings
-from .db import User, database, transaction, utcnow
+from .db import LoginThrottle, User, database, transaction, utcnow
 from .errors import (
     AccountDisabledError,
     AccountLockedError,
     LoginError,
+    ThrottledError,
     UnknownUserError,
     UsernameTakenError,
     ValidationError,
@@ -113,45 +119,116 @@ def register_user(settings: Settings, username, password, *, admin: bool = False
     return get_user(user.id)
 
 
-def login(settings: Settings, username, password, *, now: dt.datetime | None = None) -> User:
-    """Check the credentials; lock the account after too many failures in a row."""
+LOCAL_CLIENT = "local"  # the client of a sign-in that does not come over the network (tests, CLI)
+# Clients that never signed in as an account wait between attempts once this many times
+# lockout_attempts failures for it pile up within lockout_window_s, across all clients: a guesser
+# spread over many addresses is slowed down, the owner on a known client is not.
+SPREAD_ATTACK_FACTOR = 4
+MAX_SPREAD_DELAY_S = 300
+MAX_LOCK_S = 24 * 3600
+
+
+def username_key(username) -> str | None:
+    """The name a throttle is kept under; None for text that cannot be a username."""
+    if not isinstance(username, str):
+        return None
+    key = username.strip().lower()
+    return key if USERNAME_PATTERN.fullmatch(key) else None
+
+
+def login(settings: Settings, username, password, *, client: str = LOCAL_CLIENT, now: dt.datetime | None = None) -> User:
+    """Check the credentials; lock this client out of this account after too many failures in a row."""
     now = now or utcnow()
+    key = username_key(username)
+    if key is not None:
+        check_throttle(settings, key, client, now)  # before bcrypt: a refused attempt costs nothing
     user = find_user(username) if isinstance(username, str) and username.strip() else None
     password = password if isinstance(password, str) else ""
     if user is None:
         password_matches(password, _decoy_hash(settings.bcrypt_rounds))
+        _fail(settings, key, client, now)  # unknown names lock out too: a lock-out reveals no account
         raise LoginError(WRONG_CREDENTIALS)
-    if user.locked_until is not None and user.locked_until > now:
-        raise AccountLockedError(_locked_message(user.locked_until, now), user.locked_until)
     if not password_matches(password, user.password_hash):
-        locked_until = _record_failure(settings, user.id, now)
-        if locked_until is not None:
-            raise AccountLockedError(_locked_message(locked_until, now), locked_until)
+        _fail(settings, key, client, now)
         raise LoginError(WRONG_CREDENTIALS)
     if user.is_disabled:
         raise AccountDisabledError("This account is disabled. Ask an administrator to enable it.")
     with transaction():  # a database locked past the busy timeout becomes DatabaseBusyError: "try again"
-        User.update(failed_logins=0, first_failed_at=None, locked_until=None, last_login_at=now).where(
-            User.id == user.id
+        User.update(last_login_at=now).where(User.id == user.id).execute()
+        LoginThrottle.insert(
+            username_key=key, client=client, failures=0, locks=0, last_success_at=now, updated_at=now
+        ).on_conflict(
+            conflict_target=[LoginThrottle.username_key, LoginThrottle.client],
+            update={
+                LoginThrottle.failures: 0, LoginThrottle.first_failed_at: None, LoginThrottle.locks: 0,
+                LoginThrottle.locked_until: None, LoginThrottle.last_success_at: now, LoginThrottle.updated_at: now,
+            },
         ).execute()
     return get_user(user.id)
 
 
-def _record_failure(settings: Settings, user_id: int, now: dt.datetime) -> dt.datetime | None:
-    """Count a failed login in the current window; return the lock-out end when it trips."""
+def check_throttle(settings: Settings, key: str, client: str, now: dt.datetime) -> None:
+    """Refuse, before any bcrypt, a client locked out of this account or guessing in a crowd."""
+    own = LoginThrottle.get_or_none(LoginThrottle.username_key == key, LoginThrottle.client == client)
+    if own is not None and own.locked_until is not None and own.locked_until > now:
+        raise AccountLockedError(_locked_message(own.locked_until, now), own.locked_until)
+    if own is not None and own.last_success_at is not None:
+        return  # a client that has signed in as this account before is never slowed by others' failures
+    window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
+    recent = LoginThrottle.select(
+        pw.fn.COALESCE(pw.fn.SUM(LoginThrottle.failures + LoginThrottle.locks * settings.lockout_attempts), 0),
+        pw.fn.MAX(LoginThrottle.updated_at),
+    ).where(LoginThrottle.username_key == key, LoginThrottle.updated_at >= window_start).tuples().first()
+    failures, last = recent if recent else (0, None)
+    excess = int(failures or 0) - settings.lockout_attempts * SPREAD_ATTACK_FACTOR
+    if excess >= 0 and last is not None:
+        last = last if isinstance(last, dt.datetime) else dt.datetime.fromisoformat(str(last))
+        delay = min(MAX_SPREAD_DELAY_S, 2 ** min(excess, 20))
+        wait = delay - (now - last).total_seconds()
+        if wait > 0:
+            raise ThrottledError(
+                f"Too many failed sign-ins for this account; try again in {int(wait) + 1} s.", retry_after=int(wait) + 1
+            )
+
+
+def _fail(settings: Settings, key: str | None, client: str, now: dt.datetime) -> None:
+    """Count a failed login of this client in the current window; lock it out when it trips."""
+    if key is None:
+        return  # not a possible username: nothing to protect, and nothing of it is stored
     window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
     with transaction():
-        user = User.get_by_id(user_id)
-        if user.first_failed_at is None or user.first_failed_at < window_start:
+        row = LoginThrottle.get_or_none(LoginThrottle.username_key == key, LoginThrottle.client == client)
+        if row is None:
+            row = LoginThrottle.create(username_key=key, client=client, updated_at=now)
+        if row.first_failed_at is None or row.first_failed_at < window_start:
             failures, first = 1, now
         else:
-            failures, first = user.failed_logins + 1, user.first_failed_at
+            failures, first = row.failures + 1, row.first_failed_at
+        where = (LoginThrottle.username_key == key) & (LoginThrottle.client == client)
         if failures >= settings.lockout_attempts:
-            until = now + dt.timedelta(seconds=settings.lockout_duration_s)
-            User.update(failed_logins=0, first_failed_at=None, locked_until=until).where(User.id == user_id).execute()
-            return until
-        User.update(failed_logins=failures, first_failed_at=first).where(User.id == user_id).execute()
-        return None
+            locks = row.locks + 1
+            until = now + dt.timedelta(seconds=min(MAX_LOCK_S, settings.lockout_duration_s * 2 ** min(locks - 1, 16)))
+            LoginThrottle.update(
+                failures=0, first_failed_at=None, locks=locks, locked_until=until, updated_at=now
+            ).where(where).execute()
+        else:
+            LoginThrottle.update(failures=failures, first_failed_at=first, updated_at=now).where(where).execute()
+        # Throttles of long ago protect nothing: sweep them now and then, on a failure.
+        LoginThrottle.delete().where(
+            LoginThrottle.updated_at < now - dt.timedelta(days=2), LoginThrottle.last_success_at.is_null()
+        ).execute()
+    if failures >= settings.lockout_attempts:
+        raise AccountLockedError(_locked_message(until, now), until)
+
+
+def locked_clients(username: str, *, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime]]:
+    """The clients locked out of this account now, with the end of each lock-out."""
+    now = now or utcnow()
+    key = username_key(username)
+    if key is None:
+        return []
+    rows = LoginThrottle.select().where(LoginThrottle.username_key == key, LoginThrottle.locked_until > now)
+    return [(row.client, row.locked_until) for row in rows]
 
 
 def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
@@ -163,26 +240,41 @@ def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
 
 
 def change_password(settings: Settings, username: str, new_password) -> None:
+    """A new password ends every session: whoever knew the old one is signed out."""
     user = require_user(username)
     password_hash = hash_password(validate_password(new_password), settings.bcrypt_rounds)
-    User.update(password_hash=password_hash).where(User.id == user.id).execute()
+    with transaction():
+        User.update(password_hash=password_hash).where(User.id == user.id).execute()
+        sessions.revoke_user_sessions(user.id)
 
 
 def set_admin(username: str, is_admin: bool) -> User:
+    """A demotion ends every session, so no page keeps an admin's view."""
     user = require_user(username)
-    User.update(is_admin=is_admin).where(User.id == user.id).execute()
+    with transaction():
+        User.update(is_admin=is_admin).where(User.id == user.id).execute()
+        if user.is_admin and not is_admin:
+            sessions.revoke_user_sessions(user.id)
     return get_user(user.id)
 
 
 def set_disabled(username: str, is_disabled: bool) -> User:
     user = require_user(username)
-    User.update(is_disabled=is_disabled).where(User.id == user.id).execute()
+    with transaction():
+        User.update(is_disabled=is_disabled).where(User.id == user.id).execute()
+        if is_disabled:
+            sessions.revoke_user_sessions(user.id)
     return get_user(user.id)
 
 
 def unlock_user(username: str) -> User:
+    """End every client's lock-out of this account (and the pre-issue-10 account-wide one)."""
     user = require_user(username)
-    User.update(failed_logins=0, first_failed_at=None, locked_until=None).where(User.id == user.id).execute()
+    with transaction():
+        User.update(failed_logins=0, first_failed_at=None, locked_until=None).where(User.id == user.id).execute()
+        LoginThrottle.update(failures=0, first_failed_at=None, locks=0, locked_until=None).where(
+            LoginThrottle.username_key == username_key(user.username)
+        ).execute()
     return get_user(user.id)
 
 

@@ -254,8 +254,10 @@ def _account_state(user) -> str:
 
     if user.is_disabled:
         return "disabled"
-    if user.locked_until and user.locked_until > utcnow():
-        return f"locked until {user.locked_until:%H:%M} UTC"
+    locked = auth.locked_clients(user.username, now=utcnow())
+    if locked:
+        until = max(end for _, end in locked)
+        return f"locked for {', '.join(client for client, _ in locked)} until {until:%H:%M} UTC"
     return "active"
 
 

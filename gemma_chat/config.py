@@ -83,10 +83,18 @@ class Settings:
     # accounts
     starting_balance: int = 10
     bcrypt_rounds: int = 12
+    # Lock-outs are per (username, client): five wrong passwords from one client lock that client
+    # out of that account for lockout_duration_s, twice as long for each lock-out in a row.
     lockout_attempts: int = 5
     lockout_window_s: int = 15 * 60
     lockout_duration_s: int = 15 * 60
-    session_idle_s: int = 30 * 60
+    session_idle_s: int = 30 * 60  # a session unused this long ends
+    session_max_age_s: int = 7 * 24 * 3600  # a session ends this long after sign-in, used or not
+    # the web edge (web/app.py): anonymous work is bounded before any bcrypt runs
+    signin_attempts_per_minute: int = 20  # sign-ins and registrations per client IP
+    registrations_per_hour: int = 5  # new accounts per client IP
+    signin_concurrency: int = 2  # bcrypt checks running at once, for everyone
+    trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto
     # credits
     max_topup: int = 1000
     stale_hold_s: int = 15 * 60  # a hold older than this cannot belong to a running generation
@@ -157,12 +165,17 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
 
 
 def _check(settings: Settings) -> Settings:
-    positive = ["bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars"]
+    positive = [
+        "bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars",
+        "session_idle_s", "session_max_age_s", "signin_attempts_per_minute", "signin_concurrency",
+    ]
     for name in positive:
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1.")
     if settings.starting_balance < 0:
         raise ConfigError("starting_balance cannot be negative.")
+    if settings.registrations_per_hour < 0:
+        raise ConfigError("registrations_per_hour cannot be negative (0 turns registration off).")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise ConfigError("bcrypt_rounds must be between 4 and 31.")
     if settings.cpu_extra_buffers not in ("auto", "on", "off"):

@@ -116,6 +116,37 @@ class ErrorEvent(BaseModel):
         table_name = "error_events"
 
 
+class WebSession(BaseModel):
+    """A signed-in browser: the cookie's token is kept only as its sha256 (sessions.py)."""
+
+    token_hash = pw.TextField(unique=True)
+    user = pw.ForeignKeyField(User, backref="sessions")
+    created_at = pw.DateTimeField(default=utcnow)
+    last_seen_at = pw.DateTimeField(default=utcnow)
+    expires_at = pw.DateTimeField()  # the absolute end; idle expiry is last_seen_at + session_idle_s
+    revoked_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "sessions"
+
+
+class LoginThrottle(BaseModel):
+    """Failed sign-ins of one username from one client (auth.py): a lock-out that is not everyone's."""
+
+    username_key = pw.TextField()  # the lowercased username, whether or not such an account exists
+    client = pw.TextField()  # the client's IP address
+    failures = pw.IntegerField(default=0)
+    first_failed_at = pw.DateTimeField(null=True)
+    locks = pw.IntegerField(default=0)  # lock-outs in a row: each one lasts twice as long
+    locked_until = pw.DateTimeField(null=True)
+    last_success_at = pw.DateTimeField(null=True)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "login_throttles"
+        primary_key = pw.CompositeKey("username_key", "client")
+
+
 # --- migrations -----------------------------------------------------------------
 # An ordered list of (name, statements). Never edit or reorder a shipped migration: add a new one.
 
@@ -219,9 +250,38 @@ _REPORT_INDEXES = [
     "CREATE INDEX holds_active_by_user ON holds (user_id, amount) WHERE status = 'active'",
 ]
 
+# Issue 10: a sign-in is a server-side session bound to an HttpOnly cookie, and a lock-out is per
+# (username, client) so that a stranger's wrong passwords cannot lock the owner out.
+_SESSIONS = [
+    """CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE CHECK (length(token_hash) = 64),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX sessions_by_user ON sessions (user_id) WHERE revoked_at IS NULL",
+    "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+    """CREATE TABLE login_throttles (
+        username_key TEXT NOT NULL,
+        client TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0 CHECK (failures >= 0),
+        first_failed_at TEXT,
+        locks INTEGER NOT NULL DEFAULT 0 CHECK (locks >= 0),
+        locked_until TEXT,
+        last_success_at TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (username_key, client)
+    )""",
+    "CREATE INDEX login_throttles_by_time ON login_throttles (updated_at)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
+    ("0003_sessions", _SESSIONS),
 ]
 
 

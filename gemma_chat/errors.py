@@ -42,6 +42,14 @@ class AccountDisabledError(LoginError):
     pass
 
 
+class ThrottledError(GemmaChatError):
+    """Too many attempts (sign-in, registration) or too much sign-in work at once: try again later."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UnknownUserError(GemmaChatError):
     pass
 

@@ -61,31 +61,40 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
 
     # The workers load the models while this process imports gradio (most of the start-up time).
     engine = Engine.start(settings, log=lambda line: print(line, flush=True))
-    from .ui import build_app, launch
+    from .web.app import create_app
+    from .web.server import start_server
 
     engine.wait_until_loaded()
     engine = _with_injected_faults(engine)
     if not any(status.available for status in engine.tiers()):
         print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
-    demo, app = build_app(settings, engine)
+    web = create_app(settings, engine)
     if not _is_loopback(host):
         print(f"warning: listening on {host}, not only this computer: anyone on the network can reach the app.", flush=True)
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    server = None
     try:
         try:
-            launch(demo, app, host=host, port=port, open_browser=open_browser, block=False)
+            server = start_server(web.fastapi, host=host, port=port)
         except OSError as exc:
             raise GemmaChatError(f"Cannot listen on {host}:{port} ({exc}); is the port in use? Try --port.") from None
-        print(f"gemma-chat is running at http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ (Ctrl-C to stop)", flush=True)
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        print(f"gemma-chat is running at {url} (Ctrl-C to stop)", flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
         while not stopping.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
         print("Shutting down…", flush=True)
-        demo.close()
+        if server is not None:
+            server.stop()
+        web.lane.close()
         engine.close()
         close_database()
         lock.close()

@@ -1,24 +1,24 @@
-"""The Gradio app: sign-in, chat with a live balance, history, top-up and the admin dashboard.
+"""The Gradio app: sign-in form, chat with a live balance, history, top-up and the admin dashboard.
 
-The only module that imports gradio. Callbacks are thin: each one re-checks the session and the
-user's rights on the server (a hidden component or a private API protects nothing), calls one
-service, and shapes the result for the screen. The session lives in a server-side gr.State, which
-a client cannot forge.
+Callbacks are thin: each one resolves the user from the request's session cookie and re-checks the
+user's rights (a hidden component or a private API protects nothing), calls one service, and shapes
+the result for the screen. Who the user is never comes from gr.State: Gradio keys State by the
+client-chosen session_hash, which is an address, not a credential. Signing in and out are not
+Gradio events: the buttons call the app's own /auth routes from the browser (web/app.py), which set
+the HttpOnly cookie, and reload the page.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
-from . import auth, chat, ledger
+from . import chat, ledger, sessions
 from .config import Settings
 from .db import User
 from .error_log import log_error
@@ -34,12 +34,51 @@ STREAM_INTERVAL_S = 0.05
 QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
-@dataclass
-class Session:
-    user_id: int
-    username: str
-    token: str
-    last_seen: float
+SESSION_COOKIE = "gemma_session"
+
+# The sign-in buttons run in the browser: they post the form to the app's /auth routes, which set
+# the session cookie (a Gradio event cannot), and reload the page, whose load event shows the app.
+# The password box is cleared after every attempt; nothing of the form is kept in browser storage.
+_POST_FORM_JS = """
+async (username, password) => {
+  let message = "Something went wrong; please try again.";
+  try {
+    const response = await fetch("auth/%s", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"content-type": "application/json"},
+      body: JSON.stringify({username: username ?? "", password: password ?? ""}),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok && body.ok) {
+      window.location.reload();
+      return [username, "", ""];
+    }
+    message = body.message || message;
+  } catch (error) {}
+  return [username, "", message];
+}
+"""
+LOGIN_JS = _POST_FORM_JS % "login"
+REGISTER_JS = _POST_FORM_JS % "register"
+# Log out: the route ends the session and clears the cookie; then the load event's own callback
+# shows the sign-in form (no reload, so a navigation right after the click is not cut short).
+_POST_JS = """
+async () => {
+  try { await fetch("auth/%s", {method: "POST", credentials: "same-origin"}); } catch (error) {}
+}
+"""
+LOGOUT_JS = _POST_JS % "logout"
+LOGOUT_EVERYWHERE_JS = _POST_JS % "logout-all"
+
+
+def session_token(request) -> str | None:
+    """The session cookie of the request that triggered an event (None without one)."""
+    if request is None:
+        return None
+    cookies = getattr(request, "cookies", None) or {}
+    token = cookies.get(SESSION_COOKIE)
+    return token if isinstance(token, str) and token else None
 
 
 def _plural(n: int, word: str) -> str:
@@ -58,6 +97,18 @@ def as_text(text: str) -> str:
 def shorten(text: str, limit: int = SHORT_TEXT) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def owned(user_id: int, rows: list) -> dict:
+    """Rows kept in a page's gr.State, tagged with their owner: State is reached by session_hash."""
+    return {"user_id": user_id, "rows": rows}
+
+
+def owned_by(user_id: int, value) -> list:
+    """The rows of `value` if they belong to `user_id`, else none (another user's or forged State)."""
+    if isinstance(value, dict) and value.get("user_id") == user_id and isinstance(value.get("rows"), list):
+        return value["rows"]
+    return []
 
 
 def shows_errors(callback):
@@ -84,29 +135,24 @@ class ChatApp:
 
     # --- sessions ---------------------------------------------------------------------
 
-    def _start_session(self, user: User) -> Session:
-        token = secrets.token_hex(16)
-        self._stop_events[token] = threading.Event()
-        return Session(user.id, user.username, token, time.monotonic())
-
-    def current_user(self, session: Session | None, *, admin: bool = False, touch: bool = True) -> User:
-        """The logged-in user, re-read from the database; raises when the session is gone or expired.
+    def signed_in(self, request, *, admin: bool = False, touch: bool = True) -> sessions.SignedIn:
+        """The request's live session and its user, re-read from the database; raises without one.
 
         `touch` counts the call as activity, extending the idle timeout.
         """
-        if not isinstance(session, Session):
+        token = session_token(request)
+        if token is None:
             raise NotLoggedInError("Please log in.")
-        if time.monotonic() - session.last_seen > self.settings.session_idle_s:
-            self._stop_events.pop(session.token, None)
+        found = sessions.resolve_session(self.settings, token, touch=touch)
+        if found is None:
             raise NotLoggedInError("Your session has expired; please log in again.")
-        user = User.get_or_none(User.id == session.user_id)
-        if user is None or user.is_disabled:
-            raise NotLoggedInError("Please log in.")
-        if admin and not user.is_admin:
+        if admin and not found.user.is_admin:
             raise PermissionDeniedError("Administrators only.")
-        if touch:
-            session.last_seen = time.monotonic()
-        return user
+        return found
+
+    def current_user(self, request, *, admin: bool = False, touch: bool = True) -> User:
+        """The signed-in user of this request (see signed_in)."""
+        return self.signed_in(request, admin=admin, touch=touch).user
 
     def _guarded(self, location: str, function, *args, **kwargs):
         """Run a service call; an unexpected failure is logged and becomes a message with its id."""
@@ -130,15 +176,18 @@ class ChatApp:
         default = choices[0][1] if choices else None
         return choices, default, "\n\n".join(notes)
 
-    def _signed_in(self, user: User, message: str = ""):
-        session = self._start_session(user)
+    def restore(self, request: gr.Request):
+        """Page load: a live session cookie shows the app (a reload keeps you signed in)."""
+        try:
+            user = self._guarded("restore", self.current_user, request)
+        except GemmaChatError:
+            return self._signed_out(request)
         choices, default, notes = self.model_choices()
         return (
-            session,
             gr.update(visible=False),
             gr.update(visible=True),
-            "",  # the password field is cleared after every attempt
-            message,
+            "",
+            "",
             f"Signed in as **{user.username}**" + (" (admin)" if user.is_admin else ""),
             balance_text(user.id),
             gr.update(visible=bool(user.is_admin)),
@@ -148,49 +197,36 @@ class ChatApp:
             [],
         )
 
-    def _sign_in_failed(self, message: str):
-        return (None, gr.update(), gr.update(), "", message) + (gr.update(),) * 7
+    def _signed_out(self, request):
+        # The form's fields are left alone: on a slow machine this load event can answer after the
+        # user has started typing. The page's turns State is left too: a cookie-less caller may
+        # replay this page's session_hash here (web/edge.py) and must not change its State;
+        # signing in again reloads the page, which starts a fresh one.
+        message = "Your session has expired; please log in again." if session_token(request) else gr.update()
+        return (gr.update(visible=True), gr.update(visible=False), gr.update(), message) + (gr.update(),) * 3 + ("", "", [], gr.update())
 
-    def login(self, username, password):
-        try:
-            user = self._guarded("login", auth.login, self.settings, username, password)
-        except GemmaChatError as exc:
-            return self._sign_in_failed(exc.message)
-        return self._signed_in(user)
-
-    def register(self, username, password):
-        try:
-            user = self._guarded("register", auth.register_user, self.settings, username, password)
-        except GemmaChatError as exc:
-            return self._sign_in_failed(exc.message)
-        return self._signed_in(user)
-
-    def logout(self, session):
-        if isinstance(session, Session):
-            self._stop_events.pop(session.token, None)
-        return None, gr.update(visible=True), gr.update(visible=False), "", "", [], [], gr.update(visible=False)
-
-    def check_session(self, session):
+    def check_session(self, request: gr.Request):
         """Timer tick: an expired or revoked session returns the page to sign-in."""
-        if session is None:
-            return gr.update(), gr.update(), None
+        if session_token(request) is None:
+            return gr.update(), gr.update()
         try:
-            self.current_user(session, touch=False)  # a timer tick is not activity
-            return gr.update(), gr.update(), session
+            self.current_user(request, touch=False)  # a timer tick is not activity
+            return gr.update(), gr.update()
         except GemmaChatError:
-            return gr.update(visible=True), gr.update(visible=False), None
+            return gr.update(visible=True), gr.update(visible=False)
 
     # --- chat -------------------------------------------------------------------------
 
-    def send(self, session, tier, message, chatbot, turns):
+    def send(self, request: gr.Request, tier, message, chatbot, turns):
         """Stream one answer into the chat; the balance follows."""
         chatbot = list(chatbot or [])
         turns = list(turns or [])
         try:
-            user = self.current_user(session)
+            found = self.signed_in(request)
         except GemmaChatError as exc:
             raise gr.Error(exc.message, print_exception=False) from None
-        stop = self._stop_events.setdefault(session.token, threading.Event())
+        user = found.user
+        stop = self._stop_events.setdefault(found.session_id, threading.Event())
         stop.clear()
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         update = None
@@ -234,13 +270,16 @@ class ChatApp:
         return "\n\n".join(parts + [footer])
 
     @shows_errors
-    def stop(self, session):
-        if isinstance(session, Session) and session.token in self._stop_events:
-            self._stop_events[session.token].set()
+    def stop(self, request: gr.Request):
+        """Stop this browser session's answer; without a live session there is nothing to stop."""
+        token = session_token(request)
+        found = sessions.resolve_session(self.settings, token, touch=False) if token else None
+        if found is not None and found.session_id in self._stop_events:
+            self._stop_events[found.session_id].set()
 
     @shows_errors
-    def new_chat(self, session):
-        self.current_user(session)
+    def new_chat(self, request: gr.Request):
+        self.current_user(request)
         return [], []
 
     # --- history ----------------------------------------------------------------------
@@ -248,27 +287,34 @@ class ChatApp:
     HISTORY_COLUMNS = ["Date and time (UTC)", "Model", "Credits", "Status", "Prompt", "Answer"]
 
     @shows_errors
-    def history(self, session, page):
-        user = self.current_user(session)
+    def history(self, request: gr.Request, page):
+        user = self.current_user(request)
         result = list_history(user.id, page or 1, self.settings.history_page_size)
         rows = [
             [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name, r.credits_charged, r.status, shorten(r.prompt), shorten(r.answer)]
             for r in result.rows
         ]
         table = pd.DataFrame(rows, columns=self.HISTORY_COLUMNS)
-        full = [(r.prompt, r.answer) for r in result.rows]
+        full = owned(user.id, [(r.prompt, r.answer) for r in result.rows])
         label = f"Page {result.page} of {result.total_pages}"
         if not result.total:
             label += " — no chats yet"
         return table, label, result.page, full, "", ""
 
     @shows_errors
-    def history_step(self, session, page, step):
-        return self.history.__wrapped__(self, session, max(1, parse_page(page or 1) + step))
+    def history_step(self, request: gr.Request, page, step):
+        return self.history.__wrapped__(self, request, max(1, parse_page(page or 1) + step))
+
+    def history_previous(self, request: gr.Request, page):
+        return self.history_step(request, page, -1)
+
+    def history_next(self, request: gr.Request, page):
+        return self.history_step(request, page, +1)
 
     @shows_errors
-    def history_detail(self, session, full, event: gr.SelectData):
-        self.current_user(session)
+    def history_detail(self, request: gr.Request, full, event: gr.SelectData):
+        user = self.current_user(request)
+        full = owned_by(user.id, full)
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         if not full or not isinstance(row, int) or not 0 <= row < len(full):
             return "", ""
@@ -285,9 +331,9 @@ class ChatApp:
         ]
         return pd.DataFrame(rows, columns=self.LEDGER_COLUMNS)
 
-    def top_up(self, session, amount):
+    def top_up(self, request: gr.Request, amount):
         try:
-            user = self.current_user(session)
+            user = self.current_user(request)
             entry = self._guarded("top_up", ledger.top_up, user.id, amount, maximum=self.settings.max_topup)
         except GemmaChatError as exc:
             return f"⚠ {exc.message}", gr.update(), gr.update()
@@ -295,15 +341,15 @@ class ChatApp:
         return message, balance_text(user.id), self.ledger_table(user.id)
 
     @shows_errors
-    def show_ledger(self, session):
-        user = self.current_user(session)
+    def show_ledger(self, request: gr.Request):
+        user = self.current_user(request)
         return self.ledger_table(user.id)
 
     # --- admin ------------------------------------------------------------------------
 
     @shows_errors
-    def admin_report(self, session, since, until):
-        self.current_user(session, admin=True)
+    def admin_report(self, request: gr.Request, since, until):
+        user = self.current_user(request, admin=True)
         report = Reports.for_range(since, until).full()
         by_model = pd.DataFrame(report["requests_by_model"], columns=["model", "requests", "ok", "stopped", "failed", "refused", "credits"])
         by_user = pd.DataFrame(
@@ -312,11 +358,12 @@ class ChatApp:
         per_day = pd.DataFrame(report["requests_per_day"], columns=["day", "model", "requests"])
         errors = pd.DataFrame(report["errors"], columns=["created_at", "error_id", "location", "exception_type", "message", "username", "request_id", "traceback"])
         error_table = errors.drop(columns=["traceback"])
-        return by_model, by_model, by_user, by_user, per_day, error_table, errors["traceback"].tolist(), ""
+        return by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), ""
 
     @shows_errors
-    def error_detail(self, session, tracebacks, event: gr.SelectData):
-        self.current_user(session, admin=True)
+    def error_detail(self, request: gr.Request, tracebacks, event: gr.SelectData):
+        user = self.current_user(request, admin=True)
+        tracebacks = owned_by(user.id, tracebacks)
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         if not tracebacks or not isinstance(row, int) or not 0 <= row < len(tracebacks):
             return ""
@@ -326,8 +373,9 @@ class ChatApp:
 
     def build(self) -> gr.Blocks:
         t = self.i18n
-        with gr.Blocks(title="gemma-chat") as demo:
-            session = gr.State(None)
+        # No analytics: an offline app does not phone home. Gradio's cache is swept hourly (the app
+        # accepts no uploads, web/app.py, so it holds little).
+        with gr.Blocks(title="gemma-chat", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
             turns = gr.State([])  # (prompt, answer) pairs of this chat: the context the model sees
             history_page = gr.State(1)
             history_full = gr.State([])
@@ -348,6 +396,7 @@ class ChatApp:
                     who = gr.Markdown(elem_id="who")
                     balance = gr.Markdown(elem_id="balance")
                     logout_button = gr.Button(t("log_out"), size="sm", scale=0)
+                    logout_everywhere_button = gr.Button(t("log_out_everywhere"), size="sm", scale=0)
                 with gr.Tabs():
                     with gr.Tab(t("chat"), id="chat"):
                         model = gr.Dropdown(label=t("model"), choices=[], interactive=True)
@@ -401,27 +450,28 @@ class ChatApp:
                         errors_table = gr.Dataframe(interactive=False, wrap=True)
                         error_text = gr.Textbox(label=t("error_details"), interactive=False, lines=8)
 
-            # Sign-in. Undocumented: out of the API page, but still behind the same checks.
-            signed_in_outputs = [
-                session, login_view, app_view, password, login_message, who, balance, admin_tab,
-                model, model_notes, chatbot, turns,
-            ]
+            # Sign-in and out run in the browser against /auth (web/app.py): no Gradio event, no queue.
+            sign_in_form = dict(inputs=[username, password], outputs=[username, password, login_message], show_progress="hidden")
             for trigger in (login_button.click, password.submit):
-                trigger(self.login, [username, password], signed_in_outputs, api_name="login", api_visibility="undocumented")
-            register_button.click(
-                self.register, [username, password], signed_in_outputs, api_name="register", api_visibility="undocumented"
-            )
-            logout_button.click(
-                self.logout, [session], [session, login_view, app_view, password, login_message, chatbot, turns, admin_tab],
-                api_visibility="undocumented",
-            )
+                trigger(None, js=LOGIN_JS, **sign_in_form)
+            register_button.click(None, js=REGISTER_JS, **sign_in_form)
+            # The page's load event and the session timer run outside the queue (queue=False): the
+            # queue is for signed-in work only, and web/app.py refuses anonymous callers at its door.
+            restore_outputs = [
+                login_view, app_view, password, login_message, who, balance, admin_tab, model, model_notes, chatbot, turns,
+            ]
+            for button, js in ((logout_button, LOGOUT_JS), (logout_everywhere_button, LOGOUT_EVERYWHERE_JS)):
+                button.click(None, js=js).then(
+                    self.restore, None, restore_outputs, api_name="restore_after_log_out", api_visibility="private", queue=False
+                )
+            demo.load(self.restore, None, restore_outputs, api_name="restore", api_visibility="undocumented", queue=False)
             timer = gr.Timer(30)
-            timer.tick(self.check_session, [session], [login_view, app_view, session], api_visibility="private", show_progress="hidden")
+            timer.tick(self.check_session, None, [login_view, app_view], api_visibility="private", show_progress="hidden", queue=False)
 
             # Chat. The engine queues per model, so this event may run for several users at once.
             chat_event = dict(
                 fn=self.send,
-                inputs=[session, model, message, chatbot, turns],
+                inputs=[model, message, chatbot, turns],
                 outputs=[chatbot, message, balance, turns],
                 api_name="chat",
                 concurrency_limit=2 * (self.settings.queue_size + 1),
@@ -429,26 +479,27 @@ class ChatApp:
             )
             send_button.click(**chat_event)
             message.submit(**{**chat_event, "api_name": False})
-            stop_button.click(self.stop, [session], None, api_name="stop", queue=False)
-            new_chat_button.click(self.new_chat, [session], [chatbot, turns], api_name="new_chat")
-            chatbot.clear(self.new_chat, [session], [chatbot, turns], api_name=False)  # its trash icon: a new chat too
+            stop_button.click(self.stop, None, None, api_name="stop", queue=False)
+            new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat")
+            chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False)  # its trash icon: a new chat too
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
-            history_tab.select(self.history, [session, history_page], history_outputs, api_name="history")
-            previous_button.click(lambda s, p: self.history_step(s, p, -1), [session, history_page], history_outputs, api_name=False)
-            next_button.click(lambda s, p: self.history_step(s, p, +1), [session, history_page], history_outputs, api_name=False)
-            history_table.select(self.history_detail, [session, history_full], [full_prompt, full_answer], api_name=False)
+            history_tab.select(self.history, [history_page], history_outputs, api_name="history")
+            previous_button.click(self.history_previous, [history_page], history_outputs, api_name=False)
+            next_button.click(self.history_next, [history_page], history_outputs, api_name=False)
+            history_table.select(self.history_detail, [history_full], [full_prompt, full_answer], api_name=False)
 
-            topup_tab.select(self.show_ledger, [session], [ledger_view], api_name=False)
+            topup_tab.select(self.show_ledger, None, [ledger_view], api_name=False)
             topup_button.click(
-                self.top_up, [session, amount], [topup_message, balance, ledger_view], api_name="top_up", api_visibility="undocumented"
+                self.top_up, [amount], [topup_message, balance, ledger_view], api_name="top_up", api_visibility="undocumented"
             )
 
             admin_outputs = [model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text]
-            admin_tab.select(self.admin_report, [session, since, until], admin_outputs, api_name="admin_report")
-            refresh_button.click(self.admin_report, [session, since, until], admin_outputs, api_name=False)
-            errors_table.select(self.error_detail, [session, error_tracebacks], [error_text], api_name=False)
-        demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)))
+            admin_tab.select(self.admin_report, [since, until], admin_outputs, api_name="admin_report")
+            refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
+            errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)
+        # api_open=False: /gradio_api/run/* refuses queued events, so they run through the queue only.
+        demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)), api_open=False)
         _calm_queue_polling(demo)
         return demo
 
@@ -472,18 +523,3 @@ def _calm_queue_polling(demo: gr.Blocks) -> None:
 def build_app(settings: Settings, engine) -> tuple[gr.Blocks, ChatApp]:
     app = ChatApp(settings, engine)
     return app.build(), app
-
-
-def launch(demo: gr.Blocks, app: ChatApp, *, host: str, port: int, open_browser: bool, block: bool = True):
-    """Launch with the safe options: no run history in localStorage (it would hold passwords)."""
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        inbrowser=open_browser,
-        prevent_thread_lock=not block,
-        run_history=False,
-        footer_links=[],
-        i18n=app.i18n,
-        quiet=True,
-        show_error=False,  # unexpected errors show their id, never their internals
-    )

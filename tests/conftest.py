@@ -92,3 +92,32 @@ def demo_engine(tmp_path_factory):
 def chat_settings(data_dir: Path, database):
     """This test's data dir with the demo model settings, database open."""
     return demo_settings(data_dir)
+
+
+# --- a browser's session, for calling the UI's callbacks in-process ---------------------------
+
+
+def browser_request(token: str | None = None):
+    """A gr.Request as Gradio builds it for an event from a browser holding this session cookie."""
+    import gradio as gr
+    from starlette.requests import Request
+
+    headers = [(b"cookie", f"gemma_session={token}".encode())] if token else []
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": b""}
+    request = gr.Request(request=Request(scope))
+    request.token = token
+    return request
+
+
+def signed_in_request(settings, username: str, password: str = "long enough pw", *, register: bool = True):
+    """Register (or log in) through the same functions as the /auth routes; the browser's request after."""
+    from gemma_chat import auth
+    from gemma_chat.web.app import login_with_session, register_with_session
+
+    if register:
+        token = register_with_session(settings, username, password)
+    else:
+        token = login_with_session(settings, username, password, auth.LOCAL_CLIENT)
+    request = browser_request(token)
+    request.user_id = auth.find_user(username).id
+    return request

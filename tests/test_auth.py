@@ -14,6 +14,7 @@ from gemma_chat.errors import (
     AccountDisabledError,
     AccountLockedError,
     LoginError,
+    ThrottledError,
     UsernameTakenError,
     ValidationError,
 )
@@ -156,3 +157,66 @@ def test_malformed_login_input_is_a_login_error(settings, database, username, pa
     auth.register_user(settings, "alice", "long enough pw")
     with pytest.raises(LoginError):
         auth.login(settings, username, password)
+
+
+def test_a_lockout_is_per_client(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    for _ in range(4):
+        with pytest.raises(LoginError):
+            auth.login(settings, "alice", "wrong", client="203.0.113.9")
+    with pytest.raises(AccountLockedError):
+        auth.login(settings, "alice", "wrong", client="203.0.113.9")
+    with pytest.raises(AccountLockedError):  # the stranger's client stays locked, even with the right password
+        auth.login(settings, "alice", "long enough pw", client="203.0.113.9")
+    assert auth.login(settings, "alice", "long enough pw", client="192.0.2.1").username == "alice"
+    assert [client for client, _ in auth.locked_clients("alice")] == ["203.0.113.9"]
+
+
+def test_a_repeated_lockout_lasts_twice_as_long(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    start = utcnow()
+    ends = []
+    for round_start in (start, start + dt.timedelta(hours=1)):
+        for n in range(5):
+            try:
+                auth.login(settings, "alice", "wrong", client="c", now=round_start + dt.timedelta(seconds=n))
+            except AccountLockedError as locked:
+                ends.append(locked.retry_at - (round_start + dt.timedelta(seconds=n)))
+            except LoginError:
+                pass
+    assert ends == [dt.timedelta(minutes=15), dt.timedelta(minutes=30)]
+
+
+def test_a_locked_out_client_costs_no_bcrypt(settings, database, monkeypatch):
+    auth.register_user(settings, "alice", "long enough pw")
+    for _ in range(5):
+        with pytest.raises(LoginError):
+            auth.login(settings, "alice", "wrong", client="c")
+    checks = []
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: checks.append(1))
+    with pytest.raises(AccountLockedError):
+        auth.login(settings, "alice", "long enough pw", client="c")
+    assert checks == []
+
+
+def test_unknown_names_lock_out_too_so_a_lockout_reveals_no_account(settings, database):
+    for _ in range(4):
+        with pytest.raises(LoginError):
+            auth.login(settings, "nobody", "wrong", client="c")
+    with pytest.raises(AccountLockedError):
+        auth.login(settings, "nobody", "wrong", client="c")
+
+
+def test_a_crowd_guessing_one_account_is_slowed_but_not_its_known_clients(settings, database):
+    auth.register_user(settings, "alice", "long enough pw")
+    auth.login(settings, "alice", "long enough pw", client="alice-laptop")
+    start = utcnow()
+    threshold = settings.lockout_attempts * auth.SPREAD_ATTACK_FACTOR
+    for n in range(threshold):  # many clients, a few guesses each: none of them locked out on its own
+        with pytest.raises(LoginError) as raised:
+            auth.login(settings, "alice", "wrong", client=f"guesser{n // 2}", now=start)
+        assert not isinstance(raised.value, AccountLockedError)
+    with pytest.raises(ThrottledError, match="try again in"):
+        auth.login(settings, "alice", "wrong", client="a new guesser", now=start)
+    # The owner's known client is not slowed down by the crowd.
+    assert auth.login(settings, "alice", "long enough pw", client="alice-laptop", now=start).username == "alice"

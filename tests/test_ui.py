@@ -1,19 +1,23 @@
 """The UI's callbacks called directly, as Gradio calls them: every screen's success and failure.
 
 Each callback must re-check the session and the user's rights itself: these tests call them with
-no session, an expired one, and a non-admin's.
+no session, an expired one, and a non-admin's. A session is a browser's cookie: the tests sign in
+through the functions behind the /auth routes and pass the request a browser would send (tests/conftest.py).
+The sign-in form's messages come from those routes: tests/test_web.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import gradio as gr
 import pytest
 
-from gemma_chat import ledger
-from gemma_chat.db import Interaction, LedgerEntry
-from gemma_chat.ui import ChatApp, Session
+from conftest import browser_request, signed_in_request
+from gemma_chat import ledger, sessions
+from gemma_chat.db import Interaction, LedgerEntry, WebSession
+from gemma_chat.ui import ChatApp, owned_by
 
 
 @pytest.fixture
@@ -21,14 +25,16 @@ def app(chat_settings, demo_engine):
     return ChatApp(chat_settings, demo_engine)
 
 
-def sign_up(app, username="alice", password="long enough pw") -> Session:
-    result = app.register(username, password)
-    assert isinstance(result[0], Session), result[4]
-    return result[0]
+def sign_up(app, username="alice", password="long enough pw"):
+    """A browser's request after signing up: it carries the new session's cookie."""
+    return signed_in_request(app.settings, username, password)
 
 
 def chat(app, session, message="What is the capital of France?", tier="mini", turns=None):
     return list(app.send(session, tier, message, [], turns or []))
+
+
+NO_SESSION = browser_request(None)
 
 
 def select(index) -> gr.SelectData:
@@ -36,36 +42,24 @@ def select(index) -> gr.SelectData:
 
 
 def test_register_signs_in_with_the_balance_and_the_first_user_is_admin(app):
-    session, login_view, app_view, password, message, who, balance, admin_tab, model, notes, *_ = app.register("alice", "long enough pw")
-    assert isinstance(session, Session) and session.username == "alice"
+    login_view, app_view, password, message, who, balance, admin_tab, model, notes, *_ = app.restore(sign_up(app, "alice"))
     assert password == "" and message == ""
     assert (login_view["visible"], app_view["visible"], admin_tab["visible"]) == (False, True, True)
     assert "Balance: 10 credits" in balance and "alice" in who
     labels = [label for label, _ in model["choices"]]
     assert labels == ["Gemma 3 270M (bundled demo) for mini · 1 credit", "Gemma 3 270M (bundled demo) for pro · 3 credits"]
-    second = app.register("bob", "long enough pw")
-    assert second[7]["visible"] is False  # no Admin tab for a plain user
+    second = app.restore(sign_up(app, "bob"))
+    assert second[6]["visible"] is False  # no Admin tab for a plain user
 
 
-@pytest.mark.parametrize(
-    "username, password, expected",
-    [("alice", "long enough pw", "taken"), ("x", "long enough pw", "3 to 32"), ("carol", "short", "at least 8"), (None, None, "Enter a username")],
-)
-def test_registration_errors_are_shown_inline_and_the_password_cleared(app, username, password, expected):
-    sign_up(app)
-    session, _, _, password_field, message, *_ = app.register(username, password)
-    assert session is None and password_field == "" and expected in message
-
-
-def test_login_errors_and_lockout_are_shown_inline(app):
-    sign_up(app)
-    assert app.login("alice", "wrong password")[4] == "Wrong username or password."
-    assert app.login("nobody", "wrong password")[4] == "Wrong username or password."
-    for _ in range(4):
-        message = app.login("alice", "wrong password")[4]
-    assert "Try again at" in message
-    locked = app.login("alice", "long enough pw")  # even the right password, while locked
-    assert locked[0] is None and "Try again at" in locked[4]
+def test_a_reload_keeps_the_session_and_no_cookie_shows_the_sign_in_form(app):
+    request = sign_up(app, "alice")
+    for _ in range(2):  # the page's load event, on every reload
+        assert app.restore(request)[1]["visible"] is True
+    login_view, app_view, password, message, *_ = app.restore(NO_SESSION)
+    assert (login_view["visible"], app_view["visible"]) == (True, False)
+    assert password == message == gr.update()  # a form the user may be filling in is left alone
+    assert app.restore(browser_request("a forged token of the right length....."))[0]["visible"] is True
 
 
 def test_chat_streams_and_updates_the_balance(app):
@@ -80,12 +74,17 @@ def test_chat_streams_and_updates_the_balance(app):
 
 def test_chat_without_a_session_or_with_an_expired_one_is_refused(app):
     with pytest.raises(gr.Error, match="log in"):
-        chat(app, None)
+        chat(app, NO_SESSION)
     session = sign_up(app)
-    session.last_seen -= app.settings.session_idle_s + 1
+    idle = dt.timedelta(seconds=app.settings.session_idle_s + 1)
+    WebSession.update(last_seen_at=WebSession.get().last_seen_at - idle).execute()
     with pytest.raises(gr.Error, match="expired"):
         chat(app, session)
     assert Interaction.select().count() == 0
+    session = sign_up(app, "bob")
+    WebSession.update(expires_at=WebSession.created_at).where(WebSession.user == session.user_id).execute()
+    with pytest.raises(gr.Error, match="expired"):  # past its absolute age, however active
+        chat(app, session)
 
 
 def test_a_blank_message_is_refused_with_a_message(app):
@@ -107,13 +106,14 @@ def test_history_pages_and_full_text(app):
     assert label == "Page 1 of 2" and len(table) == 2
     assert table.iloc[0]["Prompt"].startswith("question 2") and table.iloc[0]["Prompt"].endswith("…")
     assert app.history_detail(session, full, select([0, 4]))[0] == "question 2 " + "long " * 29 + "long"
+    assert app.history_detail(sign_up(app, "bob"), full, select([0, 4])) == ("", "")  # another user's page State
     table, label, *_ = app.history_step(session, page, +1)
     assert label == "Page 2 of 2" and table.iloc[0]["Prompt"].startswith("question 0")
 
 
 def test_history_needs_a_session_and_shows_only_ones_own(app):
     with pytest.raises(gr.Error, match="log in"):
-        app.history(None, 1)
+        app.history(NO_SESSION, 1)
     chat(app, sign_up(app, "alice"))
     table, label, *_ = app.history(sign_up(app, "bob"), 1)
     assert len(table) == 0 and "no chats yet" in label
@@ -128,7 +128,7 @@ def test_top_up_adds_credits_and_refuses_bad_amounts(app):
     message, balance, table = app.top_up(session, 5)
     assert "Added 5 credits" in message and "Balance: 15 credits" in balance
     assert list(table.iloc[0][["Kind", "Amount", "Balance after"]]) == ["topup", "+5", 15]
-    assert app.top_up(None, 5)[0] == "⚠ Please log in."
+    assert app.top_up(NO_SESSION, 5)[0] == "⚠ Please log in."
 
 
 def test_admin_report_is_for_admins_only(app):
@@ -138,7 +138,7 @@ def test_admin_report_is_for_admins_only(app):
     with pytest.raises(gr.Error, match="Administrators only"):
         app.admin_report(user, "", "")
     with pytest.raises(gr.Error, match="log in"):
-        app.admin_report(None, "", "")
+        app.admin_report(NO_SESSION, "", "")
     by_model, _, by_user, _, per_day, errors, tracebacks, _ = app.admin_report(admin, "", "")
     assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
     assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
@@ -151,6 +151,9 @@ def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
 
     admin = sign_up(app, "alice")
     auth.set_admin("alice", False)
+    with pytest.raises(gr.Error, match="log in"):  # the demotion ended the session
+        app.admin_report(admin, "", "")
+    admin = signed_in_request(app.settings, "alice", register=False)
     with pytest.raises(gr.Error, match="Administrators only"):
         app.admin_report(admin, "", "")
 
@@ -162,14 +165,30 @@ def test_a_disabled_user_is_signed_out(app):
     auth.set_disabled("alice", True)
     with pytest.raises(gr.Error, match="log in"):
         chat(app, session)
-    assert app.check_session(session)[2] is None
+    assert app.check_session(session)[0]["visible"] is True  # the page returns to sign-in
 
 
 def test_logout_ends_the_session(app):
     session = sign_up(app)
-    outputs = app.logout(session)
-    assert outputs[0] is None and outputs[1]["visible"] is True and outputs[2]["visible"] is False
+    assert sessions.revoke_session(session.token)  # what /auth/logout does
+    outputs = app.restore(session)  # the reload after it, even if the browser kept the cookie
+    assert outputs[0]["visible"] is True and outputs[1]["visible"] is False
+    with pytest.raises(gr.Error, match="log in"):
+        app.history(session, 1)
     assert ledger.get_balance(session.user_id).balance == 10
+
+
+def test_log_out_everywhere_and_a_password_change_end_every_session(app):
+    from gemma_chat import auth
+
+    laptop, phone = sign_up(app), signed_in_request(app.settings, "alice", register=False)
+    assert sessions.revoke_user_sessions(laptop.user_id) == 2
+    for request in (laptop, phone):
+        assert app.restore(request)[0]["visible"] is True
+    laptop, phone = (signed_in_request(app.settings, "alice", register=False) for _ in range(2))
+    auth.change_password(app.settings, "alice", "a new long password")
+    for request in (laptop, phone):
+        assert app.restore(request)[0]["visible"] is True
 
 
 def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, demo_engine):

@@ -36,6 +36,9 @@ class RunningApp:
             GEMMA_CHAT_PRO_MAX_TOKENS="24",
             GEMMA_CHAT_MINI_N_CTX="1024",
             GEMMA_CHAT_PRO_N_CTX="1024",
+            # Tests sign many users in from one address; tests/reliability/test_edge.py runs the defaults.
+            GEMMA_CHAT_SIGNIN_ATTEMPTS_PER_MINUTE="100000",
+            GEMMA_CHAT_REGISTRATIONS_PER_HOUR="100000",
         )
         environment.update(env)
         self.log_path = log_path

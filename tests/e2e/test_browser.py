@@ -152,3 +152,26 @@ def test_the_sign_in_form_follows_a_russian_browser(app, browser):
         expect(page.get_by_role("button", name="Создать учётную запись")).to_be_visible()
     finally:
         context.close()
+
+
+def test_a_reload_keeps_you_signed_in_and_log_out_ends_it(app, page):
+    sign_up(page, app.url, "gina")
+    expect_balance(page, 10)
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["gemma_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/"
+    assert "gemma_session" not in page.evaluate("() => document.cookie")  # scripts cannot read it
+    page.reload()
+    expect_balance(page, 10)  # still signed in after a reload...
+    page.goto(app.url)
+    expect_balance(page, 10)  # ...and in a new page load
+    page.get_by_role("button", name="Log out", exact=True).click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()  # the session is over
+    expect(page.locator("#balance")).to_have_count(0)
+    # The old cookie, put back by hand, signs no one in: the server ended the session.
+    page.context.add_cookies([{k: session[k] for k in ("name", "value", "domain", "path", "httpOnly", "sameSite")}])
+    page.reload()
+    expect(page.get_by_text("Your session has expired; please log in again.")).to_be_visible()
+    expect(page.locator("#balance")).to_have_count(0)

@@ -4,6 +4,11 @@ gradio_client hides what these tests must control: every event is called by its 
 /config (so hidden and unnamed endpoints are reached too, exactly as a hostile client could), with
 any data, and the answer is the raw outcome — the final outputs, or the error the server sent.
 State inputs are sent as None: the server keeps State per session and ignores what a client sends.
+
+Signing in is not a Gradio event: it posts to the app's /auth routes, which set the HttpOnly session
+cookie this client then sends with every call, and starts a new session_hash (the browser reloads).
+`local_address` binds the client's socket to another loopback address (127.0.0.2 …), so that the
+app sees a different client IP.
 """
 
 from __future__ import annotations
@@ -60,13 +65,15 @@ def placeholder(component: dict, dropdown: str | None = None) -> Any:
 
 
 class GradioSession:
-    def __init__(self, url: str, config: dict | None = None, *, timeout: float = 120):
+    def __init__(self, url: str, config: dict | None = None, *, timeout: float = 120, local_address: str | None = None):
         self.url = url
         self.config = config or fetch_config(url)
         self.components = {c["id"]: c for c in self.config["components"]}
         self.session_hash = uuid.uuid4().hex
-        self.http = httpx.Client(timeout=timeout)
+        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+        self.http = httpx.Client(timeout=timeout, transport=transport)
         self._lock = threading.Lock()  # one event at a time per session, as in a browser tab
+        self._loaded = True  # a fresh client is a page whose load event has no effect (no cookie)
 
     def close(self) -> None:
         self.http.close()
@@ -83,6 +90,8 @@ class GradioSession:
         """Run one event to its end. `endpoint` is an api_name or a dependency index."""
         index = endpoint if isinstance(endpoint, int) else endpoint_index(self.config, endpoint)
         dependency = self.config["dependencies"][index]
+        if not self._loaded and dependency.get("api_name") != "restore":
+            self.restore()  # the reloaded page's load event: shows the app, sets the model choices
         body = {
             "data": list(data),
             "fn_index": index,
@@ -97,7 +106,8 @@ class GradioSession:
                 response = self.http.post(self.url + "gradio_api/run/predict", content=content, headers=headers)
                 payload = response.json()
                 if response.status_code != 200:
-                    return Outcome(False, error=payload.get("error"), status_code=response.status_code)
+                    error = payload.get("error") or payload.get("detail")  # a handler's error, or the edge's refusal
+                    return Outcome(False, error=error, status_code=response.status_code)
                 return Outcome(True, data=payload["data"])
             joined = self.http.post(self.url + "gradio_api/queue/join", content=content, headers=headers)
             if joined.status_code != 200:
@@ -136,27 +146,53 @@ class GradioSession:
 
     # --- what a user does ---
 
-    def register(self, username: str, password: str = "long enough pw") -> str:
+    def post_form(self, route: str, username, password) -> httpx.Response:
+        """What the sign-in form's buttons do in the browser: POST /auth/<route> with the form as JSON."""
+        content = json.dumps({"username": username, "password": password})
+        return self.http.post(self.url + "auth/" + route, content=content, headers={"content-type": "application/json"})
+
+    def _sign_in(self, route: str, username, password) -> str:
+        response = self.post_form(route, username, password)
+        body = response.json()
+        assert isinstance(body, dict) and "message" in body, (response.status_code, response.text)
+        if response.status_code == 200 and body.get("ok"):
+            assert "gemma_session" in self.http.cookies, response.headers
+            self.session_hash = uuid.uuid4().hex  # the page reloads after signing in...
+            self._loaded = False
+            self.restore()  # ...and its load event runs at once, before the user can act on it
+            return ""
+        return body["message"]
+
+    def register(self, username, password="long enough pw") -> str:
         """The message shown under the form; empty when signed in."""
-        outcome = self.call("register", username, password)
-        assert outcome.ok, outcome.error
-        return outcome.data[4]
+        return self._sign_in("register", username, password)
 
-    def login(self, username: str, password: str = "long enough pw") -> str:
-        outcome = self.call("login", username, password)
-        assert outcome.ok, outcome.error
-        return outcome.data[4]
+    def login(self, username, password="long enough pw") -> str:
+        return self._sign_in("login", username, password)
 
-    def sign_in_outputs(self, username: str, password: str = "long enough pw", *, register: bool = False) -> list:
-        outcome = self.call("register" if register else "login", username, password)
+    def logout(self, *, everywhere: bool = False) -> None:
+        response = self.http.post(self.url + ("auth/logout-all" if everywhere else "auth/logout"))
+        assert response.status_code == 200, response.text
+        self.session_hash = uuid.uuid4().hex
+
+    def restore(self) -> list:
+        """The page's load event: the signed-in screen for a live session cookie, else the form."""
+        self._loaded = True
+        outcome = self.call("restore")
         assert outcome.ok, outcome.error
         return outcome.data
 
+    def sign_in_outputs(self, username: str, password: str = "long enough pw", *, register: bool = False) -> list:
+        """Sign in, then what the reloaded page shows (the load event's outputs)."""
+        message = self.register(username, password) if register else self.login(username, password)
+        assert message == "", message
+        return self.restore()
+
     def chat(self, tier: str, message: str, **kwargs) -> "ChatReply":
-        return ChatReply.of(self.call("chat", None, tier, message, [], None, **kwargs))
+        return ChatReply.of(self.call("chat", tier, message, [], None, **kwargs))
 
     def top_up(self, amount) -> str:
-        outcome = self.call("top_up", None, amount)
+        outcome = self.call("top_up", amount)
         assert outcome.ok, outcome.error
         return outcome.data[0]
 

@@ -2,7 +2,8 @@
 
 The endpoints are read from the running app's own /config, so an endpoint added later is attacked
 too. Hidden components and private API names protect nothing (docs FIELD_NOTES): each call goes
-straight to the queue by its index, as a hostile client would send it.
+straight to the queue by its index, as a hostile client would send it. Signing in and out are the
+app's own /auth routes (not Gradio events); they are attacked here too.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import re
 import pytest
 
 from .conftest import query, scalar, session, signed_up, snapshot, start_app
+from .gradio_http import GradioSession
 
 pytestmark = pytest.mark.slow
 
 # Entry points meant for callers without a session: they refuse bad credentials with a message.
-SIGN_IN = {"login", "login_1", "register"}
-# Harmless without a session: they only return the signed-out screen (log out, the session timer's
-# tick, Stop). Anything else must refuse a caller without a session.
-SIGNED_OUT_NO_OPS = {"logout", "check_session", "stop"}
+SIGN_IN_ROUTES = ["login", "register"]
+# Harmless without a session: they only return the signed-out screen (the page's load event, the
+# session timer's tick, Stop). Anything else must refuse a caller without a session.
+SIGNED_OUT_NO_OPS = {"restore", "check_session", "stop"}
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +88,28 @@ def test_every_endpoint_refuses_a_caller_without_a_session(app, alice, bob):
     before = snapshot(app.data_dir)
     probe = session(app)
     checked = endpoints(probe)
-    assert len(checked) >= 19, "the app's config should list every event"
+    # 18 events run on the server; sign-in, registration and the two log-outs are /auth routes now.
+    assert len(checked) >= 18, "the app's config should list every event"
     for index, name in checked:
         outcome = session(app).call_with_placeholders(index)  # a fresh session each: never signed in
         shown = json.dumps(outcome.data) + str(outcome.error)
         assert "alice" not in shown and "bob" not in shown, (name, shown)
-        if name in SIGN_IN:
-            assert outcome.ok and outcome.data[0] is None and outcome.data[4], (name, outcome)
-        elif name in SIGNED_OUT_NO_OPS:
+        if name in SIGNED_OUT_NO_OPS or name.startswith("restore_after_log_out"):  # the load event's callback again
             assert outcome.ok and all(carries_nothing(value) for value in outcome.data), (name, outcome)
         elif outcome.ok:  # refused inside the outputs, like the Top up tab's message
             assert any(isinstance(v, str) and "Please log in" in v for v in outcome.data), (name, outcome)
         else:
             assert "log in" in (outcome.error or ""), (name, outcome)
         assert snapshot(app.data_dir) == before, f"{name} changed the database without a session"
+    for route in SIGN_IN_ROUTES:  # bad credentials: a message, no cookie, nothing written
+        client = session(app)
+        message = client.login("alice", "x") if route == "login" else client.register("x", "x")
+        assert message and "gemma_session" not in client.http.cookies, (route, message)
+        assert snapshot(app.data_dir) == before, f"/auth/{route} changed the database"
+    for route in ["logout", "logout-all"]:  # without a session: nothing to end, nothing changed
+        response = session(app).http.post(app.url + "auth/" + route)
+        assert response.status_code == 200 and "alice" not in response.text
+    assert snapshot(app.data_dir) == before
 
 
 def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
@@ -110,27 +120,20 @@ def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
         outcome = bob.call_with_placeholders(index)
         assert not outcome.ok and outcome.error == "Administrators only.", (index, outcome)
     assert snapshot(app.data_dir) == before
-    report = alice.call("admin_report", None, "", "")  # the same endpoint answers the admin
+    report = alice.call("admin_report", "", "")  # the same endpoint answers the admin
     assert report.ok and "bob" in json.dumps(report.data)
 
 
 def test_no_endpoint_shows_a_user_anything_of_another_user(app, alice, bob):
     secrets = ["alice", "alice-secret", "+913", alice.answer]
     admin_only = set(admin_endpoints(bob.config))
-    last = []
     for index, name in endpoints(bob):
         if index in admin_only:
-            continue
-        if name in SIGN_IN or name == "logout":
-            last.append(index)  # a sign-in attempt or a log-out ends bob's session: last
             continue
         outcome = bob.call_with_placeholders(index, dropdown="mini")
         shown = json.dumps(outcome.data, ensure_ascii=False) + str(outcome.error)
         leaked = [s for s in secrets if s and s in shown]
         assert not leaked, (name, leaked, shown[:500])
-    for index in last:
-        outcome = bob.call_with_placeholders(index)
-        assert "alice" not in json.dumps(outcome.data) + str(outcome.error)
     # bob chatted "x" through the placeholders: his own history has his rows only
     rows = query(app.data_dir, "SELECT u.username FROM interactions i JOIN users u ON u.id = i.user_id WHERE i.prompt = 'x'")
     assert rows and {r[0] for r in rows} == {"bob"}
@@ -142,10 +145,12 @@ def test_repeated_failed_logins_lock_the_account(app, alice):
     messages = [client.login("carol", f"wrong password {n}") for n in range(5)]
     assert messages[:4] == ["Wrong username or password."] * 4
     assert messages[4].startswith("Too many failed attempts. Try again at")
-    locked = client.sign_in_outputs("carol", "carol's password")  # even the right password
-    assert locked[0] is None and locked[4].startswith("Too many failed attempts")
-    assert scalar(app.data_dir, "SELECT locked_until IS NOT NULL FROM users WHERE username = 'carol'") == 1
+    locked = client.login("carol", "carol's password")  # even the right password, from this client
+    assert locked.startswith("Too many failed attempts") and "gemma_session" not in client.http.cookies
+    assert scalar(app.data_dir, "SELECT locked_until IS NOT NULL FROM login_throttles WHERE username_key = 'carol'") == 1
     assert session(app).login("alice") == ""  # other accounts are unaffected
+    # The lock-out is this client's: carol signs in from her own address (tests/reliability/test_edge.py).
+    assert GradioSession(app.url, local_address="127.0.0.2").login("carol", "carol's password") == ""
 
 
 def test_password_hashes_are_bcrypt_with_cost_at_least_12(app, alice, bob):

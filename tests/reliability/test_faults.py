@@ -170,7 +170,7 @@ def test_a_broken_model_file_makes_its_tier_unavailable_with_the_reason_and_the_
     try:
         client = session(app)
         outputs = client.sign_in_outputs("alice", register=True)
-        model, notes = outputs[8], outputs[9]
+        model, notes = outputs[7], outputs[8]  # the reloaded page's load event
         assert [value for _, value in model["choices"]] == [working]
         label = f"{broken.capitalize()} test model"
         assert notes.startswith(f"{label} is not available:") and reason in notes, notes

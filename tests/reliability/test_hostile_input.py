@@ -20,11 +20,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import demo_settings
-from gemma_chat import ledger
+from conftest import browser_request, demo_settings, signed_in_request
+from gemma_chat import auth, ledger, sessions
 from gemma_chat.db import database
 from gemma_chat.engine import Engine, GenerationResult
-from gemma_chat.ui import ChatApp, Session
+from gemma_chat.errors import GemmaChatError
+from gemma_chat.ui import ChatApp, owned_by
+from gemma_chat.web.app import login_with_session, register_with_session
 
 from .conftest import scalar, signed_up, snapshot
 from .gradio_http import GradioSession
@@ -103,11 +105,19 @@ def app(chat_settings, demo_engine):
 
 
 @pytest.fixture
-def alice(app) -> Session:
-    session = app.register("alice", "long enough pw")[0]
-    assert isinstance(session, Session)
+def alice(app):
+    """The browser request of a signed-in alice (her session cookie)."""
+    session = signed_in_request(app.settings, "alice")
     ledger.grant_credits(session.user_id, 100_000, actor_id=None)  # enough for every example
     return session
+
+
+def sign_in(function, *args):
+    """What the /auth routes do (web/app.py): a session token, or the message shown under the form."""
+    try:
+        return function(*args), ""
+    except GemmaChatError as refusal:
+        return None, refusal.message
 
 
 def test_registration_survives_anything(app):
@@ -119,15 +129,14 @@ def test_registration_survives_anything(app):
     @example(username="\ud800", password="long enough pw")
     def register(username, password):
         before = state()
-        session, _, _, password_box, message, *_ = app.register(username, password)
-        assert password_box == ""
+        token, message = sign_in(register_with_session, app.settings, username, password)
         after = state()
-        if session is None:
+        if token is None:
             assert_clear(message)
             assert after == before
             seen["refused"] += 1
         else:
-            assert isinstance(session, Session) and session.username == username.strip()
+            assert sessions.resolve_session(app.settings, token).user.username == username.strip()
             assert len(after["users"]) == len(before["users"]) + 1
             assert len(after["ledger_entries"]) == len(before["ledger_entries"]) + 1
             assert after["error_events"] == before["error_events"]
@@ -152,15 +161,14 @@ def test_login_survives_anything(app, alice):
     def login(username, password):
         calls.append(1)
         before = state()
-        session, _, _, password_box, message, *_ = app.login(username, password)
+        token, message = sign_in(login_with_session, app.settings, username, password, auth.LOCAL_CLIENT)
         after = state()
-        assert password_box == ""
-        if session is None:
+        if token is None:
             assert_clear(message)
             assert without_lockout(after["users"]) == without_lockout(before["users"])
             assert {k: v for k, v in after.items() if k != "users"} == {k: v for k, v in before.items() if k != "users"}
         else:
-            assert session.username == "alice" and password == "long enough pw"
+            assert sessions.resolve_session(app.settings, token).user.username == "alice" and password == "long enough pw"
 
     calls = []
     login()
@@ -267,7 +275,7 @@ def test_history_paging_survives_any_page(app, alice):
             assert_clear(refusal.message)
         else:
             assert shown_page == 1 and label == "Page 1 of 1" and len(table) == 3
-            assert all(isinstance(row, tuple) for row in full)
+            assert all(isinstance(row, tuple) for row in owned_by(alice.user_id, full))
         assert state() == before  # reading history never writes
 
     calls = []
@@ -292,17 +300,27 @@ def test_hostile_requests_over_http_get_clear_answers_and_change_nothing_when_re
             assert check in message, message
         assert snapshot(fault_app.data_dir) == before, (endpoint, data[-1][:20] if isinstance(data[-1], str) else data[-1])
 
+    def refused_sign_in(route, username, password, check=None):
+        before = snapshot(fault_app.data_dir)
+        client = GradioSession(fault_app.url)
+        message = client.login(username, password) if route == "login" else client.register(username, password)
+        assert_clear(message)
+        if check:
+            assert check in message, message
+        assert "gemma_session" not in client.http.cookies
+        assert snapshot(fault_app.data_dir) == before, (route, username[:20] if isinstance(username, str) else username)
+
     for username, password in [(surrogate, "long enough pw"), ("carol", surrogate * 9), (nul, nul), (huge, huge),
                                ("alice'; DROP TABLE users; --", "' OR '1'='1"), ("<script>x</script>", "long enough pw")]:
-        refused(GradioSession(fault_app.url), "register", username, password)
-        refused(GradioSession(fault_app.url), "login", username, password, check="Wrong username or password.")
+        refused_sign_in("register", username, password)
+        refused_sign_in("login", username, password, check="Wrong username or password.")
     for message in [surrogate, f"hi {surrogate}", nul, huge, "   ", None]:
-        refused(user, "chat", None, "mini", message, [], None)
+        refused(user, "chat", "mini", message, [], None)
     for amount in [surrogate, nul, huge, -5, 0, 10**30, 1e308, 2.5, "five", None, [1], {"a": 1}, True]:
-        refused(user, "top_up", None, amount)
+        refused(user, "top_up", amount)
     for day in [surrogate, nul, huge, "2026-13-45", "' OR 1=1 --"]:
-        refused(admin, "admin_report", None, day, "", check="YYYY-MM-DD")
-        refused(user, "admin_report", None, day, "", check="Administrators only.")
+        refused(admin, "admin_report", day, "", check="YYYY-MM-DD")
+        refused(user, "admin_report", day, "", check="Administrators only.")
     for text in ["alice'; DROP TABLE users; --", "<img src=x onerror=alert(1)>", "\u202e\ufeff\x1b[31m"]:
         reply = user.chat("mini", text)  # accepted: stored as it is, shown as text
         assert reply.charged == 1, reply.text

@@ -126,7 +126,7 @@ def test_twenty_users_chatting_and_topping_up_in_parallel_keep_exact_books(app, 
     assert scalar(app.data_dir, "SELECT COUNT(*) FROM holds WHERE status = 'active'") == 0
     log_total = scalar(app.data_dir, "SELECT SUM(credits_charged) FROM interactions")
     ledger_total = -scalar(app.data_dir, "SELECT SUM(amount) FROM ledger_entries WHERE kind = 'charge'")
-    report = admin.call("admin_report", None, "", "")
+    report = admin.call("admin_report", "", "")
     assert report.ok, report.error
     by_user = report.data[2]
     column = by_user["headers"].index("credits_spent")

@@ -1,0 +1,198 @@
+"""The web app: FastAPI with the Gradio UI mounted at /, the /auth routes, the edge, and the server.
+
+Signing in runs here, not in Gradio's queue: /auth/login and /auth/register check the per-client
+rate limits, then take a slot on a small sign-in lane (a few threads for bcrypt, a short waiting
+line, 429 beyond it), so a flood of anonymous sign-ins never reaches the queue that signed-in
+users' chats, top-ups and history go through. A successful sign-in sets the session cookie
+`gemma_session` (HttpOnly, SameSite=Strict, Path=/, Secure over https).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..error_log import log_error
+from ..errors import GemmaChatError, ThrottledError
+from ..throttle import RateLimiter
+from .edge import Edge, client_address, request_scheme
+
+# Set before gradio is imported anywhere: an offline desktop app does not phone home.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+
+from .. import auth, sessions  # noqa: E402
+from ..ui import SESSION_COOKIE, ChatApp  # noqa: E402
+
+MAX_CREDENTIALS_BODY = 4096
+SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
+
+
+class SignInLane:
+    """A few threads for bcrypt and a short line in front of them; beyond it, "try again"."""
+
+    def __init__(self, workers: int):
+        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="signin")
+        self.places = threading.BoundedSemaphore(workers * (1 + SIGNIN_WAITING_PER_WORKER))
+
+    async def run(self, function, *args):
+        if not self.places.acquire(blocking=False):
+            raise ThrottledError("Too many sign-ins right now; try again in 5 s.", retry_after=5)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+        finally:
+            self.places.release()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def login_with_session(settings: Settings, username, password, client: str) -> str:
+    """Check the credentials (auth.login's throttles first) and start a session: its cookie token."""
+    user = auth.login(settings, username, password, client=client)
+    return sessions.create_session(settings, user.id)
+
+
+def register_with_session(settings: Settings, username, password) -> str:
+    user = auth.register_user(settings, username, password)
+    return sessions.create_session(settings, user.id)
+
+
+@dataclass
+class WebApp:
+    fastapi: FastAPI
+    demo: gr.Blocks
+    chat: ChatApp
+    lane: SignInLane
+
+
+def create_app(settings: Settings, engine) -> WebApp:
+    chat = ChatApp(settings, engine)
+    demo = chat.build()
+    lane = SignInLane(settings.signin_concurrency)
+    per_client = RateLimiter(settings.signin_attempts_per_minute, 60)
+    registrations = RateLimiter(settings.registrations_per_hour, 3600)
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def credentials(request: Request, route: str) -> tuple[object, object]:
+        body = await request.body()
+        if len(body) > MAX_CREDENTIALS_BODY:
+            if route == "login":
+                raise GemmaChatError(auth.WRONG_CREDENTIALS)
+            raise GemmaChatError("The username or password is far too long.")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise GemmaChatError("Enter a username.")
+        return data.get("username"), data.get("password")
+
+    def refused(exc: GemmaChatError) -> JSONResponse:
+        if isinstance(exc, ThrottledError):
+            return JSONResponse(
+                {"ok": False, "message": exc.message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+            )
+        return JSONResponse({"ok": False, "message": exc.message}, status_code=400)
+
+    def signed_in(request: Request, token: str) -> JSONResponse:
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            sessions.revoke_session(old)  # one session per browser: signing in again ends the last one
+        response = JSONResponse({"ok": True, "message": ""})
+        response.set_cookie(
+            SESSION_COOKIE, token, max_age=settings.session_max_age_s, path="/", httponly=True, samesite="strict",
+            secure=request_scheme(request.scope, dict(request.scope["headers"]), settings) == "https",
+        )
+        return response
+
+    def client_of(request: Request) -> str:
+        return client_address(request.scope, dict(request.scope["headers"]), settings)
+
+    async def guarded(location: str, function, *args):
+        try:
+            return await lane.run(function, *args)
+        except GemmaChatError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise GemmaChatError(f"Something went wrong (error {log_error(f'web:{location}', exc)}).") from exc
+
+    @api.post("/auth/login")
+    async def login_route(request: Request):
+        client = client_of(request)
+        try:
+            username, password = await credentials(request, "login")
+            if wait := per_client.hit(client):
+                raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
+            token = await guarded("login", login_with_session, settings, username, password, client)
+        except GemmaChatError as exc:
+            return refused(exc)
+        return signed_in(request, token)
+
+    @api.post("/auth/register")
+    async def register_route(request: Request):
+        client = client_of(request)
+        try:
+            username, password = await credentials(request, "register")
+            if settings.registrations_per_hour == 0:
+                raise GemmaChatError("Registration is closed; ask an administrator for an account.")
+            if wait := registrations.retry_after(client):
+                minutes = -(-wait // 60)
+                raise ThrottledError(
+                    f"Too many new accounts from your address; try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                    retry_after=wait,
+                )
+            if wait := per_client.hit(client):
+                raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
+            token = await guarded("register", register_with_session, settings, username, password)
+            registrations.hit(client)
+        except GemmaChatError as exc:
+            return refused(exc)
+        return signed_in(request, token)
+
+    def signed_out() -> JSONResponse:
+        response = JSONResponse({"ok": True, "message": ""})
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    @api.post("/auth/logout")
+    async def logout_route(request: Request):
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            await asyncio.to_thread(sessions.revoke_session, token)
+        return signed_out()
+
+    @api.post("/auth/logout-all")
+    async def logout_everywhere_route(request: Request):
+        token = request.cookies.get(SESSION_COOKIE)
+        found = await asyncio.to_thread(sessions.resolve_session, settings, token, touch=False) if token else None
+        if found is not None:
+            await asyncio.to_thread(sessions.revoke_user_sessions, found.user.id)
+        return signed_out()
+
+    api = gr.mount_gradio_app(
+        api,
+        demo,
+        path="/",
+        show_error=False,  # unexpected errors show their id, never their internals
+        max_file_size="1kb",  # no file inputs; the edge refuses /upload before this
+        enable_monitoring=False,
+        i18n=chat.i18n,
+        footer_links=[],
+        run_history=False,  # it would keep event inputs in the browser's localStorage
+    )
+    api.add_middleware(
+        Edge,
+        settings=settings,
+        cookie_name=SESSION_COOKIE,
+        has_live_session=lambda token: sessions.resolve_session(settings, token, touch=False) is not None,
+    )
+    return WebApp(api, demo, chat, lane)

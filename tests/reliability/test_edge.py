@@ -1,0 +1,273 @@
+"""The web edge from the attacker's side: real HTTP clients against `python main.py` in a subprocess.
+
+Issue 10's findings, each replayed: a signed-in browser's session_hash reused without its cookie,
+queued events called through /run/*, an anonymous sign-in flood, uploads, another origin, framing,
+a stranger locking the admin out, registration floods, half-open connections and malformed requests.
+Two clients on one machine are told apart by the socket's address: the client binds 127.0.0.2 …
+(the app never trusts X-Forwarded-For unless told to).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import ROOT, run_env
+
+from .conftest import balance, query, scalar, session, signed_up, snapshot, start_app
+from .gradio_http import GradioSession, endpoint_index
+
+pytestmark = pytest.mark.slow
+
+# The defaults a real install runs with (RunningApp raises them for the other tests).
+DEFAULT_LIMITS = {"GEMMA_CHAT_SIGNIN_ATTEMPTS_PER_MINUTE": "20", "GEMMA_CHAT_REGISTRATIONS_PER_HOUR": "5"}
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    running = start_app(tmp_path_factory.mktemp("edge"), **DEFAULT_LIMITS)
+    yield running
+    running.stop()
+
+
+def client_at(app, address: str) -> GradioSession:
+    return GradioSession(app.url, local_address=address)
+
+
+def test_a_replayed_session_hash_without_its_cookie_gets_nothing(app):
+    alice = signed_up(app, "alice")  # 127.0.0.1: alice's registration counts against this address
+    assert alice.chat("mini", "victim-secret: what is the capital of France?").charged == 1
+    assert "Added 50 credits" in alice.top_up(50)
+    before = snapshot(app.data_dir)
+
+    thief = GradioSession(app.url, alice.config)  # no cookie, alice's address (session_hash)
+    thief.session_hash = alice.session_hash
+    for index, dependency in enumerate(thief.config["dependencies"]):
+        if not dependency.get("backend_fn"):
+            continue
+        outcome = thief.call_with_placeholders(index, dropdown="mini")
+        shown = json.dumps(outcome.data, ensure_ascii=False) + str(outcome.error)
+        assert "victim-secret" not in shown and "alice" not in shown and "credits" not in shown, (dependency["api_name"], shown[:300])
+    assert not thief.call("history", 1).ok
+    assert not thief.call("top_up", 500).ok
+    assert not thief.chat("mini", "spend alice's credits").outcome.ok
+    assert snapshot(app.data_dir) == before  # nothing charged, topped up, logged or revoked
+
+    # Her stream, her deep link and her heartbeat are not the thief's either.
+    stream = thief.http.get(app.url + "gradio_api/queue/data", params={"session_hash": alice.session_hash})
+    assert stream.status_code in (401, 403)
+    assert thief.http.get(app.url + "gradio_api/deep_link", params={"session_hash": alice.session_hash}).status_code == 404
+    # A signed-in stranger replaying her hash with his own cookie is refused as well.
+    mallory = client_at(app, "127.0.0.2")
+    assert mallory.register("mallory") == ""
+    mallory.restore()  # his own page loaded, signed in
+    mallory.session_hash = alice.session_hash
+    refused = mallory.call("history", 1)
+    assert not refused.ok and "another sign-in" in refused.error
+
+    # Alice was not logged out: her page goes on.
+    assert alice.call("history", 1).ok
+    assert "Added 5 credits" in alice.top_up(5)
+    assert alice.restore()[1]["visible"] is True
+
+
+def test_a_streaming_answer_cannot_be_read_with_its_session_hash(app):
+    alice = client_at(app, "127.0.0.3")
+    assert alice.register("streamer") == ""
+    stolen, started = [], threading.Event()
+
+    def steal():
+        started.wait(30)
+        with httpx.Client(timeout=30) as thief:
+            response = thief.get(app.url + "gradio_api/queue/data", params={"session_hash": alice.session_hash})
+            stolen.append((response.status_code, response.text))
+
+    thread = threading.Thread(target=steal)
+    thread.start()
+    reply = alice.chat("mini", "Tell me about the sea.", on_update=lambda _: started.set())
+    thread.join(30)
+    assert reply.charged == 1 and reply.text
+    (status, text), = stolen
+    assert status in (401, 403) and "process_generating" not in text
+
+
+def test_queued_events_are_refused_outside_the_queue(app):
+    alice = client_at(app, "127.0.0.4")
+    assert alice.register("direct") == ""
+    before = balance(app.data_dir, "direct")
+    index = endpoint_index(alice.config, "top_up")
+    body = {"data": [500], "fn_index": index, "session_hash": alice.session_hash}
+    for path in ["gradio_api/run/predict", "gradio_api/run/top_up", "gradio_api/api/top_up"]:
+        response = alice.http.post(app.url + path, json=body)
+        assert response.status_code != 200 or "error" in response.text.lower(), (path, response.text[:200])
+    assert balance(app.data_dir, "direct") == before
+
+
+def test_an_anonymous_sign_in_flood_does_not_stop_signed_in_users(tmp_path):
+    """90 anonymous sign-ins from many addresses, at bcrypt's real cost, while a user works."""
+    app = start_app(tmp_path, GEMMA_CHAT_BCRYPT_ROUNDS="12", **DEFAULT_LIMITS)
+    try:
+        user = signed_up(app, "worker")
+        flood_statuses: list[int] = []
+
+        def anonymous(n: int) -> None:
+            with httpx.Client(transport=httpx.HTTPTransport(local_address=f"127.0.1.{n % 30 + 1}"), timeout=60) as client:
+                response = client.post(app.url + "auth/login", json={"username": "admin", "password": f"guess {n}"})
+                flood_statuses.append(response.status_code)
+
+        with ThreadPoolExecutor(16) as pool:
+            flood = [pool.submit(anonymous, n) for n in range(90)]
+            time.sleep(0.3)  # the flood is under way
+            results = []
+            for n in range(3):
+                results.append(user.top_up(1))
+                results.append(user.call("history", 1))
+            for future in flood:
+                future.result()
+        assert all("Added 1 credit" in r for r in results[0::2]), results
+        assert all(outcome.ok for outcome in results[1::2]), results
+        assert len(flood_statuses) == 90 and set(flood_statuses) <= {400, 429}
+        assert 429 in flood_statuses  # the sign-in lane was full: the rest were turned away at once
+        assert "Added 1 credit" in user.top_up(1)
+        assert scalar(app.data_dir, "SELECT COUNT(*) FROM users") == 1  # and nobody got in
+    finally:
+        app.stop()
+
+
+def test_uploads_are_refused(app):
+    with httpx.Client(timeout=30) as client:
+        response = client.post(app.url + "gradio_api/upload", files={"files": ("a.txt", b"x" * 1024)})
+        assert response.status_code == 413
+        try:  # 50 MB: refused before it is read (the server may close the connection mid-send)
+            big = client.post(app.url + "gradio_api/upload", content=b"x" * (50 * 1024 * 1024), headers={"content-type": "application/octet-stream"})
+            assert big.status_code == 413
+        except httpx.TransportError:
+            pass
+        assert client.get(app.url + "config").status_code == 200  # still serving
+
+
+def test_another_origin_gets_no_cors_permission_and_cannot_change_anything(app):
+    host = f"192.168.77.7:{app.port}"  # as if reached over the network: Gradio's own loopback rules do not apply
+    evil = {"host": host, "origin": "https://evil.example"}
+    with httpx.Client(timeout=30) as client:
+        before = scalar(app.data_dir, "SELECT COUNT(*) FROM users")
+        register = client.post(app.url + "auth/register", headers=evil, json={"username": "csrf1", "password": "long enough pw"})
+        assert register.status_code == 403 and "access-control-allow-origin" not in register.headers
+        config = client.get(app.url + "config", headers=evil)
+        assert config.status_code == 200 and "access-control-allow-origin" not in config.headers
+        preflight = client.options(
+            app.url + "gradio_api/queue/join",
+            headers={**evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type"},
+        )
+        assert "access-control-allow-origin" not in preflight.headers
+        assert "access-control-allow-credentials" not in preflight.headers
+        assert scalar(app.data_dir, "SELECT COUNT(*) FROM users") == before
+        # The app's own origin, at the same host, is served.
+        own = {"host": host, "origin": f"http://{host}"}
+        assert client.get(app.url + "config", headers=own).status_code == 200
+
+
+def test_every_response_carries_the_security_headers(app):
+    with httpx.Client(timeout=30) as client:
+        responses = [
+            client.get(app.url),
+            client.get(app.url + "config"),
+            client.get(app.url + "no/such/page"),
+            client.post(app.url + "auth/login", json={"username": "nobody", "password": "wrong password"}),
+            client.post(app.url + "gradio_api/upload", content=b"x"),
+        ]
+    for response in responses:
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (response.url, name, response.headers)
+        assert "frame-ancestors 'self'" in response.headers.get("content-security-policy", ""), response.url
+
+
+def test_monitoring_and_analytics_are_off(app):
+    with httpx.Client(timeout=30) as client:
+        assert client.get(app.url + "monitoring").status_code in (403, 404)
+        assert client.get(app.url + "config").json()["analytics_enabled"] is False
+
+
+def test_a_strangers_wrong_passwords_do_not_lock_the_owner_out(app):
+    owner = client_at(app, "127.0.0.5")
+    assert owner.register("owner", "the owner's password") == ""
+    stranger = client_at(app, "127.0.0.6")
+    messages = [stranger.login("owner", f"guess {n}") for n in range(5)]
+    assert messages[:4] == ["Wrong username or password."] * 4 and messages[4].startswith("Too many failed attempts")
+    spoofed = stranger.http.post(
+        app.url + "auth/login", json={"username": "owner", "password": "the owner's password"},
+        headers={"x-forwarded-for": "127.0.0.5"},  # not trusted by default: still the stranger's lock-out
+    )
+    assert spoofed.status_code == 400 and spoofed.json()["message"].startswith("Too many failed attempts")
+    assert client_at(app, "127.0.0.5").login("owner", "the owner's password") == ""  # the owner, from her machine
+    # `users unlock` ends the stranger's lock-out too, from the CLI while the app runs.
+    unlocked = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "users", "unlock", "owner", "--data-dir", str(app.data_dir)],
+        capture_output=True, text=True, env=run_env(app.data_dir), timeout=60,
+    )
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert scalar(app.data_dir, "SELECT COUNT(*) FROM login_throttles WHERE locked_until IS NOT NULL") == 0
+
+
+def test_registrations_per_address_per_hour(app):
+    client = client_at(app, "127.0.0.7")
+    assert [client.register(f"bulk{n}") for n in range(5)] == [""] * 5
+    assert client.register("bulk5").startswith("Too many new accounts from your address")
+    assert client_at(app, "127.0.0.8").register("elsewhere") == ""
+    assert not query(app.data_dir, "SELECT 1 FROM users WHERE username = 'bulk5'")
+
+
+def test_log_out_everywhere_and_disabling_end_sessions_in_other_browsers(app):
+    laptop = client_at(app, "127.0.0.9")
+    assert laptop.register("roamer") == ""
+    phone = client_at(app, "127.0.0.9")
+    assert phone.login("roamer") == ""
+    phone.logout(everywhere=True)
+    refused = laptop.call("history", 1)
+    assert not refused.ok and "log in" in refused.error
+    assert laptop.restore()[0]["visible"] is True  # the reloaded page shows the sign-in form
+    assert laptop.login("roamer") == ""
+    disabled = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "users", "disable", "roamer", "--data-dir", str(app.data_dir)],
+        capture_output=True, text=True, env=run_env(app.data_dir), timeout=60,
+    )
+    assert disabled.returncode == 0, disabled.stderr
+    assert not laptop.call("history", 1).ok
+
+
+def test_malformed_requests_get_short_answers_and_no_traceback_on_stdout(app):
+    with httpx.Client(timeout=10) as client:
+        for method, path, body in [
+            ("GET", "gradio_api/queue/data", None),
+            ("GET", "gradio_api/queue/data?session_hash=nonexistent", None),
+            ("POST", "gradio_api/queue/join", b"garbage"),
+            ("POST", "gradio_api/run/predict", b'{"fn_index": 999, "session_hash": "x", "data": []}'),
+            ("POST", "gradio_api/run/predict", b"\xff\xfe"),
+            ("POST", "auth/login", b"\x00" * 100),
+        ]:
+            response = client.request(method, app.url + path, content=body, headers={"content-type": "application/json"})
+            assert 400 <= response.status_code < 600 and "Traceback" not in response.text, (path, response.text[:200])
+    time.sleep(0.5)
+    assert "Traceback" not in app.log_path.read_text()
+
+
+def test_a_half_open_connection_is_closed(app):
+    with socket.create_connection(("127.0.0.1", app.port), timeout=30) as silent, \
+            socket.create_connection(("127.0.0.1", app.port), timeout=30) as trickle:
+        trickle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a request head that never ends
+        began = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the server
+        assert trickle.recv(1) == b""
+        assert time.monotonic() - began < 25

@@ -1,0 +1,129 @@
+"""The web layer in-process: the /auth routes, the session cookie, rate limits and the edge's answers.
+
+The same app object `python main.py` serves (web/app.py), driven by Starlette's TestClient; the
+attacks over real sockets are in tests/reliability/test_edge.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gemma_chat import sessions
+from gemma_chat.db import User, WebSession
+from gemma_chat.web.app import create_app
+
+
+@pytest.fixture
+def web_settings(chat_settings):
+    return dataclasses.replace(chat_settings, signin_attempts_per_minute=1000, registrations_per_hour=1000)
+
+
+def client_for(settings, engine, host="127.0.0.1") -> TestClient:
+    web = create_app(settings, engine)
+    return TestClient(web.fastapi, base_url=f"http://{host}:7860", client=("203.0.113.7", 50000))
+
+
+@pytest.fixture
+def client(web_settings, demo_engine):
+    return client_for(web_settings, demo_engine)
+
+
+def post(client, route, username, password="long enough pw"):
+    response = client.post(f"/auth/{route}", json={"username": username, "password": password})
+    return response.status_code, response.json()["message"]
+
+
+def test_registration_sets_an_httponly_strict_session_cookie_and_stores_only_its_hash(client, web_settings):
+    response = client.post("/auth/register", json={"username": "alice", "password": "long enough pw"})
+    assert response.status_code == 200 and response.json() == {"ok": True, "message": ""}
+    cookie = response.headers["set-cookie"]
+    token = client.cookies["gemma_session"]
+    assert len(token) >= 40 and "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain http here; over https it is Secure (next test)
+    stored = WebSession.get()
+    assert stored.token_hash == sessions.hash_token(token) and token not in stored.token_hash
+    assert sessions.resolve_session(web_settings, token).user.username == "alice"
+
+
+def test_the_cookie_is_secure_over_https(web_settings, demo_engine):
+    client = TestClient(create_app(web_settings, demo_engine).fastapi, base_url="https://127.0.0.1")
+    response = client.post("/auth/register", json={"username": "alice", "password": "long enough pw"})
+    assert response.status_code == 200 and "Secure" in response.headers["set-cookie"]
+
+
+@pytest.mark.parametrize(
+    "username, password, expected",
+    [("alice", "long enough pw", "taken"), ("x", "long enough pw", "3 to 32"), ("carol", "short", "at least 8"), (None, None, "Enter a username")],
+)
+def test_registration_errors_are_messages_and_sign_no_one_in(client, username, password, expected):
+    assert post(client, "register", "alice") == (200, "")
+    client.cookies.clear()
+    status, message = post(client, "register", username, password)
+    assert status == 400 and expected in message and "gemma_session" not in client.cookies
+
+
+def test_login_errors_and_lockout_are_messages(client):
+    post(client, "register", "alice")
+    client.cookies.clear()
+    assert post(client, "login", "alice", "wrong password") == (400, "Wrong username or password.")
+    assert post(client, "login", "nobody", "wrong password") == (400, "Wrong username or password.")
+    for _ in range(4):
+        status, message = post(client, "login", "alice", "wrong password")
+    assert "Try again at" in message
+    status, message = post(client, "login", "alice", "long enough pw")  # even the right password, while locked
+    assert status == 400 and "Try again at" in message and "gemma_session" not in client.cookies
+
+
+def test_a_malformed_or_huge_sign_in_body_is_a_message(client):
+    for body in [b"not json", b"[1, 2]", b"{" + b"x" * 10_000 + b"}"]:
+        response = client.post("/auth/login", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["message"]
+
+
+def test_logout_ends_the_session_and_clears_the_cookie(client):
+    post(client, "register", "alice")
+    token = client.cookies["gemma_session"]
+    response = client.post("/auth/logout")
+    assert response.status_code == 200 and 'gemma_session=""' in response.headers["set-cookie"]
+    assert WebSession.get(WebSession.token_hash == sessions.hash_token(token)).revoked_at is not None
+
+
+def test_log_out_everywhere_ends_every_session_of_the_user(web_settings, demo_engine):
+    laptop, phone, other = (client_for(web_settings, demo_engine) for _ in range(3))
+    post(laptop, "register", "alice")
+    post(phone, "login", "alice")
+    post(other, "register", "bob")
+    assert laptop.post("/auth/logout-all").status_code == 200
+    alice = User.get(User.username == "alice")
+    assert sessions.live_sessions(alice.id, web_settings) == 0
+    assert sessions.live_sessions(User.get(User.username == "bob").id, web_settings) == 1
+
+
+def test_sign_ins_per_client_are_rate_limited_before_any_bcrypt(chat_settings, demo_engine, monkeypatch):
+    import bcrypt
+
+    settings = dataclasses.replace(chat_settings, signin_attempts_per_minute=3, registrations_per_hour=100)
+    client = client_for(settings, demo_engine)
+    checks = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: checks.append(1) or real_checkpw(pw, h))
+    answers = [post(client, "login", "nobody", "wrong password") for _ in range(5)]
+    assert [status for status, _ in answers] == [400, 400, 400, 429, 429]
+    assert answers[-1][1].startswith("Too many sign-in attempts; try again in")
+    assert len(checks) == 3  # the refused attempts cost no bcrypt
+
+
+def test_registrations_per_client_per_hour(chat_settings, demo_engine):
+    settings = dataclasses.replace(chat_settings, registrations_per_hour=2)
+    client = client_for(settings, demo_engine)
+    assert post(client, "register", "user1")[0] == 200
+    assert post(client, "register", "user2")[0] == 200
+    status, message = post(client, "register", "user3")
+    assert status == 429 and "Too many new accounts" in message
+    assert User.select().count() == 2
+    assert post(client, "login", "user1")[0] == 200  # signing in is not registering
+    closed = client_for(dataclasses.replace(chat_settings, registrations_per_hour=0), demo_engine)
+    assert post(closed, "register", "user4") == (400, "Registration is closed; ask an administrator for an account.")
