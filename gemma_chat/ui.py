@@ -72,6 +72,19 @@ LOGOUT_JS = _POST_JS % "logout"
 LOGOUT_EVERYWHERE_JS = _POST_JS % "logout-all"
 
 
+# Runs once when the page loads (web/app.py passes it to Gradio): Esc anywhere presses Stop, which
+# is harmless when nothing streams (the stop event finds no running answer).
+PAGE_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.isComposing) return;
+    const stop = document.querySelector("#stop-button");
+    if (stop && stop.offsetParent !== null) stop.click();
+  });
+}
+"""
+
+
 def session_token(request) -> str | None:
     """The session cookie of the request that triggered an event (None without one)."""
     if request is None:
@@ -406,10 +419,12 @@ class ChatApp:
                             buttons=["copy", "copy_all"],
                             feedback_options=None,
                         )
-                        message = gr.Textbox(label=t("message"), lines=2, max_lines=8)
+                        # lines=1 (growing to max_lines): Enter sends and Shift+Enter adds a line; with
+                        # lines>1 Gradio does the opposite (docs FIELD_NOTES), unlike every chat app.
+                        message = gr.Textbox(label=t("message"), lines=1, max_lines=8, elem_id="message")
                         with gr.Row():
                             send_button = gr.Button(t("send"), variant="primary")
-                            stop_button = gr.Button(t("stop"), variant="stop")
+                            stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
                     with gr.Tab(t("history"), id="history") as history_tab:
                         history_table = gr.Dataframe(

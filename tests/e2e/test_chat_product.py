@@ -1,0 +1,56 @@
+"""The chat product in Chromium (issue 11): keys, rendered answers, chats, account, admin, phone width.
+
+One app for the module, started with the fault-injecting engine (tests/reliability/faults.py), so a
+marker in a message can ask for a slow answer or a markdown one; anything else is the real model.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from conftest import MODEL_CACHE
+from e2e.conftest import RunningApp
+from e2e.test_browser import expect_balance, sign_up
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+FAULTS_HOOK = {"GEMMA_CHAT_FAULT_INJECTION": "tests.reliability.faults:inject"}
+
+
+@pytest.fixture(scope="module")
+def product_app(tmp_path_factory):
+    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    directory = tmp_path_factory.mktemp("product-app")
+    running = RunningApp(directory / "data", directory / "app.log", **FAULTS_HOOK)
+    yield running
+    running.stop()
+
+
+def message_box(page: Page):
+    return page.get_by_label("Message", exact=True)
+
+
+def test_enter_sends_shift_enter_adds_a_line_and_escape_stops(product_app, page):
+    sign_up(page, product_app.url, "keys")
+    expect_balance(page, 10)
+    box = message_box(page)
+    box.fill("line one")
+    box.press("Shift+Enter")
+    box.press_sequentially("line two")
+    expect(box).to_have_value("line one\nline two")  # a new line, nothing sent
+    page.wait_for_timeout(500)
+    expect_balance(page, 10)
+
+    box.press("Enter")
+    expect_balance(page, 9)
+    expect(box).to_have_value("")
+    expect(page.get_by_test_id("user").last).to_contain_text("line two")
+
+    box.fill("[fault:slow] Tell me a long story about the sea.")
+    box.press("Enter")
+    expect(page.get_by_test_id("bot").nth(1)).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # text is streaming
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("bot").nth(1)).to_contain_text("Stopped.")
