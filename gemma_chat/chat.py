@@ -42,6 +42,10 @@ class TurnUpdate:
     queue_position: int | None = None
     message: str = ""  # what to tell the user when it is not a plain answer
     request_id: str | None = None
+    # the finished turn's figures, for the answer's footer (None while streaming or when unknown)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    duration_ms: int | None = None
 
     @property
     def final(self) -> bool:
@@ -182,7 +186,10 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:
-        final = replace(base, status=outcome.status, answer=answer, credits_charged=charged)
+        final = replace(
+            base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens, duration_ms=outcome.duration_ms,
+        )
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
         elif not answer:

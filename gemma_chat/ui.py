@@ -11,7 +11,6 @@ the HttpOnly cookie, and reload the page.
 from __future__ import annotations
 
 import functools
-import html
 import threading
 import time
 
@@ -24,6 +23,7 @@ from .db import User
 from .error_log import log_error
 from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
+from .markup import as_markdown
 from .reports import Reports
 from .ui_text import TRANSLATIONS
 
@@ -103,8 +103,16 @@ def balance_text(user_id: int) -> str:
 
 
 def as_text(text: str) -> str:
-    """The Chatbot renders HTML; escaping shows a prompt's or answer's markup as the text it is."""
-    return html.escape(text, quote=False)
+    """A prompt or answer for the Chatbot: its markdown renders, its HTML shows as text (markup.py)."""
+    return as_markdown(text)
+
+
+def turn_figures(update: chat.TurnUpdate) -> str:
+    """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
+    if not update.completion_tokens or not update.duration_ms:
+        return ""
+    seconds = update.duration_ms / 1000
+    return f"{_plural(update.completion_tokens, 'token')} · {update.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
 
 
 def shorten(text: str, limit: int = SHORT_TEXT) -> str:
@@ -277,6 +285,8 @@ class ChatApp:
         parts = [update.answer] if update.answer else []
         if update.message:
             parts.append(update.message)
+        if figures := turn_figures(update):
+            footer = f"{figures}\n{footer}"
         return "\n\n".join(parts + [footer])
 
     @shows_errors
@@ -414,8 +424,10 @@ class ChatApp:
                         chatbot = gr.Chatbot(
                             label=t("chat"),
                             height=420,
-                            render_markdown=False,
+                            render_markdown=True,  # over text made safe first (markup.py)
+                            sanitize_html=True,  # and Gradio's sanitizer after it
                             allow_tags=False,
+                            latex_delimiters=[],
                             buttons=["copy", "copy_all"],
                             feedback_options=None,
                         )

@@ -205,3 +205,22 @@ def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, 
     assert "Stopped." in chatbot[-1]["content"] and "Balance: 9 credits" in balance
     assert Interaction.get().status == "stopped"
     assert len(outputs) < 50  # it really stopped, well before 400 tokens
+
+
+def test_the_answer_footer_shows_tokens_speed_and_time_above_model_and_price(app):
+    chatbot, *_ = chat(app, sign_up(app))[-1]
+    row = Interaction.get()
+    figures, footer = chatbot[-1]["content"].split("\n\n")[-1].split("\n")
+    seconds = row.duration_ms / 1000
+    assert figures == f"{row.completion_tokens} tokens · {row.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
+    assert footer == "— Gemma 3 270M (bundled demo) for mini · 1 credit"
+
+
+def test_markdown_in_an_answer_is_kept_for_the_renderer_and_html_is_escaped(app, demo_engine):
+    from reliability.test_hostile_input import EchoEngine
+
+    app.engine = EchoEngine(demo_engine)
+    text = "**bold** `a<b` <img src=x onerror=alert(1)>"
+    chatbot, *_ = chat(app, sign_up(app), message=text)[-1]
+    assert chatbot[0]["content"] == "**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;"
+    assert chatbot[1]["content"].startswith("**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;\n\n")

@@ -54,3 +54,39 @@ def test_enter_sends_shift_enter_adds_a_line_and_escape_stops(product_app, page)
     expect(page.get_by_test_id("bot").nth(1)).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # text is streaming
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("bot").nth(1)).to_contain_text("Stopped.")
+
+
+def nothing_ran(page: Page) -> None:
+    assert page.dialogs == []
+    assert page.title() == "gemma-chat"
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+
+
+def test_answers_render_markdown_and_code_while_markup_stays_inert(product_app, page):
+    from reliability.faults import MARKDOWN_ANSWER  # noqa: F401 — the answer this test reads
+
+    sign_up(page, product_app.url, "reader")
+    expect_balance(page, 10)
+    prompt = "[fault:markdown] <img src=x onerror=\"document.title='pwned'\"> **hello**"
+    message_box(page).fill(prompt)
+    message_box(page).press("Enter")
+    expect_balance(page, 9)
+    user = page.get_by_test_id("user").last
+    expect(user).to_contain_text("<img src=x onerror=")  # HTML in a prompt shows as text
+    expect(user.locator("strong")).to_have_text("hello")
+    bot = page.get_by_test_id("bot").last
+    expect(bot.locator("h2")).to_have_text("Plan")
+    expect(bot.locator("li strong")).to_have_text("first")
+    expect(bot.locator("table td").first).to_have_text("a")
+    expect(bot.locator("a[href='https://example.com/docs']")).to_have_text("the docs")
+    expect(bot.get_by_text("a trap")).to_be_visible()  # the javascript: link is text, not a link
+    code = bot.locator("pre code")
+    expect(code).to_contain_text('if a < b and "<b>" != \'&\':')  # code keeps its characters
+    assert code.locator(".token").count() > 3  # highlighted
+    expect(bot.locator("button.copy_code_button")).to_have_count(1)
+    expect(bot).to_contain_text("<script>document.title='pwned'</script>")
+    expect(bot).to_contain_text(re.compile(r"\d+ tokens? · [\d.]+ tokens/s · [\d.]+ s"))
+    expect(bot).to_contain_text("— Gemma 3 270M (bundled demo) for mini · 1 credit")
+    page.wait_for_timeout(300)
+    nothing_ran(page)
