@@ -17,7 +17,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from . import chat, ledger, sessions
+from . import chat, conversations, ledger, sessions
 from .config import Settings
 from .db import User
 from .error_log import log_error
@@ -25,6 +25,7 @@ from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
 from .markup import as_markdown
 from .reports import Reports
+from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
 
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
@@ -115,6 +116,27 @@ def turn_figures(update: chat.TurnUpdate) -> str:
     return f"{_plural(update.completion_tokens, 'token')} · {update.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
 
 
+def stored_bubble(turn: conversations.Turn) -> str:
+    """A turn of a reopened chat, with the footer it had when it was answered."""
+    parts = [turn.answer] if turn.answer else []
+    if turn.status == "stopped":
+        parts.append("Stopped.")
+    elif turn.status in ("error", "interrupted"):
+        parts.append("This answer failed. Nothing was charged.")
+    elif turn.status == "pending":
+        parts.append("…")
+    footer = f"— {turn.model_name} · {_plural(turn.credits_charged, 'credit')}"
+    figures = turn_figures(chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms))
+    return as_text("\n\n".join(parts + [f"{figures}\n{footer}" if figures else footer]))
+
+
+def chat_messages(turns: list[conversations.Turn]) -> list[dict]:
+    messages = []
+    for turn in turns:
+        messages += [{"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn)}]
+    return messages
+
+
 def shorten(text: str, limit: int = SHORT_TEXT) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -145,14 +167,44 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp:
-    """Holds the services the callbacks use; `build()` makes the Blocks."""
+class ChatApp(ChatsTab):
+    """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
+
+    owned = staticmethod(owned)
+    owned_by = staticmethod(owned_by)
 
     def __init__(self, settings: Settings, engine):
         self.settings = settings
         self.engine = engine
         self._stop_events: dict[str, threading.Event] = {}
         self.i18n = gr.I18n(**TRANSLATIONS)
+        self.components: dict[str, gr.components.Component] = {}  # by name, filled by build()
+
+    def named(self, callback, outputs: list[str]):
+        """A callback that returns its outputs by name, as Gradio wants them: by component.
+
+        A refusal becomes a popup with its message; an unexpected failure one with its error id.
+        """
+        components = self.components
+
+        @functools.wraps(callback)
+        def run(*args, **kwargs):
+            try:
+                result = self._guarded(callback.__name__, callback, *args, **kwargs)
+            except GemmaChatError as exc:
+                raise gr.Error(exc.message, print_exception=False) from None
+            return {components[name]: value for name, value in result.items() if name in outputs}
+
+        return run
+
+    def wire(self, trigger, callback, inputs: list[str], outputs: list[str], **options):
+        c = self.components
+        return trigger(self.named(callback, outputs), [c[name] for name in inputs], [c[name] for name in outputs], **options)
+
+    def new_chat_from_list(self, request: gr.Request):
+        found = self.signed_in(request)
+        conversations.set_open_conversation(found.user.id, found.session_id, None)
+        return {"chatbot": [], "turns": [], "tabs": gr.Tabs(selected="chat")}
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -204,6 +256,8 @@ class ChatApp:
         except GemmaChatError:
             return self._signed_out(request)
         choices, default, notes = self.model_choices()
+        found = self.signed_in(request, touch=False)
+        shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id)
         return (
             gr.update(visible=False),
             gr.update(visible=True),
@@ -214,8 +268,8 @@ class ChatApp:
             gr.update(visible=bool(user.is_admin)),
             gr.update(choices=choices, value=default),
             notes,
-            [],
-            [],
+            shown,
+            context,
         )
 
     def _signed_out(self, request):
@@ -251,8 +305,21 @@ class ChatApp:
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         update = None
         sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
+        # The chat and the context the model sees come from the server (the session's open chat),
+        # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
+        open_id = conversations.open_conversation_of(user.id, found.session_id)
+        context = conversations.context_of(
+            conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
+        ) if open_id else []
+        turn = chat.run_turn(
+            self.settings, self.engine, user.id, tier, message, context, stop=stop,
+            conversation_id=open_id, new_conversation=open_id is None,
+        )
         try:
-            for update in chat.run_turn(self.settings, self.engine, user.id, tier, message, turns, stop=stop):
+            for update in turn:
+                if open_id is None and update.conversation_id is not None:
+                    open_id = update.conversation_id  # this turn started a chat: the session keeps it open
+                    conversations.set_open_conversation(user.id, found.session_id, open_id)
                 if update.status == "rejected":
                     raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
                 if update.status == "streaming":
@@ -266,7 +333,7 @@ class ChatApp:
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             raise gr.Error(f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
         if update is not None and update.status in ("ok", "stopped") and update.answer:
-            turns.append((message.strip(), update.answer))
+            turns = context + [(message.strip(), update.answer)]
         yield shown + [{"role": "assistant", "content": self._bubble(update)}], "", balance_text(user.id), turns
 
     @staticmethod
@@ -299,8 +366,17 @@ class ChatApp:
 
     @shows_errors
     def new_chat(self, request: gr.Request):
-        self.current_user(request)
+        found = self.signed_in(request)
+        conversations.set_open_conversation(found.user.id, found.session_id, None)
         return [], []
+
+    def open_chat_view(self, user_id: int, session_id: int) -> tuple[list, list]:
+        """The chatbot and context of the session's open chat (empty for a new one)."""
+        open_id = conversations.open_conversation_of(user_id, session_id)
+        if open_id is None:
+            return [], []
+        turns = conversations.conversation_turns(user_id, open_id)
+        return chat_messages(turns), conversations.context_of(turns)
 
     # --- history ----------------------------------------------------------------------
 
@@ -417,7 +493,8 @@ class ChatApp:
                     balance = gr.Markdown(elem_id="balance")
                     logout_button = gr.Button(t("log_out"), size="sm", scale=0)
                     logout_everywhere_button = gr.Button(t("log_out_everywhere"), size="sm", scale=0)
-                with gr.Tabs():
+                c = self.components
+                with gr.Tabs() as tabs:
                     with gr.Tab(t("chat"), id="chat"):
                         model = gr.Dropdown(label=t("model"), choices=[], interactive=True)
                         model_notes = gr.Markdown()
@@ -438,6 +515,8 @@ class ChatApp:
                             send_button = gr.Button(t("send"), variant="primary")
                             stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
+                    c.update(chatbot=chatbot, turns=turns, tabs=tabs)
+                    self.build_chats_tab(t, c)
                     with gr.Tab(t("history"), id="history") as history_tab:
                         history_table = gr.Dataframe(
                             headers=self.HISTORY_COLUMNS,
@@ -504,6 +583,8 @@ class ChatApp:
             stop_button.click(self.stop, None, None, api_name="stop", queue=False)
             new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat")
             chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False)  # its trash icon: a new chat too
+            self.wire_chats_tab(c)
+            self.wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
             history_tab.select(self.history, [history_page], history_outputs, api_name="history")
