@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("username")
     create.add_argument("--admin", action="store_true", help="make it an administrator")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    passwd = users_commands.add_parser("passwd", parents=[common], help="set a new password (every session of the account ends)")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     for action, text in [
         ("promote", "make an administrator"),
         ("demote", "remove administrator rights"),
@@ -217,6 +220,11 @@ def cmd_users(settings: Settings, args) -> int:
         user = auth.register_user(settings, args.username, _read_new_password(args.password_stdin), admin=args.admin)
         role = "administrator" if user.is_admin else "user"
         print(f"Created {role} {user.username} with {user.balance} credits.")
+        return EXIT_OK
+    if action == "passwd":
+        user = auth.require_user(args.username)  # fail before asking for a password
+        auth.change_password(settings, user.username, _read_new_password(args.password_stdin))
+        print(f"New password set for {user.username}; their sessions have ended.")
         return EXIT_OK
     changes: dict[str, Callable] = {
         "promote": lambda name: auth.set_admin(name, True),

@@ -25,6 +25,7 @@ from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
 from .markup import as_markdown
 from .reports import Reports
+from .ui_account import AccountTab
 from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
 
@@ -167,7 +168,7 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp(ChatsTab):
+class ChatApp(ChatsTab, AccountTab):
     """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
 
     owned = staticmethod(owned)
@@ -536,6 +537,7 @@ class ChatApp(ChatsTab):
                         topup_button = gr.Button(t("top_up"), variant="primary")
                         topup_message = gr.Markdown(elem_id="topup-message")
                         ledger_view = gr.Dataframe(headers=self.LEDGER_COLUMNS, interactive=False, datatype="str")
+                    self.build_account_tab(t, c)
                     with gr.Tab(t("admin"), id="admin", visible=False) as admin_tab:
                         with gr.Row():
                             since = gr.Textbox(label=t("from_date"), placeholder="YYYY-MM-DD", max_lines=1)
@@ -584,6 +586,7 @@ class ChatApp(ChatsTab):
             new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat")
             chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False)  # its trash icon: a new chat too
             self.wire_chats_tab(c)
+            self.wire_account_tab(c)
             self.wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]

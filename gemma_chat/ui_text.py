@@ -38,6 +38,10 @@ TRANSLATIONS = {
         "open_chat": "Open",
         "rename": "Rename",
         "delete": "Delete",
+        "account": "Account",
+        "current_password": "Current password",
+        "new_password": "New password",
+        "change_password": "Change password",
     },
     "ru": {
         "sign_in_intro": "Войдите или создайте учётную запись, чтобы получить стартовые кредиты.",
@@ -76,5 +80,9 @@ TRANSLATIONS = {
         "open_chat": "Открыть",
         "rename": "Переименовать",
         "delete": "Удалить",
+        "account": "Учётная запись",
+        "current_password": "Текущий пароль",
+        "new_password": "Новый пароль",
+        "change_password": "Сменить пароль",
     },
 }

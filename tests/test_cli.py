@@ -129,3 +129,11 @@ def test_models_with_strict_models_says_missing(cli):
     result = cli("models", "--strict-models", "--format", "json")
     assert result.returncode == 0
     assert {s["status"] for s in json.loads(result.stdout)} == {"missing"}
+
+
+def test_an_administrator_resets_a_password_from_the_cli(cli):
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    reset = cli("users", "passwd", "alice", "--password-stdin", stdin="brand new password\n")
+    assert reset.returncode == 0 and reset.stdout.strip() == "New password set for alice; their sessions have ended."
+    assert "at least 8" in cli("users", "passwd", "alice", "--password-stdin", stdin="short\n").stderr
+    assert "No user named 'nobody'" in cli("users", "passwd", "nobody", "--password-stdin", stdin="x\n").stderr

@@ -147,3 +147,25 @@ def test_chat_list_callbacks_need_a_session(app):
     ):
         with pytest.raises(Exception, match="log in"):
             call()
+
+
+def test_a_password_change_needs_the_current_password_and_ends_only_the_other_sessions(app):
+    from gemma_chat import auth, sessions
+
+    laptop = signed_in_request(app.settings, "alice")
+    phone = signed_in_request(app.settings, "alice", register=False)
+    refused = app.change_password(laptop, "wrong password", "a new long password")
+    assert refused == {"current_password": "", "new_password": "", "account_message": "⚠ The current password is wrong."}
+    assert app.change_password(laptop, "long enough pw", "short")["account_message"].startswith("⚠ A password needs at least")
+    assert app.change_password(browser_request_none(), "x", "y")["account_message"] == "⚠ Please log in."
+    done = app.change_password(laptop, "long enough pw", "a new long password")
+    assert done["account_message"] == "Password changed. 1 other session signed out."
+    assert sessions.resolve_session(app.settings, laptop.token) is not None
+    assert sessions.resolve_session(app.settings, phone.token) is None
+    assert auth.login(app.settings, "alice", "a new long password").username == "alice"
+
+
+def browser_request_none():
+    from conftest import browser_request
+
+    return browser_request(None)

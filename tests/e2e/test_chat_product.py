@@ -90,3 +90,29 @@ def test_answers_render_markdown_and_code_while_markup_stays_inert(product_app, 
     expect(bot).to_contain_text("— Gemma 3 270M (bundled demo) for mini · 1 credit")
     page.wait_for_timeout(300)
     nothing_ran(page)
+
+
+def test_a_reload_keeps_the_chat_and_an_old_chat_opens_from_the_list(product_app, page):
+    sign_up(page, product_app.url, "resumer")
+    expect_balance(page, 10)
+    message_box(page).fill("Remember the word lighthouse.")
+    message_box(page).press("Enter")
+    expect_balance(page, 9)
+    page.reload()
+    expect_balance(page, 9)  # still signed in
+    expect(page.get_by_test_id("user").first).to_have_text("Remember the word lighthouse.")
+
+    page.get_by_role("button", name="New chat", exact=True).click()
+    expect(page.get_by_test_id("user")).to_have_count(0)
+    message_box(page).fill("A second chat.")
+    message_box(page).press("Enter")
+    expect_balance(page, 8)
+
+    page.get_by_role("tab", name="Chats").click()
+    rows = page.locator("#chats-table").get_by_role("row")
+    expect(rows.filter(has_text="lighthouse")).to_have_count(1)
+    rows.filter(has_text="lighthouse").get_by_role("gridcell").first.click()
+    expect(page.get_by_label("Title of the selected chat")).to_have_value("Remember the word lighthouse.")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.get_by_test_id("user").first).to_have_text("Remember the word lighthouse.")
+    expect(page.get_by_test_id("user")).to_have_count(1)
