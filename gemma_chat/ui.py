@@ -455,7 +455,15 @@ class ChatApp(ChatsTab, AccountTab):
         per_day = pd.DataFrame(report["requests_per_day"], columns=["day", "model", "requests"])
         errors = pd.DataFrame(report["errors"], columns=["created_at", "error_id", "location", "exception_type", "message", "username", "request_id", "traceback"])
         error_table = errors.drop(columns=["traceback"])
-        return by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), ""
+        performance = pd.DataFrame(
+            report["model_performance"],
+            columns=["model", "requests", "error_rate", "ttft_median_ms", "ttft_p95_ms", "tokens_per_s", "answer_median_ms", "answer_p95_ms"],
+        )
+        active = pd.DataFrame(report["active_users_by_day"], columns=["day", "active_users"])
+        return (
+            by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), "",
+            performance, performance, active, active,
+        )
 
     @shows_errors
     def error_detail(self, request: gr.Request, tracebacks, event: gr.SelectData):
@@ -551,6 +559,12 @@ class ChatApp(ChatsTab, AccountTab):
                         user_plot = gr.BarPlot(x="username", y="credits_spent", y_lim=[0, None], height=240)
                         gr.Markdown(t("requests_per_day"))
                         day_plot = gr.LinePlot(x="day", y="requests", color="model", y_lim=[0, None], height=240)
+                        gr.Markdown(t("model_performance"))
+                        performance_table = gr.Dataframe(interactive=False, elem_id="performance-table")
+                        performance_plot = gr.BarPlot(x="model", y="tokens_per_s", y_lim=[0, None], height=240)
+                        gr.Markdown(t("active_users_per_day"))
+                        active_plot = gr.BarPlot(x="day", y="active_users", y_lim=[0, None], height=240)
+                        active_table = gr.Dataframe(interactive=False)
                         gr.Markdown(t("recent_errors"))
                         errors_table = gr.Dataframe(interactive=False, wrap=True)
                         error_text = gr.Textbox(label=t("error_details"), interactive=False, lines=8)
@@ -600,7 +614,10 @@ class ChatApp(ChatsTab, AccountTab):
                 self.top_up, [amount], [topup_message, balance, ledger_view], api_name="top_up", api_visibility="undocumented"
             )
 
-            admin_outputs = [model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text]
+            admin_outputs = [
+                model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text,
+                performance_table, performance_plot, active_table, active_plot,
+            ]
             admin_tab.select(self.admin_report, [since, until], admin_outputs, api_name="admin_report")
             refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
             errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)

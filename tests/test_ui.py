@@ -138,8 +138,10 @@ def test_admin_report_is_for_admins_only(app):
         app.admin_report(user, "", "")
     with pytest.raises(gr.Error, match="log in"):
         app.admin_report(NO_SESSION, "", "")
-    by_model, _, by_user, _, per_day, errors, tracebacks, _ = app.admin_report(admin, "", "")
+    by_model, _, by_user, _, per_day, errors, tracebacks, _, performance, _, active, _ = app.admin_report(admin, "", "")
     assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
+    assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
+    assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
     assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
     with pytest.raises(gr.Error, match="YYYY-MM-DD"):
         app.admin_report(admin, "last week", "")
