@@ -553,7 +553,7 @@ class ChatApp(ChatsTab, AccountTab):
                             refresh_button = gr.Button(t("refresh"), variant="primary")
                         gr.Markdown(t("requests_per_model"))
                         model_plot = gr.BarPlot(x="model", y="requests", y_lim=[0, None], height=240)
-                        model_table = gr.Dataframe(interactive=False)
+                        model_table = gr.Dataframe(interactive=False, elem_id="model-table")
                         gr.Markdown(t("credits_per_user"))
                         user_table = gr.Dataframe(interactive=False)
                         user_plot = gr.BarPlot(x="username", y="credits_spent", y_lim=[0, None], height=240)
