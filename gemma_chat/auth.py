@@ -248,6 +248,23 @@ def change_password(settings: Settings, username: str, new_password) -> None:
         sessions.revoke_user_sessions(user.id)
 
 
+def change_own_password(settings: Settings, user_id: int, current, new, *, keep_session_id: int) -> int:
+    """The Account tab: the current password proves it is the owner; other sessions end.
+
+    Returns how many other sessions ended.
+    """
+    user = get_user(user_id)
+    if not isinstance(current, str) or not current or not password_matches(current, user.password_hash):
+        raise ValidationError("The current password is wrong.")
+    new = validate_password(new)
+    if new == current:
+        raise ValidationError("The new password is the same as the current one.")
+    password_hash = hash_password(new, settings.bcrypt_rounds)
+    with transaction():
+        User.update(password_hash=password_hash).where(User.id == user.id).execute()
+        return sessions.revoke_other_sessions(user.id, keep_session_id)
+
+
 def set_admin(username: str, is_admin: bool) -> User:
     """A demotion ends every session, so no page keeps an admin's view."""
     user = require_user(username)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import interactions, ledger
+from . import conversations, interactions, ledger
 from .auth import get_user
 from .config import Settings
 from .db import transaction
@@ -43,6 +43,11 @@ class TurnUpdate:
     restarting: bool = False  # waiting while the model (re)starts, e.g. after a crash
     message: str = ""  # what to tell the user when it is not a plain answer
     request_id: str | None = None
+    conversation_id: int | None = None  # the chat this turn belongs to (new when the turn started one)
+    # the finished turn's figures, for the answer's footer (None while streaming or when unknown)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    duration_ms: int | None = None
 
     @property
     def final(self) -> bool:
@@ -89,8 +94,16 @@ def run_turn(
     history: Sequence[tuple[str, str]] = (),
     *,
     stop: threading.Event | None = None,
+    conversation_id: int | None = None,
+    new_conversation: bool = False,
+    replaces_id: int | None = None,
 ) -> Iterator[TurnUpdate]:
-    """Answer `message` with `tier`'s model for `user_id`, billing exactly once."""
+    """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
+
+    The turn joins the user's chat `conversation_id`, or starts a chat titled after the message
+    when `new_conversation` (created with the hold, so a refused turn leaves no empty chat);
+    `replaces_id` names the turn it regenerates or edits.
+    """
     try:
         user = get_user(user_id)
         if user.is_disabled:
@@ -98,6 +111,8 @@ def run_turn(
         prompt = validate_message(message, settings.max_message_chars)
         tier_settings = settings.tier(tier)
         status = tier_status(engine, tier)
+        if conversation_id is not None:
+            conversations.get_conversation(user_id, conversation_id)
     except UnknownUserError:
         yield TurnUpdate("rejected", message="Your session has ended; please log in again.")
         return
@@ -113,11 +128,19 @@ def run_turn(
     request_id = ledger.new_request_id()
     base = replace(base, request_id=request_id)
     try:
+        chat_id = conversation_id  # set only once the transaction commits: a refusal rolls a new chat back
         with transaction():
             ledger.hold_credits(user_id, tier_settings.price, request_id)
-            interactions.start_interaction(request_id, user_id, tier, status.label, prompt)
+            if chat_id is None and new_conversation:
+                chat_id = conversations.create_conversation(user_id, prompt)
+            elif chat_id is not None:
+                conversations.touch_conversation(chat_id)
+            interactions.start_interaction(
+                request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, replaces_id=replaces_id
+            )
+        base = replace(base, conversation_id=chat_id)
     except InsufficientCreditsError as exc:
-        interactions.log_refused(request_id, user_id, tier, status.label, prompt)
+        interactions.log_refused(request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id)
         yield replace(
             base,
             status="refused",
@@ -183,7 +206,10 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:
-        final = replace(base, status=outcome.status, answer=answer, credits_charged=charged)
+        final = replace(
+            base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens, duration_ms=outcome.duration_ms,
+        )
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
         elif not answer:

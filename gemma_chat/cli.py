@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("username")
     create.add_argument("--admin", action="store_true", help="make it an administrator")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    passwd = users_commands.add_parser("passwd", parents=[common], help="set a new password (every session of the account ends)")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     for action, text in [
         ("promote", "make an administrator"),
         ("demote", "remove administrator rights"),
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("username")
     grant.add_argument("amount", help="a non-zero whole number; negative to correct")
     grant.add_argument("--note", help="why (kept in the ledger)")
-    grant.add_argument("--by", metavar="ADMIN", required=True, help="the acting administrator's username (recorded)")
+    grant.add_argument("--by", metavar="ADMIN", help="the acting administrator's username (recorded; default: the command line)")
     show = credits_commands.add_parser("show", parents=[common], help="balance, holds and last entries")
     show.add_argument("username")
     show.add_argument("--limit", type=int, default=10)
@@ -186,7 +189,10 @@ def _report_sections(report: dict) -> list[tuple[str, list[str], list[list]]]:
     by_model = ["model", "requests", "ok", "stopped", "failed", "refused", "credits"]
     by_user = ["username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests"]
     errors = ["created_at", "error_id", "location", "exception_type", "message", "username"]
+    performance = ["model", "requests", "error_rate", "ttft_median_ms", "ttft_p95_ms", "tokens_per_s", "answer_median_ms", "answer_p95_ms"]
     return [
+        ("Model performance", performance, [[r[k] for k in performance] for r in report["model_performance"]]),
+        ("Active users per day", ["day", "active_users"], [[r["day"], r["active_users"]] for r in report["active_users_by_day"]]),
         ("Requests per model", by_model, [[r[k] for k in by_model] for r in report["requests_by_model"]]),
         ("Credits per user", by_user, [[r[k] for k in by_user] for r in report["credits_by_user"]]),
         ("Recent errors", errors, [[r[k] for k in errors] for r in report["errors"]]),
@@ -237,6 +243,11 @@ def cmd_users(settings: Settings, args) -> int:
         role = "administrator" if user.is_admin else "user"
         print(f"Created {role} {user.username} with {user.balance} credits.")
         return EXIT_OK
+    if action == "passwd":
+        user = auth.require_user(args.username)  # fail before asking for a password
+        auth.change_password(settings, user.username, _read_new_password(args.password_stdin))
+        print(f"New password set for {user.username}; their sessions have ended.")
+        return EXIT_OK
     changes: dict[str, Callable] = {
         "promote": lambda name: auth.set_admin(name, True),
         "demote": lambda name: auth.set_admin(name, False),
@@ -269,10 +280,13 @@ def cmd_credits(settings: Settings, args) -> int:
             amount = int(args.amount.strip())
         except ValueError:
             raise ValidationError(f"AMOUNT must be a whole number; got {args.amount!r}.") from None
-        actor = auth.require_user(args.by)
-        if not actor.is_admin:
-            raise ValidationError(f"{actor.username} is not an administrator.")
-        entry = ledger.grant_credits(user.id, amount, actor_id=actor.id, note=args.note)
+        actor_id, note = None, f"[command line] {args.note}" if args.note else "[command line]"
+        if args.by is not None:
+            actor = auth.require_user(args.by)
+            if not actor.is_admin:
+                raise ValidationError(f"{actor.username} is not an administrator.")
+            actor_id, note = actor.id, args.note
+        entry = ledger.grant_credits(user.id, amount, actor_id=actor_id, note=note)
         print(f"Granted {amount:+d} credits to {user.username}; balance now {entry.balance_after}.")
         return EXIT_OK
     balance = ledger.get_balance(user.id)

@@ -81,6 +81,19 @@ class LedgerEntry(BaseModel):
         table_name = "ledger_entries"
 
 
+class Conversation(BaseModel):
+    """A chat: its turns are the interactions that name it. Deleting hides it from its owner only."""
+
+    user = pw.ForeignKeyField(User, backref="conversations")
+    title = pw.TextField()
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    deleted_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "conversations"
+
+
 class Interaction(BaseModel):
     request_id = pw.TextField(unique=True)
     user = pw.ForeignKeyField(User, backref="interactions")
@@ -97,6 +110,8 @@ class Interaction(BaseModel):
     error_id = pw.TextField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     finished_at = pw.DateTimeField(null=True)
+    conversation = pw.ForeignKeyField(Conversation, null=True, backref="interactions")
+    replaces = pw.ForeignKeyField("self", null=True, backref="+")  # a regenerated or edited turn
 
     class Meta:
         table_name = "interactions"
@@ -278,10 +293,35 @@ _SESSIONS = [
     "CREATE INDEX login_throttles_by_time ON login_throttles (updated_at)",
 ]
 
+# Issue 11: chats. Every interaction belongs to a conversation; the turns from before chats existed
+# become one "Earlier chats" conversation per user (their order is kept; nothing is guessed about
+# where one chat ended). A session remembers its open chat, so a reload shows it again. A turn
+# that regenerates or edits an earlier one names it: the log keeps both, the chat shows the new one.
+_CONVERSATIONS = [
+    """CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        title TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    )""",
+    "CREATE INDEX conversations_by_user ON conversations (user_id, updated_at, id) WHERE deleted_at IS NULL",
+    "ALTER TABLE interactions ADD COLUMN conversation_id INTEGER REFERENCES conversations (id)",
+    "ALTER TABLE interactions ADD COLUMN replaces_id INTEGER REFERENCES interactions (id)",
+    "CREATE INDEX interactions_by_conversation ON interactions (conversation_id, id)",
+    """INSERT INTO conversations (user_id, title, created_at, updated_at)
+       SELECT user_id, 'Earlier chats', MIN(created_at), MAX(created_at) FROM interactions GROUP BY user_id""",
+    """UPDATE interactions SET conversation_id =
+       (SELECT c.id FROM conversations c WHERE c.user_id = interactions.user_id)""",
+    "ALTER TABLE sessions ADD COLUMN conversation_id INTEGER REFERENCES conversations (id)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
     ("0003_sessions", _SESSIONS),
+    ("0004_conversations", _CONVERSATIONS),
 ]
 
 

@@ -20,6 +20,13 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
         raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {str(value)[:40]!r}.") from None
 
 
+def _percentile(values: list[int], percent: int) -> int | None:
+    """Nearest-rank percentile of sorted values (None for none)."""
+    if not values:
+        return None
+    return values[max(0, -(-len(values) * percent // 100) - 1)]
+
+
 @dataclass(frozen=True)
 class Reports:
     """Reports for [since, until], both days included, in UTC. None means unbounded."""
@@ -92,6 +99,48 @@ class Reports:
         )
         return [dict(zip(("day", "model", "requests"), row)) for row in cursor]
 
+    def model_performance(self) -> list[dict]:
+        """Per model: requests that ran (refused ones did not), error rate, time to first token
+        (median, p95), decode speed and answer time (median, p95), from the interaction log."""
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""SELECT model_name, status, ttft_ms, duration_ms, completion_tokens FROM interactions
+                WHERE {where} AND status NOT IN ('refused', 'pending') ORDER BY model_name""",
+            params,
+        )
+        per_model: dict[str, list[tuple]] = {}
+        for model, *row in cursor:
+            per_model.setdefault(model, []).append(tuple(row))
+        report = []
+        for model, rows in per_model.items():
+            failed = sum(1 for status, *_ in rows if status in ("error", "interrupted"))
+            ttft = sorted(r[1] for r in rows if r[1] is not None)
+            durations = sorted(r[2] for r in rows if r[2] is not None)
+            timed = [(r[2], r[3]) for r in rows if r[2] and r[3]]
+            tokens = sum(t for _, t in timed)
+            seconds = sum(d for d, _ in timed) / 1000
+            report.append({
+                "model": model,
+                "requests": len(rows),
+                "error_rate": round(failed / len(rows), 4),
+                "ttft_median_ms": _percentile(ttft, 50),
+                "ttft_p95_ms": _percentile(ttft, 95),
+                "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+                "answer_median_ms": _percentile(durations, 50),
+                "answer_p95_ms": _percentile(durations, 95),
+            })
+        return sorted(report, key=lambda r: (-r["requests"], r["model"]))
+
+    def active_users_by_day(self) -> list[dict]:
+        """Users who sent at least one message, per UTC day."""
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""SELECT substr(created_at, 1, 10) AS day, COUNT(DISTINCT user_id) FROM interactions
+                WHERE {where} GROUP BY day ORDER BY day""",
+            params,
+        )
+        return [{"day": day, "active_users": users} for day, users in cursor]
+
     def recent_errors(self, limit: int = 50) -> list[dict]:
         where, params = self._where("e.created_at")
         cursor = database.execute_sql(
@@ -112,4 +161,6 @@ class Reports:
             "credits_by_user": self.credits_by_user(),
             "requests_per_day": self.requests_per_day(),
             "errors": self.recent_errors(),
+            "model_performance": self.model_performance(),
+            "active_users_by_day": self.active_users_by_day(),
         }

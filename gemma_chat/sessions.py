@@ -114,3 +114,13 @@ def live_sessions(user_id: int, settings: Settings, *, now: dt.datetime | None =
         )
         .count()
     )
+
+
+def revoke_other_sessions(user_id: int, keep_session_id: int, *, now: dt.datetime | None = None) -> int:
+    """A password change from one browser: every other session of the user ends, this one stays."""
+    with transaction():
+        return (
+            WebSession.update(revoked_at=now or utcnow())
+            .where(WebSession.user == user_id, WebSession.id != keep_session_id, WebSession.revoked_at.is_null())
+            .execute()
+        )

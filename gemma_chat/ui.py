@@ -11,20 +11,22 @@ the HttpOnly cookie, and reload the page.
 from __future__ import annotations
 
 import functools
-import html
 import threading
 import time
 
 import gradio as gr
 import pandas as pd
 
-from . import chat, ledger, sessions
+from . import chat, conversations, ledger, sessions
 from .config import Settings
 from .db import User
 from .error_log import log_error
 from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
+from .markup import as_markdown
 from .reports import Reports
+from .ui_account import AccountTab
+from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
 
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
@@ -72,6 +74,19 @@ LOGOUT_JS = _POST_JS % "logout"
 LOGOUT_EVERYWHERE_JS = _POST_JS % "logout-all"
 
 
+# Runs once when the page loads (web/app.py passes it to Gradio): Esc anywhere presses Stop, which
+# is harmless when nothing streams (the stop event finds no running answer).
+PAGE_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.isComposing) return;
+    const stop = document.querySelector("#stop-button");
+    if (stop && stop.offsetParent !== null) stop.click();
+  });
+}
+"""
+
+
 def session_token(request) -> str | None:
     """The session cookie of the request that triggered an event (None without one)."""
     if request is None:
@@ -90,8 +105,37 @@ def balance_text(user_id: int) -> str:
 
 
 def as_text(text: str) -> str:
-    """The Chatbot renders HTML; escaping shows a prompt's or answer's markup as the text it is."""
-    return html.escape(text, quote=False)
+    """A prompt or answer for the Chatbot: its markdown renders, its HTML shows as text (markup.py)."""
+    return as_markdown(text)
+
+
+def turn_figures(update: chat.TurnUpdate) -> str:
+    """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
+    if not update.completion_tokens or not update.duration_ms:
+        return ""
+    seconds = update.duration_ms / 1000
+    return f"{_plural(update.completion_tokens, 'token')} · {update.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
+
+
+def stored_bubble(turn: conversations.Turn) -> str:
+    """A turn of a reopened chat, with the footer it had when it was answered."""
+    parts = [turn.answer] if turn.answer else []
+    if turn.status == "stopped":
+        parts.append("Stopped.")
+    elif turn.status in ("error", "interrupted"):
+        parts.append("This answer failed. Nothing was charged.")
+    elif turn.status == "pending":
+        parts.append("…")
+    footer = f"— {turn.model_name} · {_plural(turn.credits_charged, 'credit')}"
+    figures = turn_figures(chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms))
+    return as_text("\n\n".join(parts + [f"{figures}\n{footer}" if figures else footer]))
+
+
+def chat_messages(turns: list[conversations.Turn]) -> list[dict]:
+    messages = []
+    for turn in turns:
+        messages += [{"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn)}]
+    return messages
 
 
 def shorten(text: str, limit: int = SHORT_TEXT) -> str:
@@ -124,14 +168,44 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp:
-    """Holds the services the callbacks use; `build()` makes the Blocks."""
+class ChatApp(ChatsTab, AccountTab):
+    """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
+
+    owned = staticmethod(owned)
+    owned_by = staticmethod(owned_by)
 
     def __init__(self, settings: Settings, engine):
         self.settings = settings
         self.engine = engine
         self._stop_events: dict[str, threading.Event] = {}
         self.i18n = gr.I18n(**TRANSLATIONS)
+        self.components: dict[str, gr.components.Component] = {}  # by name, filled by build()
+
+    def named(self, callback, outputs: list[str]):
+        """A callback that returns its outputs by name, as Gradio wants them: by component.
+
+        A refusal becomes a popup with its message; an unexpected failure one with its error id.
+        """
+        components = self.components
+
+        @functools.wraps(callback)
+        def run(*args, **kwargs):
+            try:
+                result = self._guarded(callback.__name__, callback, *args, **kwargs)
+            except GemmaChatError as exc:
+                raise gr.Error(exc.message, print_exception=False) from None
+            return {components[name]: value for name, value in result.items() if name in outputs}
+
+        return run
+
+    def wire(self, trigger, callback, inputs: list[str], outputs: list[str], **options):
+        c = self.components
+        return trigger(self.named(callback, outputs), [c[name] for name in inputs], [c[name] for name in outputs], **options)
+
+    def new_chat_from_list(self, request: gr.Request):
+        found = self.signed_in(request)
+        conversations.set_open_conversation(found.user.id, found.session_id, None)
+        return {"chatbot": [], "turns": [], "tabs": gr.Tabs(selected="chat")}
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -183,6 +257,8 @@ class ChatApp:
         except GemmaChatError:
             return self._signed_out(request)
         choices, default, notes = self.model_choices()
+        found = self.signed_in(request, touch=False)
+        shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id)
         return (
             gr.update(visible=False),
             gr.update(visible=True),
@@ -193,8 +269,8 @@ class ChatApp:
             gr.update(visible=bool(user.is_admin)),
             gr.update(choices=choices, value=default),
             notes,
-            [],
-            [],
+            shown,
+            context,
         )
 
     def _signed_out(self, request):
@@ -231,8 +307,21 @@ class ChatApp:
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         update = None
         sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
+        # The chat and the context the model sees come from the server (the session's open chat),
+        # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
+        open_id = conversations.open_conversation_of(user.id, found.session_id)
+        context = conversations.context_of(
+            conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
+        ) if open_id else []
+        turn = chat.run_turn(
+            self.settings, self.engine, user.id, tier, message, context, stop=stop,
+            conversation_id=open_id, new_conversation=open_id is None,
+        )
         try:
-            for update in chat.run_turn(self.settings, self.engine, user.id, tier, message, turns, stop=stop):
+            for update in turn:
+                if open_id is None and update.conversation_id is not None:
+                    open_id = update.conversation_id  # this turn started a chat: the session keeps it open
+                    conversations.set_open_conversation(user.id, found.session_id, open_id)
                 if update.status == "rejected":
                     raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
                 if update.status == "streaming":
@@ -246,7 +335,7 @@ class ChatApp:
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             raise gr.Error(f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
         if update is not None and update.status in ("ok", "stopped") and update.answer:
-            turns.append((message.strip(), update.answer))
+            turns = context + [(message.strip(), update.answer)]
         yield shown + [{"role": "assistant", "content": self._bubble(update)}], "", balance_text(user.id), turns
 
     @staticmethod
@@ -267,6 +356,8 @@ class ChatApp:
         parts = [update.answer] if update.answer else []
         if update.message:
             parts.append(update.message)
+        if figures := turn_figures(update):
+            footer = f"{figures}\n{footer}"
         return "\n\n".join(parts + [footer])
 
     @shows_errors
@@ -279,8 +370,17 @@ class ChatApp:
 
     @shows_errors
     def new_chat(self, request: gr.Request):
-        self.current_user(request)
+        found = self.signed_in(request)
+        conversations.set_open_conversation(found.user.id, found.session_id, None)
         return [], []
+
+    def open_chat_view(self, user_id: int, session_id: int) -> tuple[list, list]:
+        """The chatbot and context of the session's open chat (empty for a new one)."""
+        open_id = conversations.open_conversation_of(user_id, session_id)
+        if open_id is None:
+            return [], []
+        turns = conversations.conversation_turns(user_id, open_id)
+        return chat_messages(turns), conversations.context_of(turns)
 
     # --- history ----------------------------------------------------------------------
 
@@ -358,7 +458,15 @@ class ChatApp:
         per_day = pd.DataFrame(report["requests_per_day"], columns=["day", "model", "requests"])
         errors = pd.DataFrame(report["errors"], columns=["created_at", "error_id", "location", "exception_type", "message", "username", "request_id", "traceback"])
         error_table = errors.drop(columns=["traceback"])
-        return by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), ""
+        performance = pd.DataFrame(
+            report["model_performance"],
+            columns=["model", "requests", "error_rate", "ttft_median_ms", "ttft_p95_ms", "tokens_per_s", "answer_median_ms", "answer_p95_ms"],
+        )
+        active = pd.DataFrame(report["active_users_by_day"], columns=["day", "active_users"])
+        return (
+            by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), "",
+            performance, performance, active, active,
+        )
 
     @shows_errors
     def error_detail(self, request: gr.Request, tracebacks, event: gr.SelectData):
@@ -397,23 +505,30 @@ class ChatApp:
                     balance = gr.Markdown(elem_id="balance")
                     logout_button = gr.Button(t("log_out"), size="sm", scale=0)
                     logout_everywhere_button = gr.Button(t("log_out_everywhere"), size="sm", scale=0)
-                with gr.Tabs():
+                c = self.components
+                with gr.Tabs() as tabs:
                     with gr.Tab(t("chat"), id="chat"):
                         model = gr.Dropdown(label=t("model"), choices=[], interactive=True)
                         model_notes = gr.Markdown()
                         chatbot = gr.Chatbot(
                             label=t("chat"),
                             height=420,
-                            render_markdown=False,
+                            render_markdown=True,  # over text made safe first (markup.py)
+                            sanitize_html=True,  # and Gradio's sanitizer after it
                             allow_tags=False,
+                            latex_delimiters=[],
                             buttons=["copy", "copy_all"],
                             feedback_options=None,
                         )
-                        message = gr.Textbox(label=t("message"), lines=2, max_lines=8)
+                        # lines=1 (growing to max_lines): Enter sends and Shift+Enter adds a line; with
+                        # lines>1 Gradio does the opposite (docs FIELD_NOTES), unlike every chat app.
+                        message = gr.Textbox(label=t("message"), lines=1, max_lines=8, elem_id="message")
                         with gr.Row():
                             send_button = gr.Button(t("send"), variant="primary")
-                            stop_button = gr.Button(t("stop"), variant="stop")
+                            stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
+                    c.update(chatbot=chatbot, turns=turns, tabs=tabs)
+                    self.build_chats_tab(t, c)
                     with gr.Tab(t("history"), id="history") as history_tab:
                         history_table = gr.Dataframe(
                             headers=self.HISTORY_COLUMNS,
@@ -433,6 +548,7 @@ class ChatApp:
                         topup_button = gr.Button(t("top_up"), variant="primary")
                         topup_message = gr.Markdown(elem_id="topup-message")
                         ledger_view = gr.Dataframe(headers=self.LEDGER_COLUMNS, interactive=False, datatype="str")
+                    self.build_account_tab(t, c)
                     with gr.Tab(t("admin"), id="admin", visible=False) as admin_tab:
                         with gr.Row():
                             since = gr.Textbox(label=t("from_date"), placeholder="YYYY-MM-DD", max_lines=1)
@@ -440,12 +556,18 @@ class ChatApp:
                             refresh_button = gr.Button(t("refresh"), variant="primary")
                         gr.Markdown(t("requests_per_model"))
                         model_plot = gr.BarPlot(x="model", y="requests", y_lim=[0, None], height=240)
-                        model_table = gr.Dataframe(interactive=False)
+                        model_table = gr.Dataframe(interactive=False, elem_id="model-table")
                         gr.Markdown(t("credits_per_user"))
                         user_table = gr.Dataframe(interactive=False)
                         user_plot = gr.BarPlot(x="username", y="credits_spent", y_lim=[0, None], height=240)
                         gr.Markdown(t("requests_per_day"))
                         day_plot = gr.LinePlot(x="day", y="requests", color="model", y_lim=[0, None], height=240)
+                        gr.Markdown(t("model_performance"))
+                        performance_table = gr.Dataframe(interactive=False, elem_id="performance-table")
+                        performance_plot = gr.BarPlot(x="model", y="tokens_per_s", y_lim=[0, None], height=240)
+                        gr.Markdown(t("active_users_per_day"))
+                        active_plot = gr.BarPlot(x="day", y="active_users", y_lim=[0, None], height=240)
+                        active_table = gr.Dataframe(interactive=False)
                         gr.Markdown(t("recent_errors"))
                         errors_table = gr.Dataframe(interactive=False, wrap=True)
                         error_text = gr.Textbox(label=t("error_details"), interactive=False, lines=8)
@@ -482,6 +604,9 @@ class ChatApp:
             stop_button.click(self.stop, None, None, api_name="stop", queue=False)
             new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat")
             chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False)  # its trash icon: a new chat too
+            self.wire_chats_tab(c)
+            self.wire_account_tab(c)
+            self.wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
             history_tab.select(self.history, [history_page], history_outputs, api_name="history")
@@ -494,7 +619,10 @@ class ChatApp:
                 self.top_up, [amount], [topup_message, balance, ledger_view], api_name="top_up", api_visibility="undocumented"
             )
 
-            admin_outputs = [model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text]
+            admin_outputs = [
+                model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text,
+                performance_table, performance_plot, active_table, active_plot,
+            ]
             admin_tab.select(self.admin_report, [since, until], admin_outputs, api_name="admin_report")
             refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
             errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)

@@ -108,3 +108,24 @@ def test_reports_filter_by_date(two_users):
 def test_bad_report_dates_are_refused(since, until):
     with pytest.raises(ValidationError):
         Reports.for_range(since, until)
+
+
+def test_model_performance_and_active_users_per_day(two_users):
+    alice, bob = two_users
+    for user in (alice, bob):
+        ledger.grant_credits(user.id, 100, actor_id=None)
+    ids = [chat_turn(alice.id, "mini", 1, "a"), chat_turn(bob.id, "mini", 1, "b"), chat_turn(alice.id, "mini", 1, "c", ok=False)]
+    timings = [(100, 1000, 20), (300, 2000, 20), (None, 500, None)]
+    for request_id, (ttft, duration, tokens) in zip(ids, timings):
+        db.database.execute_sql(
+            "UPDATE interactions SET ttft_ms = ?, duration_ms = ?, completion_tokens = ? WHERE request_id = ?",
+            (ttft, duration, tokens, request_id),
+        )
+    (row,) = Reports().model_performance()
+    assert row == {
+        "model": "model-mini", "requests": 3, "error_rate": round(1 / 3, 4), "ttft_median_ms": 100, "ttft_p95_ms": 300,
+        "tokens_per_s": round(40 / 3, 1), "answer_median_ms": 1000, "answer_p95_ms": 2000,
+    }
+    (day,) = Reports().active_users_by_day()
+    assert day["active_users"] == 2
+    assert set(Reports().full()) >= {"model_performance", "active_users_by_day"}

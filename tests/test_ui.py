@@ -139,8 +139,10 @@ def test_admin_report_is_for_admins_only(app):
         app.admin_report(user, "", "")
     with pytest.raises(gr.Error, match="log in"):
         app.admin_report(NO_SESSION, "", "")
-    by_model, _, by_user, _, per_day, errors, tracebacks, _ = app.admin_report(admin, "", "")
+    by_model, _, by_user, _, per_day, errors, tracebacks, _, performance, _, active, _ = app.admin_report(admin, "", "")
     assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
+    assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
+    assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
     assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
     with pytest.raises(gr.Error, match="YYYY-MM-DD"):
         app.admin_report(admin, "last week", "")
@@ -206,3 +208,22 @@ def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, 
     assert "Stopped." in chatbot[-1]["content"] and "Balance: 9 credits" in balance
     assert Interaction.get().status == "stopped"
     assert len(outputs) < 50  # it really stopped, well before 400 tokens
+
+
+def test_the_answer_footer_shows_tokens_speed_and_time_above_model_and_price(app):
+    chatbot, *_ = chat(app, sign_up(app))[-1]
+    row = Interaction.get()
+    figures, footer = chatbot[-1]["content"].split("\n\n")[-1].split("\n")
+    seconds = row.duration_ms / 1000
+    assert figures == f"{row.completion_tokens} tokens · {row.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
+    assert footer == "— Gemma 3 270M (bundled demo) for mini · 1 credit"
+
+
+def test_markdown_in_an_answer_is_kept_for_the_renderer_and_html_is_escaped(app, demo_engine):
+    from reliability.test_hostile_input import EchoEngine
+
+    app.engine = EchoEngine(demo_engine)
+    text = "**bold** `a<b` <img src=x onerror=alert(1)>"
+    chatbot, *_ = chat(app, sign_up(app), message=text)[-1]
+    assert chatbot[0]["content"] == "**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;"
+    assert chatbot[1]["content"].startswith("**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;\n\n")

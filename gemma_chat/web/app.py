@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
 from .. import auth, sessions  # noqa: E402
-from ..ui import SESSION_COOKIE, ChatApp  # noqa: E402
+from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
@@ -188,6 +188,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         i18n=chat.i18n,
         footer_links=[],
         run_history=False,  # it would keep event inputs in the browser's localStorage
+        js=PAGE_JS,
     )
     api.add_middleware(
         Edge,

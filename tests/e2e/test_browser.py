@@ -89,7 +89,7 @@ def test_a_user_signs_up_chats_with_both_models_tops_up_and_the_admin_sees_it(ap
     log_in(page, app.url, "alice")
     page.get_by_role("tab", name="Admin").click()
     # Requests per model: one each; credits per user: alice spent 4 over 2 requests.
-    expect(page.get_by_role("row").filter(has_text="bundled demo")).to_have_count(2)
+    expect(page.locator("#model-table").get_by_role("row").filter(has_text="bundled demo")).to_have_count(2)
     alice_row = page.get_by_role("row").filter(has_text=re.compile(r"^\s*alice\b"))
     expect(alice_row).to_contain_text(re.compile(r"alice\s+4\s+5\s+0\s+11\s+2"))
     expect(page.get_by_role("row").filter(has_text=re.compile(r"^\s*bob\b"))).to_contain_text(re.compile(r"bob\s+0\s+0\s+0\s+10\s+0"))

@@ -9,6 +9,8 @@ fault, so one running app serves every fault test; any other message goes to the
   [fault:slow]    the real answer, but every delta takes 0.15 s and the whole answer at least 4 s
                   (the tier stays busy meanwhile): time to SIGKILL mid-answer, or to fill the queue
   [fault:html]    the answer is markup, to check that it is shown as text and never runs
+  [fault:markdown] the answer is markdown (heading, list, table, link, code) mixed with markup that
+                  must stay inert: what Gemma writes, and what an attacker would like it to write
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ import time
 
 from gemma_chat.engine import GenerationResult
 
+MARKDOWN_ANSWER = """## Plan
+
+- **first** step
+- second step
+
+| name | value |
+|------|-------|
+| a    | 1     |
+
+[the docs](https://example.com/docs) and [a trap](javascript:document.title='pwned')
+
+```python
+if a < b and "<b>" != '&':
+    print("ok")
+```
+
+<img src=x onerror="document.title='pwned'"> <script>document.title='pwned'</script>"""
 HTML_ANSWER = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script><b>bold</b>'
 SLOW_DELTA_S = 0.15
 SLOW_MIN_S = 4.0
@@ -37,7 +56,9 @@ class FaultyEngine:
     def generate(self, tier, messages, *, stop=None):
         text = messages[-1]["content"]
         if "[fault:html]" in text:
-            return self._html(tier)
+            return self._canned(tier, HTML_ANSWER)
+        if "[fault:markdown]" in text:
+            return self._canned(tier, MARKDOWN_ANSWER)
         stream = self.engine.generate(tier, messages, stop=stop)
         if "[fault:raise]" in text:
             return self._raise_mid_stream(stream)
@@ -70,11 +91,11 @@ class FaultyEngine:
         finally:
             stream.close()
 
-    def _html(self, tier):
+    def _canned(self, tier, answer):
         label = next(status.label for status in self.engine.tiers() if status.tier == tier)
-        for part in (HTML_ANSWER[:20], HTML_ANSWER[20:]):
+        for part in (answer[:20], answer[20:]):
             yield part
         yield GenerationResult(
-            text=HTML_ANSWER, prompt_tokens=1, completion_tokens=2, finish_reason="stop",
+            text=answer, prompt_tokens=1, completion_tokens=2, finish_reason="stop",
             ttft_ms=1, duration_ms=2, model_label=label,
         )

@@ -25,8 +25,11 @@ from gemma_chat import auth, ledger, sessions
 from gemma_chat.db import database
 from gemma_chat.engine import Engine, GenerationResult
 from gemma_chat.errors import GemmaChatError
+from gemma_chat.markup import as_markdown
 from gemma_chat.ui import ChatApp, owned_by
 from gemma_chat.web.app import login_with_session, register_with_session
+
+from test_markup import html_tokens
 
 from .conftest import scalar, signed_up, snapshot
 from .gradio_http import GradioSession
@@ -209,8 +212,13 @@ def chat_property(app, alice, message, tier):
         return "refused"
     chatbot, message_box, _, _ = outputs[-1]
     user_bubble, answer_bubble = chatbot[-2:]
-    assert user_bubble["content"] == html.escape(message, quote=False)
-    assert "<" not in answer_bubble["content"] and ">" not in answer_bubble["content"]  # markup arrives as text
+    # Markup arrives as text: outside code it is escaped, and to a markdown renderer with raw HTML
+    # on, neither bubble holds any HTML (code keeps its `<`, which the renderer escapes itself).
+    assert user_bubble["content"] == as_markdown(message)
+    if "`" not in message and "~~~" not in message:
+        assert user_bubble["content"] == html.escape(message, quote=False)
+        assert "<" not in answer_bubble["content"] and ">" not in answer_bubble["content"]
+    assert html_tokens(user_bubble["content"]) == [] and html_tokens(answer_bubble["content"]) == []
     after = state()
     too_long = "too long for" in answer_bubble["content"]  # a genuine model error, logged with its id
     assert len(after["error_events"]) == len(before["error_events"]) + too_long

@@ -1,0 +1,96 @@
+"""Chat text made safe for the Chatbot's markdown renderer: markdown renders, raw HTML never does.
+
+Every `&`, `<` and `>` outside code is escaped, so no HTML tag, entity trick or autolink can form
+and the text shows as typed. Code is left as written, because the renderer escapes code itself
+(escaping it here would show `&lt;` inside a code block): fenced blocks at the top level and
+inline code spans, found by CommonMark's rules (a backtick inside a link destination opens no
+span; a span over several lines is escaped after all). Gradio's own sanitizer runs after this, as a second line. Blockquotes are lost (`>` is escaped): a fair price for never passing markup through.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def escape_text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def as_markdown(text: str) -> str:
+    """`text` (a prompt or an answer) as markdown whose only HTML is what markdown itself makes."""
+    lines = text.split("\n")
+    out: list[str] = []
+    prose: list[str] = []
+    i = 0
+    while i < len(lines):
+        opened = _FENCE_OPEN.match(lines[i])
+        if opened and not (opened.group(1)[0] == "`" and "`" in opened.group(2)):
+            if prose:
+                out.append(_inline("\n".join(prose)))
+                prose = []
+            fence = opened.group(1)
+            closing = re.compile(r"^ {0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}[ \t]*$")
+            block = [lines[i]]
+            i += 1
+            while i < len(lines):
+                block.append(lines[i])
+                i += 1
+                if closing.match(block[-1]):
+                    break
+            out.append("\n".join(block))  # an unclosed fence runs to the end, as in CommonMark
+            continue
+        prose.append(lines[i])
+        i += 1
+    if prose:
+        out.append(_inline("\n".join(prose)))
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape prose, keeping inline code spans (CommonMark's backtick rules, with backslash escapes)."""
+    out: list[str] = []
+    i, start, n = 0, 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\\" and i + 1 < n:
+            i += 2
+            continue
+        if char == "]" and text.startswith("(", i + 1):
+            end = text.find(")", i + 2)
+            i = n if end < 0 else end + 1  # a link destination: its backticks are plain text
+            continue
+        if char != "`":
+            i += 1
+            continue
+        run_end = i
+        while run_end < n and text[run_end] == "`":
+            run_end += 1
+        ticks = run_end - i
+        close = _closing_run(text, run_end, ticks)
+        if close is None:
+            i = run_end  # no closing run: the backticks are plain text
+            continue
+        out.append(escape_text(text[start:i]))
+        span = text[i : close + ticks]
+        # A span over several lines may be cut by a block that starts on one of them (a quote, a
+        # heading): then its text is prose to the renderer, so it is escaped like prose.
+        out.append(escape_text(span) if "\n" in span else span)
+        i = start = close + ticks
+    out.append(escape_text(text[start:]))
+    return "".join(out)
+
+
+def _closing_run(text: str, position: int, ticks: int) -> int | None:
+    while True:
+        found = text.find("`" * ticks, position)
+        if found < 0:
+            return None
+        end = found
+        while end < len(text) and text[end] == "`":
+            end += 1
+        if end - found == ticks:
+            return found
+        position = end

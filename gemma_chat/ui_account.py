@@ -1,0 +1,41 @@
+"""The Account tab: change one's own password; the other signed-in browsers are signed out.
+
+A mixin of ChatApp (ui.py), like the Chats tab: the user comes from the request's session cookie.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import auth
+from .errors import GemmaChatError
+
+
+class AccountTab:
+    def change_password(self, request: gr.Request, current, new):
+        cleared = {"current_password": "", "new_password": ""}
+        try:
+            found = self.signed_in(request)
+            ended = self._guarded(
+                "change_password", auth.change_own_password, self.settings, found.user.id, current, new,
+                keep_session_id=found.session_id,
+            )
+        except GemmaChatError as exc:  # shown under the form; the boxes are cleared either way
+            return {**cleared, "account_message": f"⚠ {exc.message}"}
+        others = f"{ended} other session{'s' if ended != 1 else ''} signed out." if ended else "No other session was signed in."
+        return {**cleared, "account_message": f"Password changed. {others}"}
+
+    def build_account_tab(self, t, c: dict) -> None:
+        with gr.Tab(t("account"), id="account"):
+            c["current_password"] = gr.Textbox(label=t("current_password"), type="password", max_lines=1)
+            c["new_password"] = gr.Textbox(label=t("new_password"), type="password", max_lines=1)
+            c["change_password_button"] = gr.Button(t("change_password"), variant="primary")
+            c["account_message"] = gr.Markdown(elem_id="account-message")
+
+    def wire_account_tab(self, c: dict) -> None:
+        fields = ["current_password", "new_password"]
+        # Refusals clear the password boxes too: nothing typed into them lingers on the page.
+        self.wire(
+            c["change_password_button"].click, self.change_password, fields, fields + ["account_message"],
+            api_name="change_password", api_visibility="undocumented",
+        )

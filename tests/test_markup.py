@@ -1,0 +1,52 @@
+"""Chat text for the markdown renderer: markdown renders, raw HTML never becomes HTML, code stays as typed."""
+
+from __future__ import annotations
+
+import html
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from gemma_chat.markup import as_markdown
+
+# CommonMark with raw HTML on: if anything of ours were HTML to a renderer, it would show up here.
+RENDERER = MarkdownIt("commonmark", {"html": True}).enable("table")
+PIECES = ["<", ">", "&", "`", "``", "```", "~~~", "\n", " ", "\\", "[", "](", ")", "<img src=x onerror=alert(1)>",
+          "<script>", "</b>", "<!--", "<?x", "<http://x>", "a", "py", "*", "-", "|"]
+
+
+def html_tokens(text: str) -> list[str]:
+    found = []
+    for token in RENDERER.parse(text):
+        if token.type == "html_block":
+            found.append(token.content)
+        for child in token.children or []:
+            if child.type in ("html_inline", "html_block"):
+                found.append(child.content)
+            if child.type == "link_open" and child.attrs.get("href", "").startswith("javascript:"):
+                found.append(child.attrs["href"])
+    return found
+
+
+def test_markdown_renders_and_code_keeps_its_characters():
+    answer = "# Title\n\n- **bold** item\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nif a < b: print('&')\n```\nuse `Vec<T>` here"
+    rendered = RENDERER.render(as_markdown(answer))
+    assert "<h1>Title</h1>" in rendered and "<strong>bold</strong>" in rendered and "<table>" in rendered
+    assert "if a &lt; b: print('&amp;')" in rendered  # shown as `if a < b: print('&')`, not as `&lt;`
+    assert "<code>Vec&lt;T&gt;</code>" in rendered
+
+
+def test_html_outside_code_is_text():
+    hostile = '<img src=x onerror="alert(1)"> <script>alert(2)</script> [x](javascript:alert(3)) <a href="x">a</a>'
+    assert as_markdown(hostile) == html.escape(hostile, quote=False)
+    assert html_tokens(as_markdown(hostile)) == []
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(), st.lists(st.sampled_from(PIECES), max_size=30).map("".join)))
+@example("[a](b`c) <img src=x onerror=alert(1)> `")
+@example("\\`<i>`")
+@example("```a`b\n<img src=x>\n```")
+def test_no_text_becomes_html(text):
+    assert html_tokens(as_markdown(text)) == []
