@@ -88,7 +88,12 @@ def test_a_tier_temperature_from_env_or_file(tmp_path):
     [
         ("starting_balance = 'lots'", "not a valid int"),
         ("unknown_thing = 1", "unknown setting"),
-        ("[tiers.ultra]\nprice = 9", "unknown tier"),
+        ("[tiers.ultra]\nprice = 9", "tiers.ultra.model_file is required"),
+        ("[tiers.ultra]\nmodel_file = 'u.gguf'", "needs a price"),
+        ('[tiers."Ultra!"]\nprice = 9', "tier names are"),
+        ("[tiers.pro]\nbackend = 'openai'", "base_url must be an http"),
+        ("[tiers.pro]\nbackend = 'cloud'", 'backend must be "local" or "openai"'),
+        ("cpu_extra_buffers = 'maybe'", 'cpu_extra_buffers must be'),
         ("[tiers.mini]\nprice = 0", "at least 1 credit"),
         ("this is = = not toml", "not valid TOML"),
     ],
@@ -98,6 +103,14 @@ def test_bad_config_files_name_the_problem(tmp_path, text, message):
     config.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(config_file=config, env={})
+
+
+def test_a_new_tier_table_adds_a_tier(tmp_path):
+    config = tmp_path / "gemma.toml"
+    config.write_text("[tiers.max]\ndisplay_name = 'Gemma 3 27B'\nmodel_file = 'g27.gguf'\nprice = 9\n")
+    settings = load_settings(config_file=config, env={"GEMMA_CHAT_MAX_PRICE": "8"})
+    assert list(settings.tiers) == ["mini", "pro", "max"]
+    assert (settings.tier("max").display_name, settings.tier("max").price) == ("Gemma 3 27B", 8)
 
 
 def test_missing_config_file(tmp_path):
