@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("username")
     show.add_argument("--limit", type=int, default=10)
 
+    keys = commands.add_parser("keys", parents=[common], help="API keys for /v1: create, list, revoke")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True, parser_class=_Parser)
+    create_key = keys_commands.add_parser("create", parents=[common], help="make a key for USER and print it (shown once)")
+    create_key.add_argument("username")
+    create_key.add_argument("--label", default="", help="a name to tell the key apart")
+    keys_commands.add_parser("list", parents=[common], help="USER's keys").add_argument("username")
+    revoke_key = keys_commands.add_parser("revoke", parents=[common], help="stop a key at once")
+    revoke_key.add_argument("key_id", type=int)
+
     commands.add_parser("verify", parents=[common], help="check the database and the ledger invariant")
     return parser
 
@@ -265,6 +274,32 @@ def cmd_credits(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_keys(settings: Settings, args) -> int:
+    from . import keys
+
+    _open(settings)
+    if args.keys_command == "create":
+        user = auth.require_user(args.username)
+        row, plaintext = keys.create_key(user.id, args.label)
+        print(plaintext)
+        print(f"API key {row.id} for {user.username}: shown only now, so keep it somewhere safe.", file=sys.stderr)
+        return EXIT_OK
+    if args.keys_command == "list":
+        user = auth.require_user(args.username)
+        rows = [
+            [k.id, k.label, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
+             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+             f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"]
+            for k in keys.list_keys(user.id, include_revoked=True)
+        ]
+        headers = ["id", "name", "key", "created (UTC)", "last used (UTC)", "state"]
+        print(format_table(headers, rows) if rows else f"{user.username} has no API keys.")
+        return EXIT_OK
+    row = keys.revoke_key(args.key_id)
+    print(f"Revoked API key {row.id} ({row.label or row.prefix + '…'}).")
+    return EXIT_OK
+
+
 def cmd_verify(settings: Settings, args) -> int:
     from .verify import verify_database
 
@@ -285,5 +320,6 @@ COMMANDS = {
     "report": cmd_report,
     "users": cmd_users,
     "credits": cmd_credits,
+    "keys": cmd_keys,
     "verify": cmd_verify,
 }
