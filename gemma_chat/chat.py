@@ -42,6 +42,10 @@ class TurnUpdate:
     queue_position: int | None = None
     message: str = ""  # what to tell the user when it is not a plain answer
     request_id: str | None = None
+    # Set on the final update of an answer (the /v1 API reports them): None when unknown.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None  # the engine's: stop | length | stopped
 
     @property
     def final(self) -> bool:
@@ -88,8 +92,12 @@ def run_turn(
     history: Sequence[tuple[str, str]] = (),
     *,
     stop: threading.Event | None = None,
+    source: str = "ui",
 ) -> Iterator[TurnUpdate]:
-    """Answer `message` with `tier`'s model for `user_id`, billing exactly once."""
+    """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
+
+    `source` says where the turn came from ("ui" or "api"), for History and the reports.
+    """
     try:
         user = get_user(user_id)
         if user.is_disabled:
@@ -114,9 +122,9 @@ def run_turn(
     try:
         with transaction():
             ledger.hold_credits(user_id, tier_settings.price, request_id)
-            interactions.start_interaction(request_id, user_id, tier, status.label, prompt)
+            interactions.start_interaction(request_id, user_id, tier, status.label, prompt, source=source)
     except InsufficientCreditsError as exc:
-        interactions.log_refused(request_id, user_id, tier, status.label, prompt)
+        interactions.log_refused(request_id, user_id, tier, status.label, prompt, source=source)
         yield replace(
             base,
             status="refused",
@@ -182,7 +190,10 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:
-        final = replace(base, status=outcome.status, answer=answer, credits_charged=charged)
+        final = replace(
+            base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens, finish_reason=getattr(result, "finish_reason", None),
+        )
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
         elif not answer:

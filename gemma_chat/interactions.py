@@ -36,16 +36,21 @@ _FINISH_SQL = (
 )
 
 
-def start_interaction(request_id: str, user_id: int, tier: str, model_name: str, prompt: str) -> Interaction:
+SOURCES = ("ui", "api")
+
+
+def start_interaction(
+    request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *, source: str = "ui"
+) -> Interaction:
     created_at = utcnow()
     cursor = database.execute_sql(
         "INSERT INTO interactions (request_id, user_id, tier, model_name, prompt, answer, status, credits_charged, "
-        "created_at) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?)",
-        (request_id, user_id, tier, model_name, prompt, str(created_at)),
+        "created_at, source) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?, ?)",
+        (request_id, user_id, tier, model_name, prompt, str(created_at), source),
     )
     return Interaction(
         id=cursor.lastrowid, request_id=request_id, user=user_id, tier=tier, model_name=model_name, prompt=prompt,
-        answer="", status="pending", credits_charged=0, created_at=created_at,
+        answer="", status="pending", credits_charged=0, created_at=created_at, source=source,
     )
 
 
@@ -57,10 +62,13 @@ def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
     return updated == 1
 
 
-def log_refused(request_id: str, user_id: int, tier: str, model_name: str, prompt: str) -> Interaction:
+def log_refused(
+    request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *, source: str = "ui"
+) -> Interaction:
     """A turn refused before generation (not enough credits): logged, never charged."""
     now = utcnow()
     return Interaction.create(
+        source=source,
         request_id=request_id,
         user=user_id,
         tier=tier,
