@@ -266,13 +266,19 @@ class Completion:
                         self.stop.set()
                 if update.final:
                     final = update
-                self.loop.call_soon_threadsafe(self.updates.put_nowait, update)
+                self._hand_over(update)
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is ours
             error_id = log_error("api:completion", exc, user_id=self.user_id)
             final = chat.TurnUpdate("error", message=f"Something went wrong (error {error_id}).")
-            self.loop.call_soon_threadsafe(self.updates.put_nowait, final)
+            self._hand_over(final)
         if self.idempotency_key is not None:
             self._remember(final)
+
+    def _hand_over(self, update: chat.TurnUpdate) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.updates.put_nowait, update)
+        except RuntimeError:  # the event loop is gone (shutting down): the turn still settles here
+            pass
 
     def _remember(self, final: chat.TurnUpdate | None) -> None:
         """Keep the outcome for a retry with the same key: here, so a client that left still gets it."""
