@@ -176,8 +176,11 @@ def _report_sections(report: dict) -> list[tuple[str, list[str], list[list]]]:
     by_model = ["model", "requests", "ok", "stopped", "failed", "refused", "credits"]
     by_user = ["username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests"]
     errors = ["created_at", "error_id", "location", "exception_type", "message", "username"]
+    by_source = ["source", "model", "requests", "credits"]
     return [
         ("Requests per model", by_model, [[r[k] for k in by_model] for r in report["requests_by_model"]]),
+        ("Requests per source (ui: the chat window, api: /v1)", by_source,
+         [[r[k] for k in by_source] for r in report["requests_by_source"]]),
         ("Credits per user", by_user, [[r[k] for k in by_user] for r in report["credits_by_user"]]),
         ("Recent errors", errors, [[r[k] for k in errors] for r in report["errors"]]),
     ]

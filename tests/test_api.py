@@ -110,6 +110,11 @@ def test_completion_usage_stop_and_max_tokens_in_process(settings, api_user):
     assert short.json()["choices"][0]["message"]["content"] == "Hello there"
     assert short.json()["choices"][0]["finish_reason"] == "length"
     assert ledger.get_balance(alice.id).balance == 7 and verify_database(settings) == []
+    from gemma_chat.history import list_history
+    from gemma_chat.reports import Reports
+
+    assert {row.source for row in list_history(alice.id).rows} == {"api"}
+    assert Reports().full()["requests_by_source"] == [{"source": "api", "model": "Scripted", "requests": 3, "credits": 3}]
 
 
 def test_the_per_user_rate_limit_answers_429_with_retry_after(settings, api_user):
