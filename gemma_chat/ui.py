@@ -24,6 +24,7 @@ from .db import User
 from .error_log import log_error
 from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
+from .ui_account import build_account_tab
 from .reports import Reports
 from .ui_text import TRANSLATIONS
 
@@ -431,6 +432,7 @@ class ChatApp:
                         topup_button = gr.Button(t("top_up"), variant="primary")
                         topup_message = gr.Markdown(elem_id="topup-message")
                         ledger_view = gr.Dataframe(headers=self.LEDGER_COLUMNS, interactive=False, datatype="str")
+                    self.account = build_account_tab(self)
                     with gr.Tab(t("admin"), id="admin", visible=False) as admin_tab:
                         with gr.Row():
                             since = gr.Textbox(label=t("from_date"), placeholder="YYYY-MM-DD", max_lines=1)

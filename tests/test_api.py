@@ -334,6 +334,9 @@ def test_errors_are_shaped_like_openai_s(api_app):
         client_for(api_app, "gck_not-a-key-at-all-000000000000").chat.completions.create(model="mini", messages=USER_SAYS)
     cookie_only = httpx.post(api_app.url + "v1/chat/completions", cookies={"gemma_session": "x" * 43}, json={})
     assert cookie_only.status_code == 401  # a session cookie is no API key
+    foreign = httpx.post(api_app.url + "v1/chat/completions", headers={"Authorization": f"Bearer {key}",
+                         "Origin": "https://evil.example"}, json={"model": "mini", "messages": USER_SAYS})
+    assert foreign.status_code == 403 and foreign.headers["X-Content-Type-Options"] == "nosniff"
     with pytest.raises(openai.NotFoundError) as unknown:
         client.chat.completions.create(model="ultra", messages=USER_SAYS)
     assert unknown.value.body["code"] == "model_not_found"
