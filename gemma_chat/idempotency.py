@@ -16,6 +16,7 @@ from .db import IdempotentRequest, transaction, utcnow
 from .errors import ValidationError
 
 MAX_KEY_CHARS = 255
+KEEP_S = 24 * 3600  # a key is remembered this long (as Stripe's are); then it may be used afresh
 
 
 def validate_key(key) -> str:
@@ -39,8 +40,17 @@ def claim_key(user_id: int, key: str, digest: str, *, stale_after_s: float) -> C
     now = utcnow()
     with transaction():
         row = IdempotentRequest.get_or_none((IdempotentRequest.user == user_id) & (IdempotentRequest.key == key))
+        if row is not None and row.response is not None and now - row.created_at > dt.timedelta(seconds=KEEP_S):
+            IdempotentRequest.delete().where(
+                (IdempotentRequest.user == user_id) & (IdempotentRequest.key == key)
+            ).execute()
+            row = None
         if row is None:
             IdempotentRequest.insert(user=user_id, key=key, body_hash=digest, created_at=now).execute()
+            # Old keys are dead weight: sweep them when a key is claimed.
+            IdempotentRequest.delete().where(
+                (IdempotentRequest.created_at < now - dt.timedelta(seconds=KEEP_S)) & IdempotentRequest.response.is_null(False)
+            ).execute()
             return Claim("run")
         if row.body_hash != digest:
             return Claim("conflict")
