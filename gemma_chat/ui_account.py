@@ -69,7 +69,9 @@ class AccountTab:
             with gr.Row():
                 self.label = gr.Textbox(label=t("key_name"), max_lines=1, scale=3)
                 create_button = gr.Button(t("create_api_key"), variant="primary", scale=1)
-            self.shown_key = gr.Textbox(label=t("new_api_key"), interactive=False, visible=False, buttons=["copy"])
+            self.shown_key = gr.Textbox(
+                label=t("new_api_key"), interactive=False, visible=False, buttons=["copy"], elem_id="new-api-key"
+            )
             self.message = gr.Markdown(elem_id="account-message")
             self.table = gr.Dataframe(headers=KEY_COLUMNS, interactive=False, datatype="str")
             with gr.Row():
