@@ -117,6 +117,13 @@ def test_completion_usage_stop_and_max_tokens_in_process(settings, api_user):
     assert Reports().full()["requests_by_source"] == [{"source": "api", "model": "Scripted", "requests": 3, "credits": 3}]
 
 
+def test_other_paths_under_v1_get_an_openai_shaped_404(settings, api_user):
+    client = TestClient(router_app(settings, ScriptedEngine()))
+    for method, path in [("GET", "/v1/embeddings"), ("GET", "/v1/chat/completions"), ("DELETE", "/v1/models")]:
+        answer = client.request(method, path)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "unknown_url"
+
+
 def test_the_per_user_rate_limit_answers_429_with_retry_after(settings, api_user):
     import dataclasses
 

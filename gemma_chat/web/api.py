@@ -543,6 +543,12 @@ def create_api_router(settings: Settings, engine) -> APIRouter:
         return TurnStream(streamed(update), completion, media_type="text/event-stream",
                           headers={"X-Credits-Remaining": remaining, "Cache-Control": "no-cache"})
 
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    async def unknown_endpoint(request: Request, path: str):
+        """Anything else under /v1 gets an OpenAI-shaped 404, not the UI's page."""
+        return error_response(ApiError(404, f"No endpoint {request.method} /v1/{path[:60]} here; this server has "
+                                            "GET /v1/models and POST /v1/chat/completions.", code="unknown_url"))
+
     async def whole_stream(completion: Completion, final: chat.TurnUpdate, parsed: CompletionRequest):
         """An answer that ended before any text was sent (an empty one): its whole stream at once."""
         for line in replayed_stream(completion.result(final), parsed.include_usage):
