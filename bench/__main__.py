@@ -100,6 +100,10 @@ def evaluate_targets(results: dict) -> list[dict]:
     add("(c) chat turn added time to first token, ms", added_c, "<= 15", added_c is not None and added_c <= 15)
     ratio_d = _get(results, "http", "sides", "d_client", "tokens_per_s_ratio")
     add("(d) HTTP via gradio_client tokens/s vs raw", ratio_d, ">= 0.90", ratio_d is not None and ratio_d >= 0.90)
+    ratio_e = _get(results, "http", "sides", "e_v1", "tokens_per_s_ratio")
+    add("(e) /v1 streamed tokens/s vs raw", ratio_e, ">= 0.95", ratio_e is not None and ratio_e >= 0.95)
+    added_e = _get(results, "http", "sides", "e_v1", "ttft_added_ms_median")
+    add("(e) /v1 added time to first token, ms", added_e, "<= 20", added_e is not None and added_e <= 20)
     for row in _get(results, "ledger", "table") or []:
         add(f"ledger {row['config']}: ours/raw cycles/s", row["ratio"], ">= 0.5", row["ratio"] is not None and row["ratio"] >= 0.5)
         clean = row["verify_ok"] and row["lost_credits"] == 0 and row["doubled_credits"] == 0
@@ -155,7 +159,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append(_speed_row(side, raw))
     http = results.get("http", {})
     raw_h = _get(http, "sides", "a_raw") or {}
-    for key in ("d_client", "d_sse"):
+    for key in ("d_client", "d_sse", "e_v1"):
         side = _get(http, "sides", key)
         if side:
             rows.append(_speed_row(side, raw_h))

@@ -1,4 +1,5 @@
-"""Generation through the running app's HTTP API: (d) gradio_client, (d') a plain SSE reader.
+"""Generation through the running app's HTTP API: (d) gradio_client, (d') a plain SSE reader,
+(e) the OpenAI-compatible /v1 API streamed with an API key.
 
 The app runs as `python main.py` in a subprocess with both tiers serving the benchmark model at
 temperature 0. Raw llama-cpp-python runs in this process, taking turns with the app prompt by
@@ -55,9 +56,11 @@ class HttpSides:
         deps = {d.get("api_name"): d["id"] for d in self.client.config["dependencies"]}
         self.chat_fn, self.new_chat_fn = deps["chat"], deps["new_chat"]
         self.http = httpx.Client(timeout=httpx.Timeout(120.0), headers=cookie)
+        self.api = httpx.Client(timeout=httpx.Timeout(120.0), headers={"Authorization": f"Bearer {_api_key(app)}"})
         self.calls: list[tuple[str, int, int, str]] = []  # (side, round, prompt, tier) in the order the app ran them
 
     def close(self) -> None:
+        self.api.close()
         self.http.close()
         self.client.close()
 
@@ -142,6 +145,42 @@ class HttpSides:
         run.extra["final_bubble"] = _answer_text(state["outputs"][0]) if state["outputs"] else ""
         return run
 
+    # --- /v1: what an editor or the openai package does ---
+
+    def v1_chat(self, run: Run, message: str, tier: str = "pro") -> Run:
+        self.calls.append((run.side, run.round, run.prompt, tier))
+        body = {"model": tier, "stream": True, "messages": [{"role": "user", "content": message}]}
+        run.started = now()
+        with self.api.stream("POST", self.app.url + "v1/chat/completions", json=body) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                stamp = now()
+                chunk = json.loads(line[6:])
+                if any(choice["delta"].get("content") for choice in chunk.get("choices", [])):
+                    if run.first_text is None:
+                        run.first_text = stamp
+                    run.last_text = stamp
+                run.ended = stamp
+        return run
+
+
+def _api_key(app: AppProcess) -> str:
+    """An API key for the benchmark user, made by the CLI on the app's data dir."""
+    import subprocess
+    import sys
+
+    from .app import ROOT
+
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "keys", "create", "bench", "--data-dir", str(app.data_dir)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    if made.returncode != 0:
+        raise RuntimeError(f"could not make an API key: {made.stderr}")
+    return made.stdout.strip()
+
 
 def _attach_rows(app: AppProcess, calls, runs_by_key) -> None:
     """Token counts and answers from the app's own interaction log, matched in call order."""
@@ -172,7 +211,7 @@ def measure_http(options: Options) -> dict:
         "model_file": str(options.model), "max_tokens": options.max_tokens, "temperature": 0,
         "required_quantization": "", "n_threads": options.n_threads,
     }
-    env = app_environment(data_dir, {"mini": tier, "pro": tier}, GEMMA_CHAT_STARTING_BALANCE="1000000")
+    env = app_environment(data_dir, {"mini": tier, "pro": tier}, GEMMA_CHAT_STARTING_BALANCE="1000000", GEMMA_CHAT_API_RATE_PER_MINUTE="1000000")
     options.say("  starting the app (both tiers serve the benchmark model) and a raw Llama…")
     app = AppProcess(data_dir, env, options.work_dir / "http-app.log")
     try:
@@ -187,7 +226,7 @@ def measure_http(options: Options) -> dict:
             )
             noop_client = [sides.client_noop() for _ in range(5 if options.quick else 20)]
             noop_sse = [sides.sse_noop() for _ in range(5 if options.quick else 20)]
-            functions = {"a_raw": raw.token_loop, "d_client": sides.client_chat, "d_sse": sides.sse_chat}
+            functions = {"a_raw": raw.token_loop, "d_client": sides.client_chat, "d_sse": sides.sse_chat, "e_v1": sides.v1_chat}
             for name, function in functions.items():
                 function(Run(name, -1, -1, now()), WARM_UP)
             runs = {name: [] for name in functions}
@@ -211,6 +250,7 @@ def measure_http(options: Options) -> dict:
         "a_raw": "(a) raw llama-cpp-python token loop, measured alongside the app",
         "d_client": "(d) the app over HTTP: gradio_client submit('/chat')",
         "d_sse": "(d') the app over HTTP: plain SSE reader (what a browser does)",
+        "e_v1": "(e) the app's /v1 API, streamed (what the openai package does)",
     }
     summaries = {name: summarize(side_runs, reference, labels[name]) for name, side_runs in runs.items()}
     for name in summaries:

@@ -44,10 +44,11 @@ class TurnUpdate:
     message: str = ""  # what to tell the user when it is not a plain answer
     request_id: str | None = None
     conversation_id: int | None = None  # the chat this turn belongs to (new when the turn started one)
-    # the finished turn's figures, for the answer's footer (None while streaming or when unknown)
+    # the finished turn's figures, for the answer's footer and the /v1 API (None while streaming or when unknown)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     duration_ms: int | None = None
+    finish_reason: str | None = None  # the engine's: stop | length | stopped
 
     @property
     def final(self) -> bool:
@@ -97,12 +98,14 @@ def run_turn(
     conversation_id: int | None = None,
     new_conversation: bool = False,
     replaces_id: int | None = None,
+    source: str = "ui",
 ) -> Iterator[TurnUpdate]:
     """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
 
     The turn joins the user's chat `conversation_id`, or starts a chat titled after the message
     when `new_conversation` (created with the hold, so a refused turn leaves no empty chat);
-    `replaces_id` names the turn it regenerates or edits.
+    `replaces_id` names the turn it regenerates or edits. `source` says where the turn came from
+    ("ui" or "api"), for History and the reports.
     """
     try:
         user = get_user(user_id)
@@ -136,11 +139,14 @@ def run_turn(
             elif chat_id is not None:
                 conversations.touch_conversation(chat_id)
             interactions.start_interaction(
-                request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, replaces_id=replaces_id
+                request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, replaces_id=replaces_id,
+                source=source,
             )
         base = replace(base, conversation_id=chat_id)
     except InsufficientCreditsError as exc:
-        interactions.log_refused(request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id)
+        interactions.log_refused(
+            request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id, source=source
+        )
         yield replace(
             base,
             status="refused",
@@ -209,6 +215,7 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
         final = replace(
             base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens, duration_ms=outcome.duration_ms,
+            finish_reason=getattr(result, "finish_reason", None),
         )
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))

@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("username")
     show.add_argument("--limit", type=int, default=10)
 
+    keys = commands.add_parser("keys", parents=[common], help="API keys for /v1: create, list, revoke")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True, parser_class=_Parser)
+    create_key = keys_commands.add_parser("create", parents=[common], help="make a key for USER and print it (shown once)")
+    create_key.add_argument("username")
+    create_key.add_argument("--label", default="", help="a name to tell the key apart")
+    keys_commands.add_parser("list", parents=[common], help="USER's keys").add_argument("username")
+    revoke_key = keys_commands.add_parser("revoke", parents=[common], help="stop a key at once")
+    revoke_key.add_argument("key_id", type=int)
+
     commands.add_parser("verify", parents=[common], help="check the database and the ledger invariant")
     return parser
 
@@ -190,10 +199,13 @@ def _report_sections(report: dict) -> list[tuple[str, list[str], list[list]]]:
     by_user = ["username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests"]
     errors = ["created_at", "error_id", "location", "exception_type", "message", "username"]
     performance = ["model", "requests", "error_rate", "ttft_median_ms", "ttft_p95_ms", "tokens_per_s", "answer_median_ms", "answer_p95_ms"]
+    by_source = ["source", "model", "requests", "credits"]
     return [
         ("Model performance", performance, [[r[k] for k in performance] for r in report["model_performance"]]),
         ("Active users per day", ["day", "active_users"], [[r["day"], r["active_users"]] for r in report["active_users_by_day"]]),
         ("Requests per model", by_model, [[r[k] for k in by_model] for r in report["requests_by_model"]]),
+        ("Requests per source (ui: the chat window, api: /v1)", by_source,
+         [[r[k] for k in by_source] for r in report["requests_by_source"]]),
         ("Credits per user", by_user, [[r[k] for k in by_user] for r in report["credits_by_user"]]),
         ("Recent errors", errors, [[r[k] for k in errors] for r in report["errors"]]),
     ]
@@ -298,6 +310,32 @@ def cmd_credits(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_keys(settings: Settings, args) -> int:
+    from . import keys
+
+    _open(settings)
+    if args.keys_command == "create":
+        user = auth.require_user(args.username)
+        row, plaintext = keys.create_key(user.id, args.label)
+        print(plaintext)
+        print(f"API key {row.id} for {user.username}: shown only now, so keep it somewhere safe.", file=sys.stderr)
+        return EXIT_OK
+    if args.keys_command == "list":
+        user = auth.require_user(args.username)
+        rows = [
+            [k.id, k.label, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
+             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+             f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"]
+            for k in keys.list_keys(user.id, include_revoked=True)
+        ]
+        headers = ["id", "name", "key", "created (UTC)", "last used (UTC)", "state"]
+        print(format_table(headers, rows) if rows else f"{user.username} has no API keys.")
+        return EXIT_OK
+    row = keys.revoke_key(args.key_id)
+    print(f"Revoked API key {row.id} ({row.label or row.prefix + '…'}).")
+    return EXIT_OK
+
+
 def cmd_verify(settings: Settings, args) -> int:
     from .verify import verify_database
 
@@ -318,5 +356,6 @@ COMMANDS = {
     "report": cmd_report,
     "users": cmd_users,
     "credits": cmd_credits,
+    "keys": cmd_keys,
     "verify": cmd_verify,
 }

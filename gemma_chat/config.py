@@ -102,6 +102,8 @@ class Settings:
     max_message_chars: int = 8000
     history_page_size: int = 20
     queue_size: int = 8  # waiting generations per model, beyond the running one
+    # the /v1 API (web/api.py)
+    api_rate_per_minute: int = 60  # requests per user per minute, over all of the user's keys
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2
@@ -168,6 +170,7 @@ def _check(settings: Settings) -> Settings:
     positive = [
         "bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars",
         "session_idle_s", "session_max_age_s", "signin_attempts_per_minute", "signin_concurrency",
+        "api_rate_per_minute",
     ]
     for name in positive:
         if getattr(settings, name) < 1:

@@ -113,6 +113,8 @@ class Interaction(BaseModel):
     conversation = pw.ForeignKeyField(Conversation, null=True, backref="interactions")
     replaces = pw.ForeignKeyField("self", null=True, backref="+")  # a regenerated or edited turn
 
+    source = pw.TextField(default="ui")  # ui | api: where the turn came from
+
     class Meta:
         table_name = "interactions"
 
@@ -143,6 +145,37 @@ class WebSession(BaseModel):
 
     class Meta:
         table_name = "sessions"
+
+
+class ApiKey(BaseModel):
+    """A user's key for /v1 (keys.py): stored only as its sha256, shown once when made."""
+
+    user = pw.ForeignKeyField(User, backref="api_keys")
+    label = pw.TextField(default="")
+    key_hash = pw.TextField(unique=True)
+    prefix = pw.TextField()  # the first characters, to tell keys apart in a list
+    created_at = pw.DateTimeField(default=utcnow)
+    last_used_at = pw.DateTimeField(null=True)
+    revoked_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_keys"
+
+
+class IdempotentRequest(BaseModel):
+    """An /v1 request sent with an Idempotency-Key: claimed before it runs, its response kept after."""
+
+    user = pw.ForeignKeyField(User, backref="+")
+    key = pw.TextField()
+    body_hash = pw.TextField()
+    request_id = pw.TextField(null=True)
+    status_code = pw.IntegerField(null=True)  # null while the first request runs
+    response = pw.TextField(null=True)  # the final response's JSON
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "idempotent_requests"
+        primary_key = pw.CompositeKey("user", "key")
 
 
 class LoginThrottle(BaseModel):
@@ -317,11 +350,40 @@ _CONVERSATIONS = [
     "ALTER TABLE sessions ADD COLUMN conversation_id INTEGER REFERENCES conversations (id)",
 ]
 
+# Issue 13: the OpenAI-compatible /v1 API. Keys are stored hashed; a turn remembers where it came
+# from; a retried request with the same Idempotency-Key finds the first one's response.
+_API = [
+    """CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        label TEXT NOT NULL DEFAULT '' CHECK (length(label) <= 64),
+        key_hash TEXT NOT NULL UNIQUE CHECK (length(key_hash) = 64),
+        prefix TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX api_keys_by_user ON api_keys (user_id)",
+    "ALTER TABLE interactions ADD COLUMN source TEXT NOT NULL DEFAULT 'ui' CHECK (source IN ('ui', 'api'))",
+    """CREATE TABLE idempotent_requests (
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        key TEXT NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+        body_hash TEXT NOT NULL,
+        request_id TEXT,
+        status_code INTEGER,
+        response TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    )""",
+    "CREATE INDEX idempotent_requests_by_time ON idempotent_requests (created_at)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
     ("0003_sessions", _SESSIONS),
     ("0004_conversations", _CONVERSATIONS),
+    ("0005_api", _API),
 ]
 
 

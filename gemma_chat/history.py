@@ -20,6 +20,7 @@ class HistoryRow:
     prompt: str
     answer: str
     request_id: str
+    source: str = "ui"  # ui | api
 
 
 HISTORY_FIELDS = [field.name for field in dataclasses.fields(HistoryRow)]

@@ -36,20 +36,23 @@ _FINISH_SQL = (
 )
 
 
+SOURCES = ("ui", "api")
+
+
 def start_interaction(
     request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *,
-    conversation_id: int | None = None, replaces_id: int | None = None,
+    conversation_id: int | None = None, replaces_id: int | None = None, source: str = "ui",
 ) -> Interaction:
     created_at = utcnow()
     cursor = database.execute_sql(
         "INSERT INTO interactions (request_id, user_id, tier, model_name, prompt, answer, status, credits_charged, "
-        "created_at, conversation_id, replaces_id) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?, ?, ?)",
-        (request_id, user_id, tier, model_name, prompt, str(created_at), conversation_id, replaces_id),
+        "created_at, conversation_id, replaces_id, source) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?, ?, ?, ?)",
+        (request_id, user_id, tier, model_name, prompt, str(created_at), conversation_id, replaces_id, source),
     )
     return Interaction(
         id=cursor.lastrowid, request_id=request_id, user=user_id, tier=tier, model_name=model_name, prompt=prompt,
         answer="", status="pending", credits_charged=0, created_at=created_at, conversation=conversation_id,
-        replaces=replaces_id,
+        replaces=replaces_id, source=source,
     )
 
 
@@ -62,12 +65,14 @@ def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
 
 
 def log_refused(
-    request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *, conversation_id: int | None = None
+    request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *,
+    conversation_id: int | None = None, source: str = "ui",
 ) -> Interaction:
     """A turn refused before generation (not enough credits): logged, never charged."""
     now = utcnow()
     return Interaction.create(
         conversation=conversation_id,
+        source=source,
         request_id=request_id,
         user=user_id,
         tier=tier,

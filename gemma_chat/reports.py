@@ -90,6 +90,16 @@ class Reports:
         keys = ("username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests")
         return [dict(zip(keys, row)) for row in cursor]
 
+    def requests_by_source(self) -> list[dict]:
+        """Chat window ("ui") against the /v1 API ("api"), per model."""
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""SELECT source, model_name, COUNT(*), SUM(credits_charged) FROM interactions WHERE {where}
+                GROUP BY source, model_name ORDER BY source DESC, model_name""",
+            params,
+        )
+        return [dict(zip(("source", "model", "requests", "credits"), row)) for row in cursor]
+
     def requests_per_day(self) -> list[dict]:
         where, params = self._where("created_at")
         cursor = database.execute_sql(
@@ -159,6 +169,7 @@ class Reports:
             "until": self.until.isoformat() if self.until else None,
             "requests_by_model": self.requests_by_model(),
             "credits_by_user": self.credits_by_user(),
+            "requests_by_source": self.requests_by_source(),
             "requests_per_day": self.requests_per_day(),
             "errors": self.recent_errors(),
             "model_performance": self.model_performance(),

@@ -391,7 +391,7 @@ class ChatApp(ChatsTab, AccountTab):
         user = self.current_user(request)
         result = list_history(user.id, page or 1, self.settings.history_page_size)
         rows = [
-            [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name, r.credits_charged, r.status, shorten(r.prompt), shorten(r.answer)]
+            [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name + (" (API)" if r.source == "api" else ""), r.credits_charged, r.status, shorten(r.prompt), shorten(r.answer)]
             for r in result.rows
         ]
         table = pd.DataFrame(rows, columns=self.HISTORY_COLUMNS)

@@ -1,4 +1,5 @@
-"""The Account tab: change one's own password; the other signed-in browsers are signed out.
+"""The Account tab: change one's own password (the other signed-in browsers are signed out), and the
+API keys section (ui_api_keys.py).
 
 A mixin of ChatApp (ui.py), like the Chats tab: the user comes from the request's session cookie.
 """
@@ -9,6 +10,7 @@ import gradio as gr
 
 from . import auth
 from .errors import GemmaChatError
+from .ui_api_keys import build_api_keys_section
 
 
 class AccountTab:
@@ -26,11 +28,12 @@ class AccountTab:
         return {**cleared, "account_message": f"Password changed. {others}"}
 
     def build_account_tab(self, t, c: dict) -> None:
-        with gr.Tab(t("account"), id="account"):
+        with gr.Tab(t("account"), id="account") as tab:
             c["current_password"] = gr.Textbox(label=t("current_password"), type="password", max_lines=1)
             c["new_password"] = gr.Textbox(label=t("new_password"), type="password", max_lines=1)
             c["change_password_button"] = gr.Button(t("change_password"), variant="primary")
             c["account_message"] = gr.Markdown(elem_id="account-message")
+            self.api_keys = build_api_keys_section(self, tab)
 
     def wire_account_tab(self, c: dict) -> None:
         fields = ["current_password", "new_password"]

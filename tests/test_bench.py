@@ -41,7 +41,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         figures = results["generation"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"])
         assert figures["identical_outputs"], f"{side} streamed other text than raw llama-cpp-python"
-    for side in ("d_client", "d_sse"):
+    for side in ("d_client", "d_sse", "e_v1"):
         figures = results["http"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]
     for row in results["ledger"]["table"]:

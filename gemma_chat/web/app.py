@@ -20,6 +20,7 @@ from ..config import Settings
 from ..error_log import log_error
 from ..errors import GemmaChatError, ThrottledError
 from ..throttle import RateLimiter
+from .api import create_api_router
 from .edge import Edge, client_address, request_scheme
 
 # Set before gradio is imported anywhere: an offline desktop app does not phone home.
@@ -178,6 +179,7 @@ def create_app(settings: Settings, engine) -> WebApp:
             await asyncio.to_thread(sessions.revoke_user_sessions, found.user.id)
         return signed_out()
 
+    api.include_router(create_api_router(settings, engine))  # before the UI, which is mounted at /
     api = gr.mount_gradio_app(
         api,
         demo,

@@ -11,6 +11,10 @@ One ASGI middleware, so its order is plain to read:
 5. only a signed-in browser may join the queue or read its stream: anonymous clients cannot fill it;
 6. a request that crashes the stack gets a short answer, and the traceback goes to the log file,
    not to stdout.
+
+/v1 (web/api.py) passes steps 3-5 untouched: it authenticates each request by its API key, never
+by the cookie, so there is no session to bind. It still gets the headers, and browsers on other
+sites are still refused (step 2): only clients that send no foreign Origin (scripts, SDKs) call it.
 """
 
 from __future__ import annotations

@@ -175,3 +175,32 @@ def test_a_reload_keeps_you_signed_in_and_log_out_ends_it(app, page):
     page.reload()
     expect(page.get_by_text("Your session has expired; please log in again.")).to_be_visible()
     expect(page.locator("#balance")).to_have_count(0)
+
+
+def test_an_api_key_made_on_the_account_tab_answers_through_v1_and_revoke_stops_it(app, page):
+    openai = pytest.importorskip("openai")
+    sign_up(page, app.url, "scripter")
+    expect_balance(page, 10)
+    page.get_by_role("tab", name="Account").click()
+    page.get_by_label("Key name").fill("my editor")
+    page.get_by_role("button", name="Create API key").click()
+    expect(page.get_by_text("Your new API key (shown only now)")).to_be_visible()
+    shown = page.locator("#new-api-key textarea, #new-api-key input").first
+    expect(shown).to_have_value(re.compile(r"^gck_"))
+    key = shown.input_value()
+    expect(page.get_by_role("row").filter(has_text="my editor")).to_have_count(1)
+
+    client = openai.OpenAI(base_url=app.url + "v1", api_key=key, max_retries=0)
+    answer = client.chat.completions.create(model="mini", messages=[{"role": "user", "content": "Say hello."}])
+    assert answer.choices[0].message.content
+    page.get_by_role("tab", name="History").click()
+    expect(page.get_by_role("row").filter(has_text="(API)")).to_have_count(1)
+
+    page.get_by_role("tab", name="Account").click()
+    expect(page.get_by_role("row").filter(has_text="my editor")).not_to_contain_text("never")  # last used
+    page.get_by_label("Key to revoke").click()
+    page.get_by_role("option", name=re.compile("my editor")).click()
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text("stops working at once")).to_be_visible()
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()

@@ -1,0 +1,86 @@
+"""API keys: how a script or editor signs in to /v1 as a user, without a password or a cookie.
+
+A key is shown once when it is made and stored only as its sha256, so a copy of the database opens
+no account. A revoked key, and every key of a disabled user, stops working on the next request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from .db import ApiKey, User, transaction, utcnow
+from .errors import UnknownUserError, ValidationError
+
+KEY_PREFIX = "gck_"
+MAX_LABEL_CHARS = 64
+SHOWN_PREFIX_CHARS = 12  # "gck_" and 8 random characters: enough to tell keys apart, not to guess one
+# last_used_at is written at most this often: a busy script must not cost a write per request.
+TOUCH_EVERY_S = 60
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def validate_label(label) -> str:
+    if label is None:
+        return ""
+    if not isinstance(label, str):
+        raise ValidationError("A key's name must be text.")
+    label = label.strip()
+    if len(label) > MAX_LABEL_CHARS:
+        raise ValidationError(f"A key's name is at most {MAX_LABEL_CHARS} characters.")
+    if any(ord(c) < 32 or c == "\x7f" for c in label):
+        raise ValidationError("A key's name cannot contain control characters.")
+    return label
+
+
+def create_key(user_id: int, label=None) -> tuple[ApiKey, str]:
+    """A new key for the user: the stored row and the plaintext, which is never available again."""
+    label = validate_label(label)
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction():
+        if User.get_or_none(User.id == user_id) is None:
+            raise UnknownUserError(f"No user with id {user_id}.")
+        row = ApiKey.create(
+            user=user_id, label=label, key_hash=hash_key(plaintext), prefix=plaintext[:SHOWN_PREFIX_CHARS], created_at=utcnow()
+        )
+    return row, plaintext
+
+
+def list_keys(user_id: int, *, include_revoked: bool = False) -> list[ApiKey]:
+    query = ApiKey.select().where(ApiKey.user == user_id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_null())
+    return list(query.order_by(ApiKey.created_at, ApiKey.id))
+
+
+def revoke_key(key_id: int, *, user_id: int | None = None) -> ApiKey:
+    """End a key. With `user_id`, only that user's own key (the Account tab); the CLI passes none."""
+    with transaction():
+        query = ApiKey.select().where(ApiKey.id == key_id)
+        if user_id is not None:
+            query = query.where(ApiKey.user == user_id)
+        row = query.first()
+        if row is None:
+            raise ValidationError(f"No API key with id {key_id}.")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            ApiKey.update(revoked_at=row.revoked_at).where(ApiKey.id == row.id).execute()
+    return row
+
+
+def resolve_key(plaintext, *, now: dt.datetime | None = None) -> User | None:
+    """The active, enabled user a key belongs to; None for anything else (unknown, revoked, disabled)."""
+    if not isinstance(plaintext, str) or not plaintext.startswith(KEY_PREFIX) or not 20 <= len(plaintext) <= 100:
+        return None
+    row = ApiKey.select(ApiKey, User).join(User).where(ApiKey.key_hash == hash_key(plaintext)).first()
+    if row is None or row.revoked_at is not None or row.user.is_disabled:
+        return None
+    now = now or utcnow()
+    if row.last_used_at is None or now - row.last_used_at > dt.timedelta(seconds=TOUCH_EVERY_S):
+        with transaction():
+            ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+    return row.user
