@@ -1,4 +1,5 @@
-"""Generation overhead: raw llama-cpp-python against our engine and a full chat turn, in one process.
+"""Generation overhead: raw llama-cpp-python in this process against our engine and a full chat turn,
+whose model runs in a worker process (backends/local.py) and streams its text over a pipe.
 
 Every side gets the same model file, n_ctx, n_threads, max_tokens, greedy sampling (temperature 0,
 the prompt format's other settings) and the exact prompt tokens our prompt format produces, so
@@ -189,7 +190,8 @@ def _find_stop(text: str, stops: list[str]) -> int | None:
 
 
 def engine_run(engine, tier: str, run: Run, message: str) -> Run:
-    """Our engine: Engine.generate, text deltas as the UI's chat turn receives them."""
+    """Our engine: Engine.generate, text deltas as the UI's chat turn receives them (from the tier's
+    worker process, or its remote server)."""
     run.started = now()
     result = None
     for item in engine.generate(tier, [{"role": "user", "content": message}]):
@@ -328,6 +330,9 @@ def measure_in_process(options: Options) -> dict:
         statuses = {s.tier: s for s in engine.tiers()}
         if not all(s.available for s in statuses.values()):
             raise RuntimeError(f"the benchmark model did not load: {[s.reason for s in statuses.values()]}")
+        # Raw loads with the extra CPU buffer types the workers use (on where they work), so only the machinery differs.
+        extra_buffers = engine.extra_buffers.enabled if engine.extra_buffers is not None else True
+        llama_runner.set_extra_buffers(extra_buffers)
         raw_llama = load_raw_llama(options.model, statuses["mini"].n_ctx, options.n_threads)
         try:
             raw = RawSide(raw_llama, tiers["mini"])
@@ -354,8 +359,8 @@ def measure_in_process(options: Options) -> dict:
     labels = {
         "a_raw": "(a) raw llama-cpp-python: Llama.generate token loop",
         "a_completion": "(a') raw llama-cpp-python: create_completion(stream=True)",
-        "b_engine": "(b) our engine: Engine.generate",
-        "c_turn": "(c) full chat turn: run_turn (session, hold, stream, capture, log)",
+        "b_engine": "(b) our engine, a worker process: Engine.generate",
+        "c_turn": "(c) full chat turn through the worker: run_turn (session, hold, stream, capture, log)",
     }
     summaries = {name: summarize(side_runs, reference, labels[name]) for name, side_runs in runs.items()}
     for name in ("a_completion", "b_engine", "c_turn"):
@@ -365,6 +370,7 @@ def measure_in_process(options: Options) -> dict:
         "model": str(options.model),
         "max_tokens": options.max_tokens,
         "n_threads": options.n_threads or physical_cores(),
+        "extra_buffers": extra_buffers,
         "sampling": sampling,
         "prompts": prompt_set(options),
         "prompt_tokens": prompt_tokens,

@@ -1,6 +1,9 @@
 """Generation through the running app's HTTP API: (d) gradio_client, (d') a plain SSE reader,
 (e) the OpenAI-compatible /v1 API streamed with an API key.
 
+The model runs in the tier's worker process, so its decode no longer competes with Gradio for the
+web process's GIL; the CPU each answer costs in the web process and in the workers is recorded.
+
 The app runs as `python main.py` in a subprocess with both tiers serving the benchmark model at
 temperature 0. Raw llama-cpp-python runs in this process, taking turns with the app prompt by
 prompt, so (d) is compared with a reference measured at the same time. gradio_client drains its
@@ -182,6 +185,22 @@ def _api_key(app: AppProcess) -> str:
     return made.stdout.strip()
 
 
+def _app_cpu(app: AppProcess) -> dict:
+    """CPU seconds (user + system) so far of the app's own process and of its model workers."""
+    import psutil
+
+    process = psutil.Process(app.process.pid)
+    own = process.cpu_times()
+    workers = 0.0
+    for child in process.children(recursive=True):
+        try:
+            times = child.cpu_times()
+            workers += times.user + times.system
+        except psutil.Error:
+            pass
+    return {"web_process": own.user + own.system, "workers": workers}
+
+
 def _attach_rows(app: AppProcess, calls, runs_by_key) -> None:
     """Token counts and answers from the app's own interaction log, matched in call order."""
     connection = sqlite3.connect(f"file:{app.data_dir / 'gemma_chat.db'}?mode=ro", uri=True)
@@ -231,12 +250,14 @@ def measure_http(options: Options) -> dict:
                 function(Run(name, -1, -1, now()), WARM_UP)
             runs = {name: [] for name in functions}
             names = list(functions)
+            cpu_before = _app_cpu(app)
             prompts = prompt_set(options)
             for round_ in range(options.rounds):
                 for index, prompt in enumerate(prompts):
                     shift = (round_ * len(prompts) + index) % len(names)
                     for name in names[shift:] + names[:shift]:
                         runs[name].append(functions[name](Run(name, index, round_, now()), prompt))
+            cpu_after = _app_cpu(app)
             _attach_rows(app, sides.calls, {(r.side, r.round, r.prompt): r for rs in runs.values() for r in rs})
         finally:
             if raw is not None:
@@ -266,8 +287,14 @@ def measure_http(options: Options) -> dict:
     tokens = sum(max(0, reference[(0, p)].completion_tokens - 1) for p in decode)
     app_engine_rate = tokens / sum(statistics.median(v) for v in decode.values())
     raw_rate = tokens / sum(statistics.median(v) for v in raw_decode.values())
+    answers = len(runs["d_client"]) + len(runs["d_sse"])
     return {
         "sides": summaries,
+        # CPU seconds per answer through the app (gradio_client and SSE alike), over the measured rounds:
+        # the web process (Gradio, billing, the pipe reader) and the tiers' worker processes (the model).
+        "cpu_s_per_answer": {
+            part: round((cpu_after[part] - cpu_before[part]) / answers, 4) for part in ("web_process", "workers")
+        },
         "gradio_noop_event_ms": {
             "gradio_client_median": ms(statistics.median(noop_client)),
             "sse_median": ms(statistics.median(noop_sse)),
