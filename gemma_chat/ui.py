@@ -26,6 +26,7 @@ from .history import list_history, parse_page
 from .markup import as_markdown
 from .reports import Reports
 from .ui_account import AccountTab
+from .ui_admin_models import AdminModelsSection
 from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
 
@@ -168,7 +169,7 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp(ChatsTab, AccountTab):
+class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
     """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
 
     owned = staticmethod(owned)
@@ -568,6 +569,7 @@ class ChatApp(ChatsTab, AccountTab):
                         gr.Markdown(t("active_users_per_day"))
                         active_plot = gr.BarPlot(x="day", y="active_users", y_lim=[0, None], height=240)
                         active_table = gr.Dataframe(interactive=False)
+                        self.build_admin_models(t, c)
                         gr.Markdown(t("recent_errors"))
                         errors_table = gr.Dataframe(interactive=False, wrap=True)
                         error_text = gr.Textbox(label=t("error_details"), interactive=False, lines=8)
@@ -626,6 +628,7 @@ class ChatApp(ChatsTab, AccountTab):
             admin_tab.select(self.admin_report, [since, until], admin_outputs, api_name="admin_report")
             refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
             errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)
+            self.wire_admin_models(c, admin_tab, refresh_button)
         # api_open=False: /gradio_api/run/* refuses queued events, so they run through the queue only.
         demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)), api_open=False)
         _calm_queue_polling(demo)

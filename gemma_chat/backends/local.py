@@ -315,8 +315,9 @@ class LocalWorkerBackend:
         self._report_crash(exit, during="")
         if len(self._crashes) >= self.settings.worker_crash_limit:
             minutes = self.settings.worker_crash_window_s / 60
+            times = "once" if len(self._crashes) == 1 else f"{len(self._crashes)} times"
             reason = (
-                f"The model stopped {len(self._crashes)} times within {minutes:g} minutes (last: {exit.description}); "
+                f"The model stopped {times} within {minutes:g} minutes (last: {exit.description}); "
                 "an administrator can restart it from the Admin tab, or restart the app."
             )
             self._log(f"{self.tier.name}: {self.label} unavailable — {reason}")

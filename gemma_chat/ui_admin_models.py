@@ -1,0 +1,56 @@
+"""The Admin tab's Models section: each tier's backend, state and reason, and Restart model.
+
+A tier whose worker crashed too often, or whose model failed to load, stays down until an
+administrator restarts it here (or the app restarts). A mixin of ChatApp (ui.py): every callback
+re-checks the administrator in the database, and returns its outputs by name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import pandas as pd
+
+from .errors import ValidationError
+
+logger = logging.getLogger("gemma_chat")
+
+
+class AdminModelsSection:
+    MODEL_COLUMNS = ["Tier", "Model", "Backend", "State", "Reason"]
+
+    def models_state(self, request: gr.Request):
+        self.current_user(request, admin=True)
+        tiers = self.engine.tiers()
+        rows = [[s.tier, s.label, s.backend, s.state or ("ready" if s.available else "unavailable"), s.reason] for s in tiers]
+        return {
+            "models_table": pd.DataFrame(rows, columns=self.MODEL_COLUMNS),
+            "restart_tier": gr.update(choices=[s.tier for s in tiers]),
+            "models_message": "",
+        }
+
+    def restart_model(self, request: gr.Request, tier):
+        admin = self.current_user(request, admin=True)
+        if tier not in {s.tier for s in self.engine.tiers()}:
+            raise ValidationError("Choose the model to restart.")
+        self.engine.restart_tier(tier)
+        logger.warning("administrator %s restarted the %s model", admin.username, tier)  # who, when, what
+        return {**self.models_state(request), "models_message": f"Restarting the {tier} model; its state follows below."}
+
+    def build_admin_models(self, t, c: dict) -> None:
+        gr.Markdown(t("models_section"))
+        c["models_table"] = gr.Dataframe(headers=self.MODEL_COLUMNS, interactive=False, wrap=True, elem_id="models-table")
+        with gr.Row():
+            c["restart_tier"] = gr.Dropdown(label=t("model_to_restart"), choices=[], scale=3)
+            c["restart_model_button"] = gr.Button(t("restart_model"), variant="stop", scale=1)
+        c["models_message"] = gr.Markdown(elem_id="models-message")
+
+    def wire_admin_models(self, c: dict, admin_tab, refresh_button) -> None:
+        outputs = ["models_table", "restart_tier", "models_message"]
+        self.wire(admin_tab.select, self.models_state, [], outputs, api_name=False)
+        self.wire(refresh_button.click, self.models_state, [], outputs, api_name=False)
+        self.wire(
+            c["restart_model_button"].click, self.restart_model, ["restart_tier"], outputs,
+            api_name="restart_model", api_visibility="undocumented",
+        )
