@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import platform
+import threading
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 from ..config import Settings
 
 RECORD_FILE = "cpu_extra_buffers.json"
+_RECORD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def decide_extra_buffers(settings: Settings) -> ExtraBuffers:
 
 def remember_extra_buffers(settings: Settings, works: bool, detail: str = "") -> ExtraBuffers:
     """Record the probe's outcome for this machine; written atomically, so two workers may race."""
+    with _RECORD_LOCK:  # both tiers' supervisors learn at once; other processes race only the rename
+        return _write_record(settings, works, detail)
+
+
+def _write_record(settings: Settings, works: bool, detail: str) -> ExtraBuffers:
     records = _records(settings)
     records[machine_key()] = {
         "works": works,
@@ -83,7 +91,7 @@ def remember_extra_buffers(settings: Settings, works: bool, detail: str = "") ->
     }
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     target = settings.data_dir / RECORD_FILE
-    partial = target.with_name(f".{RECORD_FILE}.{os.getpid()}.part")
+    partial = target.with_name(f".{RECORD_FILE}.{uuid.uuid4().hex}.part")
     partial.write_text(json.dumps(records, indent=2), encoding="utf-8")
     os.replace(partial, target)
     return decide_extra_buffers(settings)

@@ -243,6 +243,13 @@ class LocalWorkerBackend:
         return env
 
     def _supervise(self) -> None:
+        try:
+            self._supervise_workers()
+        except Exception as exc:  # noqa: BLE001 — a bug here must leave a reason, never a tier stuck "loading"
+            logger.exception("the %s worker supervisor failed", self.tier.name)
+            self._set_state(FAILED, f"The model's supervisor failed ({type(exc).__name__}: {exc}); restart the app.")
+
+    def _supervise_workers(self) -> None:
         began = time.monotonic()
         while not self._closing.is_set():
             try:
