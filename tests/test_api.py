@@ -5,6 +5,7 @@ plus the router in-process (a scripted engine) for what needs exact timing or th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,13 @@ def router_app(settings, engine) -> FastAPI:
     app.include_router(create_api_router(settings, engine))
     return app
 
+
+
+def run_in_own_loop(coroutine):
+    """asyncio.run in a thread of its own: the session's Playwright browser keeps an event loop
+    running in this thread once a browser test has run, and asyncio.run refuses to nest."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 def test_system_text_is_folded_into_the_next_user_turn():
     history, prompt = fold_messages([
@@ -165,7 +173,7 @@ def test_a_client_gone_before_any_text_is_not_charged(settings, api_user):
         await asyncio.wait_for(app(scope, receive, send), 10)
 
     started = time.monotonic()
-    asyncio.run(exchange())
+    run_in_own_loop(exchange())
     assert time.monotonic() - started < 5  # the turn stopped; it did not wait out the 30 s
     deadline = time.monotonic() + 5
     while ledger.get_balance(alice.id).held and time.monotonic() < deadline:
