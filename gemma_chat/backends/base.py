@@ -161,5 +161,17 @@ class TierQueue:
             self._cond.wait_for(lambda: self._running == 0, timeout=timeout)
 
 
+def stop_prefix_length(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string: they wait
+    for the next piece before they are streamed."""
+    longest = 0
+    for s in stops:
+        for size in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:size]):
+                longest = max(longest, size)
+                break
+    return longest
+
+
 def ms_since(start: float) -> int:
     return int(round((time.monotonic() - start) * 1000))

@@ -17,7 +17,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..errors import ContextTooLongError, GenerationError
-from .base import GenerationResult, Message, ms_since
+from .base import GenerationResult, Message, ms_since, stop_prefix_length
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 
@@ -283,10 +283,4 @@ def _find_stop(text: str, stops: Sequence[str]) -> int | None:
 def _safe_end(text: str, stops: Sequence[str]) -> int:
     """How much of `text` can be streamed: hold back a tail that may begin a stop string,
     and trailing whitespace, which is dropped if the answer ends there."""
-    end = len(text.rstrip())
-    for s in stops:
-        for size in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:size]):
-                end = min(end, len(text) - size)
-                break
-    return end
+    return min(len(text.rstrip()), len(text) - stop_prefix_length(text, stops))

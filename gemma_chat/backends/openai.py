@@ -41,7 +41,7 @@ import httpx
 
 from ..config import Settings, TierSettings
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, QueueFullError
-from .base import GenerationResult, Message, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import GenerationResult, Message, TierQueue, TierStatus, Waiting, ms_since, normalize_messages, stop_prefix_length
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 TRIM_CHARS_PER_TOKEN = 3
@@ -137,11 +137,8 @@ class _Answer:
         if cuts:  # servers apply `stop` themselves; this is the belt to their braces
             self.text, self.hit_stop = self.text[: min(cuts)], True
         end = len(self.text.rstrip())
-        for s in [] if self.hit_stop else self.stops:
-            for size in range(min(len(s) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(s[:size]):
-                    end = min(end, len(self.text) - size)
-                    break
+        if not self.hit_stop:
+            end = min(end, len(self.text) - stop_prefix_length(self.text, self.stops))
         return self._take(end)
 
     def finish(self) -> str:

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import chat, idempotency, keys, ledger
+from ..backends.base import stop_prefix_length
 from ..config import Settings
 from ..error_log import log_error
 from ..errors import GemmaChatError, ValidationError
@@ -214,13 +215,7 @@ def cut_at_stop(text: str, stops) -> tuple[str, bool]:
 
 def safe_length(text: str, stops) -> int:
     """How much of `text` may be sent: a tail that could begin a stop sequence waits for more."""
-    end = len(text)
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                end = min(end, len(text) - k)
-                break
-    return end
+    return len(text) - stop_prefix_length(text, stops)
 
 
 # --- one completion, run in its own thread --------------------------------------------------------
