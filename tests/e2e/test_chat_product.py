@@ -17,7 +17,11 @@ from e2e.test_browser import expect_balance, sign_up
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-FAULTS_HOOK = {"GEMMA_CHAT_FAULT_INJECTION": "tests.reliability.faults:inject"}
+# Both hooks: [fault:hang] holds the worker mid-answer until Stop, so Esc cannot arrive too late.
+FAULTS_HOOK = {
+    "GEMMA_CHAT_FAULT_INJECTION": "tests.reliability.faults:inject",
+    "GEMMA_CHAT_WORKER_FAULT_INJECTION": "tests.reliability.worker_faults:install",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_enter_sends_shift_enter_adds_a_line_and_escape_stops(product_app, page)
     expect(box).to_have_value("")
     expect(page.get_by_test_id("user").last).to_contain_text("line two")
 
-    box.fill("[fault:slow] Tell me a long story about the sea.")
+    box.fill("[fault:hang] Tell me a long story about the sea.")
     box.press("Enter")
     expect(page.get_by_test_id("bot").nth(1)).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # text is streaming
     page.keyboard.press("Escape")

@@ -64,14 +64,20 @@ def placeholder(component: dict, dropdown: str | None = None) -> Any:
     return "x"
 
 
+KEEPALIVE_EXPIRY_S = 2.0
+
+
 class GradioSession:
     def __init__(self, url: str, config: dict | None = None, *, timeout: float = 120, local_address: str | None = None):
         self.url = url
         self.config = config or fetch_config(url)
         self.components = {c["id"]: c for c in self.config["components"]}
         self.session_hash = uuid.uuid4().hex
-        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
-        self.http = httpx.Client(timeout=timeout, transport=transport)
+        # Idle connections are dropped before the server's keep-alive (5 s) can close one under a
+        # request already on its way: a browser retries such a reset, this client would not.
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        transport = httpx.HTTPTransport(local_address=local_address, limits=limits) if local_address else None
+        self.http = httpx.Client(timeout=timeout, transport=transport, limits=limits)
         self._lock = threading.Lock()  # one event at a time per session, as in a browser tab
         self._loaded = True  # a fresh client is a page whose load event has no effect (no cookie)
 
