@@ -59,16 +59,17 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
 
     from .engine import Engine
 
-    # The workers load the models while this process imports gradio (most of the start-up time).
+    # The workers load the models while this process imports gradio and builds the UI (most of the
+    # start-up time); the server listens once the models are ready.
     engine = Engine.start(settings, log=lambda line: print(line, flush=True))
     from .web.app import create_app
     from .web.server import start_server
 
-    engine.wait_until_loaded()
     engine = _with_injected_faults(engine)
+    web = create_app(settings, engine)  # the UI reads the tiers' states per page load, not here
+    engine.wait_until_loaded()
     if not any(status.available for status in engine.tiers()):
         print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
-    web = create_app(settings, engine)
     if not _is_loopback(host):
         print(f"warning: listening on {host}, not only this computer: anyone on the network can reach the app.", flush=True)
 
