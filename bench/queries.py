@@ -18,6 +18,7 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+from .chats import add_conversations, measure_chats
 from .common import Options, ms, now, summary_ms
 
 FULL_SCALE = (10_000, 1_000_000)
@@ -249,6 +250,7 @@ def _history_sample(rng: random.Random, dataset: dict, calls: int) -> list[tuple
 
 def measure_queries(options: Options) -> dict:
     from gemma_chat.config import load_settings
+    from gemma_chat.conversations import conversation_turns, list_conversations
     from gemma_chat.db import close_database, database, open_database
     from gemma_chat.history import list_history
     from gemma_chat.ledger import verify_ledger
@@ -262,6 +264,8 @@ def measure_queries(options: Options) -> dict:
     options.say(f"  generating {users:,} users and {turns:,} turns…")
     dataset = generate_database(path, users, turns)
     options.say(f"  generated in {dataset['generate_s']} s ({dataset['file_bytes'] / 1e6:,.0f} MB)")
+    options.say("  grouping the turns into chats…")
+    chat_dataset = add_conversations(path)
     settings = load_settings(data_dir=path.parent, env={})
     open_database(path)
     try:
@@ -320,6 +324,13 @@ def measure_queries(options: Options) -> dict:
         verify_ledger(stale_after_s=settings.stale_hold_s)
         ledger_s = now() - began
         verify_plans = query_plans(capture_statements(lambda: verify_ledger(stale_after_s=settings.stale_hold_s)))
+        chats = measure_chats(options, chat_dataset)
+        long_chat = chat_dataset["long_chat"]
+        heavy_user = max(chat_dataset["chats_per_user"], key=chat_dataset["chats_per_user"].get)
+        chat_plans = query_plans(capture_statements(lambda: list_conversations(heavy_user, 1, 20)))
+        chat_plans += query_plans(
+            capture_statements(lambda: conversation_turns(long_chat["user_id"], long_chat["conversation_id"]))
+        )
     finally:
         close_database()
     # SQLite's lighter check (no index-against-table comparison) on a plain connection, for scale.
@@ -331,7 +342,7 @@ def measure_queries(options: Options) -> dict:
     finally:
         connection.close()
 
-    all_plans = history_plans + report_plans + week_plans + verify_plans
+    all_plans = history_plans + report_plans + week_plans + verify_plans + chat_plans
     dataset = {k: v for k, v in dataset.items() if k not in ("weights", "user_ids")}
     return {
         "dataset": dataset,
@@ -352,6 +363,7 @@ def measure_queries(options: Options) -> dict:
             "problems": problems[:10],
             "passed": not problems,
         },
-        "plans": {"history": history_plans, "report_all_time": report_plans, "report_one_week": week_plans, "verify": verify_plans},
+        "chats": chats,
+        "plans": {"chats": chat_plans, "history": history_plans, "report_all_time": report_plans, "report_one_week": week_plans, "verify": verify_plans},
         "table_scans": sorted({scan for plan in all_plans for scan in plan["table_scans"]}),
     }

@@ -159,11 +159,12 @@ def conversation_turns(user_id: int, conversation_id, *, limit: int | None = Non
     conversation = get_conversation(user_id, conversation_id)
     statuses = ", ".join("?" * len(SHOWN_STATUSES))
     sql = f"""SELECT id, prompt, answer, status, model_name, credits_charged, completion_tokens, duration_ms
-              FROM interactions i WHERE conversation_id = ? AND status IN ({statuses})
-              AND NOT EXISTS (SELECT 1 FROM interactions r WHERE r.conversation_id = i.conversation_id
-                              AND r.replaces_id = i.id AND r.status <> 'refused')
+              FROM interactions WHERE conversation_id = ? AND status IN ({statuses})
+              AND id NOT IN (SELECT replaces_id FROM interactions WHERE conversation_id = ?
+                             AND replaces_id IS NOT NULL AND status <> 'refused')
               ORDER BY id DESC"""
-    params: list = [conversation.id, *SHOWN_STATUSES]
+    # The replaced turns are read once (not once per turn: a chat of 200 turns took 40,000 reads).
+    params: list = [conversation.id, *SHOWN_STATUSES, conversation.id]
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)

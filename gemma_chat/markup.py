@@ -13,6 +13,7 @@ import html
 import re
 
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_INLINE_SPECIAL = re.compile(r"[\\\]`]")  # what _inline looks at: a backslash, "]" and a backtick
 
 
 def escape_text(text: str) -> str:
@@ -54,6 +55,10 @@ def _inline(text: str) -> str:
     out: list[str] = []
     i, start, n = 0, 0, len(text)
     while i < n:
+        found = _INLINE_SPECIAL.search(text, i)  # jump over plain prose: a long chat has much of it
+        if found is None:
+            break
+        i = found.start()
         char = text[i]
         if char == "\\" and i + 1 < n:
             i += 2

@@ -57,6 +57,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert number(queries["history"]["all"]["p95_ms"])
     assert all(number(queries["report"][span]["total_ms"]) for span in ("all_time", "one_week"))
     assert queries["plans"]["history"] and all(plan["plan"] for plan in queries["plans"]["history"])
+    chats = queries["chats"]
+    assert number(chats["list"]["all"]["p95_ms"]) and number(chats["open_long_chat"]["p95_ms"])
+    assert chats["open_long_chat"]["turns"] == 200  # the long chat as a reader sees it
+    assert chats["dataset"]["conversations"] > chats["list"]["users"]
     assert number(results["startup"]["app"]["first_http_200_s"]) and number(results["startup"]["app"]["rss_bytes"])
     assert number(results["startup"]["import_gradio"]["process_s"]) and number(results["startup"]["first_http_200_vs_limit"])
     assert number(results["isolation"]["engine"]["busy_ttft_ms"]) and number(results["isolation"]["raw"]["idle_ttft_ms"])
