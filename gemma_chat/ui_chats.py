@@ -58,7 +58,8 @@ class ChatsTab:
         """A click on a row selects that chat (its title goes to the rename box)."""
         user = self.current_user(request)
         ids = self.owned_by(user.id, ids)
-        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        index = event.index  # [row, column] from a table click; anything from a forged event
+        row = index[0] if isinstance(index, (list, tuple)) and index else index
         if not isinstance(row, int) or not 0 <= row < len(ids):
             return {"selected_chat": self.owned(user.id, []), "chat_title": ""}
         conversation = conversations.get_conversation(user.id, ids[row])
@@ -81,7 +82,7 @@ class ChatsTab:
     def rename_chat(self, request: gr.Request, page, search, selected, title):
         user = self.current_user(request)
         renamed = conversations.rename_conversation(user.id, self._selected(user.id, selected), title)
-        outputs = self.chats_page(request, page, search)
+        outputs = self._listing_after_change(request, page, search)
         return {**outputs, "chats_message": f"Renamed to “{renamed.title}”."}
 
     def delete_chat(self, request: gr.Request, page, search, selected):
@@ -90,13 +91,21 @@ class ChatsTab:
         conversation = conversations.get_conversation(found.user.id, self._selected(found.user.id, selected))
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
-        outputs = self.chats_page(request, page, search)
+        outputs = self._listing_after_change(request, page, search)
         outputs["chats_message"] = f"Deleted “{conversation.title}”."
         if was_open:
             outputs.update(chatbot=[], turns=[])
         else:
             outputs.update(chatbot=gr.update(), turns=gr.update())
         return outputs
+
+    def _listing_after_change(self, request: gr.Request, page, search):
+        """The list after a rename or delete that succeeded: a bad page or search (only a forged
+        event sends one) shows the first page rather than report the done change as a failure."""
+        try:
+            return self.chats_page(request, page, search)
+        except conversations.ValidationError:
+            return self.chats_page(request, 1, "")
 
     def build_chats_tab(self, t, c: dict) -> None:
         """The tab's components go into `c` by name; ChatApp.build wires their events."""
