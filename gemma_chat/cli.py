@@ -13,6 +13,7 @@ import getpass
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from . import auth, ledger
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key.add_argument("key_id", type=int)
 
     commands.add_parser("verify", parents=[common], help="check the database and the ledger invariant")
+
+    db_parser = commands.add_parser("db", parents=[common], help="the database: migrate, back up")
+    db_commands = db_parser.add_subparsers(dest="db_command", metavar="ACTION", required=True, parser_class=_Parser)
+    db_commands.add_parser("migrate", parents=[common], help="bring the schema up to date and say what changed")
+    backup = db_commands.add_parser("backup", parents=[common], help="a consistent copy, safe while the app runs")
+    backup.add_argument("file", type=Path, help="the new file to write (never overwritten)")
     return parser
 
 
@@ -350,6 +357,40 @@ def cmd_verify(settings: Settings, args) -> int:
     return EXIT_FAILED
 
 
+def cmd_db(settings: Settings, args) -> int:
+    from .db import applied_migrations, close_database, open_database
+
+    if args.db_command == "migrate":
+        open_database(settings.db_path)  # applies what is missing, each migration once
+        try:
+            applied = applied_migrations()
+        finally:
+            close_database()
+        print(f"{settings.db_path}: schema up to date ({len(applied)} migrations, the last {applied[-1]}).")
+        return EXIT_OK
+    from .backup import backup_database
+    from .verify import verify_database
+
+    if not settings.db_path.is_file():
+        raise GemmaChatError(f"There is no database at {settings.db_path} to back up.")
+    copy = backup_database(settings.db_path, args.file)
+    # The copy is checked as `verify` checks the live database: integrity and the ledger invariant.
+    open_database(copy.path)
+    try:
+        problems = verify_database(settings)
+    finally:
+        close_database()
+    print(f"Backed up {settings.db_path} to {copy.path}: {copy.size_bytes / 1e6:,.1f} MB, "
+          f"{copy.users} accounts, {copy.ledger_entries} ledger entries.")
+    if problems:
+        print(f"The copy fails verification ({len(problems)} problem(s)); the live database may too — run verify:")
+        for problem in problems:
+            print(f"- {problem}")
+        return EXIT_FAILED
+    print("The copy passes the integrity, foreign-key and ledger checks.")
+    return EXIT_OK
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "models": cmd_models,
@@ -358,4 +399,5 @@ COMMANDS = {
     "credits": cmd_credits,
     "keys": cmd_keys,
     "verify": cmd_verify,
+    "db": cmd_db,
 }

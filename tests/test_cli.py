@@ -162,3 +162,56 @@ def test_credits_grant_without_by_records_the_command_line_as_the_actor(cli, dat
     report = json.loads(cli("report", "--format", "json").stdout)
     assert report["model_performance"] == [] and report["active_users_by_day"] == []
     assert "Model performance" in cli("report").stdout
+
+
+# Tops alice up once a millisecond until killed: the app writing while the backup runs.
+BUSY_WRITER = """
+import sys
+from gemma_chat import auth, ledger
+from gemma_chat.db import open_database
+open_database(sys.argv[1])
+alice = auth.find_user("alice")
+while True:
+    ledger.top_up(alice.id, 1, maximum=1000)
+"""
+
+
+def ledger_entries(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT COUNT(*) FROM ledger_entries").fetchone()[0]
+
+
+def test_db_backup_copies_a_consistent_database_while_it_is_written_and_never_overwrites(cli, data_dir, tmp_path):
+    assert "schema up to date" in cli("db", "migrate").stdout
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    live = data_dir / "gemma_chat.db"
+    writer = subprocess.Popen([sys.executable, "-c", BUSY_WRITER, str(live)], cwd=ROOT, env=run_env(data_dir))
+    try:
+        while ledger_entries(live) < 50:
+            assert writer.poll() is None, "the writer died"
+        backup = cli("db", "backup", str(tmp_path / "copy.db"))
+        written_during = ledger_entries(live)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert backup.returncode == 0, backup.stderr
+    assert "The copy passes the integrity, foreign-key and ledger checks." in backup.stdout
+    copied = ledger_entries(tmp_path / "copy.db")
+    assert 50 <= copied <= written_during  # one instant of the live database, taken while it grew
+
+    restored = tmp_path / "restored"  # the copy is a data dir's database the app opens as it is
+    restored.mkdir()
+    (tmp_path / "copy.db").rename(restored / "gemma_chat.db")
+    verified = subprocess.run([sys.executable, str(ROOT / "main.py"), "verify"], capture_output=True, text=True,
+                              env=run_env(restored), timeout=120)
+    assert verified.returncode == 0 and verified.stdout.startswith("healthy"), verified.stdout + verified.stderr
+    assert f"balance {copied + 9}" in subprocess.run(  # 10 signup credits + a credit per top-up entry
+        [sys.executable, str(ROOT / "main.py"), "credits", "show", "alice"], capture_output=True, text=True,
+        env=run_env(restored), timeout=120,
+    ).stdout
+
+    again = cli("db", "backup", str(restored / "gemma_chat.db"))
+    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert ledger_entries(restored / "gemma_chat.db") == copied  # untouched
+    nowhere = cli("db", "backup", str(tmp_path / "missing" / "x.db"))
+    assert nowhere.returncode == 1 and "does not exist" in nowhere.stderr
