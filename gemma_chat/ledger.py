@@ -164,8 +164,8 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
         return Hold(id=cursor.lastrowid, request_id=request_id, user=user_id, amount=amount, status="active", created_at=created_at)
 
 
-def _active_hold(request_id: str) -> Hold:
-    """The hold's id, user, amount and status: what settling it needs."""
+def _find_hold(request_id: str) -> Hold:
+    """The hold's id, user, amount and status (HoldNotFoundError without one)."""
     row = database.execute_sql(
         "SELECT id, user_id, amount, status FROM holds WHERE request_id = ?", (request_id,)
     ).fetchone()
@@ -180,15 +180,29 @@ def _unchanged(hold: Hold, verb: str) -> Settlement:
     )
 
 
+def _settle_active(request_id: str, status: str, reason: str | None = None) -> Hold | None:
+    """Move the hold from active to `status` in one guarded UPDATE; None if it was not active.
+
+    Reading the status first and writing it after would let two settlements of one hold both see
+    "active" on a database without a single writer (PostgreSQL's READ COMMITTED): the guard makes
+    the second one change nothing, whatever the engine.
+    """
+    row = database.execute_sql(
+        """UPDATE holds SET status = ?, settled_at = ?, release_reason = ?
+           WHERE request_id = ? AND status = 'active' RETURNING id, user_id, amount""",
+        (status, str(utcnow()), reason, request_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return Hold(id=row[0], request_id=request_id, user=row[1], amount=row[2], status=status)
+
+
 def capture_hold(request_id: str) -> Settlement:
     """Turn an active hold into a charge. Idempotent: a settled hold is left as it is."""
     with transaction():
-        hold = _active_hold(request_id)
-        if hold.status != "active":
-            return _unchanged(hold, "capture")
-        database.execute_sql(
-            "UPDATE holds SET status = 'captured', settled_at = ? WHERE id = ?", (str(utcnow()), hold.id)
-        )
+        hold = _settle_active(request_id, "captured")
+        if hold is None:
+            return _unchanged(_find_hold(request_id), "capture")
         _append_entry(hold.user_id, -hold.amount, "charge", request_id=request_id, unhold=hold.amount)
         return Settlement(request_id, "captured", hold.amount, True, f"Charged {hold.amount} credits.")
 
@@ -196,15 +210,14 @@ def capture_hold(request_id: str) -> Settlement:
 def release_hold(request_id: str, reason: str = "released") -> Settlement:
     """End an active hold without charging. Idempotent."""
     with transaction():
-        hold = _active_hold(request_id)
-        if hold.status != "active":
-            return _unchanged(hold, "release")
-        _release(hold, reason)
+        hold = _settle_active(request_id, "released", reason)
+        if hold is None:
+            return _unchanged(_find_hold(request_id), "release")
+        _unhold(hold)
         return Settlement(request_id, "released", hold.amount, True, f"Released {hold.amount} held credits.")
 
 
-def _release(hold: Hold, reason: str) -> None:
-    Hold.update(status="released", settled_at=utcnow(), release_reason=reason).where(Hold.id == hold.id).execute()
+def _unhold(hold: Hold) -> None:
     updated = database.execute_sql(
         "UPDATE users SET held = held - ? WHERE id = ? AND held >= ?", (hold.amount, hold.user_id, hold.amount)
     ).rowcount
@@ -221,10 +234,13 @@ def release_stale_holds(*, older_than_s: float | None = None, reason: str = "rel
         query = Hold.select().where(Hold.status == "active")
         if older_than_s is not None:
             query = query.where(Hold.created_at < utcnow() - dt.timedelta(seconds=older_than_s))
-        holds = list(query)
-        for hold in holds:
-            _release(hold, reason)
-        return holds
+        released = []
+        for hold in list(query):  # read first: the loop changes the rows the query selects
+            settled = _settle_active(hold.request_id, "released", reason)
+            if settled is not None:
+                _unhold(settled)
+                released.append(hold)
+        return released
 
 
 def active_holds() -> list[Hold]:
