@@ -313,12 +313,9 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         replaced = None
         if editing is not None and open_id is not None and editing == (open_id, self._last_turn_id(user.id, open_id)):
             replaced = editing[1]  # still the chat's last turn; otherwise the edit no longer applies
-        try:
-            yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced)
-        except gr.Error:
-            if replaced is not None:
-                self._editing[found.session_id] = editing  # refused: still editing, nothing changed
-            raise
+        answered = yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced)
+        if not answered:
+            self._editing[found.session_id] = editing  # refused: still editing, nothing changed
 
     def regenerate(self, request: gr.Request, tier):
         """Answer the chat's last message again, replacing its answer (a new charge)."""
@@ -326,8 +323,18 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
-            raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
+            yield self._refused("There is no answer to regenerate yet.")
+            return
         yield from self._answer(found, tier, last.prompt, None, open_id, last.id)
+
+    @staticmethod
+    def _refused(message: str) -> tuple:
+        """A Regenerate or edit that cannot run: a warning popup, and the chat, box and balance as they were.
+
+        (An error popup would also mark every output of the event as failed.)
+        """
+        gr.Warning(message)
+        return (gr.update(),) * 4
 
     def _signed_in_for_chat(self, request) -> sessions.SignedIn:
         try:
@@ -345,10 +352,12 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
 
         A replacement (`replaces_id`) is shown in place of the turn it replaces, and refused
         (insufficient credits, an answer still streaming) with a popup that leaves the chat as it was.
+        Returns False when a replacement was refused.
         """
         user = found.user
         if replaces_id is not None and self._answering.get(found.session_id):
-            raise gr.Error(WAIT_FOR_ANSWER, print_exception=False)
+            yield self._refused(WAIT_FOR_ANSWER)
+            return False
         # The chat and the context the model sees come from the server (the session's open chat),
         # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
         box = gr.update() if chatbot is None else ""  # Regenerate leaves a draft in the box alone
@@ -375,7 +384,10 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                 if open_id is None and update.conversation_id is not None:
                     open_id = update.conversation_id  # this turn started a chat: the session keeps it open
                     conversations.set_open_conversation(user.id, found.session_id, open_id)
-                if update.status == "rejected" or (replaces_id is not None and update.status in ("refused", "busy")):
+                if replaces_id is not None and update.status in ("rejected", "refused", "busy"):
+                    yield self._refused(update.message)
+                    return False
+                if update.status == "rejected":
                     raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
                 if update.status == "streaming":
                     now = time.monotonic()
@@ -394,6 +406,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
         yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, balance_text(user.id), context
+        return True
 
     def edit_last(self, request: gr.Request):
         """Put the chat's last message back in the box: the next Send replaces it. Again: cancel."""
@@ -401,11 +414,13 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         if self._editing.pop(found.session_id, None) is not None:
             return {"edit_button": EDIT_LABEL}
         if self._answering.get(found.session_id):
-            raise GemmaChatError(WAIT_FOR_ANSWER)
+            gr.Warning(WAIT_FOR_ANSWER)  # a warning: an error would mark the message box as failed
+            return {}
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
-            raise GemmaChatError("There is no message to edit yet.")
+            gr.Warning("There is no message to edit yet.")
+            return {}
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": CANCEL_EDIT_LABEL}
 

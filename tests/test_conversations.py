@@ -9,7 +9,6 @@ import pytest
 from conftest import signed_in_request
 from gemma_chat import conversations, db
 from gemma_chat.db import Conversation, Interaction
-from gemma_chat.errors import GemmaChatError
 from gemma_chat.reports import Reports
 from gemma_chat.ui import ChatApp
 
@@ -172,11 +171,14 @@ def browser_request_none():
     return browser_request(None)
 
 
+NOTHING_CHANGED = (gr.update(),) * 4  # a refused Regenerate or edit: the chat, box and balance stay
+
+
 def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
     session = signed_in_request(app.settings, "alice")
     assert app.regenerate_label(session, "pro") == {"regenerate_button": "Regenerate (3 credits)"}
-    with pytest.raises(gr.Error, match="no answer to regenerate"):
-        list(app.regenerate(session, "mini"))
+    with pytest.warns(UserWarning, match="no answer to regenerate"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
     send(app, session, "My name is Ada.")
     send(app, session, "Name a colour.")
     old = Interaction.select().order_by(Interaction.id.desc()).get()
@@ -199,8 +201,8 @@ def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
 
 def test_edit_last_message_puts_it_back_and_send_replaces_the_turn(app):
     session = signed_in_request(app.settings, "alice")
-    with pytest.raises(GemmaChatError, match="no message to edit"):
-        app.edit_last(session)
+    with pytest.warns(UserWarning, match="no message to edit"):
+        assert app.edit_last(session) == {}
     send(app, session, "Name a fruit.")
     old = Interaction.select().order_by(Interaction.id.desc()).get()
     edited = app.edit_last(session)
@@ -227,11 +229,11 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
     user_id = app.current_user(session).id
     ledger.grant_credits(user_id, -9, actor_id=None)
     rows = Interaction.select().count()
-    with pytest.raises(gr.Error, match="Not enough credits"):
-        list(app.regenerate(session, "mini"))
+    with pytest.warns(UserWarning, match="Not enough credits"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
     app.edit_last(session)
-    with pytest.raises(gr.Error, match="Not enough credits"):
-        list(app.send(session, "mini", "Name a nut.", [], []))
+    with pytest.warns(UserWarning, match="Not enough credits"):
+        assert list(app.send(session, "mini", "Name a nut.", [], [])) == [NOTHING_CHANGED]
     assert app.edit_state(session) == {"edit_button": "Cancel edit"}  # still editing: nothing changed
     assert ledger.get_balance(user_id).balance == 0
     assert [t.prompt for t in conversations.conversation_turns(user_id, Interaction.get().conversation_id)] == ["Name a fruit."]
@@ -241,9 +243,9 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
     ledger.grant_credits(user_id, 5, actor_id=None)
     streaming = app.send(session, "mini", "Tell me about the sea.", [], [])
     next(streaming)  # held: the answer is on its way
-    with pytest.raises(gr.Error, match="Wait for the answer"):
-        list(app.regenerate(session, "mini"))
-    with pytest.raises(GemmaChatError, match="Wait for the answer"):
-        app.edit_last(session)
+    with pytest.warns(UserWarning, match="Wait for the answer"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    with pytest.warns(UserWarning, match="Wait for the answer"):
+        assert app.edit_last(session) == {}
     streaming.close()
     assert ledger.get_balance(user_id).balance == 5  # closed before any text: released
