@@ -185,6 +185,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         self._stop_events: dict[str, threading.Event] = {}
         # Per session: answers streaming now, and the turn Edit last message put back in the box.
         self._answering: dict[int, int] = {}
+        self._answering_lock = threading.Lock()  # one session's answers may run in two threads
         self._editing: dict[int, tuple[int, int]] = {}
         self.i18n = gr.I18n(**TRANSLATIONS)
         self.components: dict[str, gr.components.Component] = {}  # by name, filled by build()
@@ -310,9 +311,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         user = found.user
         open_id = conversations.open_conversation_of(user.id, found.session_id)
         editing = self._editing.pop(found.session_id, None)
-        replaced = None
-        if editing is not None and open_id is not None and editing == (open_id, self._last_turn_id(user.id, open_id)):
-            replaced = editing[1]  # still the chat's last turn; otherwise the edit no longer applies
+        replaced = editing[1] if self._edit_applies(user.id, open_id, editing) else None
         answered = yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced)
         if not answered:
             self._editing[found.session_id] = editing  # refused: still editing, nothing changed
@@ -343,9 +342,12 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
             raise gr.Error(exc.message, print_exception=False) from None
 
     @staticmethod
-    def _last_turn_id(user_id: int, conversation_id: int) -> int | None:
-        last = conversations.last_turn(user_id, conversation_id)
-        return last.id if last else None
+    def _edit_applies(user_id: int, open_id: int | None, editing: tuple[int, int] | None) -> bool:
+        """An edit still replaces its turn while that is the last turn of the open chat."""
+        if editing is None or open_id is None or editing[0] != open_id:
+            return False
+        last = conversations.last_turn(user_id, open_id)
+        return last is not None and last.id == editing[1]
 
     def _answer(self, found: sessions.SignedIn, tier, message, chatbot: list | None, open_id, replaces_id):
         """Run one turn and stream it: (chatbot, message box, balance, context) for each update.
@@ -378,7 +380,8 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
             self.settings, self.engine, user.id, tier, message, context, stop=stop,
             conversation_id=open_id, new_conversation=open_id is None, replaces_id=replaces_id,
         )
-        self._answering[found.session_id] = self._answering.get(found.session_id, 0) + 1
+        with self._answering_lock:
+            self._answering[found.session_id] = self._answering.get(found.session_id, 0) + 1
         try:
             for update in turn:
                 if open_id is None and update.conversation_id is not None:
@@ -400,9 +403,10 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             raise gr.Error(f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
         finally:
-            self._answering[found.session_id] -= 1
-            if not self._answering[found.session_id]:
-                del self._answering[found.session_id]
+            with self._answering_lock:
+                self._answering[found.session_id] -= 1
+                if not self._answering[found.session_id]:
+                    del self._answering[found.session_id]
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
         yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, balance_text(user.id), context
@@ -427,14 +431,11 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
     def edit_state(self, request: gr.Request):
         """The Edit button's label after the chat changed: an edit ends with its Send or another chat."""
         found = self.signed_in(request, touch=False)
-        editing = self._editing.get(found.session_id)
-        if editing is not None:
-            if editing != (conversations.open_conversation_of(found.user.id, found.session_id), self._last_turn_id(
-                found.user.id, editing[0]
-            )):
-                self._editing.pop(found.session_id, None)
-                editing = None
-        return {"edit_button": EDIT_LABEL if editing is None else CANCEL_EDIT_LABEL}
+        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
+        if self._edit_applies(found.user.id, open_id, self._editing.get(found.session_id)):
+            return {"edit_button": CANCEL_EDIT_LABEL}
+        self._editing.pop(found.session_id, None)
+        return {"edit_button": EDIT_LABEL}
 
     def regenerate_label(self, request: gr.Request, tier):
         """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""

@@ -249,3 +249,14 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
         assert app.edit_last(session) == {}
     streaming.close()
     assert ledger.get_balance(user_id).balance == 5  # closed before any text: released
+
+
+def test_an_edit_ends_when_another_chat_is_opened(app):
+    session = signed_in_request(app.settings, "alice")
+    send(app, session, "Name a fruit.")
+    app.edit_last(session)
+    app.new_chat(session)
+    assert app.edit_state(session) == {"edit_button": "Edit last message"}  # the label the page gets after New chat
+    send(app, session, "Name a tree.")
+    assert [row.replaces_id for row in Interaction.select()] == [None, None]
+    assert [row.title for row in Conversation.select()] == ["Name a fruit.", "Name a tree."]
