@@ -116,6 +116,8 @@ def run_turn(
         status = tier_status(engine, tier)
         if conversation_id is not None:
             conversations.get_conversation(user_id, conversation_id)
+        elif replaces_id is not None:
+            raise ValidationError("Only the last message of a chat can be regenerated or edited.")
     except UnknownUserError:
         yield TurnUpdate("rejected", message="Your session has ended; please log in again.")
         return
@@ -133,6 +135,8 @@ def run_turn(
     try:
         chat_id = conversation_id  # set only once the transaction commits: a refusal rolls a new chat back
         with transaction():
+            if replaces_id is not None:  # checked in the write transaction: two replacements cannot both pass
+                conversations.check_replaceable(user_id, chat_id, replaces_id)
             ledger.hold_credits(user_id, tier_settings.price, request_id)
             if chat_id is None and new_conversation:
                 chat_id = conversations.create_conversation(user_id, prompt)
@@ -159,6 +163,9 @@ def run_turn(
         return
     except DatabaseBusyError as exc:
         yield replace(base, status="busy", message=exc.message)
+        return
+    except ValidationError as exc:  # the turn to replace is no longer the chat's last, or still running
+        yield replace(base, status="rejected", message=exc.message)
         return
 
     yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop)

@@ -19,6 +19,24 @@ TITLE_CHARS = 60
 MAX_TITLE_CHARS = 200
 CONTEXT_TURNS = 50  # the newest turns given to the model; the engine trims them further to fit n_ctx
 SHOWN_STATUSES = ("ok", "stopped", "error", "interrupted", "pending")  # a refused turn never ran
+# A turn regenerated or edited (a later turn names it in replaces_id) is hidden once its replacement
+# is running or has an answer; a replacement that failed (or was refused) is hidden instead, and the
+# old answer stays. Both rows stay on record, with their charges.
+
+
+def _takes_place(row: str) -> str:
+    return f"({row}.status = 'pending' OR ({row}.status IN ('ok', 'stopped') AND {row}.answer <> ''))"
+
+
+def _hidden(conversation: str) -> str:
+    """Whether turn `i` of chat `conversation` (an SQL expression) is hidden, per the rule above.
+
+    The replaced ids are one list per chat, not looked up per turn: with a lookup per turn, opening
+    a chat of 200 turns read 40,000 rows (bench/chats.py).
+    """
+    return f"""(i.replaces_id IS NOT NULL AND NOT {_takes_place('i')}
+              OR i.id IN (SELECT r.replaces_id FROM interactions r WHERE r.conversation_id = {conversation}
+                          AND r.replaces_id IS NOT NULL AND {_takes_place('r')}))"""
 
 
 class ConversationNotFoundError(ValidationError):
@@ -126,7 +144,8 @@ def list_conversations(user_id: int, page=1, page_size: int = 20, search: str | 
     page = min(page, total_pages)
     cursor = database.execute_sql(
         f"""SELECT c.id, c.title, c.updated_at,
-                   (SELECT COUNT(*) FROM interactions i WHERE i.conversation_id = c.id AND i.status <> 'refused')
+                   (SELECT COUNT(*) FROM interactions i WHERE i.conversation_id = c.id AND i.status <> 'refused'
+                    AND NOT {_hidden('c.id')})
             FROM conversations c WHERE {where}
             ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?""",
         params + [page_size, (page - 1) * page_size],
@@ -159,16 +178,30 @@ def conversation_turns(user_id: int, conversation_id, *, limit: int | None = Non
     conversation = get_conversation(user_id, conversation_id)
     statuses = ", ".join("?" * len(SHOWN_STATUSES))
     sql = f"""SELECT id, prompt, answer, status, model_name, credits_charged, completion_tokens, duration_ms
-              FROM interactions WHERE conversation_id = ? AND status IN ({statuses})
-              AND id NOT IN (SELECT replaces_id FROM interactions WHERE conversation_id = ?
-                             AND replaces_id IS NOT NULL AND status <> 'refused')
+              FROM interactions i WHERE conversation_id = ? AND status IN ({statuses})
+              AND NOT {_hidden('?')}
               ORDER BY id DESC"""
-    # The replaced turns are read once (not once per turn: a chat of 200 turns took 40,000 reads).
     params: list = [conversation.id, *SHOWN_STATUSES, conversation.id]
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
     return [Turn(*row) for row in reversed(database.execute_sql(sql, params).fetchall())]
+
+
+def last_turn(user_id: int, conversation_id) -> Turn | None:
+    """The chat's newest shown turn: the one Regenerate and Edit last message replace."""
+    turns = conversation_turns(user_id, conversation_id, limit=1)
+    return turns[-1] if turns else None
+
+
+def check_replaceable(user_id: int, conversation_id, turn_id) -> Turn:
+    """The turn a regenerated or edited one replaces: only the chat's newest, and not while it runs."""
+    last = last_turn(user_id, conversation_id)
+    if last is None or last.id != turn_id:
+        raise ValidationError("Only the last message of the chat can be regenerated or edited.")
+    if last.status == "pending":
+        raise ValidationError("Wait for the answer to finish (or press Stop) first.")
+    return last
 
 
 def context_of(turns: list[Turn]) -> list[tuple[str, str]]:

@@ -38,6 +38,10 @@ QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 SESSION_COOKIE = "gemma_session"
+REGENERATE_LABEL = "Regenerate"
+EDIT_LABEL = "Edit last message"
+CANCEL_EDIT_LABEL = "Cancel edit"
+WAIT_FOR_ANSWER = "Wait for the answer to finish (or press Stop) first."
 
 # The sign-in buttons run in the browser: they post the form to the app's /auth routes, which set
 # the session cookie (a Gradio event cannot), and reload the page, whose load event shows the app.
@@ -179,6 +183,10 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
         self.settings = settings
         self.engine = engine
         self._stop_events: dict[str, threading.Event] = {}
+        # Per session: answers streaming now, and the turn Edit last message put back in the box.
+        self._answering: dict[int, int] = {}
+        self._answering_lock = threading.Lock()  # one session's answers may run in two threads
+        self._editing: dict[int, tuple[int, int]] = {}
         self.i18n = gr.I18n(**TRANSLATIONS)
         self.components: dict[str, gr.components.Component] = {}  # by name, filled by build()
 
@@ -295,34 +303,93 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
     # --- chat -------------------------------------------------------------------------
 
     def send(self, request: gr.Request, tier, message, chatbot, turns):
-        """Stream one answer into the chat; the balance follows."""
-        chatbot = list(chatbot or [])
-        turns = list(turns or [])
+        """Stream one answer into the chat; the balance follows.
+
+        After Edit last message, the message replaces the chat's last turn (a new charge).
+        """
+        found = self._signed_in_for_chat(request)
+        user = found.user
+        open_id = conversations.open_conversation_of(user.id, found.session_id)
+        editing = self._editing.pop(found.session_id, None)
+        replaced = editing[1] if self._edit_applies(user.id, open_id, editing) else None
+        answered = yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced)
+        if not answered:
+            self._editing[found.session_id] = editing  # refused: still editing, nothing changed
+
+    def regenerate(self, request: gr.Request, tier):
+        """Answer the chat's last message again, replacing its answer (a new charge)."""
+        found = self._signed_in_for_chat(request)
+        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
+        last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
+        if last is None:
+            yield self._refused("There is no answer to regenerate yet.")
+            return
+        yield from self._answer(found, tier, last.prompt, None, open_id, last.id)
+
+    @staticmethod
+    def _refused(message: str) -> tuple:
+        """A Regenerate or edit that cannot run: a warning popup, and the chat, box and balance as they were.
+
+        (An error popup would also mark every output of the event as failed.)
+        """
+        gr.Warning(message)
+        return (gr.update(),) * 4
+
+    def _signed_in_for_chat(self, request) -> sessions.SignedIn:
         try:
-            found = self.signed_in(request)
+            return self.signed_in(request)
         except GemmaChatError as exc:
             raise gr.Error(exc.message, print_exception=False) from None
+
+    @staticmethod
+    def _edit_applies(user_id: int, open_id: int | None, editing: tuple[int, int] | None) -> bool:
+        """An edit still replaces its turn while that is the last turn of the open chat."""
+        if editing is None or open_id is None or editing[0] != open_id:
+            return False
+        last = conversations.last_turn(user_id, open_id)
+        return last is not None and last.id == editing[1]
+
+    def _answer(self, found: sessions.SignedIn, tier, message, chatbot: list | None, open_id, replaces_id):
+        """Run one turn and stream it: (chatbot, message box, balance, context) for each update.
+
+        A replacement (`replaces_id`) is shown in place of the turn it replaces, and refused
+        (insufficient credits, an answer still streaming) with a popup that leaves the chat as it was.
+        Returns False when a replacement was refused.
+        """
         user = found.user
-        stop = self._stop_events.setdefault(found.session_id, threading.Event())
-        stop.clear()
-        shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
-        update = None
-        sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
+        if replaces_id is not None and self._answering.get(found.session_id):
+            yield self._refused(WAIT_FOR_ANSWER)
+            return False
         # The chat and the context the model sees come from the server (the session's open chat),
         # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
-        open_id = conversations.open_conversation_of(user.id, found.session_id)
-        context = conversations.context_of(
-            conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
-        ) if open_id else []
+        box = gr.update() if chatbot is None else ""  # Regenerate leaves a draft in the box alone
+        if open_id is None:
+            earlier = []
+        elif replaces_id is None:
+            earlier = conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
+        else:  # the whole chat is shown again, without the turn being replaced
+            earlier = [turn for turn in conversations.conversation_turns(user.id, open_id) if turn.id != replaces_id]
+            chatbot = chat_messages(earlier)
+        context = conversations.context_of(earlier[-conversations.CONTEXT_TURNS:])
+        shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
+        stop = self._stop_events.setdefault(found.session_id, threading.Event())
+        stop.clear()
+        update = None
+        sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
         turn = chat.run_turn(
             self.settings, self.engine, user.id, tier, message, context, stop=stop,
-            conversation_id=open_id, new_conversation=open_id is None,
+            conversation_id=open_id, new_conversation=open_id is None, replaces_id=replaces_id,
         )
+        with self._answering_lock:
+            self._answering[found.session_id] = self._answering.get(found.session_id, 0) + 1
         try:
             for update in turn:
                 if open_id is None and update.conversation_id is not None:
                     open_id = update.conversation_id  # this turn started a chat: the session keeps it open
                     conversations.set_open_conversation(user.id, found.session_id, open_id)
+                if replaces_id is not None and update.status in ("rejected", "refused", "busy"):
+                    yield self._refused(update.message)
+                    return False
                 if update.status == "rejected":
                     raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
                 if update.status == "streaming":
@@ -330,14 +397,51 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                     if sent_text_at is not None and now - sent_text_at < STREAM_INTERVAL_S:
                         continue  # more text, or the final update, follows
                     sent_text_at = now
-                yield shown + [{"role": "assistant", "content": self._bubble(update)}], "", gr.update(), turns
+                yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, gr.update(), context
         except gr.Error:
             raise
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             raise gr.Error(f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
+        finally:
+            with self._answering_lock:
+                self._answering[found.session_id] -= 1
+                if not self._answering[found.session_id]:
+                    del self._answering[found.session_id]
         if update is not None and update.status in ("ok", "stopped") and update.answer:
-            turns = context + [(message.strip(), update.answer)]
-        yield shown + [{"role": "assistant", "content": self._bubble(update)}], "", balance_text(user.id), turns
+            context = context + [(message.strip(), update.answer)]
+        yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, balance_text(user.id), context
+        return True
+
+    def edit_last(self, request: gr.Request):
+        """Put the chat's last message back in the box: the next Send replaces it. Again: cancel."""
+        found = self.signed_in(request)
+        if self._editing.pop(found.session_id, None) is not None:
+            return {"edit_button": EDIT_LABEL}
+        if self._answering.get(found.session_id):
+            gr.Warning(WAIT_FOR_ANSWER)  # a warning: an error would mark the message box as failed
+            return {}
+        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
+        last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
+        if last is None:
+            gr.Warning("There is no message to edit yet.")
+            return {}
+        self._editing[found.session_id] = (open_id, last.id)
+        return {"message": last.prompt, "edit_button": CANCEL_EDIT_LABEL}
+
+    def edit_state(self, request: gr.Request):
+        """The Edit button's label after the chat changed: an edit ends with its Send or another chat."""
+        found = self.signed_in(request, touch=False)
+        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
+        if self._edit_applies(found.user.id, open_id, self._editing.get(found.session_id)):
+            return {"edit_button": CANCEL_EDIT_LABEL}
+        self._editing.pop(found.session_id, None)
+        return {"edit_button": EDIT_LABEL}
+
+    def regenerate_label(self, request: gr.Request, tier):
+        """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""
+        self.signed_in(request, touch=False)
+        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
+        return {"regenerate_button": REGENERATE_LABEL if price is None else f"{REGENERATE_LABEL} ({_plural(price, 'credit')})"}
 
     @staticmethod
     def _bubble(update: chat.TurnUpdate) -> str:
@@ -528,7 +632,13 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                             send_button = gr.Button(t("send"), variant="primary")
                             stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
-                    c.update(chatbot=chatbot, turns=turns, tabs=tabs)
+                        with gr.Row():
+                            regenerate_button = gr.Button(REGENERATE_LABEL, size="sm", elem_id="regenerate-button")
+                            edit_button = gr.Button(EDIT_LABEL, size="sm", elem_id="edit-button")
+                    c.update(
+                        chatbot=chatbot, turns=turns, tabs=tabs, message=message, balance=balance, model=model,
+                        regenerate_button=regenerate_button, edit_button=edit_button,
+                    )
                     self.build_chats_tab(t, c)
                     with gr.Tab(t("history"), id="history") as history_tab:
                         history_table = gr.Dataframe(
@@ -601,14 +711,26 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                 concurrency_limit=2 * (self.settings.queue_size + 1),
                 show_progress="hidden",
             )
-            send_button.click(**chat_event)
-            message.submit(**{**chat_event, "api_name": False})
+            # Regenerate and an edited message replace the chat's last turn: a new turn, charged anew.
+            regenerate_event = {**chat_event, "fn": self.regenerate, "inputs": [model], "api_name": "regenerate"}
+            # The Edit button shows "Cancel edit" while an edit waits for Send; anything that ends it resets it.
+            chat_changes = [
+                send_button.click(**chat_event),
+                message.submit(**{**chat_event, "api_name": False}),
+                regenerate_button.click(**regenerate_event),
+                new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat"),
+                chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False),  # its trash icon: a new chat too
+            ]
             stop_button.click(self.stop, None, None, api_name="stop", queue=False)
-            new_chat_button.click(self.new_chat, None, [chatbot, turns], api_name="new_chat")
-            chatbot.clear(self.new_chat, None, [chatbot, turns], api_name=False)  # its trash icon: a new chat too
-            self.wire_chats_tab(c)
+            self.wire(edit_button.click, self.edit_last, [], ["message", "edit_button"], api_name="edit_last_message")
+            self.wire(model.change, self.regenerate_label, ["model"], ["regenerate_button"], api_name=False, show_progress="hidden")
+            chat_changes.append(self.wire_chats_tab(c))
             self.wire_account_tab(c)
-            self.wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
+            chat_changes.append(
+                self.wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
+            )
+            for event in chat_changes:
+                self.wire(event.then, self.edit_state, [], ["edit_button"], api_name=False, show_progress="hidden")
 
             history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
             history_tab.select(self.history, [history_page], history_outputs, api_name="history")

@@ -131,7 +131,8 @@ class ChatsTab:
             c["chats_ids"] = gr.State([])
             c["selected_chat"] = gr.State([])
 
-    def wire_chats_tab(self, c: dict) -> None:
+    def wire_chats_tab(self, c: dict):
+        """Wires the tab's events; returns Open's, which ChatApp.build chains after."""
         listing = ["chats_table", "chats_label", "chats_page_state", "chats_ids", "selected_chat", "chat_title", "chats_message"]
         wire = self.wire
         wire(c["chats_tab"].select, self.chats_page, ["chats_page_state", "chats_search"], listing, api_name="chats")
@@ -140,7 +141,9 @@ class ChatsTab:
         wire(c["chats_previous"].click, self.chats_previous, ["chats_page_state", "chats_search"], listing, api_name=False)
         wire(c["chats_next"].click, self.chats_next, ["chats_page_state", "chats_search"], listing, api_name=False)
         wire(c["chats_table"].select, self.select_chat, ["chats_ids"], ["selected_chat", "chat_title"], api_name=False)
-        wire(c["open_chat_button"].click, self.open_chat, ["selected_chat"], ["chatbot", "turns", "tabs"], api_name="open_chat")
+        opened = wire(
+            c["open_chat_button"].click, self.open_chat, ["selected_chat"], ["chatbot", "turns", "tabs"], api_name="open_chat"
+        )
         wire(
             c["rename_chat_button"].click, self.rename_chat, ["chats_page_state", "chats_search", "selected_chat", "chat_title"],
             listing, api_name="rename_chat",
@@ -149,3 +152,4 @@ class ChatsTab:
             c["delete_chat_button"].click, self.delete_chat, ["chats_page_state", "chats_search", "selected_chat"],
             listing + ["chatbot", "turns"], api_name="delete_chat",
         )
+        return opened

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from gemma_chat import auth, chat, ledger
+from gemma_chat import auth, chat, conversations, ledger
 from gemma_chat.db import ErrorEvent, Interaction
 from gemma_chat.errors import GenerationError, QueueFullError
 from gemma_chat.verify import verify_database
@@ -194,3 +194,50 @@ def test_earlier_turns_are_sent_as_context(chat_settings, demo_engine, alice):
         {"role": "assistant", "content": "Paris."},
         {"role": "user", "content": "And Germany?"},
     ]
+
+
+def test_a_replacement_turn_is_charged_anew_and_hides_the_turn_it_replaces(chat_settings, demo_engine, alice):
+    first = run(chat_settings, demo_engine, alice, message="Name a colour.", new_conversation=True)[-1]
+    chat_id = first.conversation_id
+    second = run(chat_settings, demo_engine, alice, message="Name a fruit.", conversation_id=chat_id)[-1]
+    old = Interaction.get(Interaction.request_id == second.request_id)
+    again = run(chat_settings, demo_engine, alice, message="Name a fruit.", conversation_id=chat_id, replaces_id=old.id)[-1]
+    assert again.status == "ok" and again.credits_charged == 1
+    assert balance(alice) == 7  # three answers, three charges
+    new = Interaction.get(Interaction.request_id == again.request_id)
+    assert new.replaces_id == old.id and Interaction.select().count() == 3  # the old turn stays on record
+    turns = conversations.conversation_turns(alice.id, chat_id)
+    assert [t.id for t in turns] == [Interaction.get(Interaction.request_id == first.request_id).id, new.id]
+    assert conversations.context_of(turns)[-1] == ("Name a fruit.", again.answer)
+    assert conversations.list_conversations(alice.id).rows[0].turns == 2
+    assert verify_database(chat_settings) == []
+
+
+def test_only_the_chats_last_turn_can_be_replaced(chat_settings, demo_engine, alice):
+    first = run(chat_settings, demo_engine, alice, message="One.", new_conversation=True)[-1]
+    run(chat_settings, demo_engine, alice, message="Two.", conversation_id=first.conversation_id)
+    first_id = Interaction.get(Interaction.request_id == first.request_id).id
+    engine = FaultyEngine(demo_engine, lambda stream: stream)
+    for kwargs in ({"conversation_id": first.conversation_id}, {"new_conversation": True}, {}):
+        final = run(chat_settings, engine, alice, message="One again.", replaces_id=first_id, **kwargs)[-1]
+        assert final.status == "rejected" and "last message" in final.message, kwargs
+    assert engine.calls == 0 and balance(alice) == 8 and ledger.get_balance(alice.id).held == 0
+    assert Interaction.select().count() == 2
+
+
+def test_a_failed_or_refused_replacement_leaves_the_old_answer_shown(chat_settings, demo_engine, alice):
+    first = run(chat_settings, demo_engine, alice, message="Name a river.", new_conversation=True)[-1]
+    chat_id = first.conversation_id
+    old_id = Interaction.get(Interaction.request_id == first.request_id).id
+
+    def fail(stream):
+        stream.close()
+        raise GenerationError("The model failed while generating; please try again.")
+        yield  # a generator
+
+    failed = run(chat_settings, FaultyEngine(demo_engine, fail), alice, message="Name a river.", conversation_id=chat_id, replaces_id=old_id)
+    assert failed[-1].status == "error"
+    ledger.grant_credits(alice.id, -9, actor_id=None)
+    refused = run(chat_settings, demo_engine, alice, tier="pro", message="Name a river.", conversation_id=chat_id, replaces_id=old_id)
+    assert refused[-1].status == "refused" and balance(alice) == 0, refused[-1].message
+    assert [t.id for t in conversations.conversation_turns(alice.id, chat_id)] == [old_id]

@@ -169,3 +169,94 @@ def browser_request_none():
     from conftest import browser_request
 
     return browser_request(None)
+
+
+NOTHING_CHANGED = (gr.update(),) * 4  # a refused Regenerate or edit: the chat, box and balance stay
+
+
+def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
+    session = signed_in_request(app.settings, "alice")
+    assert app.regenerate_label(session, "pro") == {"regenerate_button": "Regenerate (3 credits)"}
+    with pytest.warns(UserWarning, match="no answer to regenerate"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    send(app, session, "My name is Ada.")
+    send(app, session, "Name a colour.")
+    old = Interaction.select().order_by(Interaction.id.desc()).get()
+    chatbot, box, balance, context = list(app.regenerate(session, "mini"))[-1]
+    new = Interaction.select().order_by(Interaction.id.desc()).get()
+    assert (new.prompt, new.replaces_id, new.credits_charged) == ("Name a colour.", old.id, 1)
+    first_answer = Interaction.get(Interaction.prompt == "My name is Ada.").answer
+    assert app.engine.calls[-1] == [  # the same prompt again; the old answer is not context
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": first_answer},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "Name a colour."]  # one answer shown
+    assert "Balance: 7 credits" in balance and box["__type__"] == "update"  # a draft in the box stays
+    assert app.restore(session)[9][3]["content"].startswith(new.answer)  # a reload shows the replacement
+    send(app, session, "Thanks.")
+    assert app.engine.calls[-1][3] == {"role": "assistant", "content": new.answer}
+    assert len(app.engine.calls[-1]) == 5
+
+
+def test_edit_last_message_puts_it_back_and_send_replaces_the_turn(app):
+    session = signed_in_request(app.settings, "alice")
+    with pytest.warns(UserWarning, match="no message to edit"):
+        assert app.edit_last(session) == {}
+    send(app, session, "Name a fruit.")
+    old = Interaction.select().order_by(Interaction.id.desc()).get()
+    edited = app.edit_last(session)
+    assert edited == {"message": "Name a fruit.", "edit_button": "Cancel edit"}
+    assert app.edit_last(session) == {"edit_button": "Edit last message"}  # pressed again: cancelled
+    app.edit_last(session)
+    chatbot, box, _, _ = send(app, session, "Name a vegetable.")
+    new = Interaction.select().order_by(Interaction.id.desc()).get()
+    assert (new.prompt, new.replaces_id) == ("Name a vegetable.", old.id) and box == ""
+    assert [m["content"] for m in chatbot[::2]] == ["Name a vegetable."]
+    assert app.engine.calls[-1] == [{"role": "user", "content": "Name a vegetable."}]
+    assert app.edit_state(session) == {"edit_button": "Edit last message"}
+    send(app, session, "And a nut?")  # no edit pending: a new turn
+    assert Interaction.select().order_by(Interaction.id.desc()).get().replaces_id is None
+    opened = [t.prompt for t in conversations.conversation_turns(app.current_user(session).id, new.conversation_id)]
+    assert opened == ["Name a vegetable.", "And a nut?"]
+
+
+def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
+    from gemma_chat import ledger
+
+    session = signed_in_request(app.settings, "alice")
+    send(app, session, "Name a fruit.")
+    user_id = app.current_user(session).id
+    ledger.grant_credits(user_id, -9, actor_id=None)
+    rows = Interaction.select().count()
+    with pytest.warns(UserWarning, match="Not enough credits"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    app.edit_last(session)
+    with pytest.warns(UserWarning, match="Not enough credits"):
+        assert list(app.send(session, "mini", "Name a nut.", [], [])) == [NOTHING_CHANGED]
+    assert app.edit_state(session) == {"edit_button": "Cancel edit"}  # still editing: nothing changed
+    assert ledger.get_balance(user_id).balance == 0
+    assert [t.prompt for t in conversations.conversation_turns(user_id, Interaction.get().conversation_id)] == ["Name a fruit."]
+    assert Interaction.select().where(Interaction.status != "refused").count() == rows
+    app.edit_last(session)  # cancel
+
+    ledger.grant_credits(user_id, 5, actor_id=None)
+    streaming = app.send(session, "mini", "Tell me about the sea.", [], [])
+    next(streaming)  # held: the answer is on its way
+    with pytest.warns(UserWarning, match="Wait for the answer"):
+        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    with pytest.warns(UserWarning, match="Wait for the answer"):
+        assert app.edit_last(session) == {}
+    streaming.close()
+    assert ledger.get_balance(user_id).balance == 5  # closed before any text: released
+
+
+def test_an_edit_ends_when_another_chat_is_opened(app):
+    session = signed_in_request(app.settings, "alice")
+    send(app, session, "Name a fruit.")
+    app.edit_last(session)
+    app.new_chat(session)
+    assert app.edit_state(session) == {"edit_button": "Edit last message"}  # the label the page gets after New chat
+    send(app, session, "Name a tree.")
+    assert [row.replaces_id for row in Interaction.select()] == [None, None]
+    assert [row.title for row in Conversation.select()] == ["Name a fruit.", "Name a tree."]

@@ -11,10 +11,19 @@ fault, so one running app serves every fault test; any other message goes to the
   [fault:html]    the answer is markup, to check that it is shown as text and never runs
   [fault:markdown] the answer is markdown (heading, list, table, link, code) mixed with markup that
                   must stay inert: what Gemma writes, and what an attacker would like it to write
+  [fault:numbered] the answer is "Answer number N." (N counts these answers): two answers to the
+                  same prompt always differ
+  [fault:wide]    the answer has a 300-character code line and a 200-letter word (phone width)
+
+With GEMMA_CHAT_TEST_PROMPT_LOG=path every generation's messages are appended to that file as one
+JSON line: the prompt the engine got, for tests to read.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import time
 
 from gemma_chat.engine import GenerationResult
@@ -42,6 +51,10 @@ SLOW_MIN_S = 4.0
 FAULT_AFTER = 2
 
 
+WIDE_ANSWER = "```\n" + "x = [" + ", ".join(["1234567"] * 33) + "]\n```\n\n" + "W" * 200
+PROMPT_LOG_ENV = "GEMMA_CHAT_TEST_PROMPT_LOG"
+
+
 def inject(engine):
     return FaultyEngine(engine)
 
@@ -49,12 +62,21 @@ def inject(engine):
 class FaultyEngine:
     def __init__(self, engine):
         self.engine = engine
+        self.numbered = itertools.count(1)
+        self.prompt_log = os.environ.get(PROMPT_LOG_ENV)
 
     def __getattr__(self, name):  # tiers(), close(), ...: the real engine's
         return getattr(self.engine, name)
 
     def generate(self, tier, messages, *, stop=None):
         text = messages[-1]["content"]
+        if self.prompt_log:
+            with open(self.prompt_log, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"tier": tier, "messages": messages}) + "\n")
+        if "[fault:numbered]" in text:
+            return self._canned(tier, f"Answer number {next(self.numbered)}.")
+        if "[fault:wide]" in text:
+            return self._canned(tier, WIDE_ANSWER)
         if "[fault:html]" in text:
             return self._canned(tier, HTML_ANSWER)
         if "[fault:markdown]" in text:

@@ -90,6 +90,7 @@ def test_every_endpoint_refuses_a_caller_without_a_session(app, alice, bob):
     checked = endpoints(probe)
     # 18 events run on the server; sign-in, registration and the two log-outs are /auth routes now.
     assert len(checked) >= 18, "the app's config should list every event"
+    assert {"chat", "regenerate", "edit_last_message"} <= {name for _, name in checked}
     for index, name in checked:
         outcome = session(app).call_with_placeholders(index)  # a fresh session each: never signed in
         shown = json.dumps(outcome.data) + str(outcome.error)
