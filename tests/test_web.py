@@ -7,13 +7,14 @@ attacks over real sockets are in tests/reliability/test_edge.py.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gemma_chat import sessions
 from gemma_chat.db import User, WebSession
-from gemma_chat.web.app import create_app
+from gemma_chat.web.app import SIGNIN_NICE, SignInLane, create_app
 
 
 @pytest.fixture
@@ -127,3 +128,23 @@ def test_registrations_per_client_per_hour(chat_settings, demo_engine):
     assert post(client, "login", "user1")[0] == 200  # signing in is not registering
     closed = client_for(dataclasses.replace(chat_settings, registrations_per_hour=0), demo_engine)
     assert post(closed, "register", "user4") == (400, "Registration is closed; ask an administrator for an account.")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_bcrypt_runs_below_the_event_loops_cpu_priority():
+    """Under an anonymous sign-in flood the cores go to signed-in users' events first (bench edge)."""
+    import asyncio
+    import os
+    import threading
+
+    def own_priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = own_priority()
+    lane = SignInLane(1)
+    try:
+        in_lane = asyncio.run(lane.run(own_priority))
+    finally:
+        lane.close()
+    assert in_lane == min(19, before + SIGNIN_NICE)
+    assert own_priority() == before  # the caller's thread (the event loop's) is untouched

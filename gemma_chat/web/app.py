@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -35,13 +36,29 @@ from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
+SIGNIN_NICE = 10  # the bcrypt threads' CPU priority below the event loop's (Linux: per thread)
+
+
+def lower_thread_priority() -> None:
+    """Anonymous bcrypt yields the CPU to signed-in users' events when the cores are busy.
+
+    Linux gives each thread its own nice value; elsewhere setpriority would name the whole process
+    (or nothing), so the lane keeps the normal priority there.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SIGNIN_NICE)
+        except OSError:
+            pass  # a sandbox that forbids it: slower under a flood, still correct
 
 
 class SignInLane:
     """A few threads for bcrypt and a short line in front of them; beyond it, "try again"."""
 
     def __init__(self, workers: int):
-        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="signin")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="signin", initializer=lower_thread_priority
+        )
         self.places = threading.BoundedSemaphore(workers * (1 + SIGNIN_WAITING_PER_WORKER))
 
     async def run(self, function, *args):
