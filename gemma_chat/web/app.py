@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..error_log import log_error
-from ..errors import GemmaChatError, ThrottledError
+from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
 from .edge import Edge, client_address, request_scheme
@@ -170,7 +170,13 @@ def create_app(settings: Settings, engine) -> WebApp:
                 )
             if wait := per_client.hit(client):
                 raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
-            token = await guarded("register", register_with_session, settings, username, password)
+            try:
+                token = await guarded("register", register_with_session, settings, username, password)
+            except UsernameTakenError:
+                # "taken" says an account exists: it costs the address as much as an account does,
+                # so one address learns at most registrations_per_hour names an hour.
+                registrations.hit(client)
+                raise
             registrations.hit(client)
         except GemmaChatError as exc:
             return refused(exc)
