@@ -10,9 +10,9 @@ The check's two parts are also timed alone.
 
 (b) runs `python main.py` with the defaults a real install has (bcrypt cost 12, the per-address
 limits); a user signs in and times a cheap queued event (new_chat: `queue/join` and its SSE stream,
-what a browser does) idle, then while threads from 60 local addresses (127.0.1.x) post wrong
-passwords to /auth/login as fast as they are answered. The two runs are in the same section, so
-their ratio is the figure; on 2 cores the flood's bcrypt (two at once, by design) takes CPU the
+what a browser does) idle, and while threads from 60 local addresses (127.0.1.x) post wrong
+passwords to /auth/login as fast as they are answered; idle and flood blocks take turns, so their
+ratio is the figure; on 2 cores the flood's bcrypt (two at once, by design) takes CPU the
 event loop would otherwise have.
 """
 
@@ -167,15 +167,18 @@ class SignedInPage:
         self.http.close()
 
 
-def _flood(url: str, stop, counts) -> None:
+def _flood(url: str, go, stop, quiet, results) -> None:
     """In its own process (the measuring client must not share a GIL with it): threads posting
-    wrong passwords for made-up names from 127.0.1.1 … 127.0.1.60 until `stop` is set.
+    wrong passwords for made-up names from 127.0.1.1 … 127.0.1.60 while `go` is set; `quiet` is set
+    once paused with no attempt in flight (no bcrypt of ours left in the app); until `stop`.
 
     Raw sockets, one connection per attempt: a real flood comes over the network and its clients'
     CPU is not the server's; here they share the cores with the app, so they must cost little.
     """
     host, port = urlsplit(url).hostname, urlsplit(url).port
     lock = threading.Lock()
+    counts: dict[int, int] = {}
+    busy = [0]
 
     def attempt(address: str, name: str) -> int:
         body = json.dumps({"username": name, "password": "a wrong guess"}).encode()
@@ -189,6 +192,10 @@ def _flood(url: str, stop, counts) -> None:
     def run(n: int) -> None:
         tries = 0
         while not stop.is_set():
+            if not go.wait(0.1):
+                continue
+            with lock:
+                busy[0] += 1
             address = f"127.0.1.{(n + tries * FLOOD_THREADS) % FLOOD_ADDRESSES + 1}"
             tries += 1
             try:
@@ -197,40 +204,52 @@ def _flood(url: str, stop, counts) -> None:
                 status = 0  # refused or reset
             with lock:
                 counts[status] = counts.get(status, 0) + 1
+                busy[0] -= 1
+                if busy[0] == 0 and not go.is_set():
+                    quiet.set()
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(FLOOD_THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    counts["cpu_s"] = time.process_time()  # the flood's own CPU: it shares the cores with the app
+    results.put({"statuses": counts, "cpu_s": time.process_time()})  # its own CPU: it shares the cores
 
 
 class SignInFlood:
-    """The flood process, started and stopped around the measured events."""
+    """The flood process: started once, switched on and off between blocks of measured events."""
 
     def __init__(self, url: str):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        self._manager = context.Manager()
-        self._stop = self._manager.Event()
-        self.counts = self._manager.dict()
-        self._process = context.Process(target=_flood, args=(url, self._stop, self.counts), daemon=True)
+        self._go, self._stop, self._quiet = context.Event(), context.Event(), context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(target=_flood, args=(url, self._go, self._stop, self._quiet, self._results), daemon=True)
+        self.active_s = 0.0
 
     def __enter__(self) -> "SignInFlood":
         self._process.start()
-        self.started = time.monotonic()
         return self
 
+    def resume(self) -> None:
+        self._quiet.clear()
+        self._go.set()
+        self._since = time.monotonic()
+
+    def pause(self) -> None:
+        self._go.clear()
+        if not self._quiet.wait(180):
+            raise RuntimeError("the sign-in flood's requests did not end in 3 minutes")
+        self.active_s += time.monotonic() - self._since
+
     def __exit__(self, *exc) -> None:
+        self._go.clear()
         self._stop.set()
-        self._process.join(timeout=120)
-        self.duration_s = time.monotonic() - self.started
-        counts = dict(self.counts)
-        self.cpu_s = counts.pop("cpu_s", None)
-        self.statuses = {int(k): v for k, v in counts.items()}
-        self._manager.shutdown()
+        figures = self._results.get(timeout=120)
+        self._process.join(timeout=60)
+        self.cpu_s = figures["cpu_s"]
+        self.statuses = figures["statuses"]
 
 
 def _cpu_s(process) -> float:
@@ -252,19 +271,29 @@ def measure_flood(options: Options) -> dict:
         app.wait_until_up()
         page = SignedInPage(app)
         try:
-            n = 20 if options.quick else 60
+            n, blocks = (20, 2) if options.quick else (60, 6)
             for _ in range(5):
                 page.call("new_chat")
             web = psutil.Process(app.process.pid)
-            cpu, began = _cpu_s(web), time.monotonic()
-            idle = [page.call("new_chat") for _ in range(n)]
-            idle_cores = (_cpu_s(web) - cpu) / (time.monotonic() - began)
+            idle, during = [], []
+            cpu = {"idle": 0.0, "flood": 0.0}
+            spent = {"idle": 0.0, "flood": 0.0}
+
+            def block(side: str, into: list) -> None:
+                began_cpu, began = _cpu_s(web), time.monotonic()
+                into.extend(page.call("new_chat") for _ in range(n // blocks))
+                cpu[side] += _cpu_s(web) - began_cpu
+                spent[side] += time.monotonic() - began
+
+            # Idle and flood take turns block by block, so the rest of the machine's load weighs on both.
             with SignInFlood(app.url) as flood:
-                time.sleep(1.0)  # the lane is full and the queue of sign-ins is long
-                cpu, began = _cpu_s(web), time.monotonic()
-                during = [page.call("new_chat") for _ in range(n)]
-                flood_cores = (_cpu_s(web) - cpu) / (time.monotonic() - began)
-            after = [page.call("new_chat") for _ in range(n // 2)]
+                for _ in range(blocks):
+                    block("idle", idle)
+                    flood.resume()
+                    time.sleep(1.0)  # the lane is full and sign-ins are being turned away
+                    block("flood", during)
+                    flood.pause()  # and wait until none of the flood's bcrypt is left in the app
+            idle_cores, flood_cores = cpu["idle"] / spent["idle"], cpu["flood"] / spent["flood"]
         finally:
             page.close()
     finally:
@@ -272,17 +301,16 @@ def measure_flood(options: Options) -> dict:
     idle_s, flood_s = summary_ms(idle), summary_ms(during)
     answered = sum(flood.statuses.values())
     return {
-        "events_per_side": n,
+        "events_per_side": n // blocks * blocks,
         "idle": idle_s,
         "during_flood": flood_s,
-        "after_flood": summary_ms(after),
         "p50_ratio": ratio(flood_s["p50_ms"], idle_s["p50_ms"]),
         "p95_ratio": ratio(flood_s["p95_ms"], idle_s["p95_ms"]),
         "flood": {
-            "threads": FLOOD_THREADS, "addresses": FLOOD_ADDRESSES, "duration_s": round(flood.duration_s, 2),
-            "requests_per_s": round(answered / flood.duration_s, 1) if flood.duration_s else None,
+            "threads": FLOOD_THREADS, "addresses": FLOOD_ADDRESSES, "blocks": blocks, "active_s": round(flood.active_s, 2),
+            "requests_per_s": round(answered / flood.active_s, 1) if flood.active_s else None,
             "statuses": flood.statuses,
-            "flood_client_cores": round(flood.cpu_s / flood.duration_s, 2) if flood.cpu_s is not None else None,
+            "flood_client_cores": round(flood.cpu_s / flood.active_s, 2) if flood.active_s else None,
         },
         "web_process_cores": {"idle": round(idle_cores, 2), "during_flood": round(flood_cores, 2)},
     }
