@@ -58,8 +58,8 @@ def measure_session_check(options: Options) -> dict:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": b'{"event_id": "x"}'})
 
-        def has_live_session(cookie: str) -> bool:
-            return sessions.resolve_session(settings, cookie, touch=False) is not None
+        def has_live_session(cookie: str) -> bool:  # what web/app.py hands the edge
+            return sessions.has_live_session(settings, cookie)
 
         edge = Edge(inner, settings, cookie_name=SESSION_COOKIE, has_live_session=has_live_session)
         session_hash = uuid.uuid4().hex

@@ -219,6 +219,6 @@ def create_app(settings: Settings, engine) -> WebApp:
         Edge,
         settings=settings,
         cookie_name=SESSION_COOKIE,
-        has_live_session=lambda token: sessions.resolve_session(settings, token, touch=False) is not None,
+        has_live_session=lambda token: sessions.has_live_session(settings, token),
     )
     return WebApp(api, demo, chat, lane)
