@@ -3,8 +3,8 @@ events during an anonymous sign-in flood, against the same user's events when id
 
 (a) runs the real Edge (gemma_chat/web/edge.py) in process over a real SQLite session table, in
 front of an app that answers at once: a signed-in page's `queue/join` through the edge (body read,
-session_hash binding, the session lookup in a worker thread) against the same request straight to
-the inner app, interleaved in one loop. "Cold" forgets the edge's one-second memo of live sessions
+session_hash binding, sessions.has_live_session as web/app.py wires it) against the same request
+straight to the inner app, interleaved in one loop. "Cold" forgets the edge's one-second memo of live sessions
 first (a page's first event after a pause); "warm" is the stream request right after its join.
 The check's two parts are also timed alone.
 
