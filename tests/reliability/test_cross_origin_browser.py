@@ -23,7 +23,6 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import expect
 
 from e2e.conftest import free_port
 from e2e.test_browser import expect_balance, sign_up
