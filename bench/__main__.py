@@ -20,7 +20,7 @@ from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_avera
 
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
-SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries")
+SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge")
 
 
 def parse_args(argv):
@@ -50,7 +50,7 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import extra_buffers, generation, http, isolation, ledger, queries, remote, startup
+    from . import edge, extra_buffers, generation, http, isolation, ledger, queries, remote, startup
 
     functions = {
         "generation": generation.measure_in_process,
@@ -61,6 +61,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
         "startup": startup.measure_startup,
         "ledger": ledger.measure_ledger,
         "queries": queries.measure_queries,
+        "edge": edge.measure_edge,
     }
     results = {}
     for name in sections:
@@ -138,6 +139,10 @@ def evaluate_targets(results: dict) -> list[dict]:
     passed = _get(results, "queries", "verify", "passed")
     add("verify: whole command (with PRAGMA integrity_check), ms", verify_ms, "<= 3000, passes",
         verify_ms is not None and verify_ms <= 3000 and passed)
+    added = _get(results, "edge", "session_check", "added_p95_ms")
+    add("edge: cookie session check added to an event, p95 ms", added, "<= 1", added is not None and added <= 1)
+    flood = _get(results, "edge", "flood", "p95_ratio")
+    add("edge: signed-in event p95 during an anonymous sign-in flood / idle", flood, "<= 2", flood is not None and flood <= 2)
     return targets
 
 
@@ -257,6 +262,22 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"{_fmt(iso['engine']['idle_ttft_ms'])} -> {_fmt(iso['engine']['busy_ttft_ms'])}",
                      f"{_fmt(iso['raw']['idle_ttft_ms'])} -> {_fmt(iso['raw']['busy_ttft_ms'])}",
                      f"x{_fmt(iso['engine']['slowdown'], 2)} (raw x{_fmt(iso['raw']['slowdown'], 2)})"))
+    edge = results.get("edge", {})
+    if "session_check" in edge:
+        check = edge["session_check"]
+        rows.append(("edge: signed-in queue/join through the edge (session looked up) | inner app alone, p50 | p95 ms",
+                     f"{_fmt(check['through_edge_cold']['p50_ms'], 3)} | {_fmt(check['through_edge_cold']['p95_ms'], 3)}",
+                     f"{_fmt(check['inner_app_alone']['p50_ms'], 3)} | {_fmt(check['inner_app_alone']['p95_ms'], 3)}",
+                     f"added p95 {_fmt(check['added_p95_ms'], 3)} ms (memoised: {_fmt(check['added_warm_p95_ms'], 3)} ms); "
+                     f"lookup alone p95 {_fmt(check['has_live_session']['p95_ms'], 3)} ms, binding p95 {_fmt(check['binding_check']['p95_ms'], 4)} ms"))
+    if "flood" in edge:
+        flood = edge["flood"]
+        rows.append(("edge: signed-in event (new_chat) during a sign-in flood | idle, p50 | p95 ms",
+                     f"{_fmt(flood['during_flood']['p50_ms'])} | {_fmt(flood['during_flood']['p95_ms'])}",
+                     f"{_fmt(flood['idle']['p50_ms'])} | {_fmt(flood['idle']['p95_ms'])}",
+                     f"x{_fmt(flood['p50_ratio'], 2)} | x{_fmt(flood['p95_ratio'], 2)}; flood {_fmt(flood['flood']['requests_per_s'])} req/s, "
+                     f"statuses {flood['flood']['statuses']}; web process {_fmt(flood['web_process_cores']['during_flood'], 2)} "
+                     f"cores (idle {_fmt(flood['web_process_cores']['idle'], 2)})"))
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:
             rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))

@@ -29,7 +29,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "targets:" in result.stdout  # the table is printed last
     document = json.loads(out.read_text())
     results = document["results"]
-    assert set(results) == {"generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries"}
+    assert set(results) == {"generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge"}
     assert not [name for name, section in results.items() if "error" in section]
 
     def number(value):
@@ -62,6 +62,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert chats["open_long_chat"]["turns"] == 200  # the long chat as a reader sees it
     assert chats["dataset"]["conversations"] > chats["list"]["users"]
     assert number(results["startup"]["app"]["first_http_200_s"]) and number(results["startup"]["app"]["rss_bytes"])
+    check, flood = results["edge"]["session_check"], results["edge"]["flood"]
+    assert number(check["added_p95_ms"]) and number(check["added_warm_p95_ms"]) and number(check["has_live_session"]["p95_ms"])
+    assert number(flood["idle"]["p95_ms"]) and number(flood["during_flood"]["p95_ms"]) and number(flood["p95_ratio"])
+    assert flood["flood"]["requests_per_s"] > 0
     assert number(results["startup"]["import_gradio"]["process_s"]) and number(results["startup"]["first_http_200_vs_limit"])
     assert number(results["isolation"]["engine"]["busy_ttft_ms"]) and number(results["isolation"]["raw"]["idle_ttft_ms"])
     assert {t["target"] for t in document["targets"]} and all("met" in t for t in document["targets"])

@@ -86,3 +86,31 @@ def test_a_disabled_user_resolves_to_nobody_even_with_an_old_session(settings, d
 
     User.update(is_disabled=True).execute()  # as an older version or a direct edit would leave it
     assert sessions.resolve_session(settings, token) is None
+
+
+def test_the_edges_cheap_check_agrees_with_resolve_session(settings, database):
+    """has_live_session (the queue's door, on every request) says what resolve_session says."""
+    from gemma_chat.db import User
+
+    def agree(token, now=None) -> bool:
+        cheap = sessions.has_live_session(settings, token, now=now)
+        assert cheap == (sessions.resolve_session(settings, token, touch=False, now=now) is not None), (token, now)
+        return cheap
+
+    alice = new_user(settings)
+    start = utcnow()
+    token = sessions.create_session(settings, alice.id, now=start)
+    idle = dt.timedelta(seconds=settings.session_idle_s)
+    assert agree(token, start + idle - dt.timedelta(seconds=1))
+    assert not agree(token, start + idle + dt.timedelta(seconds=1))  # idle too long
+    assert not agree(token, start + dt.timedelta(seconds=settings.session_max_age_s))  # past its age
+    for junk in [None, "", "x", 123, "a" * 500, "\ud800" * 30, token[:-1] + ("A" if token[-1] != "A" else "B")]:
+        assert not agree(junk)
+    live = sessions.create_session(settings, alice.id)
+    assert agree(live)
+    User.update(is_disabled=True).where(User.id == alice.id).execute()
+    assert not agree(live)  # a disabled user
+    User.update(is_disabled=False).where(User.id == alice.id).execute()
+    assert agree(live)
+    sessions.revoke_session(live)
+    assert not agree(live)  # logged out

@@ -7,13 +7,14 @@ attacks over real sockets are in tests/reliability/test_edge.py.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gemma_chat import sessions
 from gemma_chat.db import User, WebSession
-from gemma_chat.web.app import create_app
+from gemma_chat.web.app import SIGNIN_NICE, SignInLane, create_app
 
 
 @pytest.fixture
@@ -127,3 +128,42 @@ def test_registrations_per_client_per_hour(chat_settings, demo_engine):
     assert post(client, "login", "user1")[0] == 200  # signing in is not registering
     closed = client_for(dataclasses.replace(chat_settings, registrations_per_hour=0), demo_engine)
     assert post(closed, "register", "user4") == (400, "Registration is closed; ask an administrator for an account.")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_bcrypt_runs_below_the_event_loops_cpu_priority():
+    """Under an anonymous sign-in flood the cores go to signed-in users' events first (bench edge)."""
+    import asyncio
+    import os
+    import threading
+
+    def own_priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = own_priority()
+    lane = SignInLane(1)
+    try:
+        in_lane = asyncio.run(lane.run(own_priority))
+    finally:
+        lane.close()
+    assert in_lane == min(19, before + SIGNIN_NICE)
+    assert own_priority() == before  # the caller's thread (the event loop's) is untouched
+
+
+def test_an_address_learns_at_most_registrations_per_hour_taken_names(chat_settings, demo_engine):
+    """Registration must say a name is taken, so saying it is rationed like creating an account."""
+    settings = dataclasses.replace(chat_settings, registrations_per_hour=3, signin_attempts_per_minute=1000)
+    web = create_app(settings, demo_engine)
+
+    def at(address):
+        return TestClient(web.fastapi, base_url="http://127.0.0.1:7860", client=(address, 50000))
+
+    owners, prober = at("198.51.100.9"), at("203.0.113.7")
+    assert [post(owners, "register", name)[0] for name in ("alice", "bob", "carol")] == [200, 200, 200]
+    answers = [post(prober, "register", name) for name in ("alice", "bob", "carol")]
+    assert [status for status, _ in answers] == [400] * 3 and all("is taken" in message for _, message in answers)
+    # The budget is spent: a taken name and a free one now get the very same answer.
+    taken, free = post(prober, "register", "alice"), post(prober, "register", "nobody_yet")
+    assert taken == free and taken[0] == 429 and "Too many new accounts" in taken[1]
+    assert not User.select().where(User.username == "nobody_yet").exists()
+    assert post(at("192.0.2.4"), "register", "erin")[0] == 200  # other addresses are not affected

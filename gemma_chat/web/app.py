@@ -13,12 +13,13 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
 from ..config import Settings
 from ..error_log import log_error
-from ..errors import GemmaChatError, ThrottledError
+from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
 from .edge import Edge, client_address, request_scheme
@@ -35,13 +36,29 @@ from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
+SIGNIN_NICE = 10  # the bcrypt threads' CPU priority below the event loop's (Linux: per thread)
+
+
+def lower_thread_priority() -> None:
+    """Anonymous bcrypt yields the CPU to signed-in users' events when the cores are busy.
+
+    Linux gives each thread its own nice value; elsewhere setpriority would name the whole process
+    (or nothing), so the lane keeps the normal priority there.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SIGNIN_NICE)
+        except OSError:
+            pass  # a sandbox that forbids it: slower under a flood, still correct
 
 
 class SignInLane:
     """A few threads for bcrypt and a short line in front of them; beyond it, "try again"."""
 
     def __init__(self, workers: int):
-        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="signin")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="signin", initializer=lower_thread_priority
+        )
         self.places = threading.BoundedSemaphore(workers * (1 + SIGNIN_WAITING_PER_WORKER))
 
     async def run(self, function, *args):
@@ -153,7 +170,13 @@ def create_app(settings: Settings, engine) -> WebApp:
                 )
             if wait := per_client.hit(client):
                 raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
-            token = await guarded("register", register_with_session, settings, username, password)
+            try:
+                token = await guarded("register", register_with_session, settings, username, password)
+            except UsernameTakenError:
+                # "taken" says an account exists: it costs the address as much as an account does,
+                # so one address learns at most registrations_per_hour names an hour.
+                registrations.hit(client)
+                raise
             registrations.hit(client)
         except GemmaChatError as exc:
             return refused(exc)
@@ -196,6 +219,6 @@ def create_app(settings: Settings, engine) -> WebApp:
         Edge,
         settings=settings,
         cookie_name=SESSION_COOKIE,
-        has_live_session=lambda token: sessions.resolve_session(settings, token, touch=False) is not None,
+        has_live_session=lambda token: sessions.has_live_session(settings, token),
     )
     return WebApp(api, demo, chat, lane)

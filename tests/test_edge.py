@@ -1,0 +1,61 @@
+"""The edge in process: the queue's door looks a session up once for a page's join and its stream.
+
+The edge's refusals themselves are tested against the running app (tests/reliability/test_edge.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from gemma_chat.config import load_settings
+from gemma_chat.web import edge as edge_module
+from gemma_chat.web.edge import LIVE_SESSION_MEMO_S, Edge
+
+COOKIE = "gemma_session"
+
+
+async def inner(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def request(edge: Edge, path: str, cookie: str) -> int:
+    body = json.dumps({"session_hash": "page1", "fn_index": 0, "data": []}).encode()
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "scheme": "http",
+             "client": ("127.0.0.1", 5), "headers": [(b"host", b"127.0.0.1"), (b"cookie", f"{COOKIE}={cookie}".encode())]}
+    statuses = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    asyncio.run(edge(scope, receive, send))
+    return statuses[0]
+
+
+def test_a_live_session_is_looked_up_once_a_second_and_an_ended_one_is_refused_after(monkeypatch, tmp_path):
+    live = {"token-of-twenty-chars-or-more": True}
+    lookups = []
+
+    def has_live_session(token):
+        lookups.append(token)
+        return live.get(token, False)
+
+    clock = [1000.0]
+    monkeypatch.setattr(edge_module.time, "monotonic", lambda: clock[0])
+    edge = Edge(inner, load_settings(data_dir=tmp_path, env={}), cookie_name=COOKIE, has_live_session=has_live_session)
+    token = "token-of-twenty-chars-or-more"
+
+    assert request(edge, "/gradio_api/queue/join", token) == 200
+    assert request(edge, "/gradio_api/queue/data", token) == 200
+    assert len(lookups) == 1  # the stream right after its join: no second lookup
+
+    live[token] = False  # logged out
+    clock[0] += LIVE_SESSION_MEMO_S + 0.01
+    assert request(edge, "/gradio_api/queue/join", token) == 401
+    assert request(edge, "/gradio_api/queue/join", "another-token-never-signed-in") == 403  # bound to the first cookie
+    assert len(lookups) == 2
