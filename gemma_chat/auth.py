@@ -98,7 +98,7 @@ def get_user(user_id: int) -> User:
 def require_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise UnknownUserError(f"No user named {username!r}.")
+        raise UnknownUserError(f"No user named {str(username)[:40]!r}.")  # a megabyte name is not echoed back
     return user
 
 
