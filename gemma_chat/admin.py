@@ -16,7 +16,7 @@ import peewee as pw
 
 from . import auth, ledger
 from .config import Settings
-from .db import AdminAction, Interaction, LoginThrottle, User, transaction, utcnow
+from .db import AdminAction, Interaction, LoginThrottle, User, WebSession, transaction, utcnow
 from .errors import LastAdministratorError, PermissionDeniedError, ValidationError
 
 COMMAND_LINE = "command line"
@@ -166,6 +166,11 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
         Interaction.select(Interaction.user, pw.fn.COUNT(Interaction.id)).where(Interaction.user.in_(ids))
         .group_by(Interaction.user).tuples()
     ) if ids else {}
+    # A sign-up signs in too, without touching last_login_at: the newest session counts as well.
+    signed_in = dict(
+        WebSession.select(WebSession.user, pw.fn.MAX(WebSession.created_at)).where(WebSession.user.in_(ids))
+        .group_by(WebSession.user).tuples()
+    ) if ids else {}
     locked = {
         key for (key,) in LoginThrottle.select(LoginThrottle.username_key)
         .where(LoginThrottle.locked_until > now, LoginThrottle.username_key.in_([u.username.lower() for u in users])).tuples()
@@ -174,11 +179,16 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
         AccountRow(
             username=u.username, balance=u.balance, held=u.held, role="admin" if u.is_admin else "user",
             state="disabled" if u.is_disabled else ("locked" if u.username.lower() in locked else "active"),
-            last_login_at=u.last_login_at, requests=requests.get(u.id, 0),
+            last_login_at=_latest(u.last_login_at, signed_in.get(u.id)), requests=requests.get(u.id, 0),
         )
         for u in users
     ]
     return rows, total
+
+
+def _latest(*times) -> dt.datetime | None:
+    found = [t if isinstance(t, dt.datetime) else dt.datetime.fromisoformat(str(t)) for t in times if t is not None]
+    return max(found) if found else None
 
 
 def recent_actions(limit: int = 20) -> list[tuple[dt.datetime, str, str, str, str]]:

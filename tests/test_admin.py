@@ -161,6 +161,8 @@ def test_list_accounts_searches_and_pages(settings, people):
     assert [r.username for r in rows] == ["bobby1", "bobby2"]
     first = admin.list_accounts("root")[0][0]
     assert (first.balance, first.held, first.role, first.state, first.requests) == (10, 0, "admin", "active", 0)
+    assert first.last_login_at is not None  # signed in by signing up (the people fixture)
+    assert admin.list_accounts("bobby0")[0][0].last_login_at is None  # registered here without a session
     assert admin.list_accounts("%")[1] == 0  # a search is text, not a pattern
 
 
