@@ -68,6 +68,9 @@ def validate_note(note) -> str:
     note = " ".join(note.split())
     if len(note) > MAX_NOTE_CHARS:
         raise ValidationError(f"A note is at most {MAX_NOTE_CHARS} characters.")
+    if any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in note):
+        # a lone surrogate (JSON can carry "\ud800") cannot reach SQLite; control characters garble the ledger
+        raise ValidationError("A note cannot contain control characters or invalid text.")
     return note
 
 
@@ -157,6 +160,8 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
     now = now or utcnow()
     query = User.select()
     search = search.strip() if isinstance(search, str) else ""
+    if search and not search.isascii():
+        return [], 0  # usernames are ASCII: nothing else matches, and a lone surrogate never reaches SQLite
     if search:
         query = query.where(pw.fn.instr(pw.fn.lower(User.username), search.lower()) > 0)
     total = query.count()

@@ -50,6 +50,14 @@ def test_a_grant_is_a_ledger_entry_naming_the_admin_and_an_audit_row(settings, p
     assert verify_database(settings) == []
 
 
+@pytest.mark.parametrize("note", ["\ud800", "a\x00b", "\x1b[31m", "x" * 201])
+def test_a_bad_note_is_refused(people, note):
+    root, bob = people
+    with pytest.raises(ValidationError, match="note"):
+        admin.grant_credits(root.id, "bob", 5, note)
+    assert ledger.get_balance(bob.id).balance == 10 and audit() == []
+
+
 @pytest.mark.parametrize("amount", [0, "five", 2.5, None, True, 10**7])
 def test_a_bad_grant_is_refused_and_nothing_is_written(people, amount):
     root, bob = people
@@ -164,6 +172,7 @@ def test_list_accounts_searches_and_pages(settings, people):
     assert first.last_login_at is not None  # signed in by signing up (the people fixture)
     assert admin.list_accounts("bobby0")[0][0].last_login_at is None  # registered here without a session
     assert admin.list_accounts("%")[1] == 0  # a search is text, not a pattern
+    assert admin.list_accounts("\ud800") == ([], 0) and admin.list_accounts("bób") == ([], 0)
 
 
 # --- the Admin tab's Users section, called as Gradio calls it ---------------------------------
