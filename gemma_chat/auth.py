@@ -98,15 +98,24 @@ def get_user(user_id: int) -> User:
 def require_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise UnknownUserError(f"No user named {username!r}.")
+        raise UnknownUserError(f"No user named {str(username)[:40]!r}.")  # a megabyte name is not echoed back
     return user
 
 
 def register_user(settings: Settings, username, password, *, admin: bool = False) -> User:
     """Create an account with its starting balance, in one transaction. The first account is an admin."""
     username = validate_username(username)
-    password = validate_password(password)
-    password_hash = hash_password(password, settings.bcrypt_rounds)  # slow: outside the write lock
+    password_hash = hash_password(validate_password(password), settings.bcrypt_rounds)  # slow: outside the write lock
+    with transaction():
+        user_id = create_account(settings, username, password_hash, admin=admin)
+    return get_user(user_id)
+
+
+def create_account(settings: Settings, username: str, password_hash: str, *, admin: bool = False) -> int:
+    """The account row and its starting balance, for a validated name and a hashed password.
+
+    Runs in the caller's transaction (admin.py records who made it in the same one).
+    """
     try:
         with transaction():
             first = not database.execute_sql("SELECT 1 FROM users LIMIT 1").fetchone()
@@ -116,7 +125,7 @@ def register_user(settings: Settings, username, password, *, admin: bool = False
         if "username" in str(exc):
             raise UsernameTakenError(f"The username {username!r} is taken; choose another.") from None
         raise
-    return get_user(user.id)
+    return user.id
 
 
 LOCAL_CLIENT = "local"  # the client of a sign-in that does not come over the network (tests, CLI)
@@ -242,10 +251,14 @@ def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
 def change_password(settings: Settings, username: str, new_password) -> None:
     """A new password ends every session: whoever knew the old one is signed out."""
     user = require_user(username)
-    password_hash = hash_password(validate_password(new_password), settings.bcrypt_rounds)
+    set_password_hash(user.id, hash_password(validate_password(new_password), settings.bcrypt_rounds))
+
+
+def set_password_hash(user_id: int, password_hash: str) -> None:
+    """Store a new password (already hashed: bcrypt stays outside the write lock) and end every session."""
     with transaction():
-        User.update(password_hash=password_hash).where(User.id == user.id).execute()
-        sessions.revoke_user_sessions(user.id)
+        User.update(password_hash=password_hash).where(User.id == user_id).execute()
+        sessions.revoke_user_sessions(user_id)
 
 
 def change_own_password(settings: Settings, user_id: int, current, new, *, keep_session_id: int) -> int:

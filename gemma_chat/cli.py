@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import auth, ledger
+from . import admin, auth, ledger
 from .config import Settings, load_settings
 from .errors import GemmaChatError, ValidationError
 from .reports import Reports
@@ -258,21 +258,22 @@ def cmd_users(settings: Settings, args) -> int:
         return EXIT_OK
     if action == "create":
         auth.validate_username(args.username)  # fail before asking for a password
-        user = auth.register_user(settings, args.username, _read_new_password(args.password_stdin), admin=args.admin)
+        user = admin.create_user(settings, None, args.username, _read_new_password(args.password_stdin), admin=args.admin)
         role = "administrator" if user.is_admin else "user"
         print(f"Created {role} {user.username} with {user.balance} credits.")
         return EXIT_OK
     if action == "passwd":
         user = auth.require_user(args.username)  # fail before asking for a password
-        auth.change_password(settings, user.username, _read_new_password(args.password_stdin))
+        admin.reset_password(settings, None, user.username, _read_new_password(args.password_stdin))
         print(f"New password set for {user.username}; their sessions have ended.")
         return EXIT_OK
+    # Recorded in admin_actions with the command line as the actor, like the Admin tab's actions.
     changes: dict[str, Callable] = {
-        "promote": lambda name: auth.set_admin(name, True),
-        "demote": lambda name: auth.set_admin(name, False),
-        "disable": lambda name: auth.set_disabled(name, True),
-        "enable": lambda name: auth.set_disabled(name, False),
-        "unlock": auth.unlock_user,
+        "promote": lambda name: admin.set_admin(None, name, True),
+        "demote": lambda name: admin.set_admin(None, name, False),
+        "disable": lambda name: admin.set_disabled(None, name, True),
+        "enable": lambda name: admin.set_disabled(None, name, False),
+        "unlock": lambda name: admin.unlock(None, name),
     }
     user = changes[action](args.username)
     print(f"{user.username}: {'admin' if user.is_admin else 'user'}, {_account_state(user)}.")
@@ -299,13 +300,13 @@ def cmd_credits(settings: Settings, args) -> int:
             amount = int(args.amount.strip())
         except ValueError:
             raise ValidationError(f"AMOUNT must be a whole number; got {args.amount!r}.") from None
-        actor_id, note = None, f"[command line] {args.note}" if args.note else "[command line]"
+        actor_id = None  # the command line, recorded as such in the ledger and in admin_actions
         if args.by is not None:
             actor = auth.require_user(args.by)
             if not actor.is_admin:
                 raise ValidationError(f"{actor.username} is not an administrator.")
-            actor_id, note = actor.id, args.note
-        entry = ledger.grant_credits(user.id, amount, actor_id=actor_id, note=note)
+            actor_id = actor.id
+        entry = admin.grant_credits(actor_id, user.username, amount, args.note)
         print(f"Granted {amount:+d} credits to {user.username}; balance now {entry.balance_after}.")
         return EXIT_OK
     balance = ledger.get_balance(user.id)

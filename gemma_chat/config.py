@@ -82,6 +82,7 @@ class Settings:
     models_dir: Path = PROJECT_ROOT / "models"
     # accounts
     starting_balance: int = 10
+    allow_registration: bool = True  # false: only administrators make accounts (Admin tab, `users create`)
     bcrypt_rounds: int = 12
     # Lock-outs are per (username, client): five wrong passwords from one client lock that client
     # out of that account for lockout_duration_s, twice as long for each lock-out in a row.
@@ -97,6 +98,7 @@ class Settings:
     trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto
     # credits
     max_topup: int = 1000
+    self_topup: bool = True  # false: users ask an administrator for credits (Admin tab, `credits grant`)
     stale_hold_s: int = 15 * 60  # a hold older than this cannot belong to a running generation
     # chat
     max_message_chars: int = 8000

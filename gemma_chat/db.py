@@ -195,6 +195,20 @@ class LoginThrottle(BaseModel):
         primary_key = pw.CompositeKey("username_key", "client")
 
 
+class AdminAction(BaseModel):
+    """One administrator action on an account (admin.py): who, when, what, to whom. Append-only."""
+
+    actor = pw.ForeignKeyField(User, null=True, backref="+")  # null: the command line
+    actor_name = pw.TextField()  # the admin's username then, or "command line"
+    action = pw.TextField()  # grant | disable | enable | promote | demote | unlock | reset_password | create_user
+    target = pw.ForeignKeyField(User, null=True, backref="+")
+    detail = pw.TextField(default="")
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "admin_actions"
+
+
 # --- migrations -----------------------------------------------------------------
 # An ordered list of (name, statements). Never edit or reorder a shipped migration: add a new one.
 
@@ -378,12 +392,33 @@ _API = [
     "CREATE INDEX idempotent_requests_by_time ON idempotent_requests (created_at)",
 ]
 
+# Issue 11 (points 6 and 7): the Admin tab's account actions, each recorded with who did it. Kept
+# like the ledger: rows are only ever added. A password never reaches `detail`.
+_ADMIN_ACTIONS = [
+    """CREATE TABLE admin_actions (
+        id INTEGER PRIMARY KEY,
+        actor_id INTEGER REFERENCES users (id),
+        actor_name TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (length(action) BETWEEN 1 AND 32),
+        target_id INTEGER REFERENCES users (id),
+        detail TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX admin_actions_by_time ON admin_actions (created_at)",
+    "CREATE INDEX admin_actions_by_target ON admin_actions (target_id, id)",
+    """CREATE TRIGGER admin_actions_no_update BEFORE UPDATE ON admin_actions
+       BEGIN SELECT RAISE(ABORT, 'admin_actions is append-only'); END""",
+    """CREATE TRIGGER admin_actions_no_delete BEFORE DELETE ON admin_actions
+       BEGIN SELECT RAISE(ABORT, 'admin_actions is append-only'); END""",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
     ("0003_sessions", _SESSIONS),
     ("0004_conversations", _CONVERSATIONS),
     ("0005_api", _API),
+    ("0006_admin_actions", _ADMIN_ACTIONS),
 ]
 
 

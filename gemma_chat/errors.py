@@ -58,6 +58,10 @@ class PermissionDeniedError(GemmaChatError):
     pass
 
 
+class LastAdministratorError(GemmaChatError):
+    """Demoting or disabling the only enabled administrator would leave no one to administer."""
+
+
 class NotLoggedInError(PermissionDeniedError):
     pass
 

@@ -27,6 +27,7 @@ from .markup import as_markdown
 from .reports import Reports
 from .ui_account import AccountTab
 from .ui_admin_models import AdminModelsSection
+from .ui_admin_users import AdminUsersSection
 from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
 
@@ -173,7 +174,7 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
+class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
     """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
 
     owned = staticmethod(owned)
@@ -539,6 +540,8 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
     def top_up(self, request: gr.Request, amount):
         try:
             user = self.current_user(request)
+            if not self.settings.self_topup:  # the tab hides the form; a raw call to this event is refused here
+                raise PermissionDeniedError("Top-ups are turned off here; ask an administrator for credits.")
             entry = self._guarded("top_up", ledger.top_up, user.id, amount, maximum=self.settings.max_topup)
         except GemmaChatError as exc:
             return f"⚠ {exc.message}", gr.update(), gr.update()
@@ -596,12 +599,13 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
 
             with gr.Column(visible=True) as login_view:
                 gr.Markdown("# gemma-chat")
-                gr.Markdown(t("sign_in_intro"))
+                gr.Markdown(t("sign_in_intro" if self.settings.allow_registration else "sign_in_intro_closed"))
                 username = gr.Textbox(label=t("username"), max_lines=1, autofocus=True)
                 password = gr.Textbox(label=t("password"), type="password", max_lines=1)
                 with gr.Row():
                     login_button = gr.Button(t("log_in"), variant="primary")
-                    register_button = gr.Button(t("create_account"))
+                    # Hidden when registration is off; /auth/register refuses on the server too (web/app.py).
+                    register_button = gr.Button(t("create_account"), visible=self.settings.allow_registration)
                 login_message = gr.Markdown(elem_id="login-message")
 
             with gr.Column(visible=False) as app_view:
@@ -655,8 +659,10 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                         full_prompt = gr.Textbox(label=t("full_prompt"), interactive=False, lines=3)
                         full_answer = gr.Textbox(label=t("full_answer"), interactive=False, lines=6)
                     with gr.Tab(t("top_up"), id="topup") as topup_tab:
-                        amount = gr.Number(label=t("credits_to_add"), value=10, precision=None)
-                        topup_button = gr.Button(t("top_up"), variant="primary")
+                        # With self_topup off the form is hidden and the event refuses (top_up).
+                        gr.Markdown(t("topup_closed"), visible=not self.settings.self_topup, elem_id="topup-closed")
+                        amount = gr.Number(label=t("credits_to_add"), value=10, precision=None, visible=self.settings.self_topup)
+                        topup_button = gr.Button(t("top_up"), variant="primary", visible=self.settings.self_topup)
                         topup_message = gr.Markdown(elem_id="topup-message")
                         ledger_view = gr.Dataframe(headers=self.LEDGER_COLUMNS, interactive=False, datatype="str")
                     self.build_account_tab(t, c)
@@ -680,6 +686,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
                         active_plot = gr.BarPlot(x="day", y="active_users", y_lim=[0, None], height=240)
                         active_table = gr.Dataframe(interactive=False)
                         self.build_admin_models(t, c)
+                        self.build_admin_users(t, c)
                         gr.Markdown(t("recent_errors"))
                         errors_table = gr.Dataframe(interactive=False, wrap=True)
                         error_text = gr.Textbox(label=t("error_details"), interactive=False, lines=8)
@@ -751,6 +758,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection):
             refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
             errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)
             self.wire_admin_models(c, admin_tab, refresh_button)
+            self.wire_admin_users(c, admin_tab, refresh_button)
         # api_open=False: /gradio_api/run/* refuses queued events, so they run through the queue only.
         demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)), api_open=False)
         _calm_queue_polling(demo)

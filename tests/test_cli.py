@@ -159,6 +159,13 @@ def test_credits_grant_without_by_records_the_command_line_as_the_actor(cli, dat
     with sqlite3.connect(data_dir / "gemma_chat.db") as connection:
         row = connection.execute("SELECT kind, amount, actor_id, note FROM ledger_entries ORDER BY id DESC LIMIT 1").fetchone()
     assert row == ("grant", 5, None, "[command line] refund")
+    with sqlite3.connect(data_dir / "gemma_chat.db") as connection:
+        actions = connection.execute(
+            "SELECT a.actor_id, a.actor_name, a.action, u.username, a.detail FROM admin_actions a "
+            "JOIN users u ON u.id = a.target_id ORDER BY a.id"
+        ).fetchall()
+    assert actions == [(None, "command line", "create_user", "alice", "administrator"),
+                       (None, "command line", "grant", "alice", "+5 credits: refund")]
     report = json.loads(cli("report", "--format", "json").stdout)
     assert report["model_performance"] == [] and report["active_users_by_day"] == []
     assert "Model performance" in cli("report").stdout

@@ -116,3 +116,20 @@ def test_a_new_tier_table_adds_a_tier(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="Cannot read config file"):
         load_settings(config_file=tmp_path / "nope.toml", env={})
+
+
+def test_the_admin_actions_table_applies_to_a_database_of_the_api_schema(tmp_path):
+    path = tmp_path / "old.db"
+    db.database.init(str(path), pragmas={"journal_mode": "wal"})
+    db.apply_migrations([m for m in db.MIGRATIONS if m[0] <= "0005_api"])
+    db.database.execute_sql(
+        "INSERT INTO users (username, password_hash, balance, created_at) VALUES ('old', 'x', 0, '2026-01-01')"
+    )
+    db.close_database()
+    db.open_database(path)  # what the next start-up does
+    try:
+        assert db.applied_migrations()[-1] == "0006_admin_actions"
+        db.AdminAction.create(actor=None, actor_name="command line", action="unlock", target=1)
+        assert [(a.actor_name, a.target.username) for a in db.AdminAction.select()] == [("command line", "old")]
+    finally:
+        db.close_database()

@@ -160,7 +160,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         client = client_of(request)
         try:
             username, password = await credentials(request, "register")
-            if settings.registrations_per_hour == 0:
+            if not settings.allow_registration or settings.registrations_per_hour == 0:
                 raise GemmaChatError("Registration is closed; ask an administrator for an account.")
             if wait := registrations.retry_after(client):
                 minutes = -(-wait // 60)

@@ -64,7 +64,7 @@ def scalar(data_dir: Path, sql: str, params=()):
     return query(data_dir, sql, params)[0][0]
 
 
-TABLES = ("users", "holds", "ledger_entries", "interactions", "error_events")
+TABLES = ("users", "holds", "ledger_entries", "interactions", "error_events", "admin_actions")
 
 
 def snapshot(data_dir: Path) -> dict[str, list[tuple]]:

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from .conftest import query, scalar, session, signed_up, snapshot, start_app
-from .gradio_http import GradioSession
+from .gradio_http import GradioSession, endpoint_index
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +88,8 @@ def test_every_endpoint_refuses_a_caller_without_a_session(app, alice, bob):
     before = snapshot(app.data_dir)
     probe = session(app)
     checked = endpoints(probe)
-    # 18 events run on the server; sign-in, registration and the two log-outs are /auth routes now.
-    assert len(checked) >= 18, "the app's config should list every event"
+    # 50 events run on the server today; sign-in, registration and the two log-outs are /auth routes.
+    assert len(checked) >= 50, "the app's config should list every event"
     assert {"chat", "regenerate", "edit_last_message"} <= {name for _, name in checked}
     for index, name in checked:
         outcome = session(app).call_with_placeholders(index)  # a fresh session each: never signed in
@@ -116,6 +116,9 @@ def test_every_endpoint_refuses_a_caller_without_a_session(app, alice, bob):
 def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
     admin_only = admin_endpoints(bob.config)
     assert len(admin_only) >= 3  # the tab itself, Refresh, and the error table
+    account_actions = ["admin_grant", "admin_disable", "admin_enable", "admin_promote", "admin_demote", "admin_unlock",
+                       "admin_set_password", "admin_create_user", "restart_model"]
+    assert {endpoint_index(bob.config, name) for name in account_actions} <= set(admin_only)
     before = snapshot(app.data_dir)
     for index in admin_only:
         outcome = bob.call_with_placeholders(index)
@@ -123,6 +126,9 @@ def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
     assert snapshot(app.data_dir) == before
     report = alice.call("admin_report", "", "")  # the same endpoint answers the admin
     assert report.ok and "bob" in json.dumps(report.data)
+    unlocked = alice.call("admin_unlock", "bob", "", None)
+    assert unlocked.ok and "bob unlocked: now a user, active." in unlocked.data
+    assert query(app.data_dir, "SELECT actor_name, action FROM admin_actions") == [("alice", "unlock")]
 
 
 def test_no_endpoint_shows_a_user_anything_of_another_user(app, alice, bob):

@@ -77,7 +77,7 @@ def state() -> dict:
     """Every row that matters for money, accounts and logs."""
     return {
         table: database.execute_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
-        for table in ("users", "holds", "ledger_entries", "interactions", "error_events")
+        for table in ("users", "holds", "ledger_entries", "interactions", "error_events", "admin_actions")
     }
 
 
@@ -200,6 +200,39 @@ def test_top_up_survives_any_amount(app, alice):
     top_up()
     assert len(calls) >= 500
     assert ledger.get_balance(alice.user_id).held == 0
+
+
+def test_an_admin_grant_survives_anything(app, alice):
+    """alice is the first account, so an administrator: the Users section's Grant credits, as she sends it."""
+    seen = {"accepted": 0, "refused": 0}
+
+    @EXAMPLES
+    @given(
+        target=mostly(st.sampled_from(["alice", " ALICE "]), hostile_value),
+        amount=mostly(st.integers(-50, 50), hostile_value, 50),
+        note=mostly(st.just("why"), hostile_value, 50),
+    )
+    @example(target="alice", amount=5, note="\ud800")  # found by this test: a lone surrogate reached SQLite
+    def grant(target, amount, note):
+        before = state()
+        shown = app.grant_account_credits(alice, target, amount, note, "", 1)
+        after = state()
+        message = shown["users_message"]
+        if message.startswith("⚠"):
+            assert_clear(message)
+            assert after == before
+            seen["refused"] += 1
+        else:
+            assert message.startswith("Granted ")
+            (entry,) = [row for row in after["ledger_entries"] if row not in before["ledger_entries"]]
+            (action,) = [row for row in after["admin_actions"] if row not in before["admin_actions"]]
+            assert entry[3] == "grant" and entry[7] == alice.user_id and action[2:4] == ("alice", "grant")
+            assert after["error_events"] == before["error_events"]
+            seen["accepted"] += 1
+
+    grant()
+    assert seen["accepted"] >= 50 and seen["refused"] >= 100, seen
+    assert ledger.verify_ledger() == []
 
 
 def chat_property(app, alice, message, tier):

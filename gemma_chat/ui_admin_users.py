@@ -1,0 +1,187 @@
+"""The Admin tab's Users section: accounts with balance, role, state and use, searched and paged, and
+the actions on one account (grant credits, disable, enable, promote, demote, unlock, set a password,
+create an account), with the latest administrator actions below.
+
+A mixin of ChatApp (ui.py): every callback resolves the administrator from the request's session
+cookie and re-checks it in the database (admin.py checks again inside each action's transaction).
+A refusal of the caller is a popup; a refused action (the last administrator, a bad amount) is the
+section's message.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from . import admin
+from .errors import GemmaChatError
+
+USERS_PAGE_SIZE = 20
+MAX_SEARCH_CHARS = 64
+
+
+def _page_number(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
+def _search_text(value) -> str:
+    return value.strip()[:MAX_SEARCH_CHARS] if isinstance(value, str) else ""
+
+
+class AdminUsersSection:
+    USER_COLUMNS = ["User", "Balance", "Held", "Role", "State", "Last login (UTC)", "Requests"]
+    ACTION_COLUMNS = ["Time (UTC)", "By", "Action", "Account", "Detail"]
+
+    def _users_view(self, search, page) -> dict:
+        search, page = _search_text(search), _page_number(page)
+        rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
+        pages = max(1, -(-total // USERS_PAGE_SIZE))
+        if page > pages:
+            page = pages
+            rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
+        table = pd.DataFrame(
+            [[r.username, r.balance, r.held, r.role, r.state,
+              f"{r.last_login_at:%Y-%m-%d %H:%M}" if r.last_login_at else "never", r.requests] for r in rows],
+            columns=self.USER_COLUMNS,
+        )
+        actions = pd.DataFrame(
+            [[f"{when:%Y-%m-%d %H:%M:%S}", by, action, target, detail] for when, by, action, target, detail in admin.recent_actions()],
+            columns=self.ACTION_COLUMNS,
+        )
+        label = f"Page {page} of {pages} · {total} account{'s' if total != 1 else ''}" + (f" matching “{search}”" if search else "")
+        return {"users_table": table, "users_page_label": label, "users_page": page, "admin_actions_table": actions}
+
+    def users_state(self, request: gr.Request, search, page):
+        self.current_user(request, admin=True)
+        return {**self._users_view(search, page), "users_message": ""}
+
+    def users_search(self, request: gr.Request, search, page):
+        return self.users_state(request, search, 1)
+
+    def users_previous(self, request: gr.Request, search, page):
+        return self.users_state(request, search, max(1, _page_number(page) - 1))
+
+    def users_next(self, request: gr.Request, search, page):
+        return self.users_state(request, search, _page_number(page) + 1)
+
+    def select_account(self, request: gr.Request, event: gr.SelectData):
+        """A click on a row of the table chooses its account for the actions."""
+        self.current_user(request, admin=True)
+        row = getattr(event, "row_value", None)
+        if isinstance(row, (list, tuple)) and row and isinstance(row[0], str):
+            return {"admin_target": row[0]}
+        return {}
+
+    def _act(self, request, search, page, location: str, action) -> dict:
+        """Run one action as the signed-in administrator; its message, and the table as it is now."""
+        acting = self.current_user(request, admin=True)  # refuses with a popup: not signed in, not an admin
+        try:
+            message = self._guarded(location, action, acting.id)
+        except GemmaChatError as exc:
+            message = f"⚠ {exc.message}"
+        return {**self._users_view(search, page), "users_message": message}
+
+    def grant_account_credits(self, request: gr.Request, target, amount, note, search, page):
+        def grant(by):
+            entry = admin.grant_credits(by, target, amount, note)
+            return f"Granted {entry.amount:+d} credits to {target.strip()}; balance now {entry.balance_after}."
+
+        return {**self._act(request, search, page, "admin:grant", grant), "grant_note": ""}
+
+    def _account_change(self, request, target, search, page, verb: str, change) -> dict:
+        def act(by):
+            user = change(by, target)
+            state = "disabled" if user.is_disabled else "active"
+            return f"{user.username} {verb}: now {'an administrator' if user.is_admin else 'a user'}, {state}."
+
+        return self._act(request, search, page, f"admin:{verb}", act)
+
+    def disable_account(self, request: gr.Request, target, search, page):
+        return self._account_change(
+            request, target, search, page, "disabled (signed out everywhere; API keys stopped)",
+            lambda by, name: admin.set_disabled(by, name, True),
+        )
+
+    def enable_account(self, request: gr.Request, target, search, page):
+        return self._account_change(request, target, search, page, "enabled", lambda by, name: admin.set_disabled(by, name, False))
+
+    def promote_account(self, request: gr.Request, target, search, page):
+        return self._account_change(request, target, search, page, "promoted", lambda by, name: admin.set_admin(by, name, True))
+
+    def demote_account(self, request: gr.Request, target, search, page):
+        return self._account_change(
+            request, target, search, page, "demoted (signed out everywhere)", lambda by, name: admin.set_admin(by, name, False)
+        )
+
+    def unlock_account(self, request: gr.Request, target, search, page):
+        return self._account_change(request, target, search, page, "unlocked", admin.unlock)
+
+    def reset_account_password(self, request: gr.Request, target, new_password, search, page):
+        def reset(by):
+            user = admin.reset_password(self.settings, by, target, new_password)
+            return f"New password set for {user.username}; their sessions have ended."
+
+        # The password box is cleared whatever happened: nothing typed into it lingers on the page.
+        return {**self._act(request, search, page, "admin:reset_password", reset), "admin_password": ""}
+
+    def create_account(self, request: gr.Request, target, new_password, search, page):
+        def create(by):
+            user = admin.create_user(self.settings, by, target, new_password)
+            return f"Created {user.username} with {user.balance} credits."
+
+        return {**self._act(request, search, page, "admin:create_user", create), "admin_password": ""}
+
+    def build_admin_users(self, t, c: dict) -> None:
+        gr.Markdown(t("users_section"))
+        with gr.Row():
+            c["users_search"] = gr.Textbox(label=t("search_users"), max_lines=1, scale=3)
+            c["users_search_button"] = gr.Button(t("search"), scale=1)
+        c["users_table"] = gr.Dataframe(headers=self.USER_COLUMNS, interactive=False, elem_id="users-table")
+        with gr.Row():
+            c["users_previous"] = gr.Button(t("previous"), size="sm")
+            c["users_page_label"] = gr.Markdown("Page 1 of 1")
+            c["users_next"] = gr.Button(t("next"), size="sm")
+        c["users_page"] = gr.State(1)
+        c["admin_target"] = gr.Textbox(label=t("account_to_change"), max_lines=1, elem_id="admin-target")
+        with gr.Row():
+            c["grant_amount"] = gr.Number(label=t("credits_to_grant"), value=10, precision=0, scale=1)
+            c["grant_note"] = gr.Textbox(label=t("grant_note"), max_lines=1, scale=3)
+            c["grant_button"] = gr.Button(t("grant_credits"), variant="primary", scale=1)
+        with gr.Row():
+            for name in ("disable", "enable", "promote", "demote", "unlock"):
+                c[f"{name}_button"] = gr.Button(t(f"{name}_account"), size="sm")
+        with gr.Row():
+            c["admin_password"] = gr.Textbox(label=t("password_to_set"), type="password", max_lines=1, scale=3)
+            c["reset_password_button"] = gr.Button(t("set_password"), scale=1)
+            c["create_user_button"] = gr.Button(t("create_user"), scale=1)
+        c["users_message"] = gr.Markdown(elem_id="users-message")
+        gr.Markdown(t("admin_actions_section"))
+        c["admin_actions_table"] = gr.Dataframe(headers=self.ACTION_COLUMNS, interactive=False, wrap=True, elem_id="admin-actions-table")
+
+    def wire_admin_users(self, c: dict, admin_tab, refresh_button) -> None:
+        view = ["users_table", "users_page_label", "users_page", "admin_actions_table", "users_message"]
+        paging = ["users_search", "users_page"]
+        self.wire(admin_tab.select, self.users_state, paging, view, api_name=False)
+        self.wire(refresh_button.click, self.users_state, paging, view, api_name=False)
+        for trigger in (c["users_search_button"].click, c["users_search"].submit):
+            self.wire(trigger, self.users_search, paging, view, api_name=False)
+        self.wire(c["users_previous"].click, self.users_previous, paging, view, api_name=False)
+        self.wire(c["users_next"].click, self.users_next, paging, view, api_name=False)
+        self.wire(c["users_table"].select, self.select_account, [], ["admin_target"], api_name=False)
+        self.wire(
+            c["grant_button"].click, self.grant_account_credits, ["admin_target", "grant_amount", "grant_note"] + paging,
+            view + ["grant_note"], api_name="admin_grant", api_visibility="undocumented",
+        )
+        for name in ("disable", "enable", "promote", "demote", "unlock"):
+            self.wire(
+                c[f"{name}_button"].click, getattr(self, f"{name}_account"), ["admin_target"] + paging, view,
+                api_name=f"admin_{name}", api_visibility="undocumented",
+            )
+        for button, callback, api_name in (
+            ("reset_password_button", self.reset_account_password, "admin_set_password"),
+            ("create_user_button", self.create_account, "admin_create_user"),
+        ):
+            self.wire(
+                c[button].click, callback, ["admin_target", "admin_password"] + paging, view + ["admin_password"],
+                api_name=api_name, api_visibility="undocumented",
+            )
