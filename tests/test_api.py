@@ -45,7 +45,7 @@ class ScriptedEngine:
             TierStatus("pro", "Scripted Pro", 3, True, "", False, 24, 1024),
         ]
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         text = ""
         if stop is not None and stop.wait(self.delay_s):
             yield GenerationResult("", 3, 0, "stopped", None, 1, "Scripted")

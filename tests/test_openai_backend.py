@@ -247,8 +247,8 @@ class RecordingEngine:
     def tiers(self):
         return self.engine.tiers()
 
-    def generate(self, tier, messages, *, stop=None):
-        for item in self.engine.generate(tier, messages, stop=stop):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
+        for item in self.engine.generate(tier, messages, stop=stop, sampling=sampling):
             self.items.append(item)
             yield item
 
