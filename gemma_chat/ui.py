@@ -515,7 +515,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection):
                             send_button = gr.Button(t("send"), variant="primary")
                             stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
-                    c.update(chatbot=chatbot, turns=turns, tabs=tabs)
+                    c.update(chatbot=chatbot, turns=turns, tabs=tabs, balance=balance)
                     self.build_chats_tab(t, c)
                     with gr.Tab(t("history"), id="history") as history_tab:
                         history_table = gr.Dataframe(
@@ -531,7 +531,6 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection):
                             next_button = gr.Button(t("next"), size="sm")
                         full_prompt = gr.Textbox(label=t("full_prompt"), interactive=False, lines=3)
                         full_answer = gr.Textbox(label=t("full_answer"), interactive=False, lines=6)
-                    c["balance"] = balance
                     self.build_topup_tab(t, c)
                     self.build_account_tab(t, c)
                     with gr.Tab(t("admin"), id="admin", visible=False) as admin_tab:

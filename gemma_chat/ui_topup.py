@@ -1,4 +1,4 @@
-"""The Top up tab: add credits, and the user's statement (every ledger entry, paged), totals by kind, CSV.
+"""The Top up tab's statement: every ledger entry of the user, paged, totals by kind, and a CSV download.
 
 A mixin of ChatApp (ui.py): every callback resolves the user from the request's session cookie, and
 statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from . import ledger, statement
+from . import statement
 from .errors import GemmaChatError
 from .history import parse_page
 
