@@ -1,4 +1,4 @@
-"""The Top up tab's statement: every ledger entry of the user, paged, totals by kind, and a CSV download.
+"""The Top up tab's layout, and the user's statement: every ledger entry, paged, totals by kind, a CSV.
 
 A mixin of ChatApp (ui.py): every callback resolves the user from the request's session cookie, and
 statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
