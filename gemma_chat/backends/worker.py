@@ -3,8 +3,8 @@
 Started and supervised by backends/local.py. The wire format is one JSON object per line:
 the app writes a config, then `generate` (with the request's optional `sampling`: temperature,
 top_p) and `stop` commands, on stdin; the worker writes events on stdout (`probing`, `ready`,
-`load_failed`, then per request `text`… and `done` or `error`). llama.cpp and Python write their logs to stderr, which the app keeps the tail of:
-it is what the error table shows after a crash.
+`load_failed`, then per request `text`… and `done` or `error`). llama.cpp and Python write their
+logs to stderr, which the app keeps the tail of: it is what the error table shows after a crash.
 """
 
 from __future__ import annotations
