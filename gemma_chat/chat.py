@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 from . import conversations, interactions, ledger
 from .auth import get_user
+from .backends.base import Sampling
 from .config import Settings
 from .db import transaction
 from .error_log import log_error
@@ -99,13 +100,15 @@ def run_turn(
     new_conversation: bool = False,
     replaces_id: int | None = None,
     source: str = "ui",
+    sampling: Sampling | None = None,
 ) -> Iterator[TurnUpdate]:
     """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
 
     The turn joins the user's chat `conversation_id`, or starts a chat titled after the message
     when `new_conversation` (created with the hold, so a refused turn leaves no empty chat);
     `replaces_id` names the turn it regenerates or edits. `source` says where the turn came from
-    ("ui" or "api"), for History and the reports.
+    ("ui" or "api"), for History and the reports. `sampling` overrides the tier's temperature /
+    top_p for this turn (the API's); None keeps the tier's settings (the chat window).
     """
     try:
         user = get_user(user_id)
@@ -168,10 +171,12 @@ def run_turn(
         yield replace(base, status="rejected", message=exc.message)
         return
 
-    yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop)
+    yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop, sampling)
 
 
-def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messages, stop) -> Iterator[TurnUpdate]:
+def _stream_and_settle(
+    engine, base: TurnUpdate, user_id: int, tier: str, messages, stop, sampling: Sampling | None
+) -> Iterator[TurnUpdate]:
     request_id = base.request_id
     answer = ""
     result = None
@@ -181,7 +186,7 @@ def _stream_and_settle(engine, base: TurnUpdate, user_id: int, tier: str, messag
     final: TurnUpdate | None = None
     try:
         yield base  # held: the UI can show the turn at once, before the prompt is evaluated
-        for item in engine.generate(tier, messages, stop=stop):
+        for item in engine.generate(tier, messages, stop=stop, sampling=sampling):
             if isinstance(item, str):
                 if first_token_at is None:
                     first_token_at = time.monotonic()

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from .backends.base import Backend, GenerationResult, Message, TierStatus, Waiting  # noqa: F401 — the engine's vocabulary
+from .backends.base import Backend, GenerationResult, Message, Sampling, TierStatus, Waiting  # noqa: F401 — the engine's vocabulary
 from .backends.cpu_features import ExtraBuffers, decide_extra_buffers
 from .config import Settings
 from .error_log import log_error
@@ -37,7 +37,7 @@ class UnavailableBackend:
     def wait_until_loaded(self, timeout: float) -> None:
         pass
 
-    def generate(self, messages, *, stop=None):
+    def generate(self, messages, *, stop=None, sampling=None):
         raise ModelUnavailableError(f"The {self._status.label} model is not available: {self._status.reason}")
         yield  # a generator, like every backend's
 
@@ -124,16 +124,18 @@ class Engine:
         return backend is not None and backend.status().available
 
     def generate(
-        self, tier: str, messages: Sequence[Message], *, stop: threading.Event | None = None
+        self, tier: str, messages: Sequence[Message], *, stop: threading.Event | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[Waiting | str | GenerationResult]:
         """Stream one reply: Waiting(position)…, then text deltas, then one GenerationResult.
 
         ModelUnavailableError and QueueFullError are raised on the first `next()`; ContextTooLongError
         before any text. History is trimmed oldest pair first; only a newest message too long on its
         own is refused. Setting `stop` ends the stream promptly with finish_reason "stopped". Closing
-        the generator early frees the tier. A crashed worker raises WorkerCrashedError.
+        the generator early frees the tier. A crashed worker raises WorkerCrashedError. `sampling`
+        overrides the tier's temperature / top_p for this request only (the /v1 API's).
         """
-        return self.backend(tier).generate(messages, stop=stop)
+        return self.backend(tier).generate(messages, stop=stop, sampling=sampling)
 
     def restart_tier(self, tier: str) -> None:
         """An administrator brings a crashed or failed tier back."""

@@ -30,6 +30,7 @@ from .ui_admin_models import AdminModelsSection
 from .ui_admin_users import AdminUsersSection
 from .ui_chats import ChatsTab
 from .ui_text import TRANSLATIONS
+from .ui_topup import TopUpTab
 
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
@@ -174,7 +175,7 @@ def shows_errors(callback):
     return wrapper
 
 
-class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
+class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSection):
     """Holds the services the callbacks use; `build()` makes the Blocks, one builder per new tab."""
 
     owned = staticmethod(owned)
@@ -528,15 +529,6 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
 
     # --- top-up -----------------------------------------------------------------------
 
-    LEDGER_COLUMNS = ["Time (UTC)", "Kind", "Amount", "Balance after"]
-
-    def ledger_table(self, user_id: int) -> pd.DataFrame:
-        rows = [
-            [f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.kind, f"{e.amount:+d}", e.balance_after]
-            for e in ledger.recent_entries(user_id, limit=20)
-        ]
-        return pd.DataFrame(rows, columns=self.LEDGER_COLUMNS)
-
     def top_up(self, request: gr.Request, amount):
         try:
             user = self.current_user(request)
@@ -546,12 +538,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
         except GemmaChatError as exc:
             return f"⚠ {exc.message}", gr.update(), gr.update()
         message = f"Added {_plural(entry.amount, 'credit')}. New balance: {_plural(entry.balance_after, 'credit')}."
-        return message, balance_text(user.id), self.ledger_table(user.id)
-
-    @shows_errors
-    def show_ledger(self, request: gr.Request):
-        user = self.current_user(request)
-        return self.ledger_table(user.id)
+        return message, balance_text(user.id), self.ledger_table(user.id)  # the statement follows (ui_topup.py)
 
     # --- admin ------------------------------------------------------------------------
 
@@ -658,13 +645,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
                             next_button = gr.Button(t("next"), size="sm")
                         full_prompt = gr.Textbox(label=t("full_prompt"), interactive=False, lines=3)
                         full_answer = gr.Textbox(label=t("full_answer"), interactive=False, lines=6)
-                    with gr.Tab(t("top_up"), id="topup") as topup_tab:
-                        # With self_topup off the form is hidden and the event refuses (top_up).
-                        gr.Markdown(t("topup_closed"), visible=not self.settings.self_topup, elem_id="topup-closed")
-                        amount = gr.Number(label=t("credits_to_add"), value=10, precision=None, visible=self.settings.self_topup)
-                        topup_button = gr.Button(t("top_up"), variant="primary", visible=self.settings.self_topup)
-                        topup_message = gr.Markdown(elem_id="topup-message")
-                        ledger_view = gr.Dataframe(headers=self.LEDGER_COLUMNS, interactive=False, datatype="str")
+                    self.build_topup_tab(t, c)
                     self.build_account_tab(t, c)
                     with gr.Tab(t("admin"), id="admin", visible=False) as admin_tab:
                         with gr.Row():
@@ -745,10 +726,7 @@ class ChatApp(ChatsTab, AccountTab, AdminModelsSection, AdminUsersSection):
             next_button.click(self.history_next, [history_page], history_outputs, api_name=False)
             history_table.select(self.history_detail, [history_full], [full_prompt, full_answer], api_name=False)
 
-            topup_tab.select(self.show_ledger, None, [ledger_view], api_name=False)
-            topup_button.click(
-                self.top_up, [amount], [topup_message, balance, ledger_view], api_name="top_up", api_visibility="undocumented"
-            )
+            self.wire_topup_tab(c)
 
             admin_outputs = [
                 model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text,

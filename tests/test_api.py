@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from conftest import MODEL_CACHE
 from e2e.conftest import RunningApp
 from gemma_chat import auth, db, keys, ledger
-from gemma_chat.engine import GenerationResult, TierStatus
+from gemma_chat.engine import GenerationResult, Sampling, TierStatus
 from gemma_chat.verify import verify_database
 from gemma_chat.web.api import create_api_router, fold_messages, safe_length
 from reliability.conftest import FAULTS_HOOK, query, verify
@@ -45,7 +45,7 @@ class ScriptedEngine:
             TierStatus("pro", "Scripted Pro", 3, True, "", False, 24, 1024),
         ]
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         text = ""
         if stop is not None and stop.wait(self.delay_s):
             yield GenerationResult("", 3, 0, "stopped", None, 1, "Scripted")
@@ -122,6 +122,35 @@ def test_completion_usage_stop_and_max_tokens_in_process(settings, api_user):
 
     assert {row.source for row in list_history(alice.id).rows} == {"api"}
     assert Reports().full()["requests_by_source"] == [{"source": "api", "model": "Scripted", "requests": 3, "credits": 3}]
+
+
+class RecordingEngine(ScriptedEngine):
+    """The scripted answer, remembering the sampling each request asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[Sampling | None] = []
+
+    def generate(self, tier, messages, *, stop=None, sampling=None):
+        self.asked.append(sampling)
+        return super().generate(tier, messages, stop=stop, sampling=sampling)
+
+
+def test_temperature_and_top_p_reach_the_engine_and_bad_values_are_refused(settings, api_user):
+    alice, key = api_user
+    engine = RecordingEngine()
+    client = TestClient(router_app(settings, engine))
+    auth_header = {"Authorization": f"Bearer {key}"}
+    hi = [{"role": "user", "content": "hi"}]
+    for body in ({"temperature": 0, "top_p": 0.25}, {"temperature": 1.5}, {}):
+        assert client.post("/v1/chat/completions", headers=auth_header, json={"model": "mini", "messages": hi, **body}).status_code == 200
+    # Unset fields stay None: the tier's own settings apply, as in the chat window.
+    assert engine.asked == [Sampling(temperature=0.0, top_p=0.25), Sampling(temperature=1.5), Sampling()]
+    for name, value in [("temperature", 2.5), ("temperature", -0.1), ("temperature", "hot"), ("temperature", True),
+                        ("top_p", 1.01), ("top_p", -1), ("top_p", [0.5])]:
+        refused = client.post("/v1/chat/completions", headers=auth_header, json={"model": "mini", "messages": hi, name: value})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == name, (name, value)
+    assert len(engine.asked) == 3 and ledger.get_balance(alice.id).balance == 7  # refusals never reach the model
 
 
 def test_other_paths_under_v1_get_an_openai_shaped_404(settings, api_user):
@@ -321,6 +350,23 @@ def test_models_and_a_completion_through_the_openai_client(api_app):
                                   "FROM interactions WHERE request_id = ?", (completion.id.removeprefix("chatcmpl-"),))
     assert row == [("ok", 1, "api", answer, completion.usage.prompt_tokens, completion.usage.completion_tokens)]
     assert verify(api_app.data_dir) == []
+
+
+@pytest.mark.slow
+def test_temperature_0_repeats_itself_and_temperature_2_does_not(api_app):
+    """The 270M's own sampling (temperature 0.3) is neither: so the answers show the request's values were used."""
+    client = client_for(api_app, user_with_key(api_app, "sampler", credits=20))
+    story = [{"role": "user", "content": "Tell me a story about a dragon who lives by the sea."}]
+
+    def answers(count: int, **sampling) -> set[str]:
+        return {client.chat.completions.create(model="mini", messages=story, max_tokens=16, **sampling).choices[0].message.content
+                for _ in range(count)}
+
+    greedy = answers(3, temperature=0)
+    assert len(greedy) == 1 and next(iter(greedy))
+    assert answers(3, temperature=0.7, top_p=0) == greedy  # top_p 0 keeps only the likeliest token: greedy too
+    assert len(answers(4, temperature=2, top_p=1)) > 1
+    assert balance_of(api_app, "sampler") == (10, 0) and verify(api_app.data_dir) == []
 
 
 @pytest.mark.slow

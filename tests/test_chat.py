@@ -40,9 +40,9 @@ class FaultyEngine:
     def tiers(self):
         return self.engine.tiers()
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         self.calls += 1
-        return self.fault(self.engine.generate(tier, messages, stop=stop))
+        return self.fault(self.engine.generate(tier, messages, stop=stop, sampling=sampling))
 
 
 def test_an_answer_streams_and_is_charged_once(chat_settings, demo_engine, alice):
@@ -187,7 +187,7 @@ def test_earlier_turns_are_sent_as_context(chat_settings, demo_engine, alice):
 
     engine = FaultyEngine(demo_engine, record)
     original = engine.generate
-    engine.generate = lambda tier, messages, stop=None: seen.append(messages) or original(tier, messages, stop=stop)
+    engine.generate = lambda tier, messages, stop=None, sampling=None: seen.append(messages) or original(tier, messages, stop=stop, sampling=sampling)
     run(chat_settings, engine, alice, message="And Germany?", history=[("Capital of France?", "Paris.")])
     assert seen[0] == [
         {"role": "user", "content": "Capital of France?"},

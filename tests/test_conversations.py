@@ -49,9 +49,9 @@ class RecordingEngine:
     def tiers(self):
         return self.engine.tiers()
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         self.calls.append([dict(m) for m in messages])
-        return self.engine.generate(tier, messages, stop=stop)
+        return self.engine.generate(tier, messages, stop=stop, sampling=sampling)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gemma_chat.backends.llama_runner import Transcript, _safe_end, sampling_for
-from gemma_chat.engine import Engine, GenerationResult, Waiting
+from gemma_chat.engine import Engine, GenerationResult, Sampling, Waiting
 from gemma_chat.errors import ConfigError, ContextTooLongError, ModelUnavailableError, QueueFullError
 from tests.conftest import demo_settings
 from tests.gguf_fixtures import gemma3_metadata, write_gguf
@@ -29,10 +29,10 @@ def load_engine(data_dir: Path, *, log=lambda line: None, queue_size: int = 8, *
     return Engine.load(dataclasses.replace(settings, tiers=chosen or settings.tiers), log=log)
 
 
-def run(engine: Engine, tier: str, messages, stop: threading.Event | None = None):
+def run(engine: Engine, tier: str, messages, stop: threading.Event | None = None, sampling: Sampling | None = None):
     """Drain one generation: (text deltas, Waiting positions, result)."""
     deltas, waits, result = [], [], None
-    for item in engine.generate(tier, messages, stop=stop):
+    for item in engine.generate(tier, messages, stop=stop, sampling=sampling):
         if isinstance(item, Waiting):
             waits.append(item.position)
         elif isinstance(item, str):
@@ -361,6 +361,23 @@ def test_temperature_zero_is_greedy_and_repeatable(tmp_path, bundled_gguf):
     recommended = Transcript.sampling
     assert sampling_for(Transcript(), demo_settings(tmp_path).tiers["mini"].temperature) == recommended
     assert sampling_for(Transcript(), 0.0) == {**recommended, "temp": 0.0}
+
+
+def test_a_request_s_temperature_and_top_p_reach_llama_cpp(tmp_path, bundled_gguf):
+    """On a tier that samples wildly, a request's temperature 0 or top_p 0 makes it greedy: the
+    same answer every time, where the tier's own sampling gives a different one almost every time."""
+    engine = load_engine(tmp_path, mini={"temperature": 2.0, "max_tokens": 16})
+    try:
+        wild = {run(engine, "mini", STORY)[2].text for _ in range(3)}
+        assert len(wild) > 1, "the tier's temperature 2 should vary the answer"
+        for sampling in (Sampling(temperature=0.0), Sampling(top_p=0.0)):
+            texts = {run(engine, "mini", STORY, sampling=sampling)[2].text for _ in range(3)}
+            assert len(texts) == 1 and next(iter(texts)), sampling
+    finally:
+        engine.close()
+    asked = Sampling(temperature=1.5, top_p=0.5)
+    assert sampling_for(Transcript(), 0.0, asked) == {**Transcript.sampling, "temp": 1.5, "top_p": 0.5}
+    assert sampling_for(Transcript(), 0.7, Sampling(top_p=0.5)) == {**Transcript.sampling, "temp": 0.7, "top_p": 0.5}
 
 
 # --- failures ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from gemma_chat import auth, chat, ledger
-from gemma_chat.backends.base import GenerationResult, Waiting
+from gemma_chat.backends.base import GenerationResult, Sampling, Waiting
 from gemma_chat.backends.openai import OpenAIBackend, check_server, trim_history
 from gemma_chat.backends.prompts import TRANSCRIPT_PREAMBLE, transcript_prompt
 from gemma_chat.config import TierSettings, load_settings
@@ -247,8 +247,8 @@ class RecordingEngine:
     def tiers(self):
         return self.engine.tiers()
 
-    def generate(self, tier, messages, *, stop=None):
-        for item in self.engine.generate(tier, messages, stop=stop):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
+        for item in self.engine.generate(tier, messages, stop=stop, sampling=sampling):
             self.items.append(item)
             yield item
 
@@ -382,6 +382,22 @@ def test_usage_from_the_server_is_used_and_chat_messages_are_sent_as_they_are(ba
     assert sent["model"] == "fake-model"  # the server's only model, as /models named it
     assert sent["stream_options"] == {"include_usage": True} and sent["max_tokens"] == 48
     assert "temperature" not in sent  # unset: the server's own defaults for its model
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_a_request_s_temperature_and_top_p_are_sent_instead_of_the_tier_s(backends, fault_server, api):
+    def answer(handler, server):
+        piece = {"delta": {"content": "Paris."}} if api == "chat" else {"text": " Paris."}
+        send_events(handler, {"choices": [{"index": 0, **piece, "finish_reason": "stop"}]})
+        handler.wfile.write(b"data: [DONE]\n\n")
+
+    server = fault_server(answer)
+    backend = backends(server.url, api=api, temperature=0.3)
+    for sampling in (Sampling(temperature=1.7, top_p=0.2), Sampling(top_p=0.6), None):
+        assert collect(backend.generate(QUESTION, sampling=sampling))[1].text == "Paris."
+    sent = [(body["temperature"], body.get("top_p")) for body in server.requests]
+    tier_top_p = 0.95 if api == "completions" else None  # the transcript's own sampling, or the server's default
+    assert sent == [(1.7, 0.2), (0.3, 0.6), (0.3, tier_top_p)]
 
 
 def test_stop_is_noticed_while_the_server_is_silent(backends, fault_server):

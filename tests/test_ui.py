@@ -131,6 +131,31 @@ def test_top_up_adds_credits_and_refuses_bad_amounts(app):
     assert app.top_up(NO_SESSION, 5)[0] == "⚠ Please log in."
 
 
+def test_the_statement_pages_totals_and_csv_are_the_signed_in_user_s_own(chat_settings, demo_engine):
+    from gemma_chat.errors import NotLoggedInError
+
+    app = ChatApp(dataclasses.replace(chat_settings, history_page_size=3), demo_engine)
+    alice, bob = sign_up(app, "alice"), sign_up(app, "bob")
+    for amount in (1, 2, 3, 4):
+        app.top_up(alice, amount)
+    app.top_up(bob, 99)
+    first = app.statement_first(alice)
+    assert first["statement_label"] == "Page 1 of 2 — 5 entries" and first["statement_page_state"] == 1
+    assert list(first["statement_table"]["Amount"]) == ["+4", "+3", "+2"]
+    assert "| Sign-up | 1 | +10 |" in first["statement_totals"] and "| Top-ups | 4 | +10 |" in first["statement_totals"]
+    assert "| **Balance** | 5 | **20** |" in first["statement_totals"]
+    second = app.statement_next(alice, 1)
+    assert second["statement_label"].startswith("Page 2 of 2") and list(second["statement_table"]["Amount"]) == ["+1", "+10"]
+    assert app.statement_next(alice, 2)["statement_page_state"] == 2  # no page past the last
+    assert app.statement_previous(alice, "junk")["statement_page_state"] == 1
+    alice_csv = open(first["statement_csv"]["value"], encoding="utf-8").read().splitlines()
+    assert len(alice_csv) == 6 and [line.split(",")[3] for line in alice_csv[1:]] == ["10", "1", "2", "3", "4"]
+    bob_csv = app.statement_first(bob)["statement_csv"]["value"]
+    assert bob_csv != first["statement_csv"]["value"] and ",99," in open(bob_csv, encoding="utf-8").read()
+    with pytest.raises(NotLoggedInError):
+        app.statement_first(NO_SESSION)
+
+
 def test_admin_report_is_for_admins_only(app):
     admin = sign_up(app, "alice")
     user = sign_up(app, "bob")

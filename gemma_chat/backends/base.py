@@ -42,6 +42,21 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """One request's sampling, where it differs from the tier's: None keeps the tier's setting.
+
+    The /v1 API sends OpenAI's `temperature` and `top_p`; the chat window sends none.
+    """
+
+    temperature: float | None = None  # 0 = greedy
+    top_p: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields that are set: what travels to the worker and to a remote server."""
+        return {name: value for name, value in (("temperature", self.temperature), ("top_p", self.top_p)) if value is not None}
+
+
+@dataclass(frozen=True)
 class TierStatus:
     tier: str
     label: str
@@ -62,7 +77,9 @@ class Backend(Protocol):
 
     def wait_until_loaded(self, timeout: float) -> None: ...
 
-    def generate(self, messages: Sequence[Message], *, stop: threading.Event | None = None) -> Iterator[Waiting | str | GenerationResult]: ...
+    def generate(
+        self, messages: Sequence[Message], *, stop: threading.Event | None = None, sampling: Sampling | None = None
+    ) -> Iterator[Waiting | str | GenerationResult]: ...
 
     def restart(self) -> None: ...
 

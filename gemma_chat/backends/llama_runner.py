@@ -17,7 +17,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..errors import ContextTooLongError, GenerationError
-from .base import GenerationResult, Message, ms_since, stop_prefix_length
+from .base import GenerationResult, Message, Sampling, ms_since, stop_prefix_length
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 
@@ -86,11 +86,19 @@ def choose_prompt_format(llama: llama_cpp.Llama) -> ChatTemplate | Transcript:
     return ChatTemplate(llama) if llama.metadata.get("tokenizer.chat_template") else Transcript()
 
 
-def sampling_for(prompt_format: ChatTemplate | Transcript, temperature: float | None) -> dict[str, float]:
-    """The format's recommended sampling, with the tier's temperature when set (0 = greedy)."""
-    if temperature is None:
-        return dict(prompt_format.sampling)
-    return {**prompt_format.sampling, "temp": temperature}
+def sampling_for(
+    prompt_format: ChatTemplate | Transcript, temperature: float | None, request: Sampling | None = None
+) -> dict[str, float]:
+    """llama.cpp's sampling arguments: the format's recommended ones, then the tier's temperature
+    when set (0 = greedy), then what this request asked for (the /v1 API's temperature and top_p)."""
+    sampling = dict(prompt_format.sampling)
+    if temperature is not None:
+        sampling["temp"] = temperature
+    if request is not None and request.temperature is not None:
+        sampling["temp"] = request.temperature
+    if request is not None and request.top_p is not None:
+        sampling["top_p"] = request.top_p
+    return sampling
 
 
 def _token_text(vocab: Any, token: int) -> str:
@@ -205,7 +213,9 @@ class LlamaRunner:
             detail=f"prompt {len(tokens)} tokens + max_tokens {max_tokens} > n_ctx {llama.n_ctx()}",
         )
 
-    def generate(self, turns: list[dict[str, str]], stop: threading.Event) -> Iterator[str | GenerationResult]:
+    def generate(
+        self, turns: list[dict[str, str]], stop: threading.Event, sampling: Sampling | None = None
+    ) -> Iterator[str | GenerationResult]:
         """Text deltas, then one GenerationResult (queued_ms 0: the app adds its own queueing)."""
         started = time.monotonic()
         tokens = self.fit(turns)
@@ -217,7 +227,7 @@ class LlamaRunner:
         yielded = False  # until the first delta, leading blanks are skipped, not streamed
         finish = "length"
         self._stop = stop
-        stream = llama.generate(tokens, **sampling_for(prompt_format, self.config.temperature))
+        stream = llama.generate(tokens, **sampling_for(prompt_format, self.config.temperature, sampling))
         try:
             while completion < max_tokens:
                 if stop.is_set():

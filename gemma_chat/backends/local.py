@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 from ..config import PROJECT_ROOT, Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
 from ..models import ModelStatus, ensure_bundled_model
-from .base import WAIT_POLL_S, GenerationResult, Message, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 
 logger = logging.getLogger("gemma_chat")
@@ -348,7 +348,9 @@ class LocalWorkerBackend:
 
     # --- generation ---
 
-    def generate(self, messages: Sequence[Message], *, stop: threading.Event | None = None) -> Iterator[Waiting | str | GenerationResult]:
+    def generate(
+        self, messages: Sequence[Message], *, stop: threading.Event | None = None, sampling: Sampling | None = None
+    ) -> Iterator[Waiting | str | GenerationResult]:
         turns = normalize_messages(messages)
         if self._state in (FAILED, CRASHED, CLOSED):
             raise ModelUnavailableError(f"The {self.label} model is not available: {self._reason}", detail=self._reason)
@@ -356,7 +358,7 @@ class LocalWorkerBackend:
         yield from self._queue.acquire()
         try:
             worker = yield from self._ready_worker()
-            yield from self._run(worker, turns, stop, queued_ms=ms_since(queued_at))
+            yield from self._run(worker, turns, stop, sampling, queued_ms=ms_since(queued_at))
         finally:
             self._queue.release()
 
@@ -372,12 +374,17 @@ class LocalWorkerBackend:
             with self._changed:
                 self._changed.wait(WAIT_POLL_S)
 
-    def _run(self, worker: WorkerProcess, turns, stop: threading.Event | None, *, queued_ms: int) -> Iterator[str | GenerationResult]:
+    def _run(
+        self, worker: WorkerProcess, turns, stop: threading.Event | None, sampling: Sampling | None, *, queued_ms: int
+    ) -> Iterator[str | GenerationResult]:
         request_id = next(self._request_ids)
         events = worker.register(request_id)
         finished = stop_sent = False
         try:
-            worker.send({"op": "generate", "id": request_id, "messages": turns})
+            command = {"op": "generate", "id": request_id, "messages": turns}
+            if sampling is not None:
+                command["sampling"] = sampling.as_dict()
+            worker.send(command)
             while True:
                 if stop is not None and stop.is_set() and not stop_sent:
                     worker.send({"op": "stop", "id": request_id})

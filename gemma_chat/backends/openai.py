@@ -41,7 +41,7 @@ import httpx
 
 from ..config import Settings, TierSettings
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, QueueFullError
-from .base import GenerationResult, Message, TierQueue, TierStatus, Waiting, ms_since, normalize_messages, stop_prefix_length
+from .base import GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages, stop_prefix_length
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 TRIM_CHARS_PER_TOKEN = 3
@@ -280,7 +280,7 @@ class OpenAIBackend:
     # --- generation ---
 
     def generate(
-        self, messages: Sequence[Message], *, stop: threading.Event | None = None
+        self, messages: Sequence[Message], *, stop: threading.Event | None = None, sampling: Sampling | None = None
     ) -> Iterator[Waiting | str | GenerationResult]:
         """Waiting(position)…, text deltas, then one GenerationResult; typed errors, never an httpx one."""
         turns = normalize_messages(messages)
@@ -296,7 +296,7 @@ class OpenAIBackend:
         failed = False
         try:
             started = time.monotonic()
-            yield from self._stream(turns, stop, started, queued_ms=int(round((started - queued_at) * 1000)))
+            yield from self._stream(turns, stop, sampling, started, queued_ms=int(round((started - queued_at) * 1000)))
         except GemmaChatError:
             failed = True
             raise
@@ -305,8 +305,9 @@ class OpenAIBackend:
             if failed:  # was it the server going away? check now (the slot is free), not in HEALTHY_RECHECK_S
                 self._wake.set()
 
-    def _build_request(self, turns: list[dict[str, str]]) -> tuple[str, dict, int]:
-        """(path, JSON body, prompt characters) for the tier's api."""
+    def _build_request(self, turns: list[dict[str, str]], sampling: Sampling | None = None) -> tuple[str, dict, int]:
+        """(path, JSON body, prompt characters) for the tier's api; the request's sampling wins over the tier's."""
+        asked = sampling.as_dict() if sampling is not None else {}
         tier = self.tier
         body: dict = {"max_tokens": tier.max_tokens, "stream": True, "stream_options": {"include_usage": True}}
         model = tier.model or self._served_model
@@ -315,23 +316,27 @@ class OpenAIBackend:
         if tier.api == "completions":
             turns = trim_history(turns, tier, fixed_chars=len(transcript_prompt([])))
             prompt = transcript_prompt(turns)
-            sampling = dict(TRANSCRIPT_SAMPLING)
-            temperature = sampling.pop("temp") if tier.temperature is None else tier.temperature
-            body.update(prompt=prompt, stop=TRANSCRIPT_STOP, temperature=temperature, **sampling)
+            recommended = dict(TRANSCRIPT_SAMPLING)
+            temperature = recommended.pop("temp") if tier.temperature is None else tier.temperature
+            body.update(prompt=prompt, stop=TRANSCRIPT_STOP, temperature=temperature, **recommended)
+            body.update(asked)
             return "/completions", body, len(prompt)
         turns = trim_history(turns, tier)
         body["messages"] = turns
         if tier.temperature is not None:  # unset: the server's defaults for its model
             body["temperature"] = tier.temperature
+        body.update(asked)
         return "/chat/completions", body, sum(len(turn["content"]) for turn in turns)
 
-    def _stream(self, turns, stop: threading.Event, started: float, *, queued_ms: int) -> Iterator[str | GenerationResult]:
+    def _stream(
+        self, turns, stop: threading.Event, sampling: Sampling | None, started: float, *, queued_ms: int
+    ) -> Iterator[str | GenerationResult]:
         if self._closing.is_set():
             raise ModelUnavailableError(f"The {self.label} model is shutting down.")
         if stop.is_set():  # stopped while it waited: no request at all
             yield GenerationResult("", 0, 0, "stopped", None, ms_since(started), self.label, queued_ms)
             return
-        path, body, prompt_chars = self._build_request(turns)
+        path, body, prompt_chars = self._build_request(turns, sampling)
         completions = self.tier.api == "completions"
         answer = _Answer(TRANSCRIPT_STOP if completions else [])
         chunks, usage, finish, first_at, lost = 0, None, None, None, ""

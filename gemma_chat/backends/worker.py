@@ -1,10 +1,10 @@
 """The worker process of one local tier: `python -m gemma_chat.backends.worker`.
 
 Started and supervised by backends/local.py. The wire format is one JSON object per line:
-the app writes a config, then `generate` and `stop` commands, on stdin; the worker writes
-events on stdout (`probing`, `ready`, `load_failed`, then per request `text`… and `done` or
-`error`). llama.cpp and Python write their logs to stderr, which the app keeps the tail of:
-it is what the error table shows after a crash.
+the app writes a config, then `generate` (with the request's optional `sampling`: temperature,
+top_p) and `stop` commands, on stdin; the worker writes events on stdout (`probing`, `ready`,
+`load_failed`, then per request `text`… and `done` or `error`). llama.cpp and Python write their
+logs to stderr, which the app keeps the tail of: it is what the error table shows after a crash.
 """
 
 from __future__ import annotations
@@ -90,19 +90,19 @@ def main() -> int:
         request_id = command["id"]
         with stops_lock:
             stop = stops.setdefault(request_id, threading.Event())
-        _serve(wire, runner, request_id, command["messages"], stop)
+        _serve(wire, runner, request_id, command["messages"], stop, command.get("sampling"))
         with stops_lock:
             stops.pop(request_id, None)
     runner.close()
     return 0
 
 
-def _serve(wire: _Wire, runner, request_id: int, messages, stop: threading.Event) -> None:
+def _serve(wire: _Wire, runner, request_id: int, messages, stop: threading.Event, sampling: dict | None) -> None:
     from ..errors import ContextTooLongError, ModelError
-    from .base import GenerationResult
+    from .base import GenerationResult, Sampling
 
     try:
-        for item in runner.generate(messages, stop):
+        for item in runner.generate(messages, stop, Sampling(**sampling) if sampling else None):
             if isinstance(item, GenerationResult):
                 wire.send(
                     "done", id=request_id, text=item.text, prompt_tokens=item.prompt_tokens,

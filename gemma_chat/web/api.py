@@ -8,8 +8,8 @@ any text is released and one after text is charged as Stop, exactly as in the UI
 Accepted as OpenAI sends them: `model` (a tier's name), `messages` (system text is folded into the
 next user turn, since the models take user/assistant turns), `max_tokens` / `max_completion_tokens`
 (capped at the tier's; counted in streamed pieces, about one token each), `stop` (applied here, to
-the text), `stream`, `stream_options.include_usage`. `temperature` and `top_p` are validated and
-then ignored: a tier samples as its settings say. `n` may only be 1.
+the text), `stream`, `stream_options.include_usage`, and `temperature` (0 to 2) and `top_p` (0 to
+1), which the model samples with for this request instead of its tier's settings. `n` may only be 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import chat, idempotency, keys, ledger
-from ..backends.base import stop_prefix_length
+from ..backends.base import Sampling, stop_prefix_length
 from ..config import Settings
 from ..error_log import log_error
 from ..errors import GemmaChatError, ValidationError
@@ -69,6 +69,7 @@ class CompletionRequest:
     stream: bool
     include_usage: bool
     stops: tuple[str, ...]
+    sampling: Sampling  # temperature / top_p as asked; unset fields keep the tier's
     canonical: dict = field(repr=False)  # the body as parsed: what an Idempotency-Key is checked against
 
 
@@ -146,12 +147,13 @@ def fold_messages(messages) -> tuple[list[tuple[str, str]], str]:
     return history, turns[-1][1]
 
 
-def _number(body: dict, name: str, low: float, high: float) -> None:
+def _number(body: dict, name: str, low: float, high: float) -> float | None:
     value = body.get(name)
     if value is None:
-        return
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise bad_request(f"{name} must be a number from {low:g} to {high:g}.", name)
+    return float(value)
 
 
 def parse_completion(body: dict, settings: Settings, tiers: dict) -> CompletionRequest:
@@ -172,8 +174,7 @@ def parse_completion(body: dict, settings: Settings, tiers: dict) -> CompletionR
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad_request(f"{name} must be a whole number from 1.", name)
         max_tokens = min(value, cap)
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
+    sampling = Sampling(temperature=_number(body, "temperature", 0, 2), top_p=_number(body, "top_p", 0, 1))
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise bad_request("Only n = 1 is supported.", "n")
@@ -201,7 +202,7 @@ def parse_completion(body: dict, settings: Settings, tiers: dict) -> CompletionR
         raise bad_request(f"stop must be a string or a list of at most {MAX_STOP_SEQUENCES} non-empty strings.", "stop")
     return CompletionRequest(
         tier=model, history=history, prompt=prompt, max_tokens=max_tokens, stream=bool(stream),
-        include_usage=bool(include_usage), stops=tuple(stops), canonical=body,
+        include_usage=bool(include_usage), stops=tuple(stops), sampling=sampling, canonical=body,
     )
 
 
@@ -247,7 +248,7 @@ class Completion:
         try:
             for update in chat.run_turn(
                 self.settings, self.engine, self.user_id, self.request.tier, self.request.prompt,
-                self.request.history, stop=self.stop, source="api",
+                self.request.history, stop=self.stop, source="api", sampling=self.request.sampling,
             ):
                 self.request_id = update.request_id or self.request_id
                 if update.status == "streaming" and self.finish_reason is None:

@@ -68,7 +68,7 @@ class FaultyEngine:
     def __getattr__(self, name):  # tiers(), close(), ...: the real engine's
         return getattr(self.engine, name)
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         text = messages[-1]["content"]
         if self.prompt_log:
             with open(self.prompt_log, "a", encoding="utf-8") as log:
@@ -81,7 +81,7 @@ class FaultyEngine:
             return self._canned(tier, HTML_ANSWER)
         if "[fault:markdown]" in text:
             return self._canned(tier, MARKDOWN_ANSWER)
-        stream = self.engine.generate(tier, messages, stop=stop)
+        stream = self.engine.generate(tier, messages, stop=stop, sampling=sampling)
         if "[fault:raise]" in text:
             return self._raise_mid_stream(stream)
         if "[fault:slow]" in text:

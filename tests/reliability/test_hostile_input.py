@@ -96,7 +96,7 @@ class EchoEngine:
     def tiers(self):
         return self.engine.tiers()
 
-    def generate(self, tier, messages, *, stop=None):
+    def generate(self, tier, messages, *, stop=None, sampling=None):
         answer = messages[-1]["content"][:300]
         yield answer
         yield GenerationResult(answer, 1, 1, "stop", 0, 0, "echo")

@@ -65,12 +65,12 @@ def install(runner) -> None:
     runner.load = load
     real_generate = runner.generate
 
-    def generate(turns, stop):
+    def generate(turns, stop, sampling=None):
         text = turns[-1]["content"]
         pending["decode"] = "[fault:decode]" in text
         deltas = 0
         slow = "[fault:slow]" in text
-        for item in real_generate(turns, stop):
+        for item in real_generate(turns, stop, sampling):
             if slow and isinstance(item, str):
                 time.sleep(SLOW_DELTA_S)
             yield item

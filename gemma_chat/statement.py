@@ -1,0 +1,82 @@
+"""A user's statement: every ledger entry of theirs, a page at a time, totals by kind, and a CSV.
+
+Only the given user's rows, ever: every query filters on user_id and walks the ledger_by_user
+(user_id, id) index; totals use ledger_by_user_kind.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from typing import TextIO
+
+from .db import LedgerEntry, database
+from .history import parse_page
+from .ledger import KINDS
+
+CSV_COLUMNS = ["entry", "created_at_utc", "kind", "amount", "balance_after", "request_id", "note"]
+# A spreadsheet runs a cell that starts like a formula; a note is free text an admin typed.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class StatementPage:
+    entries: list[LedgerEntry]  # newest first
+    page: int
+    total_pages: int
+    total: int
+
+
+@dataclass(frozen=True)
+class KindTotal:
+    kind: str  # one of ledger.KINDS
+    entries: int
+    credits: int  # the sum of the entries' amounts: negative for charges
+
+
+def list_statement(user_id: int, page=1, page_size: int = 20) -> StatementPage:
+    """One page of `user_id`'s entries, newest first. A page past the end shows the last page."""
+    page = parse_page(page)
+    own = LedgerEntry.user == user_id
+    total = LedgerEntry.select().where(own).count()
+    total_pages = max(1, -(-total // page_size))
+    page = min(page, total_pages)
+    entries = list(
+        LedgerEntry.select().where(own).order_by(LedgerEntry.id.desc()).limit(page_size).offset((page - 1) * page_size)
+    )
+    return StatementPage(entries, page, total_pages, total)
+
+
+def totals_by_kind(user_id: int) -> list[KindTotal]:
+    """Entries and credits of each kind, in ledger.KINDS order (a kind with no entries is zero).
+
+    Their credits add up to the balance, since the balance changes only through the ledger.
+    """
+    rows = database.execute_sql(
+        "SELECT kind, COUNT(*), COALESCE(SUM(amount), 0) FROM ledger_entries WHERE user_id = ? GROUP BY kind",
+        (user_id,),
+    ).fetchall()
+    found = {kind: (count, credits) for kind, count, credits in rows}
+    return [KindTotal(kind, *found.get(kind, (0, 0))) for kind in KINDS]
+
+
+def write_statement_csv(user_id: int, out: TextIO) -> int:
+    """Every entry of `user_id`, oldest first, as CSV with a header row; returns the entries written."""
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    cursor = database.execute_sql(
+        "SELECT id, created_at, kind, amount, balance_after, request_id, note FROM ledger_entries "
+        "WHERE user_id = ? ORDER BY id",
+        (user_id,),
+    )
+    written = 0
+    for entry_id, created_at, kind, amount, balance_after, request_id, note in cursor:
+        writer.writerow([entry_id, str(created_at)[:19], kind, amount, balance_after, request_id or "", _as_text(note)])
+        written += 1
+    return written
+
+
+def _as_text(value: str | None) -> str:
+    if not value:
+        return ""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
