@@ -7,11 +7,6 @@ own whatever a client sends. Callbacks return their outputs by name (`ChatApp.na
 
 from __future__ import annotations
 
-import os
-import tempfile
-import threading
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 
@@ -20,35 +15,11 @@ from .errors import GemmaChatError
 from .history import parse_page
 
 KIND_NAMES = {"signup": "Sign-up", "topup": "Top-ups", "grant": "Grants", "charge": "Charges"}
-STATEMENT_FILE_NAME = "gemma-chat-statement.csv"
-
-_statement_dir: Path | None = None
-_statement_dir_lock = threading.Lock()
-
-
-def statement_file(user_id: int) -> Path:
-    """Where this process writes `user_id`'s CSV: a directory per user, so no name is ever shared.
-
-    In the temp directory because Gradio copies only files from there (or the working directory)
-    into its cache, from which the browser downloads them.
-    """
-    global _statement_dir
-    with _statement_dir_lock:
-        if _statement_dir is None:
-            _statement_dir = Path(tempfile.mkdtemp(prefix="gemma-chat-statements-"))
-    folder = _statement_dir / str(user_id)
-    folder.mkdir(exist_ok=True)
-    return folder / STATEMENT_FILE_NAME
-
-
-def write_statement_file(user_id: int) -> Path:
-    """The user's whole statement as CSV, written whole (two tabs of one user may ask at once)."""
-    target = statement_file(user_id)
-    partial = target.with_name(f".{target.name}.{threading.get_ident()}")
-    with open(partial, "w", newline="", encoding="utf-8") as out:
-        statement.write_statement_csv(user_id, out)
-    os.replace(partial, target)
-    return target
+# The CSV comes from the app's own route (web/app.py), which checks the session cookie itself: no
+# file of anyone's statement is ever written where Gradio would serve it by URL.
+STATEMENT_CSV_LINK = (
+    '<a href="statement.csv" download class="statement-csv" id="statement-csv">Download statement (CSV)</a>'
+)
 
 
 def totals_markdown(user_id: int) -> str:
@@ -74,7 +45,7 @@ class TopUpTab:
         return self.statement_view(user_id)[0]
 
     def statement_page(self, request: gr.Request, page) -> dict:
-        """A page of the statement, the totals by kind, and the CSV the download button serves."""
+        """A page of the statement and the totals by kind."""
         user = self.current_user(request)
         table, found = self.statement_view(user.id, page)
         label = f"Page {found.page} of {found.total_pages} — {found.total:,} {'entry' if found.total == 1 else 'entries'}"
@@ -83,7 +54,6 @@ class TopUpTab:
             "statement_label": label,
             "statement_page_state": found.page,
             "statement_totals": totals_markdown(user.id),
-            "statement_csv": gr.update(value=str(write_statement_file(user.id))),
         }
 
     def statement_first(self, request: gr.Request) -> dict:
@@ -118,12 +88,11 @@ class TopUpTab:
                 c["statement_previous"] = gr.Button(t("previous"), size="sm", elem_id="statement-previous")
                 c["statement_label"] = gr.Markdown("Page 1 of 1", elem_id="statement-label")
                 c["statement_next"] = gr.Button(t("next"), size="sm", elem_id="statement-next")
-            # Its file is (re)written whenever the statement is shown; a click downloads that file.
-            c["statement_csv"] = gr.DownloadButton(t("download_statement"), size="sm", elem_id="statement-csv")
+            gr.HTML(STATEMENT_CSV_LINK)
             c["statement_page_state"] = gr.State(1)
 
     def wire_topup_tab(self, c: dict) -> None:
-        listing = ["statement_table", "statement_label", "statement_page_state", "statement_totals", "statement_csv"]
+        listing = ["statement_table", "statement_label", "statement_page_state", "statement_totals"]
         wire = self.wire
         wire(c["topup_tab"].select, self.statement_first, [], listing, api_name="statement")
         wire(c["statement_previous"].click, self.statement_previous, ["statement_page_state"], listing, api_name=False)

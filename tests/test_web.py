@@ -167,3 +167,33 @@ def test_an_address_learns_at_most_registrations_per_hour_taken_names(chat_setti
     assert taken == free and taken[0] == 429 and "Too many new accounts" in taken[1]
     assert not User.select().where(User.username == "nobody_yet").exists()
     assert post(at("192.0.2.4"), "register", "erin")[0] == 200  # other addresses are not affected
+
+
+def test_the_statement_csv_is_the_cookie_holder_s_own_and_nobody_else_s(web_settings, demo_engine):
+    from gemma_chat import auth, ledger
+
+    app = create_app(web_settings, demo_engine).fastapi
+    alice, bob, anonymous = TestClient(app), TestClient(app), TestClient(app)
+    assert post(alice, "register", "alice")[0] == post(bob, "register", "bob")[0] == 200
+    for amount in (1, 2):
+        ledger.top_up(auth.find_user("alice").id, amount, maximum=1000)
+    ledger.top_up(auth.find_user("bob").id, 99, maximum=1000)
+
+    response = alice.get("/statement.csv")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert 'attachment; filename="gemma-chat-statement-alice-' in response.headers["content-disposition"]
+    assert response.headers["cache-control"] == "no-store"
+    rows = [line.split(",") for line in response.text.splitlines()]
+    assert rows[0][:5] == ["entry", "created_at_utc", "kind", "amount", "balance_after"]
+    assert [(row[2], row[3]) for row in rows[1:]] == [("signup", "10"), ("topup", "1"), ("topup", "2")]
+    assert ",99," in bob.get("/statement.csv").text and ",99," not in response.text
+
+    refused = anonymous.get("/statement.csv")  # no cookie: nothing of anyone's
+    assert refused.status_code == 401 and "entry" not in refused.text
+    anonymous.cookies.set("gemma_session", "a forged token of the right length.....")
+    assert anonymous.get("/statement.csv").status_code == 401
+    token = alice.cookies.get("gemma_session")
+    alice.post("/auth/logout")
+    replay = TestClient(app)
+    replay.cookies.set("gemma_session", token)
+    assert replay.get("/statement.csv").status_code == 401  # a logged-out cookie is worth nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import json
 import os
 import sys
@@ -29,9 +30,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
 
-from .. import auth, sessions  # noqa: E402
+from .. import auth, sessions, statement  # noqa: E402
+from ..db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
@@ -201,6 +203,21 @@ def create_app(settings: Settings, engine) -> WebApp:
         if found is not None:
             await asyncio.to_thread(sessions.revoke_user_sessions, found.user.id)
         return signed_out()
+
+    @api.get("/statement.csv")
+    def statement_csv(request: Request):
+        """The signed-in user's own statement (the Top up tab's link); a sync route: FastAPI runs it in a thread."""
+        token = request.cookies.get(SESSION_COOKIE)
+        found = sessions.resolve_session(settings, token) if token else None
+        if found is None:
+            return PlainTextResponse("Please log in.", status_code=401)
+        out = io.StringIO()
+        statement.write_statement_csv(found.user.id, out)
+        name = f"gemma-chat-statement-{found.user.username}-{utcnow():%Y-%m-%d}.csv"
+        return Response(
+            out.getvalue(), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
 
     api.include_router(create_api_router(settings, engine))  # before the UI, which is mounted at /
     api = gr.mount_gradio_app(

@@ -72,10 +72,10 @@ def test_a_user_tops_up_pages_the_statement_sees_totals_and_downloads_only_their
     expect(rows).to_have_count(3)
 
     with page.expect_download() as download:
-        page.get_by_role("button", name="Download statement (CSV)").click()
+        page.get_by_role("link", name="Download statement (CSV)").click()
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
-    assert saved.suffix == ".csv"
+    assert saved.suffix == ".csv" and "gemma-chat-statement-" in saved.name
     with saved.open(encoding="utf-8") as file:
         entries = list(csv.DictReader(file))
     assert [(e["kind"], e["amount"], e["balance_after"]) for e in entries] == [
