@@ -256,6 +256,7 @@ def measure_queries(options: Options) -> dict:
     from gemma_chat.ledger import verify_ledger
     from gemma_chat.db import check_integrity
     from gemma_chat.reports import Reports
+    from gemma_chat.statement import list_statement, totals_by_kind
     from gemma_chat.verify import verify_database
 
     users, turns = QUICK_SCALE if options.quick else FULL_SCALE
@@ -324,6 +325,16 @@ def measure_queries(options: Options) -> dict:
         verify_ledger(stale_after_s=settings.stale_hold_s)
         ledger_s = now() - began
         verify_plans = query_plans(capture_statements(lambda: verify_ledger(stale_after_s=settings.stale_hold_s)))
+        statement_times = []
+        for user, page in _history_sample(random.Random(13), dataset, calls):  # the Top up tab's view
+            entries = database.execute_sql("SELECT COUNT(*) FROM ledger_entries WHERE user_id = ?", (user,)).fetchone()[0]
+            pages = max(1, -(-entries // page_size))
+            number = pages if page == "last" else (rng.randint(1, pages) if page == "random" else 1)
+            began = now()
+            list_statement(user, number, page_size)
+            totals_by_kind(user)
+            statement_times.append(now() - began)
+        statement_plans = query_plans(capture_statements(lambda: (list_statement(heaviest, 1, page_size), totals_by_kind(heaviest))))
         chats = measure_chats(options, chat_dataset)
         long_chat = chat_dataset["long_chat"]
         heavy_user = max(chat_dataset["chats_per_user"], key=chat_dataset["chats_per_user"].get)
@@ -342,7 +353,7 @@ def measure_queries(options: Options) -> dict:
     finally:
         connection.close()
 
-    all_plans = history_plans + report_plans + week_plans + verify_plans + chat_plans
+    all_plans = history_plans + report_plans + week_plans + verify_plans + chat_plans + statement_plans
     dataset = {k: v for k, v in dataset.items() if k not in ("weights", "user_ids")}
     return {
         "dataset": dataset,
@@ -364,6 +375,7 @@ def measure_queries(options: Options) -> dict:
             "passed": not problems,
         },
         "chats": chats,
-        "plans": {"chats": chat_plans, "history": history_plans, "report_all_time": report_plans, "report_one_week": week_plans, "verify": verify_plans},
+        "statement": {"ledger_entries": dataset["ledger_entries"], **summary_ms(statement_times)},
+        "plans": {"statement": statement_plans, "chats": chat_plans, "history": history_plans, "report_all_time": report_plans, "report_one_week": week_plans, "verify": verify_plans},
         "table_scans": sorted({scan for plan in all_plans for scan in plan["table_scans"]}),
     }

@@ -57,6 +57,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert number(queries["history"]["all"]["p95_ms"])
     assert all(number(queries["report"][span]["total_ms"]) for span in ("all_time", "one_week"))
     assert queries["plans"]["history"] and all(plan["plan"] for plan in queries["plans"]["history"])
+    assert number(queries["statement"]["p95_ms"]) and queries["plans"]["statement"]
     chats = queries["chats"]
     assert number(chats["list"]["all"]["p95_ms"]) and number(chats["open_long_chat"]["p95_ms"])
     assert chats["open_long_chat"]["turns"] == 200  # the long chat as a reader sees it
