@@ -121,3 +121,13 @@ def signed_in_request(settings, username: str, password: str = "long enough pw",
     request = browser_request(token)
     request.user_id = auth.find_user(username).id
     return request
+
+
+def run_in_own_loop(coroutine):
+    """asyncio.run in a thread of its own: the session's Playwright browser keeps an event loop
+    running in pytest's thread once a browser test has run, and asyncio.run refuses to nest."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -5,7 +5,6 @@ plus the router in-process (a scripted engine) for what needs exact timing or th
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from conftest import MODEL_CACHE
+from conftest import MODEL_CACHE, run_in_own_loop
 from e2e.conftest import RunningApp
 from gemma_chat import auth, db, keys, ledger
 from gemma_chat.engine import GenerationResult, Sampling, TierStatus
@@ -71,25 +70,6 @@ def router_app(settings, engine) -> FastAPI:
     app.include_router(create_api_router(settings, engine))
     return app
 
-
-
-def run_in_own_loop(coroutine):
-    """asyncio.run in a thread of its own: the session's Playwright browser keeps an event loop
-    running in this thread once a browser test has run, and asyncio.run refuses to nest."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-def test_system_text_is_folded_into_the_next_user_turn():
-    history, prompt = fold_messages([
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
-        {"role": "user", "content": "Answer in words."},
-        {"role": "system", "content": "No lists."},
-    ])
-    assert history == [("Be brief.\n\nHi", "Hello!")]
-    assert prompt == "What is 2+2?\n\nAnswer in words.\n\nNo lists."
 
 
 def test_a_tail_that_may_begin_a_stop_sequence_waits():

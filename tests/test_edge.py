@@ -5,9 +5,9 @@ The edge's refusals themselves are tested against the running app (tests/reliabi
 
 from __future__ import annotations
 
-import asyncio
 import json
 
+from conftest import run_in_own_loop
 from gemma_chat.config import load_settings
 from gemma_chat.web import edge as edge_module
 from gemma_chat.web.edge import LIVE_SESSION_MEMO_S, Edge
@@ -33,7 +33,7 @@ def request(edge: Edge, path: str, cookie: str) -> int:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    asyncio.run(edge(scope, receive, send))
+    run_in_own_loop(edge(scope, receive, send))
     return statuses[0]
 
 
