@@ -70,7 +70,6 @@ def add_conversations(path: Path) -> dict:
         )
         connection.executemany("UPDATE interactions SET conversation_id = ? WHERE id = ?", assignments)
         connection.execute("COMMIT")
-        connection.execute("ANALYZE")
     finally:
         connection.close()
     chats_per_user: dict[int, int] = {}
