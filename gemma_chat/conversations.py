@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .db import Conversation, database, transaction, utcnow
 from .errors import ValidationError
-from .history import parse_page
+from .history import page_bounds, parse_page
 
 TITLE_CHARS = 60
 MAX_TITLE_CHARS = 200
@@ -140,8 +140,7 @@ def list_conversations(user_id: int, page=1, page_size: int = 20, search: str | 
         )
         params += [pattern, pattern]
     total = database.execute_sql(f"SELECT COUNT(*) FROM conversations c WHERE {where}", params).fetchone()[0]
-    total_pages = max(1, -(-total // page_size))
-    page = min(page, total_pages)
+    page, total_pages = page_bounds(page, total, page_size)
     cursor = database.execute_sql(
         f"""SELECT c.id, c.title, c.updated_at,
                    (SELECT COUNT(*) FROM interactions i WHERE i.conversation_id = c.id AND i.status <> 'refused'

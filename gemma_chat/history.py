@@ -46,13 +46,27 @@ def parse_page(value) -> int:
     return page
 
 
+def page_bounds(page: int, total: int, page_size: int) -> tuple[int, int]:
+    """The page to show of `total` rows (a page past the end shows the last one), and the page count."""
+    total_pages = max(1, -(-total // page_size))
+    return min(page, total_pages), total_pages
+
+
+def neighbour_page(page, step: int) -> int:
+    """The page `step` away from a list's current page; a value no page sends counts as page 1."""
+    try:
+        current = parse_page(page or 1)
+    except ValidationError:
+        current = 1
+    return max(1, current + step)
+
+
 def list_history(user_id: int, page=1, page_size: int = 20) -> HistoryPage:
     """Only `user_id`'s rows, ever. A page past the end shows the last page."""
     page = parse_page(page)
     own = Interaction.user == user_id
     total = Interaction.select().where(own).count()
-    total_pages = max(1, -(-total // page_size))
-    page = min(page, total_pages)
+    page, total_pages = page_bounds(page, total, page_size)
     columns = [getattr(Interaction, name) for name in HISTORY_FIELDS]
     query = (
         Interaction.select(*columns)

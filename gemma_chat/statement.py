@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .db import LedgerEntry, database
-from .history import parse_page
+from .history import page_bounds, parse_page
 from .ledger import KINDS
 
 CSV_COLUMNS = ["entry", "created_at_utc", "kind", "amount", "balance_after", "request_id", "note"]
@@ -39,8 +39,7 @@ def list_statement(user_id: int, page=1, page_size: int = 20) -> StatementPage:
     page = parse_page(page)
     own = LedgerEntry.user == user_id
     total = LedgerEntry.select().where(own).count()
-    total_pages = max(1, -(-total // page_size))
-    page = min(page, total_pages)
+    page, total_pages = page_bounds(page, total, page_size)
     entries = list(
         LedgerEntry.select().where(own).order_by(LedgerEntry.id.desc()).limit(page_size).offset((page - 1) * page_size)
     )

@@ -11,8 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from . import conversations
-from .errors import GemmaChatError
-from .history import parse_page
+from .history import neighbour_page
 
 
 class ChatsTab:
@@ -39,11 +38,7 @@ class ChatsTab:
         }
 
     def chats_step(self, request: gr.Request, page, search, step: int):
-        try:
-            current = parse_page(page or 1)
-        except GemmaChatError:
-            current = 1
-        return self.chats_page(request, max(1, current + step), search)
+        return self.chats_page(request, neighbour_page(page, step), search)
 
     def chats_previous(self, request: gr.Request, page, search):
         return self.chats_step(request, page, search, -1)

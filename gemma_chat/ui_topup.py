@@ -11,8 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from . import statement
-from .errors import GemmaChatError
-from .history import parse_page
+from .history import neighbour_page
 
 KIND_NAMES = {"signup": "Sign-up", "topup": "Top-ups", "grant": "Grants", "charge": "Charges"}
 # The CSV comes from the app's own route (web/app.py), which checks the session cookie itself: no
@@ -60,11 +59,7 @@ class TopUpTab:
         return self.statement_page(request, 1)
 
     def statement_step(self, request: gr.Request, page, step: int) -> dict:
-        try:
-            current = parse_page(page or 1)
-        except GemmaChatError:
-            current = 1
-        return self.statement_page(request, max(1, current + step))
+        return self.statement_page(request, neighbour_page(page, step))
 
     def statement_previous(self, request: gr.Request, page) -> dict:
         return self.statement_step(request, page, -1)
