@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import admin
 from .errors import GemmaChatError
+from .history import page_bounds
 
 USERS_PAGE_SIZE = 20
 MAX_SEARCH_CHARS = 64
@@ -35,9 +36,9 @@ class AdminUsersSection:
     def _users_view(self, search, page) -> dict:
         search, page = _search_text(search), _page_number(page)
         rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
-        pages = max(1, -(-total // USERS_PAGE_SIZE))
-        if page > pages:
-            page = pages
+        shown, pages = page_bounds(page, total, USERS_PAGE_SIZE)
+        if shown != page:  # past the end: the last page
+            page = shown
             rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
         table = pd.DataFrame(
             [[r.username, r.balance, r.held, r.role, r.state,
