@@ -163,7 +163,7 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
     if search and not search.isascii():
         return [], 0  # usernames are ASCII: nothing else matches, and a lone surrogate never reaches SQLite
     if search:
-        query = query.where(pw.fn.instr(pw.fn.lower(User.username), search.lower()) > 0)
+        query = query.where(User.username.contains(search))  # case-insensitive, wildcards escaped
     total = query.count()
     users = list(query.order_by(pw.fn.lower(User.username)).paginate(max(1, page), page_size))
     ids = [u.id for u in users]

@@ -42,6 +42,10 @@ def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the command is not reset by the subcommand's default.
     common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (default ./data, env GEMMA_CHAT_DATA_DIR)")
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file (env GEMMA_CHAT_CONFIG)")
+    common.add_argument(
+        "--database-url", default=argparse.SUPPRESS,
+        help="postgresql://user@host/db for a shared PostgreSQL (default: SQLite in the data dir; env GEMMA_CHAT_DATABASE_URL)",
+    )
     return common
 
 
@@ -122,6 +126,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {}
     if getattr(args, "strict_models", False):
         overrides["strict_models"] = True
+    if getattr(args, "database_url", None) is not None:
+        overrides["database_url"] = args.database_url
     return load_settings(data_dir=getattr(args, "data_dir", None), config_file=getattr(args, "config", None), **overrides)
 
 
@@ -350,9 +356,9 @@ def cmd_verify(settings: Settings, args) -> int:
     _open(settings)
     problems = verify_database(settings)
     if not problems:
-        print(f"healthy: {settings.db_path} passes the integrity, foreign-key and ledger checks")
+        print(f"healthy: {settings.database_label} passes the integrity, foreign-key and ledger checks")
         return EXIT_OK
-    print(f"{len(problems)} problem(s) in {settings.db_path}:")
+    print(f"{len(problems)} problem(s) in {settings.database_label}:")
     for problem in problems:
         print(f"- {problem}")
     return EXIT_FAILED
@@ -362,16 +368,18 @@ def cmd_db(settings: Settings, args) -> int:
     from .db import applied_migrations, close_database, open_database
 
     if args.db_command == "migrate":
-        open_database(settings.db_path)  # applies what is missing, each migration once
+        open_database(settings.database_target)  # applies what is missing, each migration once
         try:
             applied = applied_migrations()
         finally:
             close_database()
-        print(f"{settings.db_path}: schema up to date ({len(applied)} migrations, the last {applied[-1]}).")
+        print(f"{settings.database_label}: schema up to date ({len(applied)} migrations, the last {applied[-1]}).")
         return EXIT_OK
     from .backup import backup_database
     from .verify import verify_database
 
+    if settings.database_url:
+        raise GemmaChatError("db backup copies the SQLite file; back up PostgreSQL with pg_dump (docs/DEPLOY.md).")
     if not settings.db_path.is_file():
         raise GemmaChatError(f"There is no database at {settings.db_path} to back up.")
     copy = backup_database(settings.db_path, args.file)

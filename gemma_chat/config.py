@@ -114,13 +114,26 @@ class Settings:
     cpu_extra_buffers: str = "auto"
     worker_crash_limit: int = 3  # this many worker crashes within worker_crash_window_s...
     worker_crash_window_s: int = 300  # ...mark the tier unavailable until a restart or an admin action
-    # storage
+    # storage: empty = the SQLite file in the data dir; postgresql://user@host/db = a shared server
+    database_url: str = ""
     busy_timeout_ms: int = 5000
     tiers: Mapping[str, TierSettings] = field(default_factory=lambda: dict(DEFAULT_TIERS))
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "gemma_chat.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """What open_database() takes: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    @property
+    def database_label(self) -> str:
+        """The database for messages: the file, or the URL without its password."""
+        from .store.dialect import redact_url
+
+        return redact_url(self.database_url) if self.database_url else str(self.db_path)
 
     @property
     def log_path(self) -> Path:
@@ -179,6 +192,8 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"{name} must be at least 1.")
     if settings.starting_balance < 0:
         raise ConfigError("starting_balance cannot be negative.")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database_url must be empty (SQLite in the data dir) or a postgresql://user@host/db URL.")
     if settings.registrations_per_hour < 0:
         raise ConfigError("registrations_per_hour cannot be negative (0 turns registration off).")
     if not 4 <= settings.bcrypt_rounds <= 31:

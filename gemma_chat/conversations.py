@@ -102,10 +102,10 @@ def create_conversation(user_id: int, title: str) -> int:
     """A new chat (inside the caller's transaction when there is one)."""
     now = str(utcnow())
     cursor = database.execute_sql(
-        "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?) RETURNING id",
         (user_id, title_from(title), now, now),
     )
-    return cursor.lastrowid
+    return cursor.fetchone()[0]
 
 
 def touch_conversation(conversation_id: int) -> None:
@@ -135,8 +135,9 @@ def list_conversations(user_id: int, page=1, page_size: int = 20, search: str | 
         pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         pattern = pattern.encode("utf-8", "replace").decode("utf-8")
         where += (
-            " AND (c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM interactions i WHERE i.conversation_id = c.id"
-            " AND i.prompt LIKE ? ESCAPE '\\'))"
+            # lower() on both sides: SQLite's LIKE folds ASCII case, PostgreSQL's folds none.
+            " AND (lower(c.title) LIKE lower(?) ESCAPE '\\' OR EXISTS (SELECT 1 FROM interactions i"
+            " WHERE i.conversation_id = c.id AND lower(i.prompt) LIKE lower(?) ESCAPE '\\'))"
         )
         params += [pattern, pattern]
     total = database.execute_sql(f"SELECT COUNT(*) FROM conversations c WHERE {where}", params).fetchone()[0]

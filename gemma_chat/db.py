@@ -1,8 +1,8 @@
-"""The SQLite database: connection settings, the Peewee models and the migrations that create them.
+"""The database: the connection (SQLite file or PostgreSQL server), the Peewee models, migrations, transactions.
 
-This is the only module that knows the schema. The schema is written as SQL so that the database
-itself holds the line on money (CHECK constraints, append-only triggers, one charge per request);
-the Peewee models mirror it for queries.
+The schema is written as SQL (store/schema.py) so that the database itself holds the line on money
+(CHECK constraints, append-only triggers, one charge per request); the Peewee models mirror it for
+queries. What differs between the engines lives in store/dialect.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ from typing import Callable, Iterator
 import peewee as pw
 
 from .errors import DatabaseBusyError
+from .store.dialect import PostgresqlDialect, SqliteDialect, dialect_for
+from .store.schema import MIGRATIONS, Statement, statement_for
 
-# Deferred: every process (app, CLI, test worker) calls open_database() with its own path.
-# lock_type IMMEDIATE makes every top-level transaction take the write lock at BEGIN, so a
-# check-then-write inside it can never race another writer.
-database = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
+# Deferred: every process (app, CLI, test worker) calls open_database() with its own file or URL.
+database = pw.DatabaseProxy()
+_dialect: SqliteDialect | PostgresqlDialect = SqliteDialect()
+
+
+def dialect() -> SqliteDialect | PostgresqlDialect:
+    """The engine the shared database was last opened on."""
+    return _dialect
 
 
 def utcnow() -> dt.datetime:
@@ -209,232 +215,26 @@ class AdminAction(BaseModel):
         table_name = "admin_actions"
 
 
-# --- migrations -----------------------------------------------------------------
-# An ordered list of (name, statements). Never edit or reorder a shipped migration: add a new one.
-
-_INITIAL = [
-    """CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        username TEXT NOT NULL CHECK (length(username) BETWEEN 3 AND 32),
-        password_hash TEXT NOT NULL,
-        is_admin INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),
-        is_disabled INTEGER NOT NULL DEFAULT 0 CHECK (is_disabled IN (0, 1)),
-        balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
-        held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0 AND held <= balance),
-        failed_logins INTEGER NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
-        first_failed_at TEXT,
-        locked_until TEXT,
-        created_at TEXT NOT NULL,
-        last_login_at TEXT
-    )""",
-    # Usernames are ASCII only, so NOCASE folds every letter they can hold.
-    "CREATE UNIQUE INDEX users_username_nocase ON users (username COLLATE NOCASE)",
-    """CREATE TABLE holds (
-        id INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL UNIQUE,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        amount INTEGER NOT NULL CHECK (amount > 0),
-        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'captured', 'released')),
-        created_at TEXT NOT NULL,
-        settled_at TEXT,
-        release_reason TEXT,
-        CHECK ((status = 'active') = (settled_at IS NULL))
-    )""",
-    "CREATE INDEX holds_active ON holds (created_at) WHERE status = 'active'",
-    "CREATE INDEX holds_by_user ON holds (user_id)",
-    """CREATE TABLE ledger_entries (
-        id INTEGER PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        amount INTEGER NOT NULL CHECK (amount <> 0),
-        kind TEXT NOT NULL CHECK (kind IN ('signup', 'topup', 'grant', 'charge')),
-        balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
-        request_id TEXT,
-        note TEXT,
-        actor_id INTEGER REFERENCES users (id),
-        created_at TEXT NOT NULL,
-        CHECK (kind = 'grant' OR (kind = 'charge') = (amount < 0)),
-        CHECK (kind <> 'charge' OR request_id IS NOT NULL)
-    )""",
-    # The database itself refuses a second charge for the same chat turn.
-    "CREATE UNIQUE INDEX ledger_one_charge_per_request ON ledger_entries (request_id) WHERE kind = 'charge'",
-    "CREATE INDEX ledger_by_user ON ledger_entries (user_id, id)",
-    "CREATE INDEX ledger_by_time ON ledger_entries (created_at)",
-    """CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
-       BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END""",
-    """CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
-       BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END""",
-    """CREATE TABLE interactions (
-        id INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL UNIQUE,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        tier TEXT NOT NULL,
-        model_name TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        answer TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL
-            CHECK (status IN ('pending', 'ok', 'stopped', 'error', 'refused', 'interrupted')),
-        credits_charged INTEGER NOT NULL DEFAULT 0 CHECK (credits_charged >= 0),
-        prompt_tokens INTEGER CHECK (prompt_tokens >= 0),
-        completion_tokens INTEGER CHECK (completion_tokens >= 0),
-        ttft_ms INTEGER,
-        duration_ms INTEGER,
-        error_id TEXT,
-        created_at TEXT NOT NULL,
-        finished_at TEXT,
-        CHECK (credits_charged = 0 OR status IN ('ok', 'stopped'))
-    )""",
-    "CREATE INDEX interactions_by_user ON interactions (user_id, created_at, id)",
-    "CREATE INDEX interactions_by_time ON interactions (created_at, model_name)",
-    """CREATE TABLE error_events (
-        id INTEGER PRIMARY KEY,
-        error_id TEXT NOT NULL UNIQUE,
-        location TEXT NOT NULL,
-        exception_type TEXT NOT NULL,
-        message TEXT NOT NULL,
-        traceback TEXT NOT NULL,
-        user_id INTEGER REFERENCES users (id),
-        request_id TEXT,
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX error_events_by_time ON error_events (created_at)",
-]
-
-# Measured by bench/queries.py on 10,000 users and 1,000,000 turns: the all-time admin report took
-# 3.1 s and the ledger check in `verify` 4.9 s, mostly reading whole rows for a few columns.
-_REPORT_INDEXES = [
-    # requests_by_model: one pass in (model, status) order, without touching the rows.
-    "CREATE INDEX interactions_by_model_status ON interactions (model_name, status, credits_charged, created_at)",
-    # requests_per_day: grouped by day without sorting a million rows (the report's own expression).
-    "CREATE INDEX interactions_by_day ON interactions (substr(created_at, 1, 10), model_name)",
-    # credits_by_user, and verify's per-user sum of entries.
-    "CREATE INDEX ledger_by_user_kind ON ledger_entries (user_id, kind, created_at, amount)",
-    # verify's per-user sum of active holds: only the few active holds are in it.
-    "CREATE INDEX holds_active_by_user ON holds (user_id, amount) WHERE status = 'active'",
-]
-
-# Issue 10: a sign-in is a server-side session bound to an HttpOnly cookie, and a lock-out is per
-# (username, client) so that a stranger's wrong passwords cannot lock the owner out.
-_SESSIONS = [
-    """CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        token_hash TEXT NOT NULL UNIQUE CHECK (length(token_hash) = 64),
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        created_at TEXT NOT NULL,
-        last_seen_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        revoked_at TEXT
-    )""",
-    "CREATE INDEX sessions_by_user ON sessions (user_id) WHERE revoked_at IS NULL",
-    "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
-    """CREATE TABLE login_throttles (
-        username_key TEXT NOT NULL,
-        client TEXT NOT NULL,
-        failures INTEGER NOT NULL DEFAULT 0 CHECK (failures >= 0),
-        first_failed_at TEXT,
-        locks INTEGER NOT NULL DEFAULT 0 CHECK (locks >= 0),
-        locked_until TEXT,
-        last_success_at TEXT,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (username_key, client)
-    )""",
-    "CREATE INDEX login_throttles_by_time ON login_throttles (updated_at)",
-]
-
-# Issue 11: chats. Every interaction belongs to a conversation; the turns from before chats existed
-# become one "Earlier chats" conversation per user (their order is kept; nothing is guessed about
-# where one chat ended). A session remembers its open chat, so a reload shows it again. A turn
-# that regenerates or edits an earlier one names it: the log keeps both, the chat shows the new one.
-_CONVERSATIONS = [
-    """CREATE TABLE conversations (
-        id INTEGER PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        title TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        deleted_at TEXT
-    )""",
-    "CREATE INDEX conversations_by_user ON conversations (user_id, updated_at, id) WHERE deleted_at IS NULL",
-    "ALTER TABLE interactions ADD COLUMN conversation_id INTEGER REFERENCES conversations (id)",
-    "ALTER TABLE interactions ADD COLUMN replaces_id INTEGER REFERENCES interactions (id)",
-    "CREATE INDEX interactions_by_conversation ON interactions (conversation_id, id)",
-    """INSERT INTO conversations (user_id, title, created_at, updated_at)
-       SELECT user_id, 'Earlier chats', MIN(created_at), MAX(created_at) FROM interactions GROUP BY user_id""",
-    """UPDATE interactions SET conversation_id =
-       (SELECT c.id FROM conversations c WHERE c.user_id = interactions.user_id)""",
-    "ALTER TABLE sessions ADD COLUMN conversation_id INTEGER REFERENCES conversations (id)",
-]
-
-# Issue 13: the OpenAI-compatible /v1 API. Keys are stored hashed; a turn remembers where it came
-# from; a retried request with the same Idempotency-Key finds the first one's response.
-_API = [
-    """CREATE TABLE api_keys (
-        id INTEGER PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        label TEXT NOT NULL DEFAULT '' CHECK (length(label) <= 64),
-        key_hash TEXT NOT NULL UNIQUE CHECK (length(key_hash) = 64),
-        prefix TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        last_used_at TEXT,
-        revoked_at TEXT
-    )""",
-    "CREATE INDEX api_keys_by_user ON api_keys (user_id)",
-    "ALTER TABLE interactions ADD COLUMN source TEXT NOT NULL DEFAULT 'ui' CHECK (source IN ('ui', 'api'))",
-    """CREATE TABLE idempotent_requests (
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        key TEXT NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
-        body_hash TEXT NOT NULL,
-        request_id TEXT,
-        status_code INTEGER,
-        response TEXT,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (user_id, key)
-    )""",
-    "CREATE INDEX idempotent_requests_by_time ON idempotent_requests (created_at)",
-]
-
-# Issue 11 (points 6 and 7): the Admin tab's account actions, each recorded with who did it. Kept
-# like the ledger: rows are only ever added. A password never reaches `detail`.
-_ADMIN_ACTIONS = [
-    """CREATE TABLE admin_actions (
-        id INTEGER PRIMARY KEY,
-        actor_id INTEGER REFERENCES users (id),
-        actor_name TEXT NOT NULL,
-        action TEXT NOT NULL CHECK (length(action) BETWEEN 1 AND 32),
-        target_id INTEGER REFERENCES users (id),
-        detail TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX admin_actions_by_time ON admin_actions (created_at)",
-    "CREATE INDEX admin_actions_by_target ON admin_actions (target_id, id)",
-    """CREATE TRIGGER admin_actions_no_update BEFORE UPDATE ON admin_actions
-       BEGIN SELECT RAISE(ABORT, 'admin_actions is append-only'); END""",
-    """CREATE TRIGGER admin_actions_no_delete BEFORE DELETE ON admin_actions
-       BEGIN SELECT RAISE(ABORT, 'admin_actions is append-only'); END""",
-]
-
-MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("0001_initial", _INITIAL),
-    ("0002_report_indexes", _REPORT_INDEXES),
-    ("0003_sessions", _SESSIONS),
-    ("0004_conversations", _CONVERSATIONS),
-    ("0005_api", _API),
-    ("0006_admin_actions", _ADMIN_ACTIONS),
-]
 
 
-def apply_migrations(migrations: list[tuple[str, list[str]]] = MIGRATIONS) -> list[str]:
-    """Apply the migrations not yet recorded, each in one transaction with its record."""
-    database.execute_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
+def apply_migrations(migrations: list[tuple[str, list[Statement]]] = MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet recorded, each in one transaction with its record.
+
+    Checked inside the write lock (SQLite) or an advisory lock (PostgreSQL): two processes
+    starting together apply each migration once.
+    """
     applied_now = []
     for name, statements in migrations:
-        with database.atomic():
-            # Checked inside the write lock: two processes starting together apply each once.
+        with database.atomic(), _dialect.exclusive(database, "migrations"):
+            database.execute_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
             if database.execute_sql("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)).fetchone():
                 continue
             for statement in statements:
-                database.execute_sql(statement)
+                sql = statement_for(statement, _dialect.name)
+                if sql is not None:
+                    database.execute_sql(sql)
             database.execute_sql(
                 "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, utcnow().isoformat(" "))
             )
@@ -446,39 +246,36 @@ def applied_migrations() -> list[str]:
     return [row[0] for row in database.execute_sql("SELECT name FROM schema_migrations ORDER BY name")]
 
 
-def open_database(path: Path, *, busy_timeout_ms: int = 5000) -> pw.SqliteDatabase:
-    """Point the shared database at `path` (created if needed) and bring its schema up to date."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not database.is_closed():
-        database.close()
-    database.init(
-        str(path),
-        timeout=busy_timeout_ms / 1000,
-        pragmas={
-            "journal_mode": "wal",
-            "synchronous": "full",  # a committed charge or top-up survives power loss
-            "foreign_keys": 1,
-            "busy_timeout": busy_timeout_ms,
-        },
-    )
+def open_database(target: Path | str, *, busy_timeout_ms: int = 5000, migrate: bool = True) -> pw.Database:
+    """Point the shared database at `target` and bring its schema up to date.
+
+    `target` is a SQLite file (created if needed) or a `postgresql://` URL.
+    """
+    global _dialect
+    close_database()
+    _dialect = dialect_for(target)
+    if _dialect.name == "sqlite":
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    database.initialize(_dialect.create_database(target, busy_timeout_ms=busy_timeout_ms))
     database.connect(reuse_if_open=True)
-    apply_migrations()
+    if migrate:
+        apply_migrations()
     return database
 
 
 def close_database() -> None:
-    if not database.is_closed():
+    if database.obj is not None and not database.is_closed():
         database.close()
 
 
 def is_busy_error(exc: BaseException) -> bool:
-    return isinstance(exc, pw.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+    return _dialect.is_busy_error(exc)
 
 
 @contextlib.contextmanager
 def transaction() -> Iterator[None]:
-    """A write transaction (BEGIN IMMEDIATE at the top level, a savepoint when nested).
+    """A write transaction (BEGIN IMMEDIATE on SQLite at the top level, a savepoint when nested).
 
     A database held locked by someone else past the busy timeout becomes DatabaseBusyError,
     after a full rollback: nothing of the transaction is written.
@@ -486,7 +283,7 @@ def transaction() -> Iterator[None]:
     try:
         with database.atomic():
             yield
-    except pw.OperationalError as exc:
+    except (pw.OperationalError, pw.DatabaseError) as exc:
         if is_busy_error(exc):
             raise DatabaseBusyError("The database is busy; nothing was changed. Please try again.") from exc
         raise
@@ -506,11 +303,5 @@ def in_transaction(function: Callable) -> Callable:
 
 
 def check_integrity() -> list[str]:
-    """SQLite's own checks: page integrity and foreign keys. Empty when healthy."""
-    problems = []
-    result = [row[0] for row in database.execute_sql("PRAGMA integrity_check")]
-    if result != ["ok"]:
-        problems.extend(f"integrity: {line}" for line in result)
-    for table, rowid, parent, _ in database.execute_sql("PRAGMA foreign_key_check"):
-        problems.append(f"foreign key: {table} row {rowid} points at a missing {parent} row")
-    return problems
+    """The engine's own checks (SQLite: pages and foreign keys). Empty when healthy."""
+    return _dialect.integrity_problems(database)

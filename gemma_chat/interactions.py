@@ -46,11 +46,11 @@ def start_interaction(
     created_at = utcnow()
     cursor = database.execute_sql(
         "INSERT INTO interactions (request_id, user_id, tier, model_name, prompt, answer, status, credits_charged, "
-        "created_at, conversation_id, replaces_id, source) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?, ?, ?, ?)",
+        "created_at, conversation_id, replaces_id, source) VALUES (?, ?, ?, ?, ?, '', 'pending', 0, ?, ?, ?, ?) RETURNING id",
         (request_id, user_id, tier, model_name, prompt, str(created_at), conversation_id, replaces_id, source),
     )
     return Interaction(
-        id=cursor.lastrowid, request_id=request_id, user=user_id, tier=tier, model_name=model_name, prompt=prompt,
+        id=cursor.fetchone()[0], request_id=request_id, user=user_id, tier=tier, model_name=model_name, prompt=prompt,
         answer="", status="pending", credits_charged=0, created_at=created_at, conversation=conversation_id,
         replaces=replaces_id, source=source,
     )

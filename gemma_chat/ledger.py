@@ -101,11 +101,11 @@ def _append_entry(
     created_at = utcnow()
     cursor = database.execute_sql(
         "INSERT INTO ledger_entries (user_id, amount, kind, balance_after, request_id, note, actor_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (user_id, amount, kind, row[0], request_id, note, actor_id, str(created_at)),
     )
     return LedgerEntry(
-        id=cursor.lastrowid,
+        id=cursor.fetchone()[0],
         user=user_id,
         amount=amount,
         kind=kind,
@@ -158,10 +158,10 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
             )
         created_at = utcnow()
         cursor = database.execute_sql(
-            "INSERT INTO holds (request_id, user_id, amount, status, created_at) VALUES (?, ?, ?, 'active', ?)",
+            "INSERT INTO holds (request_id, user_id, amount, status, created_at) VALUES (?, ?, ?, 'active', ?) RETURNING id",
             (request_id, user_id, amount, str(created_at)),
         )
-        return Hold(id=cursor.lastrowid, request_id=request_id, user=user_id, amount=amount, status="active", created_at=created_at)
+        return Hold(id=cursor.fetchone()[0], request_id=request_id, user=user_id, amount=amount, status="active", created_at=created_at)
 
 
 def _find_hold(request_id: str) -> Hold:

@@ -49,7 +49,7 @@ class Reports:
         if self.until:
             clauses.append(f"{column} < ?")
             params.append((self.until + dt.timedelta(days=1)).isoformat())
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or "1 = 1"), params
 
     def requests_by_model(self) -> list[dict]:
         where, params = self._where("created_at")
@@ -84,7 +84,7 @@ class Reports:
                 SELECT u.username, COALESCE(s.credits_spent, 0), COALESCE(s.credits_topped_up, 0),
                        COALESCE(s.credits_granted, 0), u.balance, COALESCE(r.requests, 0)
                 FROM users u LEFT JOIN spent s ON s.user_id = u.id LEFT JOIN requests r ON r.user_id = u.id
-                ORDER BY 2 DESC, u.username COLLATE NOCASE""",
+                ORDER BY 2 DESC, lower(u.username), u.username""",
             params + params,
         )
         keys = ("username", "credits_spent", "credits_topped_up", "credits_granted", "balance", "requests")

@@ -20,7 +20,7 @@ def open_data_dir(settings: Settings):
     """For every command: the log file and an up-to-date database."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_file_log(settings.log_path)
-    return open_database(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
+    return open_database(settings.database_target, busy_timeout_ms=settings.busy_timeout_ms)
 
 
 def recover_after_crash(settings: Settings, *, all_holds: bool) -> Recovery:

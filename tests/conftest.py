@@ -1,4 +1,8 @@
-"""Every test gets a fresh data dir in tmp_path with its own SQLite file."""
+"""Every test gets a fresh data dir in tmp_path with its own SQLite file.
+
+A test module marked `both_engines` runs each test that uses the database twice: on that SQLite
+file and on a fresh database of a real PostgreSQL server (tests/postgres.py).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from gemma_chat.config import load_settings  # noqa: E402
 pytest_plugins = [
     "tests.model_fixtures",  # bundled_gguf, templated_gguf: real model files, built once
     "tests.browser_fixtures",  # browser, page: one Chromium for every browser test
+    "tests.postgres",  # postgres_server, postgres_url: a real PostgreSQL 15, a fresh database per test
 ]
 
 # bcrypt at cost 12 takes ~0.25 s a hash; tests that are not about the cost use the minimum.
@@ -26,6 +31,23 @@ FAST_BCRYPT = 4
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (CI still runs it)")
     config.addinivalue_line("markers", "browser: drives a real Chromium through Playwright")
+    config.addinivalue_line("markers", "both_engines: runs on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_engines") and "db_engine" in metafunc.fixturenames:
+        metafunc.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def db_engine(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(db_engine, request) -> str:
+    """Empty for SQLite (the file in the data dir), a fresh PostgreSQL database's URL otherwise."""
+    return request.getfixturevalue("postgres_url") if db_engine == "postgresql" else ""
 
 
 @pytest.fixture
@@ -34,8 +56,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(data_dir: Path):
-    return load_settings(data_dir=data_dir, env={}, bcrypt_rounds=FAST_BCRYPT)
+def settings(data_dir: Path, database_url: str):
+    return load_settings(data_dir=data_dir, env={}, bcrypt_rounds=FAST_BCRYPT, database_url=database_url)
 
 
 @pytest.fixture

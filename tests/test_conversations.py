@@ -15,7 +15,7 @@ from gemma_chat.ui import ChatApp
 
 def test_old_interactions_become_one_earlier_chats_conversation_per_user(tmp_path):
     path = tmp_path / "old.db"
-    db.database.init(str(path), pragmas={"journal_mode": "wal", "foreign_keys": 1})
+    db.open_database(path, migrate=False)
     db.apply_migrations(db.MIGRATIONS[:3])
     run = db.database.execute_sql
     for user_id, name in ((1, "alice"), (2, "bob"), (3, "carol")):

@@ -28,7 +28,7 @@ def test_a_new_migration_applies_on_top_of_the_previous_schema(settings, databas
 
 def test_the_report_indexes_apply_to_a_database_of_the_first_schema(tmp_path):
     path = tmp_path / "old.db"
-    db.database.init(str(path), pragmas={"journal_mode": "wal"})
+    db.open_database(path, migrate=False)
     db.apply_migrations(db.MIGRATIONS[:1])
     db.database.execute_sql(
         "INSERT INTO users (username, password_hash, balance, created_at) VALUES ('old', 'x', 0, '2026-01-01')"
@@ -120,7 +120,7 @@ def test_missing_config_file(tmp_path):
 
 def test_the_admin_actions_table_applies_to_a_database_of_the_api_schema(tmp_path):
     path = tmp_path / "old.db"
-    db.database.init(str(path), pragmas={"journal_mode": "wal"})
+    db.open_database(path, migrate=False)
     db.apply_migrations([m for m in db.MIGRATIONS if m[0] <= "0005_api"])
     db.database.execute_sql(
         "INSERT INTO users (username, password_hash, balance, created_at) VALUES ('old', 'x', 0, '2026-01-01')"

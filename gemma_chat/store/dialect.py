@@ -1,0 +1,181 @@
+"""What truly differs between SQLite and PostgreSQL, in one place.
+
+Everything else is written once. Statements use `?` placeholders on both engines (PostgreSQL's
+connection rewrites them, quoted text left alone); timestamps are ISO-8601 UTC text and flags are
+0/1 integers on both, so every comparison, sort, day expression and index reads the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import zlib
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import peewee as pw
+
+# A `?` outside quotes is a placeholder; psycopg reads every % (quoted or not) as one.
+_QMARK_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?")
+
+
+def qmark_to_format(sql: str) -> str:
+    """The app's `?` placeholders as psycopg's `%s`, a literal % doubled, a quoted ? kept."""
+
+    def swap(match: re.Match) -> str:
+        token = match.group(0)
+        return "%s" if token == "?" else token
+
+    return _QMARK_TOKENS.sub(swap, sql.replace("%", "%%"))
+
+
+def is_postgresql_url(target) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class SqliteDialect:
+    name = "sqlite"
+
+    def create_database(self, path, *, busy_timeout_ms: int) -> pw.Database:
+        # lock_type IMMEDIATE makes every top-level transaction take the write lock at BEGIN, so a
+        # check-then-write inside it can never race another writer.
+        return pw.SqliteDatabase(
+            str(path),
+            lock_type="IMMEDIATE",
+            timeout=busy_timeout_ms / 1000,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "full",  # a committed charge or top-up survives power loss
+                "foreign_keys": 1,
+                "busy_timeout": busy_timeout_ms,
+            },
+        )
+
+    def is_busy_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, pw.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+    @contextlib.contextmanager
+    def exclusive(self, database: pw.Database, name: str) -> Iterator[None]:
+        """Run alone among every process on this database (inside a transaction).
+
+        SQLite's IMMEDIATE transactions already have a single writer: nothing to add.
+        """
+        yield
+
+    def integrity_problems(self, database: pw.Database) -> list[str]:
+        problems = []
+        result = [row[0] for row in database.execute_sql("PRAGMA integrity_check")]
+        if result != ["ok"]:
+            problems.extend(f"integrity: {line}" for line in result)
+        for table, rowid, parent, _ in database.execute_sql("PRAGMA foreign_key_check"):
+            problems.append(f"foreign key: {table} row {rowid} points at a missing {parent} row")
+        return problems
+
+    def describe(self, target) -> str:
+        return str(target)
+
+
+def _register_sqlite_compatible_dumpers(connection) -> None:
+    """Datetimes as the ISO text SQLite stores (str(datetime)), booleans as 0/1: the same values on both engines."""
+    from psycopg.adapt import Dumper
+    from psycopg.postgres import types
+
+    text_oid, int_oid = types["text"].oid, types["int4"].oid
+
+    class IsoTextDumper(Dumper):
+        oid = text_oid
+
+        def dump(self, obj):
+            return str(obj).encode()
+
+    class BoolAsIntDumper(Dumper):
+        oid = int_oid
+
+        def dump(self, obj):
+            return b"1" if obj else b"0"
+
+    for kind in (dt.datetime, dt.date, dt.time):
+        connection.adapters.register_dumper(kind, IsoTextDumper)
+    connection.adapters.register_dumper(bool, BoolAsIntDumper)
+
+
+class _PostgresqlDatabase(pw.PostgresqlDatabase):
+    """Peewee's PostgreSQL database that takes the app's `?` statements and SQLite-shaped values."""
+
+    def __init__(self, *args, lock_timeout_ms: int, **kwargs):
+        self._lock_timeout_ms = lock_timeout_ms
+        super().__init__(*args, **kwargs)
+
+    def _connect(self):
+        connection = super()._connect()
+        _register_sqlite_compatible_dumpers(connection)
+        # A row or lock held by someone else past this is the same "busy, try again" as SQLite's.
+        connection.execute(f"SET lock_timeout = {int(self._lock_timeout_ms)}")
+        return connection
+
+    def execute_sql(self, sql, params=None, *args, **kwargs):
+        if "?" in sql or "%s" not in sql:  # the app's statements; Peewee's own queries come with %s
+            sql = qmark_to_format(sql)
+        return super().execute_sql(sql, params, *args, **kwargs)
+
+
+class PostgresqlDialect:
+    name = "postgresql"
+
+    # SQLSTATEs that mean "someone else had it; nothing was written": lock_not_available,
+    # serialization_failure, deadlock_detected, query_canceled (lock_timeout reports it so).
+    _BUSY_STATES = {"55P03", "40001", "40P01", "57014"}
+
+    def create_database(self, url: str, *, busy_timeout_ms: int) -> pw.Database:
+        # One connection per thread, opened on first use and kept (Peewee's thread-local
+        # connections): the threads are the app's bounded worker pool, so the connections are too.
+        return _PostgresqlDatabase(url, lock_timeout_ms=busy_timeout_ms, autoconnect=True)
+
+    def is_busy_error(self, exc: BaseException) -> bool:
+        cause = exc.__cause__ or exc.__context__ or exc
+        return getattr(cause, "sqlstate", None) in self._BUSY_STATES or getattr(exc, "sqlstate", None) in self._BUSY_STATES
+
+    @contextlib.contextmanager
+    def exclusive(self, database: pw.Database, name: str) -> Iterator[None]:
+        """Run alone among every process on this database: a transaction-level advisory lock,
+        released by the commit or rollback of the caller's transaction."""
+        database.execute_sql("SELECT pg_advisory_xact_lock(?)", (advisory_key(name),))
+        yield
+
+    def integrity_problems(self, database: pw.Database) -> list[str]:
+        # PostgreSQL checks pages and foreign keys as it writes; what it can still lose is a
+        # foreign key turned off by hand (session_replication_role) or a constraint not validated.
+        problems = []
+        for table, constraint in database.execute_sql(
+            """SELECT conrelid::regclass::text, conname FROM pg_constraint
+               WHERE connamespace = current_schema()::regnamespace AND NOT convalidated"""
+        ):
+            problems.append(f"constraint: {constraint} on {table} is not validated")
+        for table, trigger in database.execute_sql(
+            """SELECT tgrelid::regclass::text, tgname FROM pg_trigger
+               WHERE NOT tgisinternal AND tgenabled = 'D'"""
+        ):
+            problems.append(f"trigger: {trigger} on {table} is disabled")
+        return problems
+
+    def describe(self, target) -> str:
+        return redact_url(str(target))
+
+
+def advisory_key(name: str) -> int:
+    """A stable 31-bit key for a named advisory lock (the same in every process)."""
+    return zlib.crc32(f"gemma-chat:{name}".encode()) & 0x7FFFFFFF
+
+
+def dialect_for(target) -> SqliteDialect | PostgresqlDialect:
+    return PostgresqlDialect() if is_postgresql_url(target) else SqliteDialect()
