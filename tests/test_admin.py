@@ -3,12 +3,11 @@ the acting administrator, the last-administrator guard, and the Admin tab's User
 
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import admin, auth, keys, ledger, sessions
+from gemma_chat import admin, auth, db, keys, ledger, sessions
 from gemma_chat.db import AdminAction, LedgerEntry, User
 from gemma_chat.errors import (
     LastAdministratorError,
@@ -19,6 +18,8 @@ from gemma_chat.errors import (
 )
 from gemma_chat.ui import ChatApp
 from gemma_chat.verify import verify_database
+
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
@@ -104,8 +105,8 @@ def test_promote_demote_unlock_and_reset_password(settings, people):
         ("root", "promote", "bob", ""), ("root", "demote", "bob", ""), ("root", "unlock", "bob", ""),
         ("root", "reset_password", "bob", ""),
     ]
-    stored = sqlite3.connect(settings.db_path).execute("SELECT group_concat(detail) FROM admin_actions").fetchone()[0]
-    assert "brand new" not in (stored or "")
+    stored = [detail for (detail,) in db.database.execute_sql("SELECT detail FROM admin_actions")]
+    assert not any("brand new" in detail for detail in stored)
 
 
 def test_an_admin_creates_an_account_even_with_registration_closed(settings, people):
@@ -153,10 +154,13 @@ def test_the_last_administrator_cannot_demote_or_disable_themselves(settings, pe
 def test_admin_actions_are_append_only(settings, people):
     root, _ = people
     admin.unlock(root.id, "bob")
-    connection = sqlite3.connect(settings.db_path)
-    for statement in ("UPDATE admin_actions SET actor_name = 'someone'", "DELETE FROM admin_actions"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            connection.execute(statement)
+    refused = ["UPDATE admin_actions SET actor_name = 'someone'", "DELETE FROM admin_actions"]
+    if db.dialect().name == "postgresql":
+        refused.append("TRUNCATE admin_actions")
+    for statement in refused:
+        with pytest.raises(Exception, match="append-only"):
+            db.database.execute_sql(statement)
+    assert db.database.execute_sql("SELECT COUNT(*) FROM admin_actions").fetchone()[0] == 1
 
 
 def test_list_accounts_searches_and_pages(settings, people):

@@ -19,6 +19,8 @@ from gemma_chat.errors import (
     ValidationError,
 )
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.mark.parametrize("username", ["ab", "a" * 33, "has space", "dré", "semi;colon", "", "   ", "<b>x</b>", "a\x00bc"])
 def test_bad_usernames_are_refused_with_a_reason(settings, database, username):

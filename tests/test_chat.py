@@ -15,6 +15,8 @@ from gemma_chat.db import ErrorEvent, Interaction
 from gemma_chat.errors import GenerationError, QueueFullError
 from gemma_chat.verify import verify_database
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def alice(chat_settings):

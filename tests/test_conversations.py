@@ -12,6 +12,8 @@ from gemma_chat.db import Conversation, Interaction
 from gemma_chat.reports import Reports
 from gemma_chat.ui import ChatApp
 
+pytestmark = pytest.mark.both_engines
+
 
 def test_old_interactions_become_one_earlier_chats_conversation_per_user(tmp_path):
     path = tmp_path / "old.db"

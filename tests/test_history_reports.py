@@ -11,6 +11,8 @@ from gemma_chat.history import list_history
 from gemma_chat.interactions import TurnOutcome
 from gemma_chat.reports import Reports
 
+pytestmark = pytest.mark.both_engines
+
 
 def chat_turn(user_id: int, tier: str, price: int, prompt: str, *, ok: bool = True) -> str:
     """The ledger side of a chat turn, as chat.py does it."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from gemma_chat import auth, idempotency
 from gemma_chat.db import IdempotentRequest
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_a_key_is_claimed_once_replayed_freed_after_a_failure_and_forgotten_after_a_day(settings, database):

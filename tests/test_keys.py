@@ -12,6 +12,8 @@ from gemma_chat import auth, keys
 from gemma_chat.db import ApiKey
 from gemma_chat.errors import ValidationError
 
+pytestmark = pytest.mark.both_engines
+
 
 def test_a_key_signs_in_as_its_user_and_is_stored_only_hashed(settings, database):
     alice = auth.register_user(settings, "alice", "long enough pw")

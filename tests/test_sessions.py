@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pytest
+
 from gemma_chat import auth, sessions
 from gemma_chat.db import WebSession, utcnow
+
+pytestmark = pytest.mark.both_engines
 
 
 def new_user(settings, name="alice"):

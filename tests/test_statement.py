@@ -11,6 +11,8 @@ from gemma_chat import auth, ledger
 from gemma_chat.errors import ValidationError
 from gemma_chat.statement import CSV_COLUMNS, KindTotal, list_statement, totals_by_kind, write_statement_csv
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def alice(settings, database):
