@@ -16,7 +16,7 @@ import peewee as pw
 
 from . import ledger, sessions
 from .config import Settings
-from .db import LoginThrottle, User, database, transaction, utcnow
+from .db import LoginThrottle, User, database, dialect, transaction, utcnow
 from .errors import (
     AccountDisabledError,
     AccountLockedError,
@@ -117,7 +117,9 @@ def create_account(settings: Settings, username: str, password_hash: str, *, adm
     Runs in the caller's transaction (admin.py records who made it in the same one).
     """
     try:
-        with transaction():
+        with transaction(), dialect().exclusive(database, "first-admin"):
+            # Alone among every process on the database: two first sign-ups at once on PostgreSQL
+            # would otherwise both see no users and both become administrators.
             first = not database.execute_sql("SELECT 1 FROM users LIMIT 1").fetchone()
             user = User.create(username=username, password_hash=password_hash, is_admin=admin or first)
             ledger.credit_signup(user.id, settings.starting_balance)
@@ -206,9 +208,12 @@ def _fail(settings: Settings, key: str | None, client: str, now: dt.datetime) ->
         return  # not a possible username: nothing to protect, and nothing of it is stored
     window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
     with transaction():
-        row = LoginThrottle.get_or_none(LoginThrottle.username_key == key, LoginThrottle.client == client)
-        if row is None:
-            row = LoginThrottle.create(username_key=key, client=client, updated_at=now)
+        # Written before it is read: the upsert takes the row's lock, so two failures at once (on
+        # PostgreSQL's READ COMMITTED) count twice instead of both reading the same count.
+        LoginThrottle.insert(username_key=key, client=client, updated_at=now).on_conflict(
+            conflict_target=[LoginThrottle.username_key, LoginThrottle.client], update={LoginThrottle.updated_at: now}
+        ).execute()
+        row = LoginThrottle.get(LoginThrottle.username_key == key, LoginThrottle.client == client)
         if row.first_failed_at is None or row.first_failed_at < window_start:
             failures, first = 1, now
         else:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .db import IdempotentRequest, transaction, utcnow
+from .db import IdempotentRequest, database, dialect, transaction, utcnow
 from .errors import ValidationError
 
 MAX_KEY_CHARS = 255
@@ -38,7 +38,9 @@ class Claim:
 
 def claim_key(user_id: int, key: str, digest: str, *, stale_after_s: float) -> Claim:
     now = utcnow()
-    with transaction():
+    # One claim of a user's keys at a time across processes: two first claims of one key would
+    # otherwise both find no row and both insert (PostgreSQL; SQLite's writer lock already serializes).
+    with transaction(), dialect().exclusive(database, f"idempotency:{user_id}"):
         row = IdempotentRequest.get_or_none((IdempotentRequest.user == user_id) & (IdempotentRequest.key == key))
         if row is not None and row.response is not None and now - row.created_at > dt.timedelta(seconds=KEEP_S):
             IdempotentRequest.delete().where(
