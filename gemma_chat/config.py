@@ -100,6 +100,7 @@ class Settings:
     max_topup: int = 1000
     self_topup: bool = True  # false: users ask an administrator for credits (Admin tab, `credits grant`)
     stale_hold_s: int = 15 * 60  # a hold older than this cannot belong to a running generation
+    orphan_sweep_s: int = 30  # PostgreSQL: how often an instance releases the holds of instances that died
     # chat
     max_message_chars: int = 8000
     history_page_size: int = 20
@@ -185,7 +186,7 @@ def _check(settings: Settings) -> Settings:
     positive = [
         "bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars",
         "session_idle_s", "session_max_age_s", "signin_attempts_per_minute", "signin_concurrency",
-        "api_rate_per_minute",
+        "api_rate_per_minute", "orphan_sweep_s",
     ]
     for name in positive:
         if getattr(settings, name) < 1:

@@ -68,6 +68,7 @@ class Hold(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     settled_at = pw.DateTimeField(null=True)
     release_reason = pw.TextField(null=True)
+    instance_id = pw.TextField(null=True)  # the app instance whose generation owns it (instances.py)
 
     class Meta:
         table_name = "holds"

@@ -11,6 +11,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from . import instances
 from .db import Hold, LedgerEntry, User, database, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
@@ -158,8 +159,9 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
             )
         created_at = utcnow()
         cursor = database.execute_sql(
-            "INSERT INTO holds (request_id, user_id, amount, status, created_at) VALUES (?, ?, ?, 'active', ?) RETURNING id",
-            (request_id, user_id, amount, str(created_at)),
+            "INSERT INTO holds (request_id, user_id, amount, status, created_at, instance_id) "
+            "VALUES (?, ?, ?, 'active', ?, ?) RETURNING id",
+            (request_id, user_id, amount, str(created_at), instances.current_instance_id()),
         )
         return Hold(id=cursor.fetchone()[0], request_id=request_id, user=user_id, amount=amount, status="active", created_at=created_at)
 
@@ -225,15 +227,31 @@ def _unhold(hold: Hold) -> None:
         raise RuntimeError(f"held total of user {hold.user_id} is below hold {hold.request_id}")
 
 
-def release_stale_holds(*, older_than_s: float | None = None, reason: str = "released at start-up") -> list[Hold]:
-    """Release holds no generation can still own: all of them (None) or those older than `older_than_s`.
+def release_stale_holds(
+    *, older_than_s: float | None = None, reason: str = "released at start-up", unowned_only: bool = False
+) -> list[Hold]:
+    """Release holds no generation can still own: all of them (None) or those older than `older_than_s`
+    (with `unowned_only`, only holds no app instance stamped).
 
     Returns the released holds so the caller can mark their chat turns as interrupted.
     """
+    query = Hold.select().where(Hold.status == "active")
+    if older_than_s is not None:
+        query = query.where(Hold.created_at < utcnow() - dt.timedelta(seconds=older_than_s))
+    if unowned_only:
+        query = query.where(Hold.instance_id.is_null())
+    return _release_all(query, reason)
+
+
+def release_holds_of(instance_ids: list[str], *, reason: str) -> list[Hold]:
+    """Release every active hold of these app instances (they are gone: instances.py)."""
+    if not instance_ids:
+        return []
+    return _release_all(Hold.select().where((Hold.status == "active") & Hold.instance_id.in_(instance_ids)), reason)
+
+
+def _release_all(query, reason: str) -> list[Hold]:
     with transaction():
-        query = Hold.select().where(Hold.status == "active")
-        if older_than_s is not None:
-            query = query.where(Hold.created_at < utcnow() - dt.timedelta(seconds=older_than_s))
         released = []
         for hold in list(query):  # read first: the loop changes the rows the query selects
             settled = _settle_active(hold.request_id, "released", reason)

@@ -12,7 +12,8 @@ import threading
 from .config import Settings
 from .db import close_database
 from .errors import GemmaChatError
-from .startup import open_data_dir, recover_after_crash
+from .instances import start_instance, stop_instance
+from .startup import OrphanSweeper, open_data_dir, recover_after_crash
 
 
 def _is_loopback(host: str) -> bool:
@@ -25,8 +26,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def _lock_data_dir(settings: Settings):
-    """One running app per data dir: start-up releases every hold, so a second one must not start."""
+    """One running app per SQLite data dir: start-up releases every hold, so a second one must not start.
+
+    On PostgreSQL several instances share the database; each owns its holds (instances.py).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url:
+        return None
     lock_file = open(settings.data_dir / "app.lock", "w")
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -53,9 +59,14 @@ def _with_injected_faults(engine):
 def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -> int:
     lock = _lock_data_dir(settings)
     open_data_dir(settings)
+    instance_id = start_instance(settings.database_url)  # before any hold: they are stamped with it
     recovery = recover_after_crash(settings, all_holds=True)
     if recovery.released_holds:
         print(f"Recovered from an earlier crash: released {recovery.released_holds} holds uncharged.", flush=True)
+    sweeper = None
+    if settings.database_url:
+        print(f"Database: {settings.database_label} (this instance: {instance_id[:8]})", flush=True)
+        sweeper = OrphanSweeper(settings).start()
 
     from .engine import Engine
 
@@ -97,6 +108,10 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
             server.stop()
         web.lane.close()
         engine.close()
+        if sweeper is not None:
+            sweeper.stop()
+        stop_instance()
         close_database()
-        lock.close()
+        if lock is not None:
+            lock.close()
     return 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
-from . import interactions, ledger
+from . import instances, interactions, ledger
 from .config import Settings
-from .db import open_database, transaction
+from .db import database, dialect, open_database, transaction
 from .error_log import configure_file_log, logger
 
 
@@ -26,13 +27,58 @@ def open_data_dir(settings: Settings):
 def recover_after_crash(settings: Settings, *, all_holds: bool) -> Recovery:
     """Release holds no generation can own any more and mark their turns interrupted.
 
-    `all_holds` is for the app's start-up, when no generation on this data dir can be running;
-    otherwise only holds older than the stale age are touched.
+    `all_holds` is for the app's start-up. On SQLite no other app runs on this data dir then (the
+    file lock), so every active hold is orphaned. On PostgreSQL other instances may be serving the
+    same database: only the holds of instances that are gone are released, and holds without an
+    owner (made outside the app) once they are stale. Without `all_holds`, only stale holds.
     """
-    older_than = None if all_holds else settings.stale_hold_s
+    reason = "released at start-up (crash recovery)"
     with transaction():
-        holds = ledger.release_stale_holds(older_than_s=older_than, reason="released at start-up (crash recovery)")
+        if not all_holds:
+            holds = ledger.release_stale_holds(older_than_s=settings.stale_hold_s, reason=reason)
+        elif dialect().name == "sqlite":
+            holds = ledger.release_stale_holds(reason=reason)
+        else:
+            holds = _release_holds_of_gone_instances(settings, reason)
         interrupted = interactions.mark_interrupted([hold.request_id for hold in holds])
     if holds:
         logger.warning("released %d stale holds; %d turns marked interrupted", len(holds), interrupted)
     return Recovery(released_holds=len(holds), interrupted_turns=interrupted)
+
+
+def _release_holds_of_gone_instances(settings: Settings, reason: str) -> list:
+    owners = [row[0] for row in database.execute_sql(
+        "SELECT DISTINCT instance_id FROM holds WHERE status = 'active' AND instance_id IS NOT NULL"
+    )]
+    released = ledger.release_holds_of(instances.gone_instances(owners), reason=reason)
+    return released + ledger.release_stale_holds(older_than_s=settings.stale_hold_s, reason=reason, unowned_only=True)
+
+
+class OrphanSweeper:
+    """On PostgreSQL, every `orphan_sweep_s`: release the holds of instances that died while this one runs."""
+
+    def __init__(self, settings: Settings, *, log=print):
+        self._settings = settings
+        self._log = log
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="orphan-sweeper", daemon=True)
+
+    def start(self) -> "OrphanSweeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._settings.orphan_sweep_s):
+            try:
+                with transaction():
+                    holds = _release_holds_of_gone_instances(self._settings, "released: its app instance is gone")
+                    interactions.mark_interrupted([hold.request_id for hold in holds])
+            except Exception as exc:  # noqa: BLE001 — a failed sweep is retried at the next interval
+                logger.warning("the sweep for holds of stopped instances failed: %s", exc)
+                continue
+            if holds:
+                self._log(f"Released {len(holds)} holds of a stopped app instance uncharged.")

@@ -261,6 +261,13 @@ _ADMIN_ACTIONS = [
     *_append_only("admin_actions"),
 ]
 
+# Issue 12: several app instances on one PostgreSQL database. A hold names the instance whose
+# generation owns it, so a starting instance releases only the holds of instances that are gone.
+_HOLD_OWNERS = [
+    "ALTER TABLE holds ADD COLUMN instance_id TEXT",
+    "CREATE INDEX holds_active_by_instance ON holds (instance_id) WHERE status = 'active'",
+]
+
 MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
@@ -268,4 +275,5 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0004_conversations", _CONVERSATIONS),
     ("0005_api", _API),
     ("0006_admin_actions", _ADMIN_ACTIONS),
+    ("0008_hold_owners", _HOLD_OWNERS),
 ]
