@@ -5,7 +5,10 @@ The edge's refusals themselves are tested against the running app (tests/reliabi
 
 from __future__ import annotations
 
+import asyncio
 import json
+
+import pytest
 
 from conftest import run_in_own_loop
 from gemma_chat.config import load_settings
@@ -13,6 +16,14 @@ from gemma_chat.web import edge as edge_module
 from gemma_chat.web.edge import LIVE_SESSION_MEMO_S, Edge
 
 COOKIE = "gemma_session"
+
+
+def running_in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def inner(scope, receive, send):
@@ -37,22 +48,25 @@ def request(edge: Edge, path: str, cookie: str) -> int:
     return statuses[0]
 
 
-def test_a_live_session_is_looked_up_once_a_second_and_an_ended_one_is_refused_after(monkeypatch, tmp_path):
+# PostgreSQL: the lookup is a network round trip, made in a worker thread instead of the event loop.
+@pytest.mark.parametrize("database_url", ["", "postgresql://db.example/gemma"])
+def test_a_live_session_is_looked_up_once_a_second_and_an_ended_one_is_refused_after(monkeypatch, tmp_path, database_url):
     live = {"token-of-twenty-chars-or-more": True}
     lookups = []
-
     def has_live_session(token):
-        lookups.append(token)
+        lookups.append((token, running_in_event_loop()))
         return live.get(token, False)
 
     clock = [1000.0]
     monkeypatch.setattr(edge_module.time, "monotonic", lambda: clock[0])
-    edge = Edge(inner, load_settings(data_dir=tmp_path, env={}), cookie_name=COOKIE, has_live_session=has_live_session)
+    settings = load_settings(data_dir=tmp_path, env={}, database_url=database_url)
+    edge = Edge(inner, settings, cookie_name=COOKIE, has_live_session=has_live_session)
     token = "token-of-twenty-chars-or-more"
 
     assert request(edge, "/gradio_api/queue/join", token) == 200
     assert request(edge, "/gradio_api/queue/data", token) == 200
     assert len(lookups) == 1  # the stream right after its join: no second lookup
+    assert lookups[0][1] is not bool(database_url)
 
     live[token] = False  # logged out
     clock[0] += LIVE_SESSION_MEMO_S + 0.01
