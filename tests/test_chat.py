@@ -181,6 +181,22 @@ def test_a_locked_database_fails_cleanly(data_dir, demo_engine):
     assert balance(user) == 10 and Interaction.select().count() == 0
 
 
+def test_a_row_locked_past_the_timeout_on_postgresql_is_the_same_busy_message(data_dir, demo_engine, postgres_url):
+    import psycopg
+
+    from conftest import demo_settings
+    from gemma_chat.startup import open_data_dir
+
+    settings = demo_settings(data_dir, busy_timeout_ms=200, database_url=postgres_url)
+    open_data_dir(settings)
+    user = auth.register_user(settings, "alice", "long enough pw")
+    with psycopg.connect(postgres_url) as blocker:  # another instance in the middle of a long transaction
+        blocker.execute("SELECT * FROM users WHERE id = %s FOR UPDATE", (user.id,))
+        final = run(settings, demo_engine, user)[-1]
+    assert final.status == "busy" and "try again" in final.message.lower()
+    assert balance(user) == 10 and Interaction.select().count() == 0
+
+
 def test_earlier_turns_are_sent_as_context(chat_settings, demo_engine, alice):
     seen = []
 
