@@ -73,3 +73,38 @@ def test_a_live_session_is_looked_up_once_a_second_and_an_ended_one_is_refused_a
     assert request(edge, "/gradio_api/queue/join", token) == 401
     assert request(edge, "/gradio_api/queue/join", "another-token-never-signed-in") == 403  # bound to the first cookie
     assert len(lookups) == 2
+
+
+def test_an_address_over_its_sign_in_limit_is_refused_before_the_app_sees_the_request(tmp_path):
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+        await inner(scope, receive, send)
+
+    waits = {"127.0.0.1": 7}
+    edge = Edge(app, load_settings(data_dir=tmp_path, env={}), cookie_name=COOKIE,
+                has_live_session=lambda token: False, signin_retry_after=lambda client: waits.get(client, 0))
+    status, headers, body = post_raw(edge, "/auth/login")
+    assert status == 429 and headers[b"retry-after"] == b"7" and reached == []
+    assert json.loads(body) == {"ok": False, "message": "Too many sign-in attempts; try again in 7 s."}
+    waits.clear()  # the window has passed
+    assert post_raw(edge, "/auth/login")[0] == 200 and reached == ["/auth/login"]
+
+
+def post_raw(edge: Edge, path: str) -> tuple[int, dict, bytes]:
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "scheme": "http",
+             "client": ("127.0.0.1", 5), "headers": [(b"host", b"127.0.0.1")]}
+    response = {"body": b""}
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"username": "a", "password": "b"}', "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            response["status"], response["headers"] = message["status"], dict(message["headers"])
+        else:
+            response["body"] += message.get("body", b"")
+
+    run_in_own_loop(edge(scope, receive, send))
+    return response["status"], response["headers"], response["body"]

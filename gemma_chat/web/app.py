@@ -237,5 +237,6 @@ def create_app(settings: Settings, engine) -> WebApp:
         settings=settings,
         cookie_name=SESSION_COOKIE,
         has_live_session=lambda token: sessions.has_live_session(settings, token),
+        signin_retry_after=per_client.retry_after,
     )
     return WebApp(api, demo, chat, lane)

@@ -2,7 +2,8 @@
 
 One ASGI middleware, so its order is plain to read:
 1. the security headers go on every response (no framing, no sniffing, no referrer);
-2. requests from another origin may not change anything, and get no CORS permission;
+2. requests from another origin may not change anything, and get no CORS permission; an address
+   over its sign-in limit is refused before the /auth routes read a byte;
 3. uploads are refused (the app has no file inputs) and deep links are not served (a link would
    carry the page's session);
 4. a Gradio session_hash belongs to the cookie it was first used with: replaying a signed-in
@@ -31,6 +32,8 @@ import anyio
 
 from ..config import Settings
 from ..error_log import logger
+
+SIGNIN_PATHS = frozenset({"/auth/login", "/auth/register"})
 
 SECURITY_HEADERS = [
     (b"content-security-policy", b"frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"),
@@ -108,8 +111,11 @@ def own_origin(scope, headers: dict[bytes, bytes], settings: Settings) -> str:
     return f"{request_scheme(scope, headers, settings)}://{host}".lower()
 
 
-async def respond(send, status: int, detail: str, extra_headers=()) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def respond(send, status: int, detail: str, extra_headers=(), *, shape: str = "detail") -> None:
+    """A short JSON answer: {"detail": …} as FastAPI writes errors, or {"ok": false, "message": …}
+    as the /auth routes answer (shape="auth"), so the sign-in form shows it."""
+    payload = {"ok": False, "message": detail} if shape == "auth" else {"detail": detail}
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + SECURITY_HEADERS + list(extra_headers)})
     await send({"type": "http.response.body", "body": body})
@@ -118,11 +124,15 @@ async def respond(send, status: int, detail: str, extra_headers=()) -> None:
 class Edge:
     """ASGI middleware in front of the whole app (see the module docstring)."""
 
-    def __init__(self, app, settings: Settings, *, cookie_name: str, has_live_session: Callable[[str], bool]):
+    def __init__(
+        self, app, settings: Settings, *, cookie_name: str, has_live_session: Callable[[str], bool],
+        signin_retry_after: Callable[[str], int] = lambda client: 0,
+    ):
         self.app = app
         self.settings = settings
         self.cookie_name = cookie_name
         self.has_live_session = has_live_session
+        self.signin_retry_after = signin_retry_after  # seconds an address must wait to sign in (0: now)
         self.bindings = SessionHashBindings()
         self.recently_live: dict[str, float] = {}  # cookie digest -> until (monotonic); the event loop's alone
 
@@ -158,6 +168,15 @@ class Edge:
             return await respond(send, 403, "Requests from another site are refused.")
         if foreign and method == "OPTIONS":
             return await respond(send, 403, "Requests from another site are refused.")
+
+        if method == "POST" and path in SIGNIN_PATHS:
+            # An address over its sign-in limit is refused here, before FastAPI routes the request
+            # or reads its body: during a flood, each refusal takes as little of the event loop as it can.
+            if wait := self.signin_retry_after(client_address(scope, headers, self.settings)):
+                return await respond(
+                    send, 429, f"Too many sign-in attempts; try again in {wait} s.",
+                    [(b"retry-after", str(wait).encode())], shape="auth",
+                )
 
         gradio = "/gradio_api/" in path
         if gradio and path.endswith("/upload"):
