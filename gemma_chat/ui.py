@@ -10,6 +10,7 @@ the HttpOnly cookie, and reload the page.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -575,6 +576,11 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
     # --- layout -----------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
+        """The Blocks, without a route app of its own: web/app.py mounts it and hands the served one back."""
+        with _without_throwaway_route_apps():
+            return self._build_blocks()
+
+    def _build_blocks(self) -> gr.Blocks:
         t = self.i18n
         # No analytics: an offline app does not phone home. Gradio's cache is swept hourly (the app
         # accepts no uploads, web/app.py, so it holds little).
@@ -741,6 +747,31 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         demo.queue(max_size=4 * (self.settings.queue_size + 1) * max(1, len(self.settings.tiers)), api_open=False)
         _calm_queue_polling(demo)
         return demo
+
+
+@contextlib.contextmanager
+def _without_throwaway_route_apps():
+    """Gradio builds its whole FastAPI route app (≈340 routes, every event's signature inspected)
+    when a Blocks is created, when it closes and on queue(); mount_gradio_app builds the one that
+    serves once more. The throwaway builds were most of the start-up after `import gradio` (bench
+    startup), so they are skipped while the Blocks is built, and web/app.py gives the Blocks the
+    served app, as launch() does. Gradio internals: a later Gradio that renames them builds as before.
+    """
+    app_class = getattr(gr.blocks, "App", None)
+    if app_class is None or not hasattr(app_class, "create_app"):
+        yield
+        return
+    original = app_class.__dict__["create_app"]
+    app_class.create_app = staticmethod(lambda *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        app_class.create_app = original
+
+
+def use_served_route_app(demo: gr.Blocks, served_app) -> None:
+    """The queue runs events with `demo.app`: make it the route app that serves them."""
+    demo.app = served_app
 
 
 def _calm_queue_polling(demo: gr.Blocks) -> None:

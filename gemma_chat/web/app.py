@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa:
 
 from .. import auth, sessions, statement  # noqa: E402
 from ..db import utcnow  # noqa: E402
-from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp  # noqa: E402
+from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp, use_served_route_app  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
@@ -232,6 +232,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         run_history=False,  # it would keep event inputs in the browser's localStorage
         js=PAGE_JS,
     )
+    use_served_route_app(demo, next(r.app for r in api.routes if isinstance(getattr(r, "app", None), gr.routes.App)))
     api.add_middleware(
         Edge,
         settings=settings,
