@@ -35,14 +35,20 @@ class Copied:
 
     @property
     def summary(self) -> str:
-        line = (
-            f"Copied {self.source} to {self.target}: {self.rows.get('users', 0)} accounts, "
-            f"{self.rows.get('ledger_entries', 0)} ledger entries, {self.rows.get('interactions', 0)} interactions; "
-            "the books match and verify is clean."
+        counts = ", ".join(
+            _count(self.rows.get(table, 0), one, many)
+            for table, one, many in [("users", "account", "accounts"), ("ledger_entries", "ledger entry", "ledger entries"),
+                                     ("interactions", "interaction", "interactions")]
         )
+        line = f"Copied {self.source} to {self.target}: {counts}; the books match and verify is clean."
         if self.active_holds:
-            line += f" {self.active_holds} active hold(s) came over as they were: the app's next start releases them uncharged."
+            holds = _count(self.active_holds, "active hold", "active holds")
+            line += f" Still open: {holds}; the app's next start releases such holds uncharged."
         return line
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
 
 
 @contextlib.contextmanager
