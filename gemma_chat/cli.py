@@ -107,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("verify", parents=[common], help="check the database and the ledger invariant")
 
-    db_parser = commands.add_parser("db", parents=[common], help="the database: migrate, back up")
+    db_parser = commands.add_parser("db", parents=[common], help="the database: migrate, back up, copy to PostgreSQL")
     db_commands = db_parser.add_subparsers(dest="db_command", metavar="ACTION", required=True, parser_class=_Parser)
     db_commands.add_parser("migrate", parents=[common], help="bring the schema up to date and say what changed")
     backup = db_commands.add_parser("backup", parents=[common], help="a consistent copy, safe while the app runs")
     backup.add_argument("file", type=Path, help="the new file to write (never overwritten)")
+    copy = db_commands.add_parser(
+        "copy", parents=[common], help="copy the data dir's SQLite database into an empty PostgreSQL database"
+    )
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user[:password]@host[:port]/database (empty)")
     return parser
 
 
@@ -374,6 +378,11 @@ def cmd_db(settings: Settings, args) -> int:
         finally:
             close_database()
         print(f"{settings.database_label}: schema up to date ({len(applied)} migrations, the last {applied[-1]}).")
+        return EXIT_OK
+    if args.db_command == "copy":
+        from .transfer import copy_to_postgresql
+
+        print(copy_to_postgresql(settings, args.to).summary)
         return EXIT_OK
     from .backup import backup_database
     from .verify import verify_database

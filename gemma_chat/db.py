@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import peewee as pw
 
-from .errors import DatabaseBusyError
+from .errors import DatabaseBusyError, DatabaseUnavailableError
 from .store.dialect import PostgresqlDialect, SqliteDialect, dialect_for
 from .store.schema import MIGRATIONS, Statement, statement_for
 
@@ -259,7 +259,11 @@ def open_database(target: Path | str, *, busy_timeout_ms: int = 5000, migrate: b
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
     database.initialize(_dialect.create_database(target, busy_timeout_ms=busy_timeout_ms))
-    database.connect(reuse_if_open=True)
+    try:
+        database.connect(reuse_if_open=True)
+    except pw.OperationalError as exc:
+        reason = _dialect.connection_failure(exc, target)
+        raise DatabaseUnavailableError(f"Cannot open the database {_dialect.describe(target)}: {reason}") from None
     if migrate:
         apply_migrations()
     return database

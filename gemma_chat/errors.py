@@ -84,6 +84,10 @@ class DatabaseBusyError(GemmaChatError):
     """SQLite stayed locked longer than the busy timeout; nothing was written."""
 
 
+class DatabaseUnavailableError(GemmaChatError):
+    """The database cannot be opened: a PostgreSQL server that does not answer or refuses us, an unwritable file."""
+
+
 # --- models -----------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 pytest-postgresql refuses to run as root, and initdb refuses root too: the server runs as the
 `postgres` user (runuser), on a Unix socket only, without fsync (a test cluster, thrown away after).
+Without PostgreSQL these tests are skipped with the reason, unless GEMMA_CHAT_REQUIRE_POSTGRES=1
+(.ci/run sets it): then they fail, so that CI can never pass having tested SQLite alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 PG_BIN = Path(os.environ.get("GEMMA_CHAT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMPLATE = "gemma_template"
+REQUIRE_ENV = "GEMMA_CHAT_REQUIRE_POSTGRES"
 
 
 def postgres_available() -> bool:
@@ -78,7 +81,10 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def postgres_server():
     if not postgres_available():
-        pytest.skip(f"PostgreSQL 15 is not installed at {PG_BIN} (.ci/run installs it)")
+        reason = f"PostgreSQL 15 is not installed at {PG_BIN} (.ci/run installs it; Debian: apt install postgresql-15)"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="gemma-pg-")))
     server.start()
     yield server

@@ -222,3 +222,71 @@ def test_db_backup_copies_a_consistent_database_while_it_is_written_and_never_ov
     assert ledger_entries(restored / "gemma_chat.db") == copied  # untouched
     nowhere = cli("db", "backup", str(tmp_path / "missing" / "x.db"))
     assert nowhere.returncode == 1 and "does not exist" in nowhere.stderr
+
+
+# --- PostgreSQL: verify and db copy on a real server (tests/postgres.py) ----------------------
+
+
+def with_password(url: str, password: str) -> str:
+    """The test server trusts every local connection: a password in the URL is accepted and ignored."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+
+
+def test_verify_on_postgresql_is_healthy_then_reports_a_balance_changed_by_hand(cli, postgres_url):
+    import psycopg
+
+    url = with_password(postgres_url, "s3cret")
+    assert cli("users", "create", "alice", "--password-stdin", "--database-url", url, stdin="long enough pw\n").returncode == 0
+    healthy = cli("verify", "--database-url", url)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert healthy.stdout.startswith("healthy: postgresql://postgres:***@/")
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("UPDATE users SET balance = balance + 5")
+    broken = cli("verify", "--database-url", url)
+    assert broken.returncode == 1
+    assert "- user alice: balance 15 but ledger entries sum to 10" in broken.stdout
+    assert "s3cret" not in broken.stdout + broken.stderr + healthy.stdout
+
+
+def test_db_copy_moves_the_sqlite_database_to_postgresql_and_the_cli_uses_it(cli, data_dir, postgres_url):
+    cli("users", "create", "root", "--admin", "--password-stdin", stdin="long enough pw\n")
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    cli("credits", "grant", "alice", "5", "--note", "welcome")
+    url = with_password(postgres_url, "s3cret")
+
+    copied = cli("db", "copy", "--to", url)
+    assert copied.returncode == 0, copied.stderr
+    assert copied.stdout.strip().splitlines() == [
+        f"Copied {data_dir / 'gemma_chat.db'} to {url.replace(':s3cret@', ':***@')}: 2 accounts, 3 ledger entries, "
+        "0 interactions; the books match and verify is clean."
+    ]
+    assert "s3cret" not in copied.stdout + copied.stderr
+    assert "balance 15, held 0" in cli("credits", "show", "alice", "--database-url", url).stdout
+    assert cli("users", "create", "bob", "--password-stdin", "--database-url", url, stdin="long enough pw\n").returncode == 0
+    assert cli("verify", "--database-url", url).returncode == 0
+
+    again = cli("db", "copy", "--to", url)
+    assert again.returncode == 1
+    assert "is not empty (admin_actions, ledger_entries, users already have rows)" in again.stderr
+    assert "Traceback" not in again.stderr and "s3cret" not in again.stderr
+
+
+@pytest.mark.parametrize(
+    "to, message",
+    [
+        ("sqlite:///other.db", "--to must be a PostgreSQL URL"),
+        ("postgresql://me:s3cret@127.0.0.1:1/db", 'Cannot open the database postgresql://me:***@127.0.0.1:1/db: connection to server at "127.0.0.1", port 1 failed'),
+    ],
+)
+def test_db_copy_refuses_bad_targets_in_one_line(cli, to, message):
+    cli("users", "create", "alice", "--password-stdin", stdin="long enough pw\n")
+    result = cli("db", "copy", "--to", to)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "s3cret" not in result.stderr
+
+
+def test_db_copy_without_a_sqlite_database_says_so(cli, data_dir):
+    result = cli("db", "copy", "--to", "postgresql://me@/db")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: There is no SQLite database at {data_dir / 'gemma_chat.db'} to copy."

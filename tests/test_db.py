@@ -133,3 +133,17 @@ def test_the_admin_actions_table_applies_to_a_database_of_the_api_schema(tmp_pat
         assert [(a.actor_name, a.target.username) for a in db.AdminAction.select()] == [("command line", "old")]
     finally:
         db.close_database()
+
+
+def test_a_database_that_cannot_be_opened_is_one_clear_error_without_the_password(tmp_path):
+    from gemma_chat.errors import DatabaseUnavailableError
+
+    with pytest.raises(DatabaseUnavailableError) as refused:
+        db.open_database("postgresql://me:s3cret@127.0.0.1:1/gemma")
+    assert refused.value.message.startswith(
+        'Cannot open the database postgresql://me:***@127.0.0.1:1/gemma: connection to server at "127.0.0.1", port 1 failed'
+    )
+    assert "s3cret" not in refused.value.message and "\n" not in refused.value.message
+    (tmp_path / "a folder").mkdir()
+    with pytest.raises(DatabaseUnavailableError, match="Cannot open the database .*a folder: unable to open database file"):
+        db.open_database(tmp_path / "a folder")

@@ -84,6 +84,9 @@ class SqliteDialect:
     def describe(self, target) -> str:
         return str(target)
 
+    def connection_failure(self, exc: BaseException, target) -> str:
+        return str(exc)
+
 
 def _register_sqlite_compatible_dumpers(connection) -> None:
     """Datetimes as the ISO text SQLite stores (str(datetime)), booleans as 0/1: the same values on both engines."""
@@ -170,6 +173,15 @@ class PostgresqlDialect:
 
     def describe(self, target) -> str:
         return redact_url(str(target))
+
+    def connection_failure(self, exc: BaseException, target) -> str:
+        """libpq's reason, first line only ("connection refused", "database "x" does not exist"),
+        never the password even if a server or driver were to echo it."""
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        for prefix in ("connection failed: ", "connection is bad: "):  # psycopg's wrapping, not the reason
+            reason = reason.removeprefix(prefix)
+        password = urlsplit(str(target)).password
+        return reason.replace(password, "***") if password else reason
 
 
 def advisory_key(name: str) -> int:
