@@ -152,6 +152,6 @@ def _copy_rows(settings: Settings, url: str) -> tuple[dict[str, int], int]:
                 raise GemmaChatError(
                     f"The copy fails verify ({len(problems)} problem(s), the first: {problems[0]}). Nothing was copied."
                 )
-            active_holds = target.execute_sql("SELECT COUNT(*) FROM holds WHERE status = 'active'").fetchone()[0]
+            active_holds = store_copy.hand_open_holds_to_a_gone_instance(target)
         reader.execute("COMMIT")
     return rows, active_holds

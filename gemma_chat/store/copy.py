@@ -100,6 +100,20 @@ def copy_table(reader: sqlite3.Connection, database: pw.Database, table: str) ->
     return rows
 
 
+# No app instance ever runs under this id, so its liveness lock is never held: the first instance
+# to start on the copy releases these holds, as it does a crashed instance's (instances.py).
+COPIED_HOLDS_OWNER = "copied-from-sqlite"
+
+
+def hand_open_holds_to_a_gone_instance(database: pw.Database) -> int:
+    """Holds still active in the copied SQLite file belong to no running app (the copy needs it
+    stopped): stamp them as a gone instance's, so they are released uncharged at the next start."""
+    return database.execute_sql(
+        "UPDATE holds SET instance_id = ? WHERE status = 'active' AND instance_id IS NULL RETURNING id",
+        (COPIED_HOLDS_OWNER,),
+    ).rowcount
+
+
 def move_identities_past_copied_ids(database: pw.Database) -> None:
     """The next id PostgreSQL hands out is past every copied one (COPY with explicit ids leaves the
     sequences at their start, and the first new account would collide with account 1)."""
