@@ -129,3 +129,18 @@ def test_processes_migrating_a_blank_postgresql_together_apply_each_migration_on
     assert applied == sorted(name for name, _ in MIGRATIONS)  # each migration by exactly one process
     with psycopg.connect(postgres_url) as connection:
         assert connection.execute("SELECT COUNT(*), COUNT(DISTINCT name) FROM schema_migrations").fetchone() == (len(MIGRATIONS),) * 2
+
+
+def test_a_connection_the_postgresql_server_dropped_is_opened_again(postgres_url):
+    """A server restart or failover ends every connection: the app's next call works on a new one."""
+    db.open_database(postgres_url)
+    try:
+        (backend,) = db.database.execute_sql("SELECT pg_backend_pid()").fetchone()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        assert db.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != backend
+        with db.transaction():  # and a transaction after it
+            db.database.execute_sql("INSERT INTO schema_migrations (name, applied_at) VALUES ('x', 'y')")
+        assert "x" in db.applied_migrations()
+    finally:
+        db.close_database()

@@ -15,6 +15,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import peewee as pw
+from playhouse.shortcuts import ReconnectMixin
 
 # A `?` outside quotes is a placeholder; psycopg reads every % (quoted or not) as one.
 _QMARK_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?")
@@ -112,8 +113,22 @@ def _register_sqlite_compatible_dumpers(connection) -> None:
     connection.adapters.register_dumper(bool, BoolAsIntDumper)
 
 
-class _PostgresqlDatabase(pw.PostgresqlDatabase):
-    """Peewee's PostgreSQL database that takes the app's `?` statements and SQLite-shaped values."""
+class _PostgresqlDatabase(ReconnectMixin, pw.PostgresqlDatabase):
+    """Peewee's PostgreSQL database that takes the app's `?` statements and SQLite-shaped values.
+
+    A connection the server dropped (a restart, a failover, an idle timeout) is opened again on the
+    next statement or BEGIN outside a transaction; inside one the error stands (nothing is retried
+    half-way), and the transaction is rolled back as after any failure.
+    """
+
+    reconnect_errors = (
+        (pw.OperationalError, "terminating connection"),
+        (pw.OperationalError, "the connection is closed"),
+        (pw.OperationalError, "server closed the connection"),
+        (pw.OperationalError, "consuming input failed"),
+        (pw.InterfaceError, "the connection is closed"),
+        (pw.InterfaceError, "connection already closed"),
+    )
 
     def __init__(self, *args, lock_timeout_ms: int, **kwargs):
         self._lock_timeout_ms = lock_timeout_ms
