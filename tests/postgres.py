@@ -2,6 +2,7 @@
 
 pytest-postgresql refuses to run as root, and initdb refuses root too: the server runs as the
 `postgres` user (runuser), on a Unix socket only, without fsync (a test cluster, thrown away after).
+bench/postgres.py starts one too, with fsync on, so that its commits cost what a real server's do.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 class PostgresServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, fsync: bool = False, settings: dict[str, str] | None = None):
         self.root = root
+        self.fsync = fsync
+        self.settings = settings or {}  # more `-c name=value` server settings
         self.data = root / "data"
         self.socket_dir = root / "socket"
         self._names = itertools.count(1)
@@ -45,7 +48,8 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
-        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync=off -c max_connections=200"
+        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "server.log"),
                           "-o", options, "start"]),
