@@ -48,7 +48,8 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
-        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+        # fsync on is PostgreSQL's default: left off the command line, where it would outrank ALTER SYSTEM.
+        options = f"-c listen_addresses='' -k {self.socket_dir}{'' if self.fsync else ' -c fsync=off'} -c max_connections=200"
         options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "server.log"),
