@@ -327,7 +327,9 @@ def _postgres_rows(pg: dict) -> list[tuple[str, str, str, str]]:
                      _fmt(row["raw_cycles_per_s"]),
                      f"x{_fmt(row['ratio'], 3)}; client CPU {_fmt(row['ours_client_cpu_ms_per_cycle'], 2)} vs "
                      f"{_fmt(row['raw_client_cpu_ms_per_cycle'], 2)} ms/cycle; lost {row['lost_credits']}, "
-                     f"doubled {row['doubled_credits']}, verify {'ok' if row['verify_ok'] else 'FAILED'}, errors {row['errors']}"))
+                     f"doubled {row['doubled_credits']}, verify {'ok' if row['verify_ok'] else 'FAILED'}, errors {row['errors']}"
+                     + (f"; raw with ours' savepoints {_fmt(row['raw_savepoints_cycles_per_s'])}/s, "
+                        f"{_fmt(row['raw_savepoints_client_cpu_ms_per_cycle'], 2)} ms CPU" if "raw_savepoints_cycles_per_s" in row else "")))
     rows.append(("PostgreSQL ledger round trips per cycle", _fmt(trips["round_trips_ours"]), _fmt(trips["round_trips_raw"]),
                  f"ours' {trips['savepoint_statements_ours']} are savepoints; same statements otherwise: "
                  f"{_fmt(trips['same_statements'])}"))

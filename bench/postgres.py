@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import multiprocessing
+import os
 import random
 import shutil
 import statistics
@@ -81,13 +82,29 @@ def raw_connection(url: str):
     return connection
 
 
-def raw_cycles(url: str, user_id: int, deadline: float) -> tuple[int, int]:
-    """The statements of ours_cycles on one psycopg connection, until `deadline` (time.time())."""
+def raw_cycles(url: str, user_id: int, deadline: float, *, savepoints: bool = False, connection=None) -> tuple[int, int]:
+    """The statements of ours_cycles on one psycopg connection, until `deadline` (time.time()).
+
+    `savepoints`: also Peewee's SAVEPOINT / RELEASE round trips around the nested transactions
+    (hold_credits, capture_hold, finish_interaction), to tell their cost from the rest of ours'.
+    """
     hold, start_turn, log_turn = RAW_HOLD
     settle, charge, entry, finish = RAW_CAPTURE
-    connection = raw_connection(url)
+    connection = connection or raw_connection(url)
     cursor = connection.cursor()
     execute = cursor.execute
+
+    def savepoint() -> str | None:
+        if not savepoints:
+            return None
+        name = f'"s{uuid.uuid4().hex}"'
+        execute(f"SAVEPOINT {name}")
+        return name
+
+    def release(name: str | None) -> None:
+        if name:
+            execute(f"RELEASE SAVEPOINT {name}")
+
     cycles = errors = 0
     try:
         while time.time() < deadline:
@@ -95,11 +112,13 @@ def raw_cycles(url: str, user_id: int, deadline: float) -> tuple[int, int]:
             try:
                 execute("BEGIN")
                 try:
+                    nested = savepoint()
                     execute(hold, (PRICE, user_id, PRICE))
                     if cursor.rowcount != 1:
                         raise RuntimeError("insufficient credits")
                     execute(start_turn, (request_id, user_id, PRICE, _timestamp()))
                     cursor.fetchone()
+                    release(nested)
                     execute(log_turn, (request_id, user_id, "mini", "bench", PROMPT, _timestamp(), None, None, "ui"))
                     cursor.fetchone()
                     execute("COMMIT")
@@ -108,13 +127,17 @@ def raw_cycles(url: str, user_id: int, deadline: float) -> tuple[int, int]:
                     raise
                 execute("BEGIN")
                 try:
+                    nested = savepoint()
                     execute(settle, ("captured", _timestamp(), None, request_id))
                     _, hold_user, amount = cursor.fetchone()
                     execute(charge, (-amount, amount, hold_user, -amount, amount, amount))
                     (balance,) = cursor.fetchone()
                     execute(entry, (hold_user, -amount, "charge", balance, request_id, None, None, _timestamp()))
                     cursor.fetchone()
+                    release(nested)
+                    nested = savepoint()
                     execute(finish, ("ok", ANSWER, amount, 12, 8, 40, 160, None, _timestamp(), request_id))
+                    release(nested)
                     execute("COMMIT")
                 except BaseException:
                     execute("ROLLBACK")
@@ -142,8 +165,13 @@ def ledger_statements(url: str) -> dict:
     savepoints = [sql for sql, _ in sent if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE"))]
     statements = [_one_line(sql) for sql, _ in sent if sql not in savepoints]
     expected = [_one_line(sql) for sql in RAW_HOLD + RAW_CAPTURE]
+    # Where raw_cycles(savepoints=True) puts them: around hold_credits, capture_hold, finish_interaction.
+    shape = [sql.split()[0].upper() if sql in savepoints else "statement" for sql, _ in sent]
+    expected_shape = ["SAVEPOINT", "statement", "statement", "RELEASE", "statement",
+                      "SAVEPOINT", "statement", "statement", "statement", "RELEASE", "SAVEPOINT", "statement", "RELEASE"]
     return {
         "same_statements": statements == expected,
+        "savepoints_where_raw_savepoints_puts_them": shape == expected_shape,
         "differences": [[ours, raw] for ours, raw in zip(statements, expected) if ours != raw][:3]
         + ([["(count)", f"ours {len(statements)}, raw {len(expected)}"]] if len(statements) != len(expected) else []),
         # Round trips per cycle: the statements, BEGIN and COMMIT twice, and ours' savepoints.
@@ -154,15 +182,22 @@ def ledger_statements(url: str) -> dict:
 
 
 def _process_worker(side: str, url: str, user_id: int, start_at: float, duration: float) -> tuple[int, int, float, float, float]:
-    """In a spawned process: wait for the common start, then run one side's loop (and its CPU time)."""
-    if side == "ours":
-        from gemma_chat.db import open_database
+    """In a spawned process: connect (imports done), wait for the common start, then run one side's
+    loop; returns its cycles, errors, start, end and CPU time."""
+    from gemma_chat.db import open_database, utcnow
 
+    utcnow()
+    if side == "ours":
         open_database(url, busy_timeout_ms=BUSY_TIMEOUT_MS, migrate=False)
+    else:
+        connection = raw_connection(url)
     time.sleep(max(0.0, start_at - time.time()))
     began, cpu = time.time(), time.process_time()
     deadline = began + duration
-    cycles, errors = ours_cycles(user_id, deadline) if side == "ours" else raw_cycles(url, user_id, deadline)
+    if side == "ours":
+        cycles, errors = ours_cycles(user_id, deadline)
+    else:
+        cycles, errors = raw_cycles(url, user_id, deadline, connection=connection)
     return cycles, errors, began, time.time(), time.process_time() - cpu
 
 
@@ -190,7 +225,10 @@ def run_ledger_config(url: str, side: str, mode: str, workers: int, shared: bool
 
         def work(index: int) -> None:
             user = users[index]
-            counts[index] = ours_cycles(user, deadline) if side == "ours" else raw_cycles(url, user, deadline)
+            if side == "ours":
+                counts[index] = ours_cycles(user, deadline)
+            else:
+                counts[index] = raw_cycles(url, user, deadline, savepoints=side == "raw_savepoints")
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
         for thread in threads:
@@ -220,7 +258,7 @@ def _config_name(mode: str, workers: int, shared: bool, fsync: bool) -> str:
 
 def measure_ledger(server, template: str, options: Options) -> dict:
     duration = 0.6 if options.quick else 3.0
-    rounds = 1 if options.quick else 2  # raw, ours, raw, ours: the shared machine weighs on both
+    rounds = 1 if options.quick else 2  # raw, ours, ours, raw: the shared machine weighs on both
     fsync = not options.quick
     configs = [("threads", 1, False, fsync), ("threads", 8, False, fsync)]
     if not options.quick:
@@ -231,10 +269,11 @@ def measure_ledger(server, template: str, options: Options) -> dict:
     for mode, workers, shared, fsync in configs:
         set_fsync(server, fsync)
         name = _config_name(mode, workers, shared, fsync)
-        sides = {"raw": [], "ours": []}
-        for _ in range(rounds):
-            for side in ("raw", "ours"):
-                options.say(f"  ledger {side:4s} {name}…")
+        order = ["raw", "raw_savepoints", "ours"] if workers == 1 and not options.quick else ["raw", "ours"]
+        sides = {side: [] for side in order}
+        for round_ in range(rounds):
+            for side in order if round_ % 2 == 0 else order[::-1]:
+                options.say(f"  ledger {side:14s} {name}…")
                 run = run_ledger_config(copy_of(server, template), side, mode, workers, shared, duration)
                 run["config"] = name
                 runs.append(run)
@@ -249,9 +288,14 @@ def measure_ledger(server, template: str, options: Options) -> dict:
             spent = sum(r["client_cpu_ms_per_cycle"] * r["cycles"] for r in side_runs if r["cycles"])
             return round(spent / cycles, 3) if cycles else None
 
-        everything = sides["raw"] + sides["ours"]
+        everything = [run for side_runs in sides.values() for run in side_runs]
+        extra = {}
+        if "raw_savepoints" in sides:
+            extra = {"raw_savepoints_cycles_per_s": rate(sides["raw_savepoints"]),
+                     "raw_savepoints_client_cpu_ms_per_cycle": cpu(sides["raw_savepoints"])}
         table.append({
             "config": name,
+            "load_average_1min": round(os.getloadavg()[0], 2),
             "raw_cycles_per_s": rate(sides["raw"]),
             "ours_cycles_per_s": rate(sides["ours"]),
             "ratio": ratio(rate(sides["ours"]), rate(sides["raw"])),
@@ -261,6 +305,7 @@ def measure_ledger(server, template: str, options: Options) -> dict:
             "lost_credits": sum(r["lost_credits"] for r in everything),
             "doubled_credits": sum(r["doubled_credits"] for r in everything),
             "errors": sum(r["errors"] for r in everything),
+            **extra,
         })
     set_fsync(server, server.fsync)
     return {"seconds_per_run": duration, "rounds": rounds, "price": PRICE, "statements": statements,
@@ -495,14 +540,15 @@ def measure_history(url: str, dataset: dict, options: Options, page_size: int) -
         deep = (max(1, -(-counts[heaviest] // page_size)) // 2) * page_size
         plan = explain(cursor, RAW_HISTORY_PAGE, (heaviest, page_size, deep))
     one = {side: summary_ms(values) for side, values in times.items()}
-    one["ratio"] = ratio(one["raw"]["mean_ms"], one["ours"]["mean_ms"])  # speed: ours as a fraction of raw's
-    one["app_connection_ratio"] = ratio(one["raw"]["mean_ms"], one["app_connection"]["mean_ms"])
+    # Speed, ours as a fraction of raw's, at the median: on a shared machine the means follow the outliers.
+    one["ratio"] = ratio(one["raw"]["p50_ms"], one["ours"]["p50_ms"])
+    one["app_connection_ratio"] = ratio(one["raw"]["p50_ms"], one["app_connection"]["p50_ms"])
 
     # Eight clients: each side on its own, in turn (twice in a full run; the better run of each).
     many_calls = _pages(dataset, counts, calls * 2, page_size, seed=11)
     many = {"ours": [], "raw": []}
-    for _ in range(1 if options.quick else 2):
-        for side in ("raw", "ours"):
+    for round_ in range(1 if options.quick else 2):
+        for side in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
             many[side].append(_history_clients(url, side, many_calls, 8, page_size))
     eight = {side: max(runs, key=lambda r: r["pages_per_s"]) for side, runs in many.items()}
     eight["runs"] = many
@@ -535,7 +581,9 @@ def explain(cursor, sql: str, params) -> dict:
             what += f" ({node['Workers Launched']} workers)"
         lines.append(f"{'  ' * depth}{what}: {node.get('Actual Total Time', 0):.1f} ms, "
                      f"{node.get('Actual Rows', 0):,} rows x {node.get('Actual Loops', 1)}"
-                     + (f", heap fetches {node['Heap Fetches']:,}" if "Heap Fetches" in node else ""))
+                     + (f", heap fetches {node['Heap Fetches']:,}" if "Heap Fetches" in node else "")
+                     + (f", sort {node['Sort Method']} ({node.get('Sort Space Type')} {node.get('Sort Space Used')} kB)"
+                        if "Sort Method" in node else ""))
         for child in node.get("Plans", []):
             walk(child, depth + 1)
 
