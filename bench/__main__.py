@@ -20,7 +20,7 @@ from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_avera
 
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
-SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge")
+SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge", "postgres")
 
 
 def parse_args(argv):
@@ -50,7 +50,7 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import edge, extra_buffers, generation, http, isolation, ledger, queries, remote, startup
+    from . import edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, startup
 
     functions = {
         "generation": generation.measure_in_process,
@@ -62,6 +62,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
         "ledger": ledger.measure_ledger,
         "queries": queries.measure_queries,
         "edge": edge.measure_edge,
+        "postgres": postgres.measure_postgres,
     }
     results = {}
     for name in sections:
@@ -77,7 +78,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["section_s"] = round(time.monotonic() - began, 1)
         results[name]["started_at"], results[name]["load_average_at_start"] = started_at, load
-        results[name]["other_processes_cores"] = foreign.cores()
+        results[name]["other_processes_cores"] = foreign.cores(results[name].get("server_cpu_s", 0.0))
         noisy = results[name]["other_processes_cores"] > NOISY_CORES
         options.say(f"  done in {results[name]['section_s']} s; other processes used "
                     f"{results[name]['other_processes_cores']:.2f} cores{' — NOISY, rerun on an idle machine' if noisy else ''}")
@@ -145,6 +146,21 @@ def evaluate_targets(results: dict) -> list[dict]:
     add("edge: cookie session check added to an event, p95 ms", added, "<= 1", added is not None and added <= 1)
     flood = _get(results, "edge", "flood", "p95_ratio")
     add("edge: signed-in event p95 during an anonymous sign-in flood / idle", flood, "<= 2", flood is not None and flood <= 2)
+    for row in _get(results, "postgres", "ledger", "table") or []:
+        add(f"PostgreSQL ledger {row['config']}: ours/raw cycles/s", row["ratio"], ">= 0.5",
+            row["ratio"] is not None and row["ratio"] >= 0.5)
+        clean = row["verify_ok"] and row["lost_credits"] == 0 and row["doubled_credits"] == 0
+        add(f"PostgreSQL ledger {row['config']}: lost + doubled credits", row["lost_credits"] + row["doubled_credits"],
+            "0, verify passes", clean)
+    pg_history = _get(results, "postgres", "history") or {}
+    for key, label in (("one_client", "1 client"), ("eight_clients", "8 clients")):
+        speed = _get(pg_history, key, "ratio")
+        add(f"PostgreSQL history page, {label}: ours/raw speed", speed, ">= 0.5", speed is not None and speed >= 0.5)
+    pg_p95 = _get(pg_history, "one_client", "ours", "p95_ms")
+    add("PostgreSQL history page p95 (1 client), ms", pg_p95, "<= 5", pg_p95 is not None and pg_p95 <= 5)
+    for span in ("all_time", "one_week"):
+        total = _get(results, "postgres", "report", span, "total_ms")
+        add(f"PostgreSQL admin report ({span.replace('_', ' ')}), ms", total, "<= 500", total is not None and total <= 500)
     return targets
 
 
@@ -283,6 +299,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"x{_fmt(flood['p50_ratio'], 2)} | x{_fmt(flood['p95_ratio'], 2)}; flood {_fmt(flood['flood']['requests_per_s'])} req/s, "
                      f"statuses {flood['flood']['statuses']}; web process {_fmt(flood['web_process_cores']['during_flood'], 2)} "
                      f"cores (idle {_fmt(flood['web_process_cores']['idle'], 2)})"))
+    rows += _postgres_rows(results.get("postgres", {}))
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:
             rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))
@@ -292,6 +309,46 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("other processes' CPU during each section, cores",
                      ", ".join(f"{name} {_fmt(cores, 2)}" for name, cores in busy.items()), "-",
                      f"NOISY: {', '.join(noisy)}; rerun on an idle machine" if noisy else f"all below {NOISY_CORES}: quiet"))
+    return rows
+
+
+def _postgres_rows(pg: dict) -> list[tuple[str, str, str, str]]:
+    if "skipped" in pg:
+        return [("PostgreSQL section skipped", pg["skipped"], "-", "-")]
+    if "ledger" not in pg:
+        return []
+    server = pg["server"]
+    rows = [("PostgreSQL server", server["server_version"], "-",
+             f"fsync {server['fsync']} at start (each ledger row says its own), shared_buffers {server['shared_buffers']}, "
+             f"work_mem {server['work_mem']}, jit {server['jit']}")]
+    trips = pg["ledger"]["statements"]
+    for row in pg["ledger"]["table"]:
+        rows.append((f"PostgreSQL ledger cycles/s, {row['config']}", _fmt(row["ours_cycles_per_s"]),
+                     _fmt(row["raw_cycles_per_s"]),
+                     f"x{_fmt(row['ratio'], 3)}; client CPU {_fmt(row['ours_client_cpu_ms_per_cycle'], 2)} vs "
+                     f"{_fmt(row['raw_client_cpu_ms_per_cycle'], 2)} ms/cycle; lost {row['lost_credits']}, "
+                     f"doubled {row['doubled_credits']}, verify {'ok' if row['verify_ok'] else 'FAILED'}, errors {row['errors']}"
+                     + (f"; raw with ours' savepoints {_fmt(row['raw_savepoints_cycles_per_s'])}/s, "
+                        f"{_fmt(row['raw_savepoints_client_cpu_ms_per_cycle'], 2)} ms CPU" if "raw_savepoints_cycles_per_s" in row else "")))
+    rows.append(("PostgreSQL ledger round trips per cycle", _fmt(trips["round_trips_ours"]), _fmt(trips["round_trips_raw"]),
+                 f"ours' {trips['savepoint_statements_ours']} are savepoints; same statements otherwise: "
+                 f"{_fmt(trips['same_statements'])}"))
+    history, data = pg["history"], pg["dataset"]
+    for key in ("one_client", "eight_clients"):
+        figures = history[key]
+        ours, raw = figures["ours"], figures["raw"]
+        rate = f"; {_fmt(ours['pages_per_s'])} vs {_fmt(raw['pages_per_s'])} pages/s" if "pages_per_s" in ours else ""
+        rows.append((f"PostgreSQL history page, {key.replace('_', ' ')}, p50 | p95 ms "
+                     f"({data['users']:,} users, {data['interactions']:,} turns)",
+                     f"{_fmt(ours['p50_ms'], 2)} | {_fmt(ours['p95_ms'], 2)}", f"{_fmt(raw['p50_ms'], 2)} | {_fmt(raw['p95_ms'], 2)}",
+                     f"x{_fmt(figures['ratio'], 3)} speed{rate}"
+                     + (f"; the same SQL through the app's connection x{_fmt(figures['app_connection_ratio'], 3)} "
+                        f"(p50 {_fmt(figures['app_connection']['p50_ms'], 2)} ms)" if "app_connection" in figures else "")))
+    for span, report in pg["report"].items():
+        slow = ", ".join(f"{part} {_fmt(report['parts'][part]['ours_ms'])}" for part in report["slowest_parts"])
+        rows.append((f"PostgreSQL admin report, {span.replace('_', ' ')}, ms", _fmt(report["total_ms"]),
+                     f"raw fetch {_fmt(report['raw_fetch_total_ms'])}",
+                     f"server {_fmt(report['server_execution_total_ms'])} ms (EXPLAIN ANALYZE); slowest: {slow}"))
     return rows
 
 

@@ -129,9 +129,11 @@ class ForeignCpu:
         t = self._psutil.Process().cpu_times()
         return t.user + t.children_user
 
-    def cores(self) -> float:
+    def cores(self, ours_elsewhere_s: float = 0.0) -> float:
+        """`ours_elsewhere_s`: user CPU of processes the section ran that are not its children
+        (a daemonised database server), which would otherwise count as other people's."""
         elapsed = time.monotonic() - self.started
-        foreign = (self._system() - self.system) - (self._own() - self.own)
+        foreign = (self._system() - self.system) - (self._own() - self.own) - ours_elsewhere_s
         return round(max(0.0, foreign) / elapsed, 3) if elapsed > 0 else 0.0
 
 

@@ -56,27 +56,34 @@ def prepare_database(path: Path, workers: int) -> list[int]:
 # --- one worker's loop: ours and raw --------------------------------------------------------------
 
 
+def ours_cycle(user_id: int) -> None:
+    """One cycle through the app's functions, as chat.run_turn calls them."""
+    from gemma_chat import interactions, ledger
+    from gemma_chat.db import transaction
+    from gemma_chat.interactions import TurnOutcome
+
+    request_id = ledger.new_request_id()
+    with transaction():
+        ledger.hold_credits(user_id, PRICE, request_id)
+        interactions.start_interaction(request_id, user_id, "mini", "bench", PROMPT)
+    with transaction():
+        settlement = ledger.capture_hold(request_id)
+        outcome = TurnOutcome(
+            status="ok", answer=ANSWER, credits_charged=settlement.amount,
+            prompt_tokens=12, completion_tokens=8, ttft_ms=40, duration_ms=160,
+        )
+        interactions.finish_interaction(request_id, outcome)
+
+
 def ours_cycles(user_id: int, deadline: float) -> tuple[int, int]:
     """Cycles through the app's functions until `deadline` (time.time()). Returns (cycles, errors)."""
-    from gemma_chat import interactions, ledger
-    from gemma_chat.db import database, transaction
-    from gemma_chat.interactions import TurnOutcome
+    from gemma_chat.db import database
 
     cycles = errors = 0
     try:
         while time.time() < deadline:
-            request_id = ledger.new_request_id()
             try:
-                with transaction():
-                    ledger.hold_credits(user_id, PRICE, request_id)
-                    interactions.start_interaction(request_id, user_id, "mini", "bench", PROMPT)
-                with transaction():
-                    settlement = ledger.capture_hold(request_id)
-                    outcome = TurnOutcome(
-                        status="ok", answer=ANSWER, credits_charged=settlement.amount,
-                        prompt_tokens=12, completion_tokens=8, ttft_ms=40, duration_ms=160,
-                    )
-                    interactions.finish_interaction(request_id, outcome)
+                ours_cycle(user_id)
             except Exception:  # noqa: BLE001 — counted; verify afterwards shows whether money moved
                 errors += 1
                 continue

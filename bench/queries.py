@@ -50,29 +50,24 @@ def _texts(rng: random.Random, count: int, low: int, high: int) -> list[str]:
     return texts
 
 
-def generate_database(path: Path, users: int, turns: int, *, seed: int = 5) -> dict:
-    """Write the dataset; returns what was written and how long it took."""
-    from gemma_chat.db import close_database, open_database
+# The columns each generated table is written with (SQLite here, PostgreSQL in bench/postgres.py).
+COLUMNS = {
+    "users": ("id", "username", "password_hash", "is_admin", "balance", "held", "created_at"),
+    "interactions": ("request_id", "user_id", "tier", "model_name", "prompt", "answer", "status", "credits_charged",
+                     "prompt_tokens", "completion_tokens", "ttft_ms", "duration_ms", "error_id", "created_at",
+                     "finished_at"),
+    "holds": ("request_id", "user_id", "amount", "status", "created_at", "settled_at", "release_reason"),
+    "ledger_entries": ("user_id", "amount", "kind", "balance_after", "request_id", "note", "actor_id", "created_at"),
+    "error_events": ("error_id", "location", "exception_type", "message", "traceback", "user_id", "request_id",
+                     "created_at"),
+}
 
-    started = now()
-    open_database(path)  # the app's schema, every migration applied
-    close_database()
+
+def generate_rows(users: int, turns: int, *, seed: int = 5) -> dict:
+    """The dataset as rows per table (in COLUMNS order), the same for a given seed on every engine."""
     rng = random.Random(seed)
     end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     start = end - dt.timedelta(days=SPAN_DAYS)
-
-    connection = sqlite3.connect(str(path), isolation_level=None)
-    connection.executescript(
-        "PRAGMA journal_mode = off; PRAGMA synchronous = off; PRAGMA cache_size = -1000000; "
-        "PRAGMA temp_store = memory; PRAGMA foreign_keys = off;"
-    )
-    indexes = connection.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-        "AND tbl_name IN ('users', 'holds', 'ledger_entries', 'interactions', 'error_events')"
-    ).fetchall()
-    connection.execute("BEGIN")
-    for name, _ in indexes:
-        connection.execute(f'DROP INDEX "{name}"')
 
     # Who chats when: a few heavy users, a long tail (Zipf-like activity), times spread over the span.
     weights = [1.0 / (rank**0.6) for rank in range(1, users + 1)]
@@ -125,39 +120,49 @@ def generate_database(path: Path, users: int, turns: int, *, seed: int = 5) -> d
         joined = str(start - dt.timedelta(days=rng.randint(1, 30)))
         topup = charges_by_user[user] + extras[user]
         balances[user] = SIGNUP_CREDITS + topup
-        account_rows.append((user, f"user{user:05d}", PASSWORD_HASH, int(user == 1), SIGNUP_CREDITS + extras[user], joined))
+        account_rows.append((user, f"user{user:05d}", PASSWORD_HASH, int(user == 1), SIGNUP_CREDITS + extras[user], 0, joined))
         entry_rows.append((user, SIGNUP_CREDITS, "signup", SIGNUP_CREDITS, None, "starting balance", None, joined))
         if topup:
             entry_rows.append((user, topup, "topup", balances[user], None, None, user, joined))
     for user, price, request_id, when in charges:
         balances[user] -= price
         entry_rows.append((user, -price, "charge", balances[user], request_id, None, None, when))
+    return {
+        "tables": {"users": account_rows, "interactions": interactions, "holds": holds, "ledger_entries": entry_rows,
+                   "error_events": errors},
+        "last_day": end.date().isoformat(),
+        "weights": weights,
+        "user_ids": user_ids,
+    }
 
-    connection.executemany(
-        "INSERT INTO users (id, username, password_hash, is_admin, balance, held, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-        account_rows,
+
+def generate_database(path: Path, users: int, turns: int, *, seed: int = 5) -> dict:
+    """Write the dataset; returns what was written and how long it took."""
+    from gemma_chat.db import close_database, open_database
+
+    started = now()
+    open_database(path)  # the app's schema, every migration applied
+    close_database()
+    rows = generate_rows(users, turns, seed=seed)
+    tables = rows["tables"]
+
+    connection = sqlite3.connect(str(path), isolation_level=None)
+    connection.executescript(
+        "PRAGMA journal_mode = off; PRAGMA synchronous = off; PRAGMA cache_size = -1000000; "
+        "PRAGMA temp_store = memory; PRAGMA foreign_keys = off;"
     )
-    connection.executemany(
-        "INSERT INTO interactions (request_id, user_id, tier, model_name, prompt, answer, status, credits_charged, "
-        "prompt_tokens, completion_tokens, ttft_ms, duration_ms, error_id, created_at, finished_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        interactions,
-    )
-    connection.executemany(
-        "INSERT INTO holds (request_id, user_id, amount, status, created_at, settled_at, release_reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        holds,
-    )
-    connection.executemany(
-        "INSERT INTO ledger_entries (user_id, amount, kind, balance_after, request_id, note, actor_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        entry_rows,
-    )
-    connection.executemany(
-        "INSERT INTO error_events (error_id, location, exception_type, message, traceback, user_id, request_id, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        errors,
-    )
+    indexes = connection.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        "AND tbl_name IN ('users', 'holds', 'ledger_entries', 'interactions', 'error_events')"
+    ).fetchall()
+    connection.execute("BEGIN")
+    for name, _ in indexes:
+        connection.execute(f'DROP INDEX "{name}"')
+    for table in ("users", "interactions", "holds", "ledger_entries", "error_events"):
+        columns = COLUMNS[table]
+        connection.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", tables[table]
+        )
     for _, sql in indexes:
         connection.execute(sql)
     connection.execute("COMMIT")
@@ -166,15 +171,15 @@ def generate_database(path: Path, users: int, turns: int, *, seed: int = 5) -> d
     return {
         "users": users,
         "interactions": turns,
-        "holds": len(holds),
-        "ledger_entries": len(entry_rows),
-        "error_events": len(errors),
+        "holds": len(tables["holds"]),
+        "ledger_entries": len(tables["ledger_entries"]),
+        "error_events": len(tables["error_events"]),
         "span_days": SPAN_DAYS,
-        "last_day": end.date().isoformat(),
+        "last_day": rows["last_day"],
         "file_bytes": path.stat().st_size,
         "generate_s": round(now() - started, 2),
-        "weights": weights,
-        "user_ids": user_ids,
+        "weights": rows["weights"],
+        "user_ids": rows["user_ids"],
     }
 
 

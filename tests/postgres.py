@@ -4,6 +4,7 @@ pytest-postgresql refuses to run as root, and initdb refuses root too: the serve
 `postgres` user (runuser), on a Unix socket only, without fsync (a test cluster, thrown away after).
 Without PostgreSQL these tests are skipped with the reason, unless GEMMA_CHAT_REQUIRE_POSTGRES=1
 (.ci/run sets it): then they fail, so that CI can never pass having tested SQLite alone.
+bench/postgres.py starts one too, with fsync on, so that its commits cost what a real server's do.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 class PostgresServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, fsync: bool = False, settings: dict[str, str] | None = None):
         self.root = root
+        self.fsync = fsync
+        self.settings = settings or {}  # more `-c name=value` server settings
         self.data = root / "data"
         self.socket_dir = root / "socket"
         self._names = itertools.count(1)
@@ -48,7 +51,9 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
-        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync=off -c max_connections=200"
+        # fsync on is PostgreSQL's default: left off the command line, where it would outrank ALTER SYSTEM.
+        options = f"-c listen_addresses='' -k {self.socket_dir}{'' if self.fsync else ' -c fsync=off'} -c max_connections=200"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "server.log"),
                           "-o", options, "start"]),

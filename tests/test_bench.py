@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
+from bench.postgres import REPORT_PARTS
 from tests.conftest import MODEL_CACHE, ROOT
+from tests.postgres import postgres_available
 
 
 @pytest.mark.slow
@@ -29,7 +31,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "targets:" in result.stdout  # the table is printed last
     document = json.loads(out.read_text())
     results = document["results"]
-    assert set(results) == {"generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge"}
+    assert set(results) == {"generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
+                            "postgres"}
     assert not [name for name, section in results.items() if "error" in section]
 
     def number(value):
@@ -69,4 +72,20 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert flood["flood"]["requests_per_s"] > 0
     assert number(results["startup"]["import_gradio"]["process_s"]) and number(results["startup"]["first_http_200_vs_limit"])
     assert number(results["isolation"]["engine"]["busy_ttft_ms"]) and number(results["isolation"]["raw"]["idle_ttft_ms"])
+    pg = results["postgres"]
+    if "skipped" in pg:
+        assert not postgres_available(), pg["skipped"]
+    else:
+        for row in pg["ledger"]["table"]:
+            assert number(row["ours_cycles_per_s"]) and number(row["raw_cycles_per_s"])
+            assert row["verify_ok"] and row["lost_credits"] == 0 and row["doubled_credits"] == 0 and row["errors"] == 0
+        assert pg["ledger"]["statements"]["same_statements"], pg["ledger"]["statements"]["differences"]
+        assert pg["history"]["same_statements"], pg["history"]["statements_ours"]
+        for side in ("ours", "app_connection", "raw"):
+            assert number(pg["history"]["one_client"][side]["p95_ms"])
+        assert number(pg["history"]["eight_clients"]["ours"]["pages_per_s"])
+        for span in ("all_time", "one_week"):
+            report = pg["report"][span]
+            assert number(report["total_ms"]) and set(report["parts"]) == set(REPORT_PARTS)
+            assert all(plan["nodes"] for part in report["parts"].values() for plan in part["explain"])
     assert {t["target"] for t in document["targets"]} and all("met" in t for t in document["targets"])
