@@ -294,6 +294,22 @@ def transaction() -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def joined_transaction() -> Iterator[None]:
+    """The caller's transaction when there is one (no savepoint), else a new one.
+
+    For the steps of a chat turn (hold, capture, release, finish) that the turn runs inside its own
+    transaction and whose failures it never catches there: a savepoint would add two round trips per
+    step on PostgreSQL (bench postgres: 40% of the app's own time per cycle) and roll back nothing
+    the failed outer transaction does not.
+    """
+    if database.in_transaction():
+        yield
+    else:
+        with transaction():
+            yield
+
+
 def in_transaction(function: Callable) -> Callable:
     """Decorator form of transaction()."""
 

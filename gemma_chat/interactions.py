@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .db import Interaction, database, transaction, utcnow
+from .db import Interaction, database, joined_transaction, transaction, utcnow
 
 STATUSES = ("pending", "ok", "stopped", "error", "refused", "interrupted")
 
@@ -59,7 +59,7 @@ def start_interaction(
 def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
     """Record the outcome of a pending turn. Returns False when it was already finished."""
     values = [getattr(outcome, field.name) for field in dataclasses.fields(TurnOutcome)]
-    with transaction():
+    with joined_transaction():
         updated = database.execute_sql(_FINISH_SQL, (*values, str(utcnow()), request_id)).rowcount
     return updated == 1
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from . import instances
-from .db import Hold, LedgerEntry, User, database, transaction, utcnow
+from .db import Hold, LedgerEntry, User, database, joined_transaction, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
 KINDS = ("signup", "topup", "grant", "charge")
@@ -145,7 +145,7 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
     if amount <= 0:
         raise ValidationError("A hold must be at least 1 credit.")
     request_id = request_id or new_request_id()
-    with transaction():
+    with joined_transaction():
         updated = database.execute_sql(
             "UPDATE users SET held = held + ? WHERE id = ? AND balance - held >= ?",
             (amount, user_id, amount),
@@ -201,7 +201,7 @@ def _settle_active(request_id: str, status: str, reason: str | None = None) -> H
 
 def capture_hold(request_id: str) -> Settlement:
     """Turn an active hold into a charge. Idempotent: a settled hold is left as it is."""
-    with transaction():
+    with joined_transaction():
         hold = _settle_active(request_id, "captured")
         if hold is None:
             return _unchanged(_find_hold(request_id), "capture")
@@ -211,7 +211,7 @@ def capture_hold(request_id: str) -> Settlement:
 
 def release_hold(request_id: str, reason: str = "released") -> Settlement:
     """End an active hold without charging. Idempotent."""
-    with transaction():
+    with joined_transaction():
         hold = _settle_active(request_id, "released", reason)
         if hold is None:
             return _unchanged(_find_hold(request_id), "release")
