@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from .db import database
+from .db import database, read_snapshot
 from .errors import ValidationError
 
 
@@ -20,11 +20,43 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
         raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {str(value)[:40]!r}.") from None
 
 
-def _percentile(values: list[int], percent: int) -> int | None:
-    """Nearest-rank percentile of sorted values (None for none)."""
-    if not values:
-        return None
-    return values[max(0, -(-len(values) * percent // 100) - 1)]
+PERCENTS = (50, 95)
+
+
+def _rank(count: int, percent: int) -> int:
+    """The nearest-rank position (1 = smallest) of a percentile among `count` values."""
+    return max(1, -(-count * percent // 100))
+
+
+def _percentile(value_counts: list[tuple[int, int]], percent: int) -> int | None:
+    """Nearest-rank percentile of (value, how many) pairs in ascending order (None for none)."""
+    rank = _rank(sum(n for _, n in value_counts), percent)
+    seen = 0
+    for value, n in value_counts:
+        seen += n
+        if seen >= rank:
+            return value
+    return None
+
+
+def _percentiles_by_rank(counts: dict[str, tuple]) -> dict[tuple[str, str], dict[int, int]]:
+    """Every turn's percentiles, model by model: the value at rank k is k steps along the model's
+    value index (interactions_ttft_by_model, interactions_duration_by_model), from whichever end
+    is nearer. Needs `counts` from the same snapshot: a rank out by one is another value."""
+    found = {}
+    for model, (_, _, ttft_count, duration_count, _, _) in counts.items():
+        for column, count in (("ttft_ms", ttft_count), ("duration_ms", duration_count)):
+            values = found.setdefault((model, column), {})
+            for percent in PERCENTS if count else ():
+                rank = _rank(count, percent)
+                order, offset = ("ASC", rank - 1) if rank - 1 <= count - rank else ("DESC", count - rank)
+                values[percent] = database.execute_sql(
+                    f"""SELECT {column} FROM interactions
+                        WHERE model_name = ? AND status NOT IN ('refused', 'pending') AND {column} IS NOT NULL
+                        ORDER BY {column} {order} LIMIT 1 OFFSET ?""",
+                    (model, offset),
+                ).fetchone()[0]
+    return found
 
 
 @dataclass(frozen=True)
@@ -113,33 +145,58 @@ class Reports:
         """Per model: requests that ran (refused ones did not), error rate, time to first token
         (median, p95), decode speed and answer time (median, p95), from the interaction log."""
         where, params = self._where("created_at")
-        cursor = database.execute_sql(
-            f"""SELECT model_name, status, ttft_ms, duration_ms, completion_tokens FROM interactions
-                WHERE {where} AND status NOT IN ('refused', 'pending') ORDER BY model_name""",
-            params,
-        )
-        per_model: dict[str, list[tuple]] = {}
-        for model, *row in cursor:
-            per_model.setdefault(model, []).append(tuple(row))
+        # One snapshot: the percentiles below are found by rank, so the counts must be of the same rows.
+        with read_snapshot():
+            cursor = database.execute_sql(
+                f"""SELECT model_name, COUNT(*), SUM(CASE WHEN status IN ('error', 'interrupted') THEN 1 ELSE 0 END),
+                           COUNT(ttft_ms), COUNT(duration_ms),
+                           SUM(CASE WHEN duration_ms <> 0 AND completion_tokens <> 0 THEN completion_tokens ELSE 0 END),
+                           SUM(CASE WHEN duration_ms <> 0 AND completion_tokens <> 0 THEN duration_ms ELSE 0 END)
+                    FROM interactions WHERE {where} AND status NOT IN ('refused', 'pending') GROUP BY model_name""",
+                params,
+            )
+            counts = {model: row for model, *row in cursor}
+            if self.since is None and self.until is None:
+                percentiles = _percentiles_by_rank(counts)
+            else:
+                percentiles = self._percentiles_in_range()
         report = []
-        for model, rows in per_model.items():
-            failed = sum(1 for status, *_ in rows if status in ("error", "interrupted"))
-            ttft = sorted(r[1] for r in rows if r[1] is not None)
-            durations = sorted(r[2] for r in rows if r[2] is not None)
-            timed = [(r[2], r[3]) for r in rows if r[2] and r[3]]
-            tokens = sum(t for _, t in timed)
-            seconds = sum(d for d, _ in timed) / 1000
+        for model, (requests, failed, ttft_count, duration_count, tokens, timed_ms) in counts.items():
+            seconds = timed_ms / 1000
+            ttft, answer = percentiles.get((model, "ttft_ms"), {}), percentiles.get((model, "duration_ms"), {})
             report.append({
                 "model": model,
-                "requests": len(rows),
-                "error_rate": round(failed / len(rows), 4),
-                "ttft_median_ms": _percentile(ttft, 50),
-                "ttft_p95_ms": _percentile(ttft, 95),
+                "requests": requests,
+                "error_rate": round(failed / requests, 4),
+                "ttft_median_ms": ttft.get(50),
+                "ttft_p95_ms": ttft.get(95),
                 "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-                "answer_median_ms": _percentile(durations, 50),
-                "answer_p95_ms": _percentile(durations, 95),
+                "answer_median_ms": answer.get(50),
+                "answer_p95_ms": answer.get(95),
             })
         return sorted(report, key=lambda r: (-r["requests"], r["model"]))
+
+    def _percentiles_in_range(self) -> dict[tuple[str, str], dict[int, int]]:
+        """The range's time to first token and answer time, counted per distinct value (SQL sorts
+        them) and ranked here. The range's rows are read once through the created_at index:
+        MATERIALIZED keeps the planner from walking a whole value index instead."""
+        where, params = self._where("created_at")
+        cursor = database.execute_sql(
+            f"""WITH ranged AS MATERIALIZED (
+                    SELECT model_name, ttft_ms, duration_ms FROM interactions
+                    WHERE {where} AND status NOT IN ('refused', 'pending'))
+                SELECT model_name, 'ttft_ms' AS metric, ttft_ms AS value, COUNT(*) FROM ranged
+                WHERE ttft_ms IS NOT NULL GROUP BY model_name, ttft_ms
+                UNION ALL
+                SELECT model_name, 'duration_ms', duration_ms, COUNT(*) FROM ranged
+                WHERE duration_ms IS NOT NULL GROUP BY model_name, duration_ms
+                ORDER BY 1, 2, 3""",
+            params,
+        )
+        by_metric: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for model, metric, value, n in cursor:
+            by_metric.setdefault((model, metric), []).append((value, n))
+        return {key: {p: _percentile(counts, p) for p in PERCENTS} for key, counts in by_metric.items()}
 
     def active_users_by_day(self) -> list[dict]:
         """Users who sent at least one message, per UTC day."""
