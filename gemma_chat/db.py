@@ -421,6 +421,31 @@ _REPORT_PERFORMANCE = [
        WHERE status NOT IN ('refused', 'pending')""",
     """CREATE INDEX interactions_duration_by_model ON interactions (model_name, duration_ms, status)
        WHERE status NOT IN ('refused', 'pending')""",
+    # The roll-up (rollup.py): each UTC day summed once nothing can change it any more. `through`
+    # is the last day summed: the per-day rows hold every day up to it, and the per-user totals
+    # everything up to it. Filled by the first report, so this migration reads no turns.
+    "CREATE TABLE report_rollup (id INTEGER PRIMARY KEY CHECK (id = 1), through TEXT NOT NULL)",
+    """CREATE TABLE report_day_counts (
+        day TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        source TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        credits INTEGER NOT NULL,
+        ttft_count INTEGER NOT NULL,
+        duration_count INTEGER NOT NULL,
+        timed_tokens INTEGER NOT NULL,
+        timed_ms INTEGER NOT NULL,
+        PRIMARY KEY (day, model_name, status, source)
+    )""",
+    "CREATE TABLE report_day_users (day TEXT PRIMARY KEY, active_users INTEGER NOT NULL)",
+    """CREATE TABLE report_user_totals (
+        user_id INTEGER PRIMARY KEY REFERENCES users (id),
+        credits_spent INTEGER NOT NULL,
+        credits_topped_up INTEGER NOT NULL,
+        credits_granted INTEGER NOT NULL,
+        requests INTEGER NOT NULL
+    )""",
 ]
 
 MIGRATIONS: list[tuple[str, list[str]]] = [

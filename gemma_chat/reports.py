@@ -1,12 +1,18 @@
-"""Admin reports over a date range: one class, one method per report, each returning plain rows."""
+"""Admin reports over a date range: one class, one method per report, each returning plain rows.
+
+Days that can no longer change come from the roll-up (rollup.py), the days after them from the
+interaction log and the ledger; the two never overlap, so every figure is exact.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+from . import rollup
 from .db import database, read_snapshot
 from .errors import ValidationError
+from .rollup import ONE_DAY
 
 
 def parse_date(value: str | None, what: str) -> dt.date | None:
@@ -73,23 +79,41 @@ class Reports:
             raise ValidationError(f"The start date {since} is after the end date {until}.")
         return cls(since, until)
 
-    def _where(self, column: str) -> tuple[str, list]:
-        clauses, params = [], []
-        if self.since:
-            clauses.append(f"{column} >= ?")
-            params.append(self.since.isoformat())
-        if self.until:
-            clauses.append(f"{column} < ?")
-            params.append((self.until + dt.timedelta(days=1)).isoformat())
-        return (" AND ".join(clauses) or "1"), params
+    def _where(self, column: str, start: dt.date | None = None) -> tuple[str, list]:
+        """The range on `column` (a stored timestamp, or rollup.DAY), from `start` on if that is later."""
+        since = max(self.since, start) if self.since and start else (self.since or start)
+        return rollup.range_where(column, since, self.until + ONE_DAY if self.until else None)
+
+    def _split(self, through: dt.date | None):
+        """The range as (settled days read from the roll-up, the days after them read from the log):
+        each a (where, params), on `day` and on rollup.DAY, or None when the range has none."""
+        rolled = live = None
+        if through is not None and not (self.since and self.since > through):
+            last = min(self.until, through) if self.until else through
+            rolled = ("day <= ?" + (" AND day >= ?" if self.since else ""),
+                      [last.isoformat()] + ([self.since.isoformat()] if self.since else []))
+        if not (self.until and through and self.until <= through):
+            live = self._where(rollup.DAY, through + ONE_DAY if through else None)
+        return rolled, live
+
+    def _turns(self, through: dt.date | None) -> tuple[str, list]:
+        """CTE `turns`: the range's turns counted per (day, model, status, source)."""
+        rolled, live = self._split(through)
+        parts, params = [], []
+        if rolled:
+            parts.append(f"SELECT {rollup.DAY_COUNT_COLUMNS} FROM report_day_counts WHERE {rolled[0]}")
+            params += rolled[1]
+        if live:
+            parts.append(rollup.day_counts_sql(live[0]))
+            params += live[1]
+        return "turns AS (" + " UNION ALL ".join(parts) + ")", params
 
     def requests_by_model(self) -> list[dict]:
-        where, params = self._where("created_at")
-        # Counted per (model, status) first: one pass over an index instead of five tests per row.
+        turns, params = self._turns(rollup.bring_up_to_date())
         cursor = database.execute_sql(
-            f"""WITH counts AS (
-                    SELECT model_name, status, COUNT(*) AS n, SUM(credits_charged) AS credits
-                    FROM interactions WHERE {where} GROUP BY model_name, status)
+            f"""WITH {turns}, counts AS (
+                    SELECT model_name, status, SUM(requests) AS n, SUM(credits) AS credits FROM turns
+                    GROUP BY model_name, status)
                 SELECT model_name, SUM(n), SUM(CASE WHEN status = 'ok' THEN n ELSE 0 END),
                        SUM(CASE WHEN status = 'stopped' THEN n ELSE 0 END),
                        SUM(CASE WHEN status IN ('error', 'interrupted') THEN n ELSE 0 END),
@@ -101,21 +125,15 @@ class Reports:
         return [dict(zip(keys, row)) for row in cursor]
 
     def credits_by_user(self) -> list[dict]:
-        where, params = self._where("created_at")
+        through = rollup.bring_up_to_date()
+        # The roll-up keeps totals from the first day on, so only a range from the beginning uses them.
+        rolled_up = self.since is None and through is not None and (self.until is None or self.until >= through)
+        where, params = self._where("created_at", through + ONE_DAY if rolled_up else None)
         cursor = database.execute_sql(
-            f"""WITH per_kind AS (
-                    SELECT user_id, kind, SUM(amount) AS amount FROM ledger_entries WHERE {where} GROUP BY user_id, kind),
-                spent AS (
-                    SELECT user_id,
-                           -SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS credits_spent,
-                           SUM(CASE WHEN kind = 'topup' THEN amount ELSE 0 END) AS credits_topped_up,
-                           SUM(CASE WHEN kind = 'grant' THEN amount ELSE 0 END) AS credits_granted
-                    FROM per_kind GROUP BY user_id),
-                requests AS (
-                    SELECT user_id, COUNT(*) AS requests FROM interactions WHERE {where} GROUP BY user_id)
-                SELECT u.username, COALESCE(s.credits_spent, 0), COALESCE(s.credits_topped_up, 0),
-                       COALESCE(s.credits_granted, 0), u.balance, COALESCE(r.requests, 0)
-                FROM users u LEFT JOIN spent s ON s.user_id = u.id LEFT JOIN requests r ON r.user_id = u.id
+            f"""WITH {rollup.user_totals_ctes(where, recent=rolled_up, rolled_up=rolled_up)}
+                SELECT u.username, COALESCE(t.credits_spent, 0), COALESCE(t.credits_topped_up, 0),
+                       COALESCE(t.credits_granted, 0), u.balance, COALESCE(t.requests, 0)
+                FROM users u LEFT JOIN user_totals t ON t.user_id = u.id
                 ORDER BY 2 DESC, u.username COLLATE NOCASE""",
             params + params,
         )
@@ -124,19 +142,19 @@ class Reports:
 
     def requests_by_source(self) -> list[dict]:
         """Chat window ("ui") against the /v1 API ("api"), per model."""
-        where, params = self._where("created_at")
+        turns, params = self._turns(rollup.bring_up_to_date())
         cursor = database.execute_sql(
-            f"""SELECT source, model_name, COUNT(*), SUM(credits_charged) FROM interactions WHERE {where}
+            f"""WITH {turns} SELECT source, model_name, SUM(requests), SUM(credits) FROM turns
                 GROUP BY source, model_name ORDER BY source DESC, model_name""",
             params,
         )
         return [dict(zip(("source", "model", "requests", "credits"), row)) for row in cursor]
 
     def requests_per_day(self) -> list[dict]:
-        where, params = self._where("created_at")
+        turns, params = self._turns(rollup.bring_up_to_date())
         cursor = database.execute_sql(
-            f"""SELECT substr(created_at, 1, 10) AS day, model_name, COUNT(*)
-                FROM interactions WHERE {where} GROUP BY day, model_name ORDER BY day, model_name""",
+            f"""WITH {turns} SELECT day, model_name, SUM(requests) FROM turns
+                GROUP BY day, model_name ORDER BY day, model_name""",
             params,
         )
         return [dict(zip(("day", "model", "requests"), row)) for row in cursor]
@@ -144,24 +162,17 @@ class Reports:
     def model_performance(self) -> list[dict]:
         """Per model: requests that ran (refused ones did not), error rate, time to first token
         (median, p95), decode speed and answer time (median, p95), from the interaction log."""
-        where, params = self._where("created_at")
-        # One snapshot: the percentiles below are found by rank, so the counts must be of the same rows.
+        rollup.bring_up_to_date()
+        # One snapshot: the percentiles are found by rank, so the counts must be of the same rows.
         with read_snapshot():
-            cursor = database.execute_sql(
-                f"""SELECT model_name, COUNT(*), SUM(CASE WHEN status IN ('error', 'interrupted') THEN 1 ELSE 0 END),
-                           COUNT(ttft_ms), COUNT(duration_ms),
-                           SUM(CASE WHEN duration_ms <> 0 AND completion_tokens <> 0 THEN completion_tokens ELSE 0 END),
-                           SUM(CASE WHEN duration_ms <> 0 AND completion_tokens <> 0 THEN duration_ms ELSE 0 END)
-                    FROM interactions WHERE {where} AND status NOT IN ('refused', 'pending') GROUP BY model_name""",
-                params,
-            )
-            counts = {model: row for model, *row in cursor}
-            if self.since is None and self.until is None:
-                percentiles = _percentiles_by_rank(counts)
+            through = rollup.rolled_up_through()
+            counts = self._performance_counts(through)
+            if counts and (self.since is None and self.until is None or counts == Reports()._performance_counts(through)):
+                percentiles = _percentiles_by_rank(counts)  # the range holds every turn
             else:
                 percentiles = self._percentiles_in_range()
         report = []
-        for model, (requests, failed, ttft_count, duration_count, tokens, timed_ms) in counts.items():
+        for model, (requests, failed, _, _, tokens, timed_ms) in counts.items():
             seconds = timed_ms / 1000
             ttft, answer = percentiles.get((model, "ttft_ms"), {}), percentiles.get((model, "duration_ms"), {})
             report.append({
@@ -175,6 +186,19 @@ class Reports:
                 "answer_p95_ms": answer.get(95),
             })
         return sorted(report, key=lambda r: (-r["requests"], r["model"]))
+
+    def _performance_counts(self, through: dt.date | None) -> dict[str, tuple]:
+        """Per model, of the turns that ran: (turns, failed, with a TTFT, with a duration, timed
+        tokens, timed ms)."""
+        turns, params = self._turns(through)
+        cursor = database.execute_sql(
+            f"""WITH {turns}
+                SELECT model_name, SUM(requests), SUM(CASE WHEN status IN ('error', 'interrupted') THEN requests ELSE 0 END),
+                       SUM(ttft_count), SUM(duration_count), SUM(timed_tokens), SUM(timed_ms)
+                FROM turns WHERE status NOT IN ('refused', 'pending') GROUP BY model_name""",
+            params,
+        )
+        return {model: tuple(row) for model, *row in cursor}
 
     def _percentiles_in_range(self) -> dict[tuple[str, str], dict[int, int]]:
         """The range's time to first token and answer time, counted per distinct value (SQL sorts
@@ -200,12 +224,15 @@ class Reports:
 
     def active_users_by_day(self) -> list[dict]:
         """Users who sent at least one message, per UTC day."""
-        where, params = self._where("created_at")
-        cursor = database.execute_sql(
-            f"""SELECT substr(created_at, 1, 10) AS day, COUNT(DISTINCT user_id) FROM interactions
-                WHERE {where} GROUP BY day ORDER BY day""",
-            params,
-        )
+        rolled, live = self._split(rollup.bring_up_to_date())
+        parts, params = [], []
+        if rolled:
+            parts.append(f"SELECT day, active_users FROM report_day_users WHERE {rolled[0]}")
+            params += rolled[1]
+        if live:
+            parts.append(rollup.active_users_sql(live[0]))
+            params += live[1]
+        cursor = database.execute_sql(" UNION ALL ".join(parts) + " ORDER BY 1", params)
         return [{"day": day, "active_users": users} for day, users in cursor]
 
     def recent_errors(self, limit: int = 50) -> list[dict]:

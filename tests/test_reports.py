@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from gemma_chat import db
+from gemma_chat import db, rollup
 from gemma_chat.reports import Reports
 
-STATUSES = ("ok", "ok", "ok", "stopped", "error", "interrupted", "refused", "pending")
+STATUSES = ("ok", "ok", "ok", "stopped", "error", "interrupted", "refused")
 MODELS = ("Gemma 3 1B", "Gemma 3 12B", "Tiny")
 
 
@@ -142,14 +142,15 @@ class Log:
             (user, amount, kind, request_id, created_at),
         )
 
-    def days(self, first: dt.date, count: int, turns_per_day: int) -> None:
-        """Turns and top-ups at random times over `count` days from `first` (some days left empty)."""
+    def days(self, first: dt.date, count: int, turns_per_day: int, *, pending: float = 0.0) -> None:
+        """Turns and top-ups at random times over `count` days from `first` (some days left empty);
+        a `pending` share of the turns never finished (a process that died mid-answer)."""
         for offset in range(count):
             day = first + dt.timedelta(days=offset)
             if self.rng.random() < 0.15:
                 continue
             for _ in range(self.rng.randint(1, turns_per_day)):
-                self.turn(self.at(day))
+                self.turn(self.at(day), status="pending" if self.rng.random() < pending else None)
             for _ in range(self.rng.randint(0, 2)):  # a grant may take credits away, a top-up only adds
                 amount = self.rng.randint(-5, 40) or 1
                 kind = "grant" if amount < 0 else self.rng.choice(["topup", "grant"])
@@ -168,15 +169,17 @@ def report_without_errors(report: Reports) -> dict:
 
 def test_percentiles_are_nearest_rank(database):
     log = Log(random.Random(1), users=1)
-    for value in range(1, 21):  # 1..20: the median is the 10th value, p95 the 19th
-        log.turn("2026-03-01 12:00:00", status="ok", model="m", ttft=value, duration=21 - value, tokens=10)
+    today = db.utcnow().date()
+    for value in range(1, 21):  # 1..20, on a settled day: the median is the 10th value, p95 the 19th
+        log.turn(f"{today - dt.timedelta(days=5)} 12:00:00", status="ok", model="m", ttft=value, duration=21 - value,
+                 tokens=10)
     (row,) = Reports().model_performance()
     assert (row["ttft_median_ms"], row["ttft_p95_ms"], row["answer_median_ms"], row["answer_p95_ms"]) == (10, 19, 10, 19)
-    log.turn("2026-03-02 12:00:00", status="error", model="m", ttft=21, duration=None, tokens=None)
+    log.turn(f"{today} 00:00:01", status="error", model="m", ttft=21, duration=None, tokens=None)
     (row,) = Reports().model_performance()  # 21 values: p95's rank is ceil(19.95) = 20
     assert (row["requests"], row["ttft_median_ms"], row["ttft_p95_ms"]) == (21, 11, 20)
     assert (row["answer_median_ms"], row["answer_p95_ms"], row["error_rate"]) == (10, 19, round(1 / 21, 4))
-    (one_day,) = Reports.for_range("2026-03-02", "2026-03-02").model_performance()
+    (one_day,) = Reports.for_range(today, today).model_performance()
     assert (one_day["ttft_median_ms"], one_day["ttft_p95_ms"], one_day["answer_median_ms"]) == (21, 21, None)
     assert one_day["tokens_per_s"] is None
 
@@ -184,9 +187,131 @@ def test_percentiles_are_nearest_rank(database):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_every_report_matches_the_log_read_row_by_row(database, seed):
     log = Log(random.Random(seed))
-    log.days(dt.date(2026, 2, 20), 20, turns_per_day=40)
+    log.days(dt.date(2026, 2, 20), 20, turns_per_day=40, pending=0.02)
     for since, until in [(None, None), ("2026-02-25", "2026-03-03"), ("2026-03-01", "2026-03-01"),
                          ("2026-02-27", None), (None, "2026-02-28"), ("2026-01-01", "2026-12-31"),
                          ("2027-01-01", None)]:
         got = report_without_errors(Reports.for_range(since, until))
         assert got == expected_report(since, until), (since, until)
+
+
+RANGES = [(None, None), ("2026-03-01", "2026-03-07"), ("2026-03-09", "2026-03-13"), ("2026-03-12", None),
+          (None, "2026-03-08"), ("2026-03-14", "2026-03-14")]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """What the roll-up takes for now (UTC), moved by the test."""
+    class Clock:
+        now = dt.datetime(2026, 3, 10, 9, 30)
+
+    monkeypatch.setattr(rollup, "utcnow", lambda: Clock.now)
+    return Clock
+
+
+def finish(log: Log, request_id: str, when: str) -> None:
+    """What finish_interaction and the capture do to a pending turn, at `when`."""
+    db.database.execute_sql(
+        "UPDATE interactions SET status = 'ok', credits_charged = 3, completion_tokens = 50, ttft_ms = 77, "
+        "duration_ms = 1500, finished_at = ? WHERE request_id = ? AND status = 'pending'",
+        (when, request_id),
+    )
+    user = db.database.execute_sql("SELECT user_id FROM interactions WHERE request_id = ?", (request_id,)).fetchone()[0]
+    log.entry(user, -3, "charge", when, request_id)
+
+
+def test_reports_stay_exact_while_days_settle_and_late_turns_finish(database, clock):
+    log = Log(random.Random(7))
+    log.days(dt.date(2026, 2, 25), 14, turns_per_day=30)  # up to 2026-03-10, today
+    late = [log.turn(log.at(dt.date(2026, 3, day)), status="pending") for day in (8, 9, 10)]
+    for day in range(10, 17):
+        for hour in (0, 13):  # just after midnight yesterday is not settled yet; in the afternoon it is
+            today = dt.date(2026, 3, day)
+            clock.now = dt.datetime.combine(today, dt.time(hour, 0, 5))
+            for _ in range(log.rng.randint(0, 20)):
+                log.turn(str(clock.now + dt.timedelta(seconds=log.rng.randint(0, 3600))))
+            if (day, hour) == (12, 0):
+                finish(log, late[0], str(clock.now))  # a day after its own day ended
+            if (day, hour) == (14, 13):
+                finish(log, late[1], str(clock.now))
+                finish(log, late[2], str(clock.now))
+            for since, until in RANGES:
+                assert report_without_errors(Reports.for_range(since, until)) == expected_report(since, until), (
+                    clock.now, since, until)
+            pending = db.database.execute_sql("SELECT MIN(created_at) FROM interactions WHERE status = 'pending'").fetchone()[0]
+            held_back = dt.date.fromisoformat(pending[:10]) - dt.timedelta(days=1) if pending else today
+            settled = today - dt.timedelta(days=2 if hour == 0 else 1)
+            assert rollup.rolled_up_through() == min(settled, held_back), clock.now
+
+
+def test_the_rollup_is_summed_once_and_rebuilt_the_same(database, clock):
+    log = Log(random.Random(11))
+    log.days(dt.date(2026, 2, 20), 19, turns_per_day=25)
+    first = report_without_errors(Reports())
+    tables = {table: sorted(db.database.execute_sql(f"SELECT * FROM {table}").fetchall()) for table in rollup.TABLES}
+    assert rollup.rolled_up_through() == dt.date(2026, 3, 9) and all(tables.values())
+    assert rollup.bring_up_to_date() == dt.date(2026, 3, 9)
+    rollup.clear_rollup()
+    assert rollup.rolled_up_through() is None
+    assert report_without_errors(Reports()) == first == expected_report()
+    assert {table: sorted(db.database.execute_sql(f"SELECT * FROM {table}").fetchall()) for table in rollup.TABLES} == tables
+
+
+def test_a_busy_database_leaves_the_rollup_behind_and_the_report_exact(database, clock, settings):
+    import sqlite3
+
+    log = Log(random.Random(5))
+    log.days(dt.date(2026, 2, 28), 10, turns_per_day=20)
+    other = sqlite3.connect(settings.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    db.database.execute_sql("PRAGMA busy_timeout = 50")
+    try:
+        assert report_without_errors(Reports()) == expected_report()
+        assert rollup.rolled_up_through() is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert report_without_errors(Reports()) == expected_report()
+    assert rollup.rolled_up_through() == dt.date(2026, 3, 9)
+
+
+def test_a_database_of_the_previous_schema_gets_the_rollup(tmp_path, clock):
+    path = tmp_path / "old.db"
+    db.database.init(str(path), pragmas={"journal_mode": "wal", "foreign_keys": 1})
+    db.apply_migrations([m for m in db.MIGRATIONS if m[0] <= "0006_admin_actions"])
+    log = Log(random.Random(3))
+    log.days(dt.date(2026, 2, 25), 14, turns_per_day=20)
+    db.close_database()
+    db.open_database(path)  # what the next start-up does
+    try:
+        assert db.applied_migrations()[-1] == "0007_report_performance"
+        assert report_without_errors(Reports()) == expected_report()
+        assert rollup.rolled_up_through() == dt.date(2026, 3, 9)
+    finally:
+        db.close_database()
+
+
+def test_two_reports_rolling_up_at_once_add_each_day_once(database, clock, monkeypatch):
+    import threading
+
+    log = Log(random.Random(9))
+    log.days(dt.date(2026, 2, 25), 14, turns_per_day=20)
+    expected = expected_report()
+    active_users_sql = rollup.active_users_sql
+
+    def rival_first(where):  # while this report reads its sums, another one writes the same days
+        def rival():
+            try:
+                rollup.bring_up_to_date()
+            finally:
+                db.database.close()
+
+        monkeypatch.setattr(rollup, "active_users_sql", active_users_sql)
+        thread = threading.Thread(target=rival)
+        thread.start()
+        thread.join()
+        return active_users_sql(where)
+
+    monkeypatch.setattr(rollup, "active_users_sql", rival_first)
+    assert rollup.bring_up_to_date() == dt.date(2026, 3, 9)
+    assert report_without_errors(Reports()) == expected
