@@ -49,15 +49,20 @@ def _percentiles_by_rank(counts: dict[str, tuple]) -> dict[tuple[str, str], dict
     for model, (_, _, ttft_count, duration_count, _, _) in counts.items():
         for column, count in (("ttft_ms", ttft_count), ("duration_ms", duration_count)):
             values = found.setdefault((model, column), {})
-            for percent in PERCENTS if count else ():
+            for percent in PERCENTS:
+                if not count:
+                    continue
                 rank = _rank(count, percent)
                 order, offset = ("ASC", rank - 1) if rank - 1 <= count - rank else ("DESC", count - rank)
-                values[percent] = database.execute_sql(
+                row = database.execute_sql(
                     f"""SELECT {column} FROM interactions
                         WHERE model_name = ? AND status NOT IN ('refused', 'pending') AND {column} IS NOT NULL
                         ORDER BY {column} {order} LIMIT 1 OFFSET ?""",
                     (model, offset),
-                ).fetchone()[0]
+                ).fetchone()
+                if row is None:  # only if a settled day was edited by hand (rollup.py)
+                    raise RuntimeError("The report's roll-up no longer matches the log: run rollup.clear_rollup().")
+                values[percent] = row[0]
     return found
 
 
