@@ -274,6 +274,16 @@ def close_database() -> None:
         database.close()
 
 
+def execute_many(sql: str, rows) -> None:
+    """One statement (with the app's `?` placeholders) for each row, in one driver call."""
+    cursor = database.cursor()
+    try:
+        with pw.__exception_wrapper__:  # the driver's errors as Peewee's, as execute_sql raises them
+            cursor.executemany(_dialect.driver_sql(sql), rows)
+    finally:
+        cursor.close()
+
+
 def is_busy_error(exc: BaseException) -> bool:
     return _dialect.is_busy_error(exc)
 
@@ -308,6 +318,14 @@ def joined_transaction() -> Iterator[None]:
     else:
         with transaction():
             yield
+
+
+@contextlib.contextmanager
+def read_snapshot() -> Iterator[None]:
+    """A read transaction: every statement in it sees the database as its first read found it,
+    whatever other connections commit meanwhile. Takes no lock; a savepoint when nested."""
+    with _dialect.read_snapshot(database):
+        yield
 
 
 def in_transaction(function: Callable) -> Callable:

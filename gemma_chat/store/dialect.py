@@ -73,6 +73,13 @@ class SqliteDialect:
         """
         yield
 
+    def driver_sql(self, sql: str) -> str:
+        return sql  # sqlite3 takes `?` as it is
+
+    def read_snapshot(self, database: pw.Database):
+        # A deferred transaction in WAL mode reads one snapshot from its first read on.
+        return database.atomic("DEFERRED")
+
     def integrity_problems(self, database: pw.Database) -> list[str]:
         problems = []
         result = [row[0] for row in database.execute_sql("PRAGMA integrity_check")]
@@ -90,11 +97,19 @@ class SqliteDialect:
 
 
 def _register_sqlite_compatible_dumpers(connection) -> None:
-    """Datetimes as the ISO text SQLite stores (str(datetime)), booleans as 0/1: the same values on both engines."""
-    from psycopg.adapt import Dumper
+    """Datetimes as the ISO text SQLite stores (str(datetime)), booleans as 0/1, numeric sums as int
+    or float: the same values on both engines."""
+    from psycopg.adapt import Dumper, Loader
     from psycopg.postgres import types
 
     text_oid, int_oid = types["text"].oid, types["int4"].oid
+
+    class NumericAsSqliteLoader(Loader):
+        """SUM of a bigint and a division come back as numeric: an int or a float, as from SQLite."""
+
+        def load(self, data):
+            text = bytes(data).decode()
+            return float(text) if any(c in text for c in ".eEN") else int(text)
 
     class IsoTextDumper(Dumper):
         oid = text_oid
@@ -111,6 +126,7 @@ def _register_sqlite_compatible_dumpers(connection) -> None:
     for kind in (dt.datetime, dt.date, dt.time):
         connection.adapters.register_dumper(kind, IsoTextDumper)
     connection.adapters.register_dumper(bool, BoolAsIntDumper)
+    connection.adapters.register_loader("numeric", NumericAsSqliteLoader)
 
 
 class _PostgresqlDatabase(ReconnectMixin, pw.PostgresqlDatabase):
@@ -172,6 +188,14 @@ class PostgresqlDialect:
         released by the commit or rollback of the caller's transaction."""
         database.execute_sql("SELECT pg_advisory_xact_lock(?)", (advisory_key(name),))
         yield
+
+    def driver_sql(self, sql: str) -> str:
+        """A statement for psycopg itself (a cursor's executemany, which Peewee does not rewrite)."""
+        return qmark_to_format(sql)
+
+    def read_snapshot(self, database: pw.Database):
+        # READ COMMITTED gives each statement its own snapshot; REPEATABLE READ one for them all.
+        return database.atomic(isolation_level="REPEATABLE READ")
 
     def integrity_problems(self, database: pw.Database) -> list[str]:
         # PostgreSQL checks pages and foreign keys as it writes; what it can still lose is a
