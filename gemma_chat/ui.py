@@ -339,7 +339,9 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         open_id = conversations.open_conversation_of(user.id, found.session_id)
         editing = self._editing.pop(found.session_id, None)
         replaced = editing[1] if self._edit_applies(user.id, open_id, editing) else None
-        answered = yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced, language_of(request))
+        # The page's chatbot is only shown back; anything but a list of messages (a forged event) starts it afresh.
+        shown = list(chatbot) if isinstance(chatbot, list) else []
+        answered = yield from self._answer(found, tier, message, shown, open_id, replaced, language_of(request))
         if not answered:
             self._editing[found.session_id] = editing  # refused: still editing, nothing changed
 

@@ -39,10 +39,7 @@ class AdminUsersSection:
     def _users_view(self, search, page, language: str = "en") -> dict:
         search, page = _search_text(search), _page_number(page)
         rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
-        shown, pages = page_bounds(page, total, USERS_PAGE_SIZE)
-        if shown != page:  # past the end: the last page
-            page = shown
-            rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
+        page, pages = page_bounds(page, total, USERS_PAGE_SIZE)  # past the end: the last page, as list_accounts gave
         never = text(language, "never")
         table = pd.DataFrame(
             [[r.username, r.balance, r.held, code_name(language, "role", r.role), code_name(language, "state", r.state),
