@@ -18,6 +18,7 @@ from . import auth, ledger
 from .config import Settings
 from .db import AdminAction, Interaction, LoginThrottle, User, WebSession, transaction, utcnow
 from .errors import LastAdministratorError, PermissionDeniedError, ValidationError
+from .history import page_bounds
 
 COMMAND_LINE = "command line"
 MAX_NOTE_CHARS = 200
@@ -156,7 +157,11 @@ def create_user(settings: Settings, by: int | None, username, password, *, admin
 
 
 def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: dt.datetime | None = None) -> tuple[list[AccountRow], int]:
-    """One page of accounts (by name, those containing `search`), and how many match in all."""
+    """One page of accounts (by name, those containing `search`), and how many match in all.
+
+    A page past the end is the last page (as the other lists): counted first, so a huge page number
+    never reaches SQL's OFFSET, which overflows past 2**63.
+    """
     now = now or utcnow()
     query = User.select()
     search = search.strip() if isinstance(search, str) else ""
@@ -165,7 +170,8 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
     if search:
         query = query.where(User.username.contains(search))  # case-insensitive, wildcards escaped
     total = query.count()
-    users = list(query.order_by(pw.fn.lower(User.username)).paginate(max(1, page), page_size))
+    page, _ = page_bounds(max(1, page), total, page_size)
+    users = list(query.order_by(pw.fn.lower(User.username)).paginate(page, page_size))
     ids = [u.id for u in users]
     requests = dict(
         Interaction.select(Interaction.user, pw.fn.COUNT(Interaction.id)).where(Interaction.user.in_(ids))

@@ -2,8 +2,9 @@
 
 Callbacks are thin: each one resolves the user from the request's session cookie and re-checks the
 user's rights (a hidden component or a private API protects nothing), calls one service, and shapes
-the result for the screen. Who the user is never comes from gr.State: Gradio keys State by the
-client-chosen session_hash, which is an address, not a credential. Signing in and out are not
+the result for the screen, in the language the browser asks for (ui_text.py). Who the user is never
+comes from gr.State: Gradio keys State by the client-chosen session_hash, which is an address, not a
+credential. Signing in and out are not
 Gradio events: the buttons call the app's own /auth routes from the browser (web/app.py), which set
 the HttpOnly cookie, and reload the page.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import time
 
@@ -30,9 +32,10 @@ from .ui_account import AccountTab
 from .ui_admin_models import AdminModelsSection
 from .ui_admin_users import AdminUsersSection
 from .ui_chats import ChatsTab
-from .ui_text import TRANSLATIONS
+from .ui_text import MESSAGES, TRANSLATIONS, code_name, columns, language_of, text, translated
 from .ui_topup import TopUpTab
 
+HISTORY_COLUMN_KEYS = ["col_date_time", "col_model", "col_credits", "col_status", "col_prompt", "col_answer"]
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
 # diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
@@ -41,19 +44,16 @@ QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 SESSION_COOKIE = "gemma_session"
-REGENERATE_LABEL = "Regenerate"
-EDIT_LABEL = "Edit last message"
-CANCEL_EDIT_LABEL = "Cancel edit"
-WAIT_FOR_ANSWER = "Wait for the answer to finish (or press Stop) first."
 
 # The sign-in buttons run in the browser: they post the form to the app's /auth routes, which set
 # the session cookie (a Gradio event cannot), and reload the page, whose load event shows the app.
 # The password box is cleared after every attempt; nothing of the form is kept in browser storage.
+# Its fallback message is in the page's language (navigator.language, as Gradio's labels).
 _POST_FORM_JS = """
 async (username, password) => {
-  let message = "Something went wrong; please try again.";
+  let message = navigator.language.toLowerCase().startsWith("ru") ? %(ru)s : %(en)s;
   try {
-    const response = await fetch("auth/%s", {
+    const response = await fetch("auth/%(route)s", {
       method: "POST",
       credentials: "same-origin",
       headers: {"content-type": "application/json"},
@@ -69,8 +69,9 @@ async (username, password) => {
   return [username, "", message];
 }
 """
-LOGIN_JS = _POST_FORM_JS % "login"
-REGISTER_JS = _POST_FORM_JS % "register"
+_SIGN_IN_FAILED = {language: json.dumps(MESSAGES[language]["sign_in_failed"], ensure_ascii=False) for language in ("en", "ru")}
+LOGIN_JS = _POST_FORM_JS % {"route": "login", **_SIGN_IN_FAILED}
+REGISTER_JS = _POST_FORM_JS % {"route": "register", **_SIGN_IN_FAILED}
 # Log out: the route ends the session and clears the cookie; then the load event's own callback
 # shows the sign-in form (no reload, so a navigation right after the click is not cut short).
 _POST_JS = """
@@ -104,12 +105,8 @@ def session_token(request) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def balance_text(user_id: int) -> str:
-    return f"**Balance: {_plural(ledger.get_balance(user_id).balance, 'credit')}**"
+def balance_text(user_id: int, language: str = "en") -> str:
+    return text(language, "balance", n=ledger.get_balance(user_id).balance)
 
 
 def as_text(text: str) -> str:
@@ -117,32 +114,39 @@ def as_text(text: str) -> str:
     return as_markdown(text)
 
 
-def turn_figures(update: chat.TurnUpdate) -> str:
+def turn_figures(update: chat.TurnUpdate, language: str = "en") -> str:
     """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
     if not update.completion_tokens or not update.duration_ms:
         return ""
     seconds = update.duration_ms / 1000
-    return f"{_plural(update.completion_tokens, 'token')} · {update.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
+    return text(
+        language, "turn_figures", tokens=update.completion_tokens, speed=f"{update.completion_tokens / seconds:.1f}",
+        seconds=f"{seconds:.1f}",
+    )
 
 
-def stored_bubble(turn: conversations.Turn) -> str:
+def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
     """A turn of a reopened chat, with the footer it had when it was answered."""
     parts = [turn.answer] if turn.answer else []
     if turn.status == "stopped":
-        parts.append("Stopped.")
+        parts.append(text(language, "answer_stopped"))
     elif turn.status in ("error", "interrupted"):
-        parts.append("This answer failed. Nothing was charged.")
+        parts.append(text(language, "answer_failed"))
     elif turn.status == "pending":
         parts.append("…")
-    footer = f"— {turn.model_name} · {_plural(turn.credits_charged, 'credit')}"
-    figures = turn_figures(chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms))
+    footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
+    figures = turn_figures(
+        chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
+    )
     return as_text("\n\n".join(parts + [f"{figures}\n{footer}" if figures else footer]))
 
 
-def chat_messages(turns: list[conversations.Turn]) -> list[dict]:
+def chat_messages(turns: list[conversations.Turn], language: str = "en") -> list[dict]:
     messages = []
     for turn in turns:
-        messages += [{"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn)}]
+        messages += [
+            {"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn, language)}
+        ]
     return messages
 
 
@@ -163,6 +167,26 @@ def owned_by(user_id: int, value) -> list:
     return []
 
 
+def request_of(args, kwargs):
+    """The gr.Request among a callback's arguments (Gradio passes it where the signature asks)."""
+    return next((value for value in (*args, *kwargs.values()) if isinstance(value, gr.Request)), None)
+
+
+def error_popup(language: str, message: str) -> gr.Error:
+    """An error popup (raise it) with an English `message` in `language`, its title too."""
+    return gr.Error(translated(language, message), title=text(language, "error_title"), print_exception=False)
+
+
+def warn(language: str, message: str) -> None:
+    """A warning popup: unlike an error, it leaves the event's outputs as they are."""
+    gr.Warning(message, title=text(language, "warning_title"))
+
+
+def popup(request, exc: GemmaChatError) -> gr.Error:
+    """A refusal as an error popup, in the language of the request."""
+    return error_popup(language_of(request), exc.message)
+
+
 def shows_errors(callback):
     """For callbacks that answer with a popup: a refusal shows its message, a crash its error id."""
 
@@ -171,7 +195,7 @@ def shows_errors(callback):
         try:
             return self._guarded(callback.__name__, callback, self, *args, **kwargs)
         except GemmaChatError as exc:
-            raise gr.Error(exc.message, print_exception=False) from None
+            raise popup(request_of(args, kwargs), exc) from None
 
     return wrapper
 
@@ -205,7 +229,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             try:
                 result = self._guarded(callback.__name__, callback, *args, **kwargs)
             except GemmaChatError as exc:
-                raise gr.Error(exc.message, print_exception=False) from None
+                raise popup(request_of(args, kwargs), exc) from None
             return {components[name]: value for name, value in result.items() if name in outputs}
 
         return run
@@ -251,14 +275,14 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
 
     # --- sign-in ----------------------------------------------------------------------
 
-    def model_choices(self) -> tuple[list[tuple[str, str]], str | None, str]:
+    def model_choices(self, language: str = "en") -> tuple[list[tuple[str, str]], str | None, str]:
         """Dropdown choices (available tiers only), the default, and the reasons for the others."""
         choices, notes = [], []
         for status in self.engine.tiers():
             if status.available:
-                choices.append((f"{status.label} · {_plural(status.price, 'credit')}", status.tier))
+                choices.append((text(language, "model_choice", label=status.label, price=status.price), status.tier))
             else:
-                notes.append(f"{status.label} is not available: {status.reason}")
+                notes.append(text(language, "model_unavailable", label=status.label, reason=status.reason))
         default = choices[0][1] if choices else None
         return choices, default, "\n\n".join(notes)
 
@@ -268,16 +292,17 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             user = self._guarded("restore", self.current_user, request)
         except GemmaChatError:
             return self._signed_out(request)
-        choices, default, notes = self.model_choices()
+        language = language_of(request)
+        choices, default, notes = self.model_choices(language)
         found = self.signed_in(request, touch=False)
-        shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id)
+        shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id, language)
         return (
             gr.update(visible=False),
             gr.update(visible=True),
             "",
             "",
-            f"Signed in as **{user.username}**" + (" (admin)" if user.is_admin else ""),
-            balance_text(user.id),
+            text(language, "signed_in_admin" if user.is_admin else "signed_in", username=user.username),
+            balance_text(user.id, language),
             gr.update(visible=bool(user.is_admin)),
             gr.update(choices=choices, value=default),
             notes,
@@ -290,7 +315,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         # user has started typing. The page's turns State is left too: a cookie-less caller may
         # replay this page's session_hash here (web/edge.py) and must not change its State;
         # signing in again reloads the page, which starts a fresh one.
-        message = "Your session has expired; please log in again." if session_token(request) else gr.update()
+        message = text(language_of(request), "session_expired") if session_token(request) else gr.update()
         return (gr.update(visible=True), gr.update(visible=False), gr.update(), message) + (gr.update(),) * 3 + ("", "", [], gr.update())
 
     def check_session(self, request: gr.Request):
@@ -315,7 +340,9 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         open_id = conversations.open_conversation_of(user.id, found.session_id)
         editing = self._editing.pop(found.session_id, None)
         replaced = editing[1] if self._edit_applies(user.id, open_id, editing) else None
-        answered = yield from self._answer(found, tier, message, list(chatbot or []), open_id, replaced)
+        # The page's chatbot is only shown back; anything but a list of messages (a forged event) starts it afresh.
+        shown = list(chatbot) if isinstance(chatbot, list) else []
+        answered = yield from self._answer(found, tier, message, shown, open_id, replaced, language_of(request))
         if not answered:
             self._editing[found.session_id] = editing  # refused: still editing, nothing changed
 
@@ -324,25 +351,26 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         found = self._signed_in_for_chat(request)
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
+        language = language_of(request)
         if last is None:
-            yield self._refused("There is no answer to regenerate yet.")
+            yield self._refused(language, text(language, "no_answer_to_regenerate"))
             return
-        yield from self._answer(found, tier, last.prompt, None, open_id, last.id)
+        yield from self._answer(found, tier, last.prompt, None, open_id, last.id, language)
 
     @staticmethod
-    def _refused(message: str) -> tuple:
+    def _refused(language: str, message: str) -> tuple:
         """A Regenerate or edit that cannot run: a warning popup, and the chat, box and balance as they were.
 
         (An error popup would also mark every output of the event as failed.)
         """
-        gr.Warning(message)
+        warn(language, message)
         return (gr.update(),) * 4
 
     def _signed_in_for_chat(self, request) -> sessions.SignedIn:
         try:
             return self.signed_in(request)
         except GemmaChatError as exc:
-            raise gr.Error(exc.message, print_exception=False) from None
+            raise popup(request, exc) from None
 
     @staticmethod
     def _edit_applies(user_id: int, open_id: int | None, editing: tuple[int, int] | None) -> bool:
@@ -352,16 +380,16 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         last = conversations.last_turn(user_id, open_id)
         return last is not None and last.id == editing[1]
 
-    def _answer(self, found: sessions.SignedIn, tier, message, chatbot: list | None, open_id, replaces_id):
+    def _answer(self, found: sessions.SignedIn, tier, message, chatbot: list | None, open_id, replaces_id, language: str):
         """Run one turn and stream it: (chatbot, message box, balance, context) for each update.
 
         A replacement (`replaces_id`) is shown in place of the turn it replaces, and refused
         (insufficient credits, an answer still streaming) with a popup that leaves the chat as it was.
-        Returns False when a replacement was refused.
+        Returns False when a replacement was refused. Messages are in `language`.
         """
         user = found.user
         if replaces_id is not None and self._answering.get(found.session_id):
-            yield self._refused(WAIT_FOR_ANSWER)
+            yield self._refused(language, text(language, "wait_for_answer"))
             return False
         # The chat and the context the model sees come from the server (the session's open chat),
         # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
@@ -372,7 +400,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             earlier = conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
         else:  # the whole chat is shown again, without the turn being replaced
             earlier = [turn for turn in conversations.conversation_turns(user.id, open_id) if turn.id != replaces_id]
-            chatbot = chat_messages(earlier)
+            chatbot = chat_messages(earlier, language)
         context = conversations.context_of(earlier[-conversations.CONTEXT_TURNS:])
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         stop = self._stop_events.setdefault(found.session_id, threading.Event())
@@ -391,20 +419,20 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                     open_id = update.conversation_id  # this turn started a chat: the session keeps it open
                     conversations.set_open_conversation(user.id, found.session_id, open_id)
                 if replaces_id is not None and update.status in ("rejected", "refused", "busy"):
-                    yield self._refused(update.message)
+                    yield self._refused(language, translated(language, update.message))
                     return False
-                if update.status == "rejected":
-                    raise gr.Error(update.message, print_exception=False)  # the message box keeps its text
+                if update.status == "rejected":  # the message box keeps its text
+                    raise error_popup(language, update.message)
                 if update.status == "streaming":
                     now = time.monotonic()
                     if sent_text_at is not None and now - sent_text_at < STREAM_INTERVAL_S:
                         continue  # more text, or the final update, follows
                     sent_text_at = now
-                yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, gr.update(), context
+                yield shown + [{"role": "assistant", "content": self._bubble(update, language)}], box, gr.update(), context
         except gr.Error:
             raise
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
-            raise gr.Error(f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
+            raise error_popup(language, f"Something went wrong (error {log_error('ui:send', exc, user_id=user.id)}).") from None
         finally:
             with self._answering_lock:
                 self._answering[found.session_id] -= 1
@@ -412,59 +440,63 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                     del self._answering[found.session_id]
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
-        yield shown + [{"role": "assistant", "content": self._bubble(update)}], box, balance_text(user.id), context
+        yield shown + [{"role": "assistant", "content": self._bubble(update, language)}], box, balance_text(user.id, language), context
         return True
 
     def edit_last(self, request: gr.Request):
         """Put the chat's last message back in the box: the next Send replaces it. Again: cancel."""
         found = self.signed_in(request)
+        language = language_of(request)
         if self._editing.pop(found.session_id, None) is not None:
-            return {"edit_button": EDIT_LABEL}
+            return {"edit_button": text(language, "edit_last_message")}
         if self._answering.get(found.session_id):
-            gr.Warning(WAIT_FOR_ANSWER)  # a warning: an error would mark the message box as failed
+            warn(language, text(language, "wait_for_answer"))  # a warning: an error would mark the message box as failed
             return {}
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
-            gr.Warning("There is no message to edit yet.")
+            warn(language, text(language, "no_message_to_edit"))
             return {}
         self._editing[found.session_id] = (open_id, last.id)
-        return {"message": last.prompt, "edit_button": CANCEL_EDIT_LABEL}
+        return {"message": last.prompt, "edit_button": text(language, "cancel_edit")}
 
     def edit_state(self, request: gr.Request):
         """The Edit button's label after the chat changed: an edit ends with its Send or another chat."""
         found = self.signed_in(request, touch=False)
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
+        language = language_of(request)
         if self._edit_applies(found.user.id, open_id, self._editing.get(found.session_id)):
-            return {"edit_button": CANCEL_EDIT_LABEL}
+            return {"edit_button": text(language, "cancel_edit")}
         self._editing.pop(found.session_id, None)
-        return {"edit_button": EDIT_LABEL}
+        return {"edit_button": text(language, "edit_last_message")}
 
     def regenerate_label(self, request: gr.Request, tier):
         """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""
         self.signed_in(request, touch=False)
         price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        return {"regenerate_button": REGENERATE_LABEL if price is None else f"{REGENERATE_LABEL} ({_plural(price, 'credit')})"}
+        language = language_of(request)
+        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
+        return {"regenerate_button": label}
 
     @staticmethod
-    def _bubble(update: chat.TurnUpdate) -> str:
-        return as_text(ChatApp._bubble_text(update))
+    def _bubble(update: chat.TurnUpdate, language: str = "en") -> str:
+        return as_text(ChatApp._bubble_text(update, language))
 
     @staticmethod
-    def _bubble_text(update: chat.TurnUpdate) -> str:
+    def _bubble_text(update: chat.TurnUpdate, language: str = "en") -> str:
         if update.status == "waiting":
             if update.restarting:
-                return f"{update.model_label} is restarting; your answer starts as soon as it is back…"
+                return text(language, "model_restarting", model=update.model_label)
             if update.queue_position:
-                return f"Waiting for {update.model_label}: {update.queue_position} ahead of you…"
+                return text(language, "queue_position", model=update.model_label, position=update.queue_position)
             return "…"
         if update.status == "streaming":
             return update.answer
-        footer = f"— {update.model_label} · {_plural(update.credits_charged, 'credit')}"
+        footer = text(language, "answer_footer", model=update.model_label, credits=update.credits_charged)
         parts = [update.answer] if update.answer else []
         if update.message:
-            parts.append(update.message)
-        if figures := turn_figures(update):
+            parts.append(translated(language, update.message))
+        if figures := turn_figures(update, language):
             footer = f"{figures}\n{footer}"
         return "\n\n".join(parts + [footer])
 
@@ -482,31 +514,31 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         conversations.set_open_conversation(found.user.id, found.session_id, None)
         return [], []
 
-    def open_chat_view(self, user_id: int, session_id: int) -> tuple[list, list]:
+    def open_chat_view(self, user_id: int, session_id: int, language: str = "en") -> tuple[list, list]:
         """The chatbot and context of the session's open chat (empty for a new one)."""
         open_id = conversations.open_conversation_of(user_id, session_id)
         if open_id is None:
             return [], []
         turns = conversations.conversation_turns(user_id, open_id)
-        return chat_messages(turns), conversations.context_of(turns)
+        return chat_messages(turns, language), conversations.context_of(turns)
 
     # --- history ----------------------------------------------------------------------
 
-    HISTORY_COLUMNS = ["Date and time (UTC)", "Model", "Credits", "Status", "Prompt", "Answer"]
+    HISTORY_COLUMNS = columns("en", HISTORY_COLUMN_KEYS)
 
     @shows_errors
     def history(self, request: gr.Request, page):
         user = self.current_user(request)
+        language = language_of(request)
         result = list_history(user.id, page or 1, self.settings.history_page_size)
         rows = [
-            [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name + (" (API)" if r.source == "api" else ""), r.credits_charged, r.status, shorten(r.prompt), shorten(r.answer)]
+            [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name + (" (API)" if r.source == "api" else ""), r.credits_charged,
+             code_name(language, "status", r.status), shorten(r.prompt), shorten(r.answer)]
             for r in result.rows
         ]
-        table = pd.DataFrame(rows, columns=self.HISTORY_COLUMNS)
+        table = pd.DataFrame(rows, columns=columns(language, HISTORY_COLUMN_KEYS))
         full = owned(user.id, [(r.prompt, r.answer) for r in result.rows])
-        label = f"Page {result.page} of {result.total_pages}"
-        if not result.total:
-            label += " — no chats yet"
+        label = text(language, "page_of" if result.total else "history_empty", page=result.page, pages=result.total_pages)
         return table, label, result.page, full, "", ""
 
     @shows_errors
@@ -537,9 +569,11 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                 raise PermissionDeniedError("Top-ups are turned off here; ask an administrator for credits.")
             entry = self._guarded("top_up", ledger.top_up, user.id, amount, maximum=self.settings.max_topup)
         except GemmaChatError as exc:
-            return f"⚠ {exc.message}", gr.update(), gr.update()
-        message = f"Added {_plural(entry.amount, 'credit')}. New balance: {_plural(entry.balance_after, 'credit')}."
-        return message, balance_text(user.id), self.ledger_table(user.id)  # the statement follows (ui_topup.py)
+            return f"⚠ {translated(language_of(request), exc.message)}", gr.update(), gr.update()
+        language = language_of(request)
+        message = text(language, "topped_up", amount=entry.amount, balance=entry.balance_after)
+        # the statement follows (ui_topup.py)
+        return message, balance_text(user.id, language), self.ledger_table(user.id, language)
 
     # --- admin ------------------------------------------------------------------------
 
@@ -630,8 +664,8 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                             stop_button = gr.Button(t("stop"), variant="stop", elem_id="stop-button")
                             new_chat_button = gr.Button(t("new_chat"))
                         with gr.Row():
-                            regenerate_button = gr.Button(REGENERATE_LABEL, size="sm", elem_id="regenerate-button")
-                            edit_button = gr.Button(EDIT_LABEL, size="sm", elem_id="edit-button")
+                            regenerate_button = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button")
+                            edit_button = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button")
                     c.update(
                         chatbot=chatbot, turns=turns, tabs=tabs, message=message, balance=balance, model=model,
                         regenerate_button=regenerate_button, edit_button=edit_button,
@@ -647,7 +681,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                         )
                         with gr.Row():
                             previous_button = gr.Button(t("previous"), size="sm")
-                            page_label = gr.Markdown("Page 1 of 1")
+                            page_label = gr.Markdown(t("page_1_of_1"))
                             next_button = gr.Button(t("next"), size="sm")
                         full_prompt = gr.Textbox(label=t("full_prompt"), interactive=False, lines=3)
                         full_answer = gr.Textbox(label=t("full_answer"), interactive=False, lines=6)

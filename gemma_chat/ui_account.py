@@ -11,11 +11,13 @@ import gradio as gr
 from . import auth
 from .errors import GemmaChatError
 from .ui_api_keys import build_api_keys_section
+from .ui_text import language_of, text, translated
 
 
 class AccountTab:
     def change_password(self, request: gr.Request, current, new):
         cleared = {"current_password": "", "new_password": ""}
+        language = language_of(request)
         try:
             found = self.signed_in(request)
             ended = self._guarded(
@@ -23,9 +25,9 @@ class AccountTab:
                 keep_session_id=found.session_id,
             )
         except GemmaChatError as exc:  # shown under the form; the boxes are cleared either way
-            return {**cleared, "account_message": f"⚠ {exc.message}"}
-        others = f"{ended} other session{'s' if ended != 1 else ''} signed out." if ended else "No other session was signed in."
-        return {**cleared, "account_message": f"Password changed. {others}"}
+            return {**cleared, "account_message": f"⚠ {translated(language, exc.message)}"}
+        message = text(language, "password_changed", n=ended) if ended else text(language, "password_changed_alone")
+        return {**cleared, "account_message": message}
 
     def build_account_tab(self, t, c: dict) -> None:
         with gr.Tab(t("account"), id="account") as tab:

@@ -13,19 +13,28 @@ import gradio as gr
 import pandas as pd
 
 from .errors import ValidationError
+from .ui_text import code_name, columns, language_of, text
 
 logger = logging.getLogger("gemma_chat")
 
 
+MODEL_COLUMN_KEYS = ["col_tier", "col_model", "col_backend", "col_state", "col_reason"]
+
+
 class AdminModelsSection:
-    MODEL_COLUMNS = ["Tier", "Model", "Backend", "State", "Reason"]
+    MODEL_COLUMNS = columns("en", MODEL_COLUMN_KEYS)
 
     def models_state(self, request: gr.Request):
         self.current_user(request, admin=True)
+        language = language_of(request)
         tiers = self.engine.tiers()
-        rows = [[s.tier, s.label, s.backend, s.state or ("ready" if s.available else "unavailable"), s.reason] for s in tiers]
+        rows = [
+            [s.tier, s.label, s.backend, code_name(language, "model_state", s.state or ("ready" if s.available else "unavailable")),
+             s.reason]
+            for s in tiers
+        ]
         return {
-            "models_table": pd.DataFrame(rows, columns=self.MODEL_COLUMNS),
+            "models_table": pd.DataFrame(rows, columns=columns(language, MODEL_COLUMN_KEYS)),
             "restart_tier": gr.update(choices=[s.tier for s in tiers]),
             "models_message": "",
         }
@@ -36,7 +45,8 @@ class AdminModelsSection:
             raise ValidationError("Choose the model to restart.")
         self.engine.restart_tier(tier)
         logger.warning("administrator %s restarted the %s model", admin.username, tier)  # who, when, what
-        return {**self.models_state(request), "models_message": f"Restarting the {tier} model; its state follows below."}
+        message = text(language_of(request), "model_restarting_admin", tier=tier)
+        return {**self.models_state(request), "models_message": message}
 
     def build_admin_models(self, t, c: dict) -> None:
         gr.Markdown(t("models_section"))

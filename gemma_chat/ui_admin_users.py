@@ -16,9 +16,12 @@ import pandas as pd
 from . import admin
 from .errors import GemmaChatError
 from .history import page_bounds
+from .ui_text import code_name, columns, language_of, text, translated
 
 USERS_PAGE_SIZE = 20
 MAX_SEARCH_CHARS = 64
+USER_COLUMN_KEYS = ["col_user", "col_balance", "col_held", "col_role", "col_state", "col_last_login", "col_requests"]
+ACTION_COLUMN_KEYS = ["col_time", "col_by", "col_action", "col_account", "col_detail"]
 
 
 def _page_number(value) -> int:
@@ -30,31 +33,30 @@ def _search_text(value) -> str:
 
 
 class AdminUsersSection:
-    USER_COLUMNS = ["User", "Balance", "Held", "Role", "State", "Last login (UTC)", "Requests"]
-    ACTION_COLUMNS = ["Time (UTC)", "By", "Action", "Account", "Detail"]
+    USER_COLUMNS = columns("en", USER_COLUMN_KEYS)
+    ACTION_COLUMNS = columns("en", ACTION_COLUMN_KEYS)
 
-    def _users_view(self, search, page) -> dict:
+    def _users_view(self, search, page, language: str = "en") -> dict:
         search, page = _search_text(search), _page_number(page)
         rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
-        shown, pages = page_bounds(page, total, USERS_PAGE_SIZE)
-        if shown != page:  # past the end: the last page
-            page = shown
-            rows, total = admin.list_accounts(search, page=page, page_size=USERS_PAGE_SIZE)
+        page, pages = page_bounds(page, total, USERS_PAGE_SIZE)  # past the end: the last page, as list_accounts gave
+        never = text(language, "never")
         table = pd.DataFrame(
-            [[r.username, r.balance, r.held, r.role, r.state,
-              f"{r.last_login_at:%Y-%m-%d %H:%M}" if r.last_login_at else "never", r.requests] for r in rows],
-            columns=self.USER_COLUMNS,
+            [[r.username, r.balance, r.held, code_name(language, "role", r.role), code_name(language, "state", r.state),
+              f"{r.last_login_at:%Y-%m-%d %H:%M}" if r.last_login_at else never, r.requests] for r in rows],
+            columns=columns(language, USER_COLUMN_KEYS),
         )
         actions = pd.DataFrame(
-            [[f"{when:%Y-%m-%d %H:%M:%S}", by, action, target, detail] for when, by, action, target, detail in admin.recent_actions()],
-            columns=self.ACTION_COLUMNS,
+            [[f"{when:%Y-%m-%d %H:%M:%S}", by, code_name(language, "action", action), target, detail]
+             for when, by, action, target, detail in admin.recent_actions()],
+            columns=columns(language, ACTION_COLUMN_KEYS),
         )
-        label = f"Page {page} of {pages} · {total} account{'s' if total != 1 else ''}" + (f" matching “{search}”" if search else "")
+        label = text(language, "users_page_matching" if search else "users_page", page=page, pages=pages, total=total, search=search)
         return {"users_table": table, "users_page_label": label, "users_page": page, "admin_actions_table": actions}
 
     def users_state(self, request: gr.Request, search, page):
         self.current_user(request, admin=True)
-        return {**self._users_view(search, page), "users_message": ""}
+        return {**self._users_view(search, page, language_of(request)), "users_message": ""}
 
     def users_search(self, request: gr.Request, search, page):
         return self.users_state(request, search, 1)
@@ -76,59 +78,62 @@ class AdminUsersSection:
     def _act(self, request, search, page, location: str, action) -> dict:
         """Run one action as the signed-in administrator; its message, and the table as it is now."""
         acting = self.current_user(request, admin=True)  # refuses with a popup: not signed in, not an admin
+        language = language_of(request)
         try:
-            message = self._guarded(location, action, acting.id)
+            message = self._guarded(location, action, acting.id, language)
         except GemmaChatError as exc:
-            message = f"⚠ {exc.message}"
-        return {**self._users_view(search, page), "users_message": message}
+            message = f"⚠ {translated(language, exc.message)}"
+        return {**self._users_view(search, page, language), "users_message": message}
 
     def grant_account_credits(self, request: gr.Request, target, amount, note, search, page):
-        def grant(by):
+        def grant(by, language):
             entry = admin.grant_credits(by, target, amount, note)
-            return f"Granted {entry.amount:+d} credits to {target.strip()}; balance now {entry.balance_after}."
+            return text(language, "granted", amount=f"{entry.amount:+d}", username=target.strip(), balance=entry.balance_after)
 
         return {**self._act(request, search, page, "admin:grant", grant), "grant_note": ""}
 
-    def _account_change(self, request, target, search, page, verb: str, change) -> dict:
-        def act(by):
+    def _account_change(self, request, target, search, page, done: str, change) -> dict:
+        """One of the account actions; `done` names its message (account_disabled, …)."""
+        def act(by, language):
             user = change(by, target)
-            state = "disabled" if user.is_disabled else "active"
-            return f"{user.username} {verb}: now {'an administrator' if user.is_admin else 'a user'}, {state}."
+            return text(
+                language, done, username=user.username, role=text(language, "now_admin" if user.is_admin else "now_user"),
+                state=text(language, "now_disabled" if user.is_disabled else "now_active"),
+            )
 
-        return self._act(request, search, page, f"admin:{verb}", act)
+        return self._act(request, search, page, f"admin:{done}", act)
 
     def disable_account(self, request: gr.Request, target, search, page):
         return self._account_change(
-            request, target, search, page, "disabled (signed out everywhere; API keys stopped)",
-            lambda by, name: admin.set_disabled(by, name, True),
+            request, target, search, page, "account_disabled", lambda by, name: admin.set_disabled(by, name, True)
         )
 
     def enable_account(self, request: gr.Request, target, search, page):
-        return self._account_change(request, target, search, page, "enabled", lambda by, name: admin.set_disabled(by, name, False))
-
-    def promote_account(self, request: gr.Request, target, search, page):
-        return self._account_change(request, target, search, page, "promoted", lambda by, name: admin.set_admin(by, name, True))
-
-    def demote_account(self, request: gr.Request, target, search, page):
         return self._account_change(
-            request, target, search, page, "demoted (signed out everywhere)", lambda by, name: admin.set_admin(by, name, False)
+            request, target, search, page, "account_enabled", lambda by, name: admin.set_disabled(by, name, False)
         )
 
+    def promote_account(self, request: gr.Request, target, search, page):
+        return self._account_change(request, target, search, page, "account_promoted", lambda by, name: admin.set_admin(by, name, True))
+
+    def demote_account(self, request: gr.Request, target, search, page):
+        return self._account_change(request, target, search, page, "account_demoted", lambda by, name: admin.set_admin(by, name, False))
+
     def unlock_account(self, request: gr.Request, target, search, page):
-        return self._account_change(request, target, search, page, "unlocked", admin.unlock)
+        return self._account_change(request, target, search, page, "account_unlocked", admin.unlock)
 
     def reset_account_password(self, request: gr.Request, target, new_password, search, page):
-        def reset(by):
+        def reset(by, language):
             user = admin.reset_password(self.settings, by, target, new_password)
-            return f"New password set for {user.username}; their sessions have ended."
+            return text(language, "password_set", username=user.username)
 
         # The password box is cleared whatever happened: nothing typed into it lingers on the page.
         return {**self._act(request, search, page, "admin:reset_password", reset), "admin_password": ""}
 
     def create_account(self, request: gr.Request, target, new_password, search, page):
-        def create(by):
+        def create(by, language):
             user = admin.create_user(self.settings, by, target, new_password)
-            return f"Created {user.username} with {user.balance} credits."
+            return text(language, "user_created", username=user.username, balance=user.balance)
 
         return {**self._act(request, search, page, "admin:create_user", create), "admin_password": ""}
 
@@ -140,7 +145,7 @@ class AdminUsersSection:
         c["users_table"] = gr.Dataframe(headers=self.USER_COLUMNS, interactive=False, elem_id="users-table")
         with gr.Row():
             c["users_previous"] = gr.Button(t("previous"), size="sm")
-            c["users_page_label"] = gr.Markdown("Page 1 of 1")
+            c["users_page_label"] = gr.Markdown(t("page_1_of_1"))
             c["users_next"] = gr.Button(t("next"), size="sm")
         c["users_page"] = gr.State(1)
         c["admin_target"] = gr.Textbox(label=t("account_to_change"), max_lines=1, elem_id="admin-target")

@@ -11,55 +11,61 @@ import pandas as pd
 
 from . import keys
 from .errors import GemmaChatError
+from .ui_text import columns, language_of, text, translated
 
-KEY_COLUMNS = ["Name", "Key", "Created (UTC)", "Last used (UTC)"]
+KEY_COLUMN_KEYS = ["col_name", "col_key", "col_created", "col_last_used"]
+KEY_COLUMNS = columns("en", KEY_COLUMN_KEYS)
 
 
 class ApiKeysSection:
     def __init__(self, app):
         self.app = app  # the ChatApp: its session checks and its error guard
 
-    def _key_view(self, user_id: int) -> tuple[pd.DataFrame, dict]:
+    def _key_view(self, user_id: int, language: str = "en") -> tuple[pd.DataFrame, dict]:
         rows = keys.list_keys(user_id)
+        never = text(language, "never")
         table = pd.DataFrame(
             [[k.label or "—", k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
-              f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"] for k in rows],
-            columns=KEY_COLUMNS,
+              f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else never] for k in rows],
+            columns=columns(language, KEY_COLUMN_KEYS),
         )
-        choices = [(f"{k.label or 'unnamed'} ({k.prefix}…)", k.id) for k in rows]
+        choices = [(f"{k.label or text(language, 'unnamed_key')} ({k.prefix}…)", k.id) for k in rows]
         return table, gr.update(choices=choices, value=None)
 
     def show(self, request: gr.Request) -> dict:
+        language = language_of(request)
         try:
             user = self.app.current_user(request)
-            table, choices = self.app._guarded("account:list", self._key_view, user.id)
+            table, choices = self.app._guarded("account:list", self._key_view, user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {exc.message}"}
+            return {self.message: f"⚠ {translated(language, exc.message)}"}
         return {self.table: table, self.revoke_choice: choices, self.message: "", self.shown_key: gr.update(value="", visible=False)}
 
     def create(self, request: gr.Request, label) -> dict:
+        language = language_of(request)
         try:
             user = self.app.current_user(request)
             row, plaintext = self.app._guarded("account:create_key", keys.create_key, user.id, label)
-            table, choices = self._key_view(user.id)
+            table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {exc.message}"}
+            return {self.message: f"⚠ {translated(language, exc.message)}"}
         return {
             self.shown_key: gr.update(value=plaintext, visible=True),
-            self.message: "Copy this key now: it is shown only once. Send it as `Authorization: Bearer <key>` to /v1.",
+            self.message: text(language, "key_created"),
             self.table: table, self.revoke_choice: choices, self.label: "",
         }
 
     def revoke(self, request: gr.Request, key_id) -> dict:
+        language = language_of(request)
         try:
             user = self.app.current_user(request)
             if not isinstance(key_id, int) or isinstance(key_id, bool):
                 raise GemmaChatError("Choose a key to revoke.")
             row = self.app._guarded("account:revoke_key", keys.revoke_key, key_id, user_id=user.id)
-            table, choices = self._key_view(user.id)
+            table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {exc.message}"}
-        return {self.message: f"Revoked {row.label or row.prefix + '…'}: it stops working at once.",
+            return {self.message: f"⚠ {translated(language, exc.message)}"}
+        return {self.message: text(language, "key_revoked", name=row.label or row.prefix + "…"),
                 self.table: table, self.revoke_choice: choices, self.shown_key: gr.update(value="", visible=False)}
 
     def build(self, tab: gr.Tab) -> None:

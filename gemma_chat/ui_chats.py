@@ -12,21 +12,28 @@ import pandas as pd
 
 from . import conversations
 from .history import neighbour_page
+from .ui_text import columns, language_of, text
+
+CHATS_COLUMN_KEYS = ["col_chat", "col_last_used", "col_turns"]
 
 
 class ChatsTab:
-    CHATS_COLUMNS = ["Chat", "Last used (UTC)", "Turns"]
+    CHATS_COLUMNS = columns("en", CHATS_COLUMN_KEYS)
 
     def chats_page(self, request: gr.Request, page, search):
         """The list: one page of the user's chats, matching `search` when given."""
         user = self.current_user(request)
+        language = language_of(request)
         result = conversations.list_conversations(user.id, page or 1, self.settings.history_page_size, search)
         table = pd.DataFrame(
-            [[row.title, f"{row.updated_at:%Y-%m-%d %H:%M}", row.turns] for row in result.rows], columns=self.CHATS_COLUMNS
+            [[row.title, f"{row.updated_at:%Y-%m-%d %H:%M}", row.turns] for row in result.rows],
+            columns=columns(language, CHATS_COLUMN_KEYS),
         )
-        label = f"Page {result.page} of {result.total_pages}"
-        if not result.total:
-            label += " — no chats found" if isinstance(search, str) and search.strip() else " — no chats yet"
+        if result.total:
+            label_key = "page_of"
+        else:
+            label_key = "chats_none_found" if isinstance(search, str) and search.strip() else "chats_empty"
+        label = text(language, label_key, page=result.page, pages=result.total_pages)
         return {
             "chats_table": table,
             "chats_label": label,
@@ -71,14 +78,14 @@ class ChatsTab:
         found = self.signed_in(request)
         conversation_id = self._selected(found.user.id, selected)
         conversations.set_open_conversation(found.user.id, found.session_id, conversation_id)
-        shown, context = self.open_chat_view(found.user.id, found.session_id)
+        shown, context = self.open_chat_view(found.user.id, found.session_id, language_of(request))
         return {"chatbot": shown, "turns": context, "tabs": gr.Tabs(selected="chat")}
 
     def rename_chat(self, request: gr.Request, page, search, selected, title):
         user = self.current_user(request)
         renamed = conversations.rename_conversation(user.id, self._selected(user.id, selected), title)
         outputs = self._listing_after_change(request, page, search)
-        return {**outputs, "chats_message": f"Renamed to “{renamed.title}”."}
+        return {**outputs, "chats_message": text(language_of(request), "chat_renamed", title=renamed.title)}
 
     def delete_chat(self, request: gr.Request, page, search, selected):
         """Hide the chat from its owner; what it cost stays on record."""
@@ -87,7 +94,7 @@ class ChatsTab:
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
         outputs = self._listing_after_change(request, page, search)
-        outputs["chats_message"] = f"Deleted “{conversation.title}”."
+        outputs["chats_message"] = text(language_of(request), "chat_deleted", title=conversation.title)
         if was_open:
             outputs.update(chatbot=[], turns=[])
         else:
@@ -113,7 +120,7 @@ class ChatsTab:
             )
             with gr.Row():
                 c["chats_previous"] = gr.Button(t("previous"), size="sm")
-                c["chats_label"] = gr.Markdown("Page 1 of 1")
+                c["chats_label"] = gr.Markdown(t("page_1_of_1"))
                 c["chats_next"] = gr.Button(t("next"), size="sm")
             c["chat_title"] = gr.Textbox(label=t("chat_title"), max_lines=1)
             with gr.Row():

@@ -1,4 +1,21 @@
-"""The UI's fixed labels in English and Russian; Gradio picks the language from the browser."""
+"""The UI's words in English and Russian, and how a callback renders them in the user's language.
+
+Three tables. TRANSLATIONS: the fixed labels, which Gradio translates in the browser (gr.I18n follows
+the browser's language). MESSAGES: what the callbacks compose (the balance line, confirmations, page
+labels, table headers), rendered on the server in the language of the request's Accept-Language (Gradio
+translates only static text, not values a callback returns). RUSSIAN_BY_ENGLISH: the messages that
+reach the UI as English text (errors the services raise, a turn's message from chat.py), keyed by their
+English template the way gettext keys its catalogue by the English string: domain code stays English
+and knows nothing of languages; the UI translates at its edge, once.
+
+Templates are str.format strings; `{n:credit|credits}` is the word that goes with the number n (two
+forms: the English rule, three: the Russian one). English output is the template as it always was.
+"""
+
+from __future__ import annotations
+
+import re
+import string
 
 TRANSLATIONS = {
     "en": {
@@ -70,6 +87,10 @@ TRANSLATIONS = {
         "set_password": "Set password",
         "create_user": "Create user",
         "admin_actions_section": "### Administrator actions (latest first)",
+        "regenerate": "Regenerate",
+        "edit_last_message": "Edit last message",
+        "download_statement": "Download statement (CSV)",
+        "page_1_of_1": "Page 1 of 1",
     },
     "ru": {
         "sign_in_intro": "Войдите или создайте учётную запись, чтобы получить стартовые кредиты.",
@@ -140,5 +161,525 @@ TRANSLATIONS = {
         "set_password": "Задать пароль",
         "create_user": "Создать пользователя",
         "admin_actions_section": "### Действия администраторов (сначала последние)",
+        "regenerate": "Ответить заново",
+        "edit_last_message": "Изменить последнее сообщение",
+        "download_statement": "Скачать выписку (CSV)",
+        "page_1_of_1": "Страница 1 из 1",
     },
 }
+
+CREDITS_EN = "{n} {n:credit|credits}"
+
+# What the callbacks compose, by key. Codes shown in tables (a ledger kind, a status) have a key
+# `<group>_<code>` whose English is the code itself, as the tables always showed it.
+MESSAGES = {
+    "en": {
+        "balance": "**Balance: {n} {n:credit|credits}**",
+        "signed_in": "Signed in as **{username}**",
+        "signed_in_admin": "Signed in as **{username}** (admin)",
+        "session_expired": "Your session has expired; please log in again.",
+        "model_choice": "{label} · {price} {price:credit|credits}",
+        "model_unavailable": "{label} is not available: {reason}",
+        # the chat
+        "turn_figures": "{tokens} {tokens:token|tokens} · {speed} tokens/s · {seconds} s",
+        "answer_footer": "— {model} · {credits} {credits:credit|credits}",
+        "answer_stopped": "Stopped.",
+        "answer_failed": "This answer failed. Nothing was charged.",
+        "model_restarting": "{model} is restarting; your answer starts as soon as it is back…",
+        "queue_position": "Waiting for {model}: {position} ahead of you…",
+        "regenerate_price": "Regenerate ({price} {price:credit|credits})",
+        "cancel_edit": "Cancel edit",
+        "no_answer_to_regenerate": "There is no answer to regenerate yet.",
+        "no_message_to_edit": "There is no message to edit yet.",
+        "wait_for_answer": "Wait for the answer to finish (or press Stop) first.",
+        # lists
+        "page_of": "Page {page} of {pages}",
+        "history_empty": "Page {page} of {pages} — no chats yet",
+        "chats_empty": "Page {page} of {pages} — no chats yet",
+        "chats_none_found": "Page {page} of {pages} — no chats found",
+        "chat_renamed": "Renamed to “{title}”.",
+        "chat_deleted": "Deleted “{title}”.",
+        "statement_page": "Page {page} of {pages} — {total} {total:entry|entries}",
+        "never": "never",
+        # top-up and statement
+        "topped_up": "Added {amount} {amount:credit|credits}. New balance: {balance} {balance:credit|credits}.",
+        "totals_entries": "Entries",
+        "totals_credits": "Credits",
+        "totals_balance": "Balance",
+        "total_signup": "Sign-up",
+        "total_topup": "Top-ups",
+        "total_grant": "Grants",
+        "total_charge": "Charges",
+        "kind_signup": "signup",
+        "kind_topup": "topup",
+        "kind_grant": "grant",
+        "kind_charge": "charge",
+        "status_ok": "ok",
+        "status_stopped": "stopped",
+        "status_error": "error",
+        "status_refused": "refused",
+        "status_interrupted": "interrupted",
+        "status_pending": "pending",
+        # the Account tab
+        "password_changed": "Password changed. {n} other {n:session|sessions} signed out.",
+        "password_changed_alone": "Password changed. No other session was signed in.",
+        "key_created": "Copy this key now: it is shown only once. Send it as `Authorization: Bearer <key>` to /v1.",
+        "key_revoked": "Revoked {name}: it stops working at once.",
+        "unnamed_key": "unnamed",
+        # the Admin tab
+        "users_page": "Page {page} of {pages} · {total} {total:account|accounts}",
+        "users_page_matching": "Page {page} of {pages} · {total} {total:account|accounts} matching “{search}”",
+        "granted": "Granted {amount} credits to {username}; balance now {balance}.",
+        "account_disabled": "{username} disabled (signed out everywhere; API keys stopped): now {role}, {state}.",
+        "account_enabled": "{username} enabled: now {role}, {state}.",
+        "account_promoted": "{username} promoted: now {role}, {state}.",
+        "account_demoted": "{username} demoted (signed out everywhere): now {role}, {state}.",
+        "account_unlocked": "{username} unlocked: now {role}, {state}.",
+        "now_admin": "an administrator",
+        "now_user": "a user",
+        "now_active": "active",
+        "now_disabled": "disabled",
+        "password_set": "New password set for {username}; their sessions have ended.",
+        "user_created": "Created {username} with {balance} credits.",
+        "role_admin": "admin",
+        "role_user": "user",
+        "state_active": "active",
+        "state_disabled": "disabled",
+        "state_locked": "locked",
+        "action_grant": "grant",
+        "action_disable": "disable",
+        "action_enable": "enable",
+        "action_promote": "promote",
+        "action_demote": "demote",
+        "action_unlock": "unlock",
+        "action_reset_password": "reset_password",
+        "action_create_user": "create_user",
+        "model_restarting_admin": "Restarting the {tier} model; its state follows below.",
+        "model_state_ready": "ready",
+        "model_state_unavailable": "unavailable",
+        "model_state_loading": "loading",
+        "model_state_restarting": "restarting",
+        "model_state_failed": "failed",
+        "model_state_crashed": "crashed",
+        "model_state_closed": "closed",
+        "model_state_unreachable": "unreachable",
+        # table headers
+        "col_chat": "Chat",
+        "col_last_used": "Last used (UTC)",
+        "col_turns": "Turns",
+        "col_date_time": "Date and time (UTC)",
+        "col_model": "Model",
+        "col_credits": "Credits",
+        "col_status": "Status",
+        "col_prompt": "Prompt",
+        "col_answer": "Answer",
+        "col_time": "Time (UTC)",
+        "col_kind": "Kind",
+        "col_amount": "Amount",
+        "col_balance_after": "Balance after",
+        "col_user": "User",
+        "col_balance": "Balance",
+        "col_held": "Held",
+        "col_role": "Role",
+        "col_state": "State",
+        "col_last_login": "Last login (UTC)",
+        "col_requests": "Requests",
+        "col_by": "By",
+        "col_action": "Action",
+        "col_account": "Account",
+        "col_detail": "Detail",
+        "col_name": "Name",
+        "col_key": "Key",
+        "col_created": "Created (UTC)",
+        "col_tier": "Tier",
+        "col_backend": "Backend",
+        "col_reason": "Reason",
+        # the sign-in form's fallback, shown by the browser when the /auth route cannot be reached
+        "sign_in_failed": "Something went wrong; please try again.",
+        "error_title": "Error",
+        "warning_title": "Warning",
+    },
+    "ru": {
+        "balance": "**Баланс: {n} {n:кредит|кредита|кредитов}**",
+        "signed_in": "Вы вошли как **{username}**",
+        "signed_in_admin": "Вы вошли как **{username}** (администратор)",
+        "session_expired": "Сеанс истёк; войдите снова.",
+        "model_choice": "{label} · {price} {price:кредит|кредита|кредитов}",
+        "model_unavailable": "Модель {label} недоступна: {reason}",
+        "turn_figures": "{tokens} {tokens:токен|токена|токенов} · {speed} ток./с · {seconds} с",
+        "answer_footer": "— {model} · {credits} {credits:кредит|кредита|кредитов}",
+        "answer_stopped": "Остановлено.",
+        "answer_failed": "Этот ответ не удался. Кредиты не списаны.",
+        "model_restarting": "Модель {model} перезапускается; ответ начнётся, как только она снова заработает…",
+        "queue_position": "Ожидание модели {model}: перед вами в очереди — {position}…",
+        "regenerate_price": "Ответить заново ({price} {price:кредит|кредита|кредитов})",
+        "cancel_edit": "Отменить изменение",
+        "no_answer_to_regenerate": "Ещё нет ответа, который можно получить заново.",
+        "no_message_to_edit": "Ещё нет сообщения, которое можно изменить.",
+        "wait_for_answer": "Сначала дождитесь конца ответа (или нажмите «Стоп»).",
+        "page_of": "Страница {page} из {pages}",
+        "history_empty": "Страница {page} из {pages} — чатов пока нет",
+        "chats_empty": "Страница {page} из {pages} — чатов пока нет",
+        "chats_none_found": "Страница {page} из {pages} — чаты не найдены",
+        "chat_renamed": "Новое название: «{title}».",
+        "chat_deleted": "Чат «{title}» удалён.",
+        "statement_page": "Страница {page} из {pages} — {total} {total:запись|записи|записей}",
+        "never": "никогда",
+        "topped_up": "Добавлено {amount} {amount:кредит|кредита|кредитов}. Новый баланс: {balance} {balance:кредит|кредита|кредитов}.",
+        "totals_entries": "Записей",
+        "totals_credits": "Кредитов",
+        "totals_balance": "Баланс",
+        "total_signup": "Регистрация",
+        "total_topup": "Пополнения",
+        "total_grant": "Начисления",
+        "total_charge": "Списания",
+        "kind_signup": "регистрация",
+        "kind_topup": "пополнение",
+        "kind_grant": "начисление",
+        "kind_charge": "списание",
+        "status_ok": "готово",
+        "status_stopped": "остановлен",
+        "status_error": "ошибка",
+        "status_refused": "отказ",
+        "status_interrupted": "прерван",
+        "status_pending": "выполняется",
+        "password_changed": "Пароль изменён. Завершено других сеансов: {n}.",
+        "password_changed_alone": "Пароль изменён. Других открытых сеансов не было.",
+        "key_created": "Скопируйте ключ сейчас: он показывается только один раз. Передавайте его в /v1 как `Authorization: Bearer <key>`.",
+        "key_revoked": "Ключ {name} отозван: он сразу перестаёт работать.",
+        "unnamed_key": "без названия",
+        "users_page": "Страница {page} из {pages} · {total} {total:учётная запись|учётные записи|учётных записей}",
+        "users_page_matching": "Страница {page} из {pages} · {total} {total:учётная запись|учётные записи|учётных записей} по запросу «{search}»",
+        "granted": "Пользователю {username} начислено {amount} {amount:кредит|кредита|кредитов}; баланс теперь {balance}.",
+        "account_disabled": "{username}: учётная запись отключена (все сеансы завершены, ключи API остановлены); теперь {role}, {state}.",
+        "account_enabled": "{username}: учётная запись включена; теперь {role}, {state}.",
+        "account_promoted": "{username}: назначен администратором; теперь {role}, {state}.",
+        "account_demoted": "{username}: права администратора сняты (все сеансы завершены); теперь {role}, {state}.",
+        "account_unlocked": "{username}: учётная запись разблокирована; теперь {role}, {state}.",
+        "now_admin": "администратор",
+        "now_user": "пользователь",
+        "now_active": "учётная запись активна",
+        "now_disabled": "учётная запись отключена",
+        "password_set": "Для {username} задан новый пароль; все его сеансы завершены.",
+        "user_created": "Создана учётная запись {username}; на счету {balance} {balance:кредит|кредита|кредитов}.",
+        "role_admin": "администратор",
+        "role_user": "пользователь",
+        "state_active": "активна",
+        "state_disabled": "отключена",
+        "state_locked": "заблокирована",
+        "action_grant": "начисление",
+        "action_disable": "отключение",
+        "action_enable": "включение",
+        "action_promote": "назначение администратором",
+        "action_demote": "снятие прав администратора",
+        "action_unlock": "разблокировка",
+        "action_reset_password": "новый пароль",
+        "action_create_user": "создание учётной записи",
+        "model_restarting_admin": "Модель {tier} перезапускается; её состояние показано ниже.",
+        "model_state_ready": "готова",
+        "model_state_unavailable": "недоступна",
+        "model_state_loading": "загружается",
+        "model_state_restarting": "перезапускается",
+        "model_state_failed": "не загрузилась",
+        "model_state_crashed": "упала",
+        "model_state_closed": "закрыта",
+        "model_state_unreachable": "сервер недоступен",
+        "col_chat": "Чат",
+        "col_last_used": "Последнее использование (UTC)",
+        "col_turns": "Ответов",
+        "col_date_time": "Дата и время (UTC)",
+        "col_model": "Модель",
+        "col_credits": "Кредиты",
+        "col_status": "Статус",
+        "col_prompt": "Запрос",
+        "col_answer": "Ответ",
+        "col_time": "Время (UTC)",
+        "col_kind": "Вид",
+        "col_amount": "Сумма",
+        "col_balance_after": "Баланс после",
+        "col_user": "Пользователь",
+        "col_balance": "Баланс",
+        "col_held": "Зарезервировано",
+        "col_role": "Роль",
+        "col_state": "Состояние",
+        "col_last_login": "Последний вход (UTC)",
+        "col_requests": "Запросов",
+        "col_by": "Кто",
+        "col_action": "Действие",
+        "col_account": "Учётная запись",
+        "col_detail": "Подробности",
+        "col_name": "Название",
+        "col_key": "Ключ",
+        "col_created": "Создан (UTC)",
+        "col_tier": "Уровень",
+        "col_backend": "Бэкенд",
+        "col_reason": "Причина",
+        "sign_in_failed": "Что-то пошло не так; попробуйте снова.",
+        "error_title": "Ошибка",
+        "warning_title": "Предупреждение",
+    },
+}
+
+# Messages that reach the UI as English text: raised by the services (and by the UI's own checks),
+# or a turn's message (chat.py). Keyed by the English template; `{reason}` is translated in turn.
+RUSSIAN_BY_ENGLISH = {
+    # sessions and rights (ui.py, admin.py)
+    "Please log in.": "Пожалуйста, войдите.",
+    "Your session has expired; please log in again.": "Сеанс истёк; войдите снова.",
+    "Your session has ended; please log in again.": "Сеанс завершён; войдите снова.",
+    "Administrators only.": "Только для администраторов.",
+    "Something went wrong (error {error_id}).": "Что-то пошло не так (ошибка {error_id}).",
+    # signing in and accounts (auth.py, web/app.py)
+    "Enter a username.": "Введите имя пользователя.",
+    "A username has 3 to 32 characters: letters A–Z, digits, and . _ - (no spaces).":
+        "Имя пользователя — от 3 до 32 символов: латинские буквы A–Z, цифры и . _ - (без пробелов).",
+    "Enter a password.": "Введите пароль.",
+    "A password cannot contain a NUL character.": "Пароль не может содержать символ NUL.",
+    "A password needs at least {n} characters.": "Пароль должен быть не короче {n} {n:символа|символов|символов}.",
+    "A password can be at most {n} bytes in UTF-8 (72 plain letters, fewer with accents or emoji).":
+        "Пароль — не больше {n} байт в UTF-8 (72 латинские буквы, меньше с диакритикой или эмодзи).",
+    "The password contains an invalid character.": "Пароль содержит недопустимый символ.",
+    "No user with id {user_id}.": "Нет пользователя с id {user_id}.",
+    "No user named {username}.": "Нет пользователя с именем {username}.",
+    "Wrong username or password.": "Неверное имя пользователя или пароль.",
+    "This account is disabled. Ask an administrator to enable it.":
+        "Эта учётная запись отключена. Попросите администратора её включить.",
+    "This account is disabled.": "Эта учётная запись отключена.",
+    "Too many failed attempts. Try again at {time} UTC (in {minutes} {minutes:minute|minutes}).":
+        "Слишком много неудачных попыток. Попробуйте снова в {time} UTC (через {minutes} {minutes:минуту|минуты|минут}).",
+    "Too many failed sign-ins for this account; try again in {seconds} s.":
+        "Слишком много неудачных входов в эту учётную запись; попробуйте снова через {seconds} с.",
+    "The username {username} is taken; choose another.": "Имя пользователя {username} занято; выберите другое.",
+    "The current password is wrong.": "Текущий пароль неверен.",
+    "The new password is the same as the current one.": "Новый пароль совпадает с текущим.",
+    "Too many sign-ins right now; try again in 5 s.": "Сейчас слишком много входов; попробуйте снова через 5 с.",
+    "The username or password is far too long.": "Имя пользователя или пароль слишком длинные.",
+    "Too many sign-in attempts; try again in {seconds} s.": "Слишком много попыток входа; попробуйте снова через {seconds} с.",
+    "Registration is closed; ask an administrator for an account.":
+        "Регистрация закрыта; попросите администратора создать вам учётную запись.",
+    "Too many new accounts from your address; try again in {minutes} {minutes:minute|minutes}.":
+        "С вашего адреса создано слишком много учётных записей; попробуйте снова через {minutes} {minutes:минуту|минуты|минут}.",
+    # administrator actions (admin.py)
+    "Cannot demote {username}: they are the only enabled administrator. Promote another account first.":
+        "Нельзя снять права администратора с {username}: это единственный активный администратор. "
+        "Сначала назначьте администратором другую учётную запись.",
+    "Cannot disable {username}: they are the only enabled administrator. Promote another account first.":
+        "Нельзя отключить {username}: это единственный активный администратор. "
+        "Сначала назначьте администратором другую учётную запись.",
+    "A note must be text.": "Примечание должно быть текстом.",
+    "A note is at most {n} characters.": "Примечание — не больше {n} {n:символа|символов|символов}.",
+    "A note cannot contain control characters or invalid text.":
+        "Примечание не может содержать управляющие символы или недопустимый текст.",
+    "Credits to grant: a non-zero whole number from -{maximum} to {maximum}.":
+        "Сколько кредитов начислить: целое ненулевое число от -{maximum} до {maximum}.",
+    # credits (ledger.py, ui.py)
+    "Credits must be a whole number.": "Количество кредитов должно быть целым числом.",
+    "Credits must be a whole number, not {value}.": "Количество кредитов должно быть целым числом, а не {value}.",
+    "Enter credits as a whole number from 1 to {maximum}.": "Введите количество кредитов — целое число от 1 до {maximum}.",
+    "Credits must be a whole number from 1 to {maximum}.": "Количество кредитов — целое число от 1 до {maximum}.",
+    "Credits must be from 1 to {maximum}; got {value}.": "Количество кредитов — от 1 до {maximum}; получено {value}.",
+    "Not enough credits: this needs {price}, you have {available} available.":
+        "Недостаточно кредитов: нужно {price}, доступно {available}.",
+    "Not enough credits: this answer costs {price}, you have {available}.":
+        "Недостаточно кредитов: ответ стоит {price}, у вас {available}.",
+    "A grant must be a non-zero whole number of credits.": "Начисление — целое ненулевое число кредитов.",
+    "A hold must be at least 1 credit.": "Резерв — не меньше 1 кредита.",
+    "No hold for request {request_id}.": "Нет резерва для запроса {request_id}.",
+    "Top-ups are turned off here; ask an administrator for credits.":
+        "Пополнение здесь отключено; попросите кредиты у администратора.",
+    # a chat turn (chat.py) and the chats (conversations.py, ui_chats.py)
+    "Unknown model {tier}.": "Неизвестная модель {tier}.",
+    "Type a message first.": "Сначала введите сообщение.",
+    "The message contains a NUL character; remove it and send again.":
+        "Сообщение содержит символ NUL; удалите его и отправьте снова.",
+    "The message is {length} characters long; the limit is {limit}.":
+        "Длина сообщения — {length} {length:символ|символа|символов}; предел — {limit}.",
+    "The message contains an invalid character; remove it and send again.":
+        "Сообщение содержит недопустимый символ; удалите его и отправьте снова.",
+    "Only the last message of a chat can be regenerated or edited.":
+        "Ответить заново или изменить можно только последнее сообщение чата.",
+    "Only the last message of the chat can be regenerated or edited.":
+        "Ответить заново или изменить можно только последнее сообщение чата.",
+    "Wait for the answer to finish (or press Stop) first.": "Сначала дождитесь конца ответа (или нажмите «Стоп»).",
+    "{label} is not available: {reason}": "Модель {label} недоступна: {reason}",
+    "Not enough credits: {label} costs {price} {price:credit|credits} per answer and you have {available}. "
+    "Add credits on the Top up tab.":
+        "Недостаточно кредитов: ответ модели {label} стоит {price} {price:кредит|кредита|кредитов}, а у вас {available}. "
+        "Пополните баланс на вкладке «Пополнить».",
+    "Stopped.": "Остановлено.",
+    "Stopped. Nothing was charged.": "Остановлено. Кредиты не списаны.",
+    "The model returned an empty answer. Nothing was charged.": "Модель вернула пустой ответ. Кредиты не списаны.",
+    "The database is busy, so this answer was not recorded. Nothing was charged; please try again.":
+        "База данных занята, поэтому ответ не записан. Кредиты не списаны; попробуйте снова.",
+    "{reason} Nothing was charged. (error {error_id})": "{reason} Кредиты не списаны. (ошибка {error_id})",
+    "The model failed to answer.": "Модель не смогла ответить.",
+    "Enter a title for the chat.": "Введите название чата.",
+    "A chat title has at most {n} characters.": "Название чата — не больше {n} {n:символа|символов|символов}.",
+    "The title contains an invalid character.": "Название содержит недопустимый символ.",
+    "That chat was not found.": "Чат не найден.",
+    "Search for at most 200 characters of text.": "Искать можно не больше 200 символов текста.",
+    "Choose a chat in the list first.": "Сначала выберите чат в списке.",
+    "A page number is a whole number from 1.": "Номер страницы — целое число от 1.",
+    # API keys (keys.py, ui_api_keys.py)
+    "A key's name must be text.": "Название ключа должно быть текстом.",
+    "A key's name is at most {n} characters.": "Название ключа — не больше {n} {n:символа|символов|символов}.",
+    "A key's name cannot contain control characters.": "Название ключа не может содержать управляющие символы.",
+    "No API key with id {key_id}.": "Нет ключа API с id {key_id}.",
+    "Choose a key to revoke.": "Выберите ключ, который нужно отозвать.",
+    # the admin reports (reports.py) and models (engine.py, backends/, ui_admin_models.py)
+    "{what} must be a date as YYYY-MM-DD; got {value}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value}.",
+    "The start date {since} is after the end date {until}.": "Начальная дата {since} позже конечной {until}.",
+    "Choose the model to restart.": "Выберите модель для перезапуска.",
+    "The {label} model is not available: {reason}": "Модель {label} недоступна: {reason}",
+    "The {label} model is shutting down.": "Модель {label} останавливается.",
+    "The {label} model is busy; please try again in a moment.": "Модель {label} занята; попробуйте снова чуть позже.",
+    "Your message is too long for {label}: it is about {tokens} tokens and at most {allowed} fit "
+    "(roughly {chars} characters). Please shorten it.":
+        "Сообщение слишком длинное для {label}: в нём около {tokens} {tokens:токена|токенов|токенов}, а помещается "
+        "не больше {allowed} (примерно {chars} {chars:символа|символов|символов}). Сократите его.",
+    "The conversation could not be formatted for the model.": "Не удалось подготовить разговор для модели.",
+    "The conversation is too long for the model.": "Разговор слишком длинный для модели.",
+    "The model failed while generating; please try again.": "Модель сбилась при генерации ответа; попробуйте снова.",
+    "The model stopped unexpectedly.": "Модель неожиданно остановилась.",
+    "The model server ended the answer early, without finishing it; please try again.":
+        "Сервер модели оборвал ответ, не закончив его; попробуйте снова.",
+    "The model server sent an answer this app cannot read.":
+        "Сервер модели прислал ответ, который это приложение не может прочитать.",
+    "The model server ended the answer before it began; if this chat is long, start a new one.":
+        "Сервер модели оборвал ответ, не начав его; если чат длинный, начните новый.",
+}
+
+LANGUAGES = ("en", "ru")
+DEFAULT_LANGUAGE = "en"
+NESTED = frozenset({"reason"})  # placeholders that hold a message of their own, translated in turn
+
+
+def plural_form(value, forms: list[str]) -> str:
+    """The form of a word for the number `value`: two forms by the English rule, three by the Russian."""
+    try:
+        n = int(str(value).replace(",", "").strip())
+    except ValueError:
+        return forms[-1]
+    if len(forms) == 2:
+        return forms[0] if n == 1 else forms[1]
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return forms[0]
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return forms[1]
+    return forms[2]
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value, format_spec):
+        if "|" in format_spec:
+            return plural_form(value, format_spec.split("|"))
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _Formatter()
+
+
+def text(language: str, key: str, **params) -> str:
+    """A MESSAGES (or label) template in `language`, filled in; English when the language lacks it."""
+    table = MESSAGES.get(language) or MESSAGES[DEFAULT_LANGUAGE]
+    template = table.get(key) or TRANSLATIONS.get(language, {}).get(key)
+    if template is None:
+        template = MESSAGES[DEFAULT_LANGUAGE].get(key) or TRANSLATIONS[DEFAULT_LANGUAGE][key]
+    return _FORMATTER.format(template, **params)
+
+
+def template_fields(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+
+
+def _pattern(template: str) -> re.Pattern:
+    """The regular expression that matches what `template` renders, its placeholders captured by name."""
+    parts, seen = [], set()
+    for literal, field, spec, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field is None:
+            continue
+        if spec and "|" in spec:
+            forms = sorted(spec.split("|"), key=len, reverse=True)
+            parts.append("(?:" + "|".join(map(re.escape, forms)) + ")")
+        elif field in seen:
+            parts.append(f"(?P={field})")
+        else:
+            seen.add(field)
+            parts.append(f"(?P<{field}>.+?)")
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _literal_length(template: str) -> int:
+    return sum(len(literal) for literal, *_ in string.Formatter().parse(template))
+
+
+# The most specific template first: "The {label} model is not available: …" before "{label} is not available: …".
+_CATALOGUE = {
+    "ru": [
+        (_pattern(english), russian)
+        for english, russian in sorted(RUSSIAN_BY_ENGLISH.items(), key=lambda item: -_literal_length(item[0]))
+    ],
+}
+
+
+def translated(language: str, message: str, *, _depth: int = 0) -> str:
+    """An English message from the services in `language`; a message the catalogue lacks stays English."""
+    if language == DEFAULT_LANGUAGE or not isinstance(message, str) or language not in _CATALOGUE:
+        return message
+    for pattern, template in _CATALOGUE[language]:
+        found = pattern.fullmatch(message)
+        if found is None:
+            continue
+        params = found.groupdict()
+        if _depth < 3:
+            params.update({name: translated(language, params[name], _depth=_depth + 1) for name in NESTED & params.keys()})
+        return _FORMATTER.format(template, **params)
+    return message
+
+
+_LANGUAGE_RANGE = re.compile(r"\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*")
+
+
+def language_of(request) -> str:
+    """The language for this request's messages: the first of LANGUAGES its Accept-Language prefers.
+
+    Browsers send Accept-Language with every fetch, Gradio's queue calls included; without one (a
+    script, a test) the messages are English.
+    """
+    headers = getattr(request, "headers", None)
+    try:
+        header = headers.get("accept-language", "") if headers is not None else ""
+    except Exception:  # noqa: BLE001 — a request without usable headers speaks the default
+        header = ""
+    if not isinstance(header, str):
+        return DEFAULT_LANGUAGE
+    ranked = []
+    for position, item in enumerate(header[:512].split(",")[:32]):
+        found = _LANGUAGE_RANGE.fullmatch(item)
+        if found is None:
+            continue
+        try:
+            quality = float(found.group(2)) if found.group(2) else 1.0
+        except ValueError:
+            continue
+        if quality > 0:
+            ranked.append((-quality, position, found.group(1).lower()))
+    for _, _, language in sorted(ranked):
+        if language in LANGUAGES:
+            return language
+        if language == "*":
+            return DEFAULT_LANGUAGE
+    return DEFAULT_LANGUAGE
+
+
+def columns(language: str, keys: list[str]) -> list[str]:
+    """A table's headers in `language`."""
+    return [text(language, key) for key in keys]
+
+
+def code_name(language: str, group: str, code) -> str:
+    """A code a table shows (a status, a ledger kind) in `language`; an unknown code as it is."""
+    key = f"{group}_{code}"
+    return text(language, key) if isinstance(code, str) and key in MESSAGES[DEFAULT_LANGUAGE] else code

@@ -12,47 +12,53 @@ import pandas as pd
 
 from . import statement
 from .history import neighbour_page
+from .ui_text import code_name, columns, language_of, text
 
-KIND_NAMES = {"signup": "Sign-up", "topup": "Top-ups", "grant": "Grants", "charge": "Charges"}
+LEDGER_COLUMN_KEYS = ["col_time", "col_kind", "col_amount", "col_balance_after"]
 # The CSV comes from the app's own route (web/app.py), which checks the session cookie itself: no
-# file of anyone's statement is ever written where Gradio would serve it by URL.
-STATEMENT_CSV_LINK = (
-    '<a href="statement.csv" download class="statement-csv" id="statement-csv">Download statement (CSV)</a>'
-)
+# file of anyone's statement is ever written where Gradio would serve it by URL. The link's text is
+# a label Gradio translates in the browser (`t`).
+STATEMENT_CSV_LINK = '<a href="statement.csv" download class="statement-csv" id="statement-csv">{}</a>'
 
 
-def totals_markdown(user_id: int) -> str:
-    lines = ["| | Entries | Credits |", "|---|---:|---:|"]
+def totals_markdown(user_id: int, language: str = "en") -> str:
+    lines = [f"| | {text(language, 'totals_entries')} | {text(language, 'totals_credits')} |", "|---|---:|---:|"]
     totals = statement.totals_by_kind(user_id)
     for total in totals:
-        lines.append(f"| {KIND_NAMES.get(total.kind, total.kind)} | {total.entries:,} | {total.credits:+,d} |")
-    lines.append(f"| **Balance** | {sum(t.entries for t in totals):,} | **{sum(t.credits for t in totals):,}** |")
+        lines.append(f"| {code_name(language, 'total', total.kind)} | {total.entries:,} | {total.credits:+,d} |")
+    lines.append(
+        f"| **{text(language, 'totals_balance')}** | {sum(t.entries for t in totals):,} | **{sum(t.credits for t in totals):,}** |"
+    )
     return "\n".join(lines)
 
 
 class TopUpTab:
-    LEDGER_COLUMNS = ["Time (UTC)", "Kind", "Amount", "Balance after"]
+    LEDGER_COLUMNS = columns("en", LEDGER_COLUMN_KEYS)
 
-    def statement_view(self, user_id: int, page=1) -> tuple[pd.DataFrame, statement.StatementPage]:
+    def statement_view(self, user_id: int, page=1, language: str = "en") -> tuple[pd.DataFrame, statement.StatementPage]:
         """One page of the user's entries as a table, newest first, and the page it turned out to be."""
         found = statement.list_statement(user_id, page, self.settings.history_page_size)
-        rows = [[f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.kind, f"{e.amount:+d}", e.balance_after] for e in found.entries]
-        return pd.DataFrame(rows, columns=self.LEDGER_COLUMNS), found
+        rows = [
+            [f"{e.created_at:%Y-%m-%d %H:%M:%S}", code_name(language, "kind", e.kind), f"{e.amount:+d}", e.balance_after]
+            for e in found.entries
+        ]
+        return pd.DataFrame(rows, columns=columns(language, LEDGER_COLUMN_KEYS)), found
 
-    def ledger_table(self, user_id: int) -> pd.DataFrame:
+    def ledger_table(self, user_id: int, language: str = "en") -> pd.DataFrame:
         """The statement's first page: what a top-up shows at once."""
-        return self.statement_view(user_id)[0]
+        return self.statement_view(user_id, 1, language)[0]
 
     def statement_page(self, request: gr.Request, page) -> dict:
         """A page of the statement and the totals by kind."""
         user = self.current_user(request)
-        table, found = self.statement_view(user.id, page)
-        label = f"Page {found.page} of {found.total_pages} — {found.total:,} {'entry' if found.total == 1 else 'entries'}"
+        language = language_of(request)
+        table, found = self.statement_view(user.id, page, language)
+        label = text(language, "statement_page", page=found.page, pages=found.total_pages, total=f"{found.total:,}")
         return {
             "statement_table": table,
             "statement_label": label,
             "statement_page_state": found.page,
-            "statement_totals": totals_markdown(user.id),
+            "statement_totals": totals_markdown(user.id, language),
         }
 
     def statement_first(self, request: gr.Request) -> dict:
@@ -81,9 +87,9 @@ class TopUpTab:
             )
             with gr.Row():
                 c["statement_previous"] = gr.Button(t("previous"), size="sm", elem_id="statement-previous")
-                c["statement_label"] = gr.Markdown("Page 1 of 1", elem_id="statement-label")
+                c["statement_label"] = gr.Markdown(t("page_1_of_1"), elem_id="statement-label")
                 c["statement_next"] = gr.Button(t("next"), size="sm", elem_id="statement-next")
-            gr.HTML(STATEMENT_CSV_LINK)
+            gr.HTML(STATEMENT_CSV_LINK.format(t("download_statement")))
             c["statement_page_state"] = gr.State(1)
 
     def wire_topup_tab(self, c: dict) -> None:

@@ -119,19 +119,24 @@ def chat_settings(data_dir: Path, database):
 # --- a browser's session, for calling the UI's callbacks in-process ---------------------------
 
 
-def browser_request(token: str | None = None):
-    """A gr.Request as Gradio builds it for an event from a browser holding this session cookie."""
+def browser_request(token: str | None = None, *, accept_language: str | None = None):
+    """A gr.Request as Gradio builds it for an event from a browser holding this session cookie
+    (and sending this Accept-Language: a browser set to Russian sends "ru-RU,ru;q=0.9")."""
     import gradio as gr
     from starlette.requests import Request
 
     headers = [(b"cookie", f"gemma_session={token}".encode())] if token else []
+    if accept_language is not None:
+        headers.append((b"accept-language", accept_language.encode()))
     scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": b""}
     request = gr.Request(request=Request(scope))
     request.token = token
     return request
 
 
-def signed_in_request(settings, username: str, password: str = "long enough pw", *, register: bool = True):
+def signed_in_request(
+    settings, username: str, password: str = "long enough pw", *, register: bool = True, accept_language: str | None = None
+):
     """Register (or log in) through the same functions as the /auth routes; the browser's request after."""
     from gemma_chat import auth
     from gemma_chat.web.app import login_with_session, register_with_session
@@ -140,7 +145,7 @@ def signed_in_request(settings, username: str, password: str = "long enough pw",
         token = register_with_session(settings, username, password)
     else:
         token = login_with_session(settings, username, password, auth.LOCAL_CLIENT)
-    request = browser_request(token)
+    request = browser_request(token, accept_language=accept_language)
     request.user_id = auth.find_user(username).id
     return request
 

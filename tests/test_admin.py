@@ -179,6 +179,13 @@ def test_list_accounts_searches_and_pages(settings, people):
     assert admin.list_accounts("\ud800") == ([], 0) and admin.list_accounts("bób") == ([], 0)
 
 
+def test_a_page_past_the_end_is_the_last_page_however_large(settings, people):
+    """Found by tests/test_admin_users_fuzz.py: page 2**62 reached SQL's OFFSET, which overflowed."""
+    for page in (3, 2**62, 10**30):
+        rows, total = admin.list_accounts("", page=page, page_size=1)
+        assert (total, [r.username for r in rows]) == (2, ["root"])
+
+
 # --- the Admin tab's Users section, called as Gradio calls it ---------------------------------
 
 
@@ -206,6 +213,7 @@ def test_the_users_section_lists_accounts_and_acts_as_the_signed_in_admin(ui, ch
     assert reset["users_message"] == "⚠ A password needs at least 8 characters." and reset["admin_password"] == ""
     created = ui.create_account(root, "carol", "long enough pw", "", 1)
     assert created["users_message"] == "Created carol with 10 credits."
+    assert ui.users_next(root, "", 2**63)["users_page_label"] == "Page 1 of 1 · 3 accounts"
 
 
 def test_the_users_section_refuses_no_session_a_non_admin_and_a_demoted_admin(ui, chat_settings):

@@ -249,3 +249,14 @@ def test_markdown_in_an_answer_is_kept_for_the_renderer_and_html_is_escaped(app,
     chatbot, *_ = chat(app, sign_up(app), message=text)[-1]
     assert chatbot[0]["content"] == "**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;"
     assert chatbot[1]["content"].startswith("**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;\n\n")
+
+
+def test_a_chatbot_that_is_not_a_list_is_started_afresh(app, demo_engine):
+    """Found by tests/test_ui_replace_fuzz.py: a forged event's chatbot (a number, say) raised TypeError."""
+    from reliability.test_hostile_input import EchoEngine
+
+    app.engine = EchoEngine(demo_engine)
+    session = sign_up(app)
+    for forged in (5, "text", {"role": "user"}, None):
+        chatbot, message_box, balance, _ = list(app.send(session, "mini", "hi", forged, []))[-1]
+        assert [bubble["role"] for bubble in chatbot] == ["user", "assistant"] and message_box == ""

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa:
 from .. import auth, sessions, statement  # noqa: E402
 from ..db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp, use_served_route_app  # noqa: E402
+from ..ui_text import language_of, translated  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
@@ -116,12 +117,14 @@ def create_app(settings: Settings, engine) -> WebApp:
             raise GemmaChatError("Enter a username.")
         return data.get("username"), data.get("password")
 
-    def refused(exc: GemmaChatError) -> JSONResponse:
+    def refused(request: Request, exc: GemmaChatError) -> JSONResponse:
+        """The sign-in form shows `message`, in the language the browser asks for."""
+        message = translated(language_of(request), exc.message)
         if isinstance(exc, ThrottledError):
             return JSONResponse(
-                {"ok": False, "message": exc.message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+                {"ok": False, "message": message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
             )
-        return JSONResponse({"ok": False, "message": exc.message}, status_code=400)
+        return JSONResponse({"ok": False, "message": message}, status_code=400)
 
     def signed_in(request: Request, token: str) -> JSONResponse:
         old = request.cookies.get(SESSION_COOKIE)
@@ -154,7 +157,7 @@ def create_app(settings: Settings, engine) -> WebApp:
                 raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
             token = await guarded("login", login_with_session, settings, username, password, client)
         except GemmaChatError as exc:
-            return refused(exc)
+            return refused(request, exc)
         return signed_in(request, token)
 
     @api.post("/auth/register")
@@ -181,7 +184,7 @@ def create_app(settings: Settings, engine) -> WebApp:
                 raise
             registrations.hit(client)
         except GemmaChatError as exc:
-            return refused(exc)
+            return refused(request, exc)
         return signed_in(request, token)
 
     def signed_out() -> JSONResponse:
@@ -210,7 +213,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         token = request.cookies.get(SESSION_COOKIE)
         found = sessions.resolve_session(settings, token) if token else None
         if found is None:
-            return PlainTextResponse("Please log in.", status_code=401)
+            return PlainTextResponse(translated(language_of(request), "Please log in."), status_code=401)
         out = io.StringIO()
         statement.write_statement_csv(found.user.id, out)
         name = f"gemma-chat-statement-{found.user.username}-{utcnow():%Y-%m-%d}.csv"

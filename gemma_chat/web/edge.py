@@ -25,6 +25,7 @@ import hashlib
 import json
 import threading
 import time
+import types
 from typing import Callable
 from urllib.parse import parse_qs
 
@@ -32,6 +33,7 @@ import anyio
 
 from ..config import Settings
 from ..error_log import logger
+from ..ui_text import language_of, translated
 
 SIGNIN_PATHS = frozenset({"/auth/login", "/auth/register"})
 
@@ -173,10 +175,10 @@ class Edge:
             # An address over its sign-in limit is refused here, before FastAPI routes the request
             # or reads its body: during a flood, each refusal takes as little of the event loop as it can.
             if wait := self.signin_retry_after(client_address(scope, headers, self.settings)):
-                return await respond(
-                    send, 429, f"Too many sign-in attempts; try again in {wait} s.",
-                    [(b"retry-after", str(wait).encode())], shape="auth",
-                )
+                # The sign-in form shows it: in the browser's language, as the /auth routes answer.
+                reader = types.SimpleNamespace(headers={"accept-language": headers.get(b"accept-language", b"").decode("latin-1")})
+                message = translated(language_of(reader), f"Too many sign-in attempts; try again in {wait} s.")
+                return await respond(send, 429, message, [(b"retry-after", str(wait).encode())], shape="auth")
 
         gradio = "/gradio_api/" in path
         if gradio and path.endswith("/upload"):
