@@ -350,6 +350,10 @@ def _postgres_rows(pg: dict) -> list[tuple[str, str, str, str]]:
                      + (f"; the same SQL through the app's connection x{_fmt(figures['app_connection_ratio'], 3)} "
                         f"(p50 {_fmt(figures['app_connection']['p50_ms'], 2)} ms)" if "app_connection" in figures else "")))
     for span, report in pg["report"].items():
+        if span == "rollup_first_fill_ms":
+            rows.append(("PostgreSQL admin report, the roll-up's first fill, ms", _fmt(report), "-",
+                         "once, the first report after an upgrade"))
+            continue
         slow = ", ".join(f"{part} {_fmt(report['parts'][part]['ours_ms'])}" for part in report["slowest_parts"])
         rows.append((f"PostgreSQL admin report, {span.replace('_', ' ')}, ms", _fmt(report["total_ms"]),
                      f"raw fetch {_fmt(report['raw_fetch_total_ms'])}",
