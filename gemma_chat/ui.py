@@ -268,7 +268,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         """Run a service call; an unexpected failure is logged and becomes a message with its id."""
         try:
             return function(*args, **kwargs)
-        except GemmaChatError:
+        except (GemmaChatError, gr.Error):  # a refusal, or a popup a callback already made of one
             raise
         except Exception as exc:  # noqa: BLE001
             raise GemmaChatError(f"Something went wrong (error {log_error(f'ui:{location}', exc)}).") from exc
@@ -286,6 +286,12 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         default = choices[0][1] if choices else None
         return choices, default, "\n\n".join(notes)
 
+    # In this order on the wire (a page's load event); the callbacks return them by name.
+    RESTORE_OUTPUTS = [
+        "login_view", "app_view", "password", "login_message", "who", "balance", "admin_tab", "model", "model_notes",
+        "chatbot", "turns",
+    ]
+
     def restore(self, request: gr.Request):
         """Page load: a live session cookie shows the app (a reload keeps you signed in)."""
         try:
@@ -296,19 +302,19 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         choices, default, notes = self.model_choices(language)
         found = self.signed_in(request, touch=False)
         shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id, language)
-        return (
-            gr.update(visible=False),
-            gr.update(visible=True),
-            "",
-            "",
-            text(language, "signed_in_admin" if user.is_admin else "signed_in", username=user.username),
-            balance_text(user.id, language),
-            gr.update(visible=bool(user.is_admin)),
-            gr.update(choices=choices, value=default),
-            notes,
-            shown,
-            context,
-        )
+        return {
+            "login_view": gr.update(visible=False),
+            "app_view": gr.update(visible=True),
+            "password": "",
+            "login_message": "",
+            "who": text(language, "signed_in_admin" if user.is_admin else "signed_in", username=user.username),
+            "balance": balance_text(user.id, language),
+            "admin_tab": gr.update(visible=bool(user.is_admin)),
+            "model": gr.update(choices=choices, value=default),
+            "model_notes": notes,
+            "chatbot": shown,
+            "turns": context,
+        }
 
     def _signed_out(self, request):
         # The form's fields are left alone: on a slow machine this load event can answer after the
@@ -316,7 +322,11 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         # replay this page's session_hash here (web/edge.py) and must not change its State;
         # signing in again reloads the page, which starts a fresh one.
         message = text(language_of(request), "session_expired") if session_token(request) else gr.update()
-        return (gr.update(visible=True), gr.update(visible=False), gr.update(), message) + (gr.update(),) * 3 + ("", "", [], gr.update())
+        return {
+            "login_view": gr.update(visible=True), "app_view": gr.update(visible=False), "password": gr.update(),
+            "login_message": message, "who": gr.update(), "balance": gr.update(), "admin_tab": gr.update(),
+            "model": "", "model_notes": "", "chatbot": [], "turns": gr.update(),
+        }
 
     def check_session(self, request: gr.Request):
         """Timer tick: an expired or revoked session returns the page to sign-in."""
@@ -525,6 +535,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
     # --- history ----------------------------------------------------------------------
 
     HISTORY_COLUMNS = columns("en", HISTORY_COLUMN_KEYS)
+    HISTORY_OUTPUTS = ["history_table", "history_page_label", "history_page", "history_full", "full_prompt", "full_answer"]
 
     @shows_errors
     def history(self, request: gr.Request, page):
@@ -539,7 +550,10 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
         table = pd.DataFrame(rows, columns=columns(language, HISTORY_COLUMN_KEYS))
         full = owned(user.id, [(r.prompt, r.answer) for r in result.rows])
         label = text(language, "page_of" if result.total else "history_empty", page=result.page, pages=result.total_pages)
-        return table, label, result.page, full, "", ""
+        return {
+            "history_table": table, "history_page_label": label, "history_page": result.page, "history_full": full,
+            "full_prompt": "", "full_answer": "",
+        }
 
     @shows_errors
     def history_step(self, request: gr.Request, page, step):
@@ -577,6 +591,11 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
 
     # --- admin ------------------------------------------------------------------------
 
+    ADMIN_REPORT_OUTPUTS = [
+        "model_plot", "model_table", "user_table", "user_plot", "day_plot", "errors_table", "error_tracebacks",
+        "error_text", "performance_table", "performance_plot", "active_table", "active_plot",
+    ]
+
     @shows_errors
     def admin_report(self, request: gr.Request, since, until):
         user = self.current_user(request, admin=True)
@@ -593,10 +612,13 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             columns=["model", "requests", "error_rate", "ttft_median_ms", "ttft_p95_ms", "tokens_per_s", "answer_median_ms", "answer_p95_ms"],
         )
         active = pd.DataFrame(report["active_users_by_day"], columns=["day", "active_users"])
-        return (
-            by_model, by_model, by_user, by_user, per_day, error_table, owned(user.id, errors["traceback"].tolist()), "",
-            performance, performance, active, active,
-        )
+        return {
+            "model_plot": by_model, "model_table": by_model, "user_table": by_user, "user_plot": by_user,
+            "day_plot": per_day, "errors_table": error_table,
+            "error_tracebacks": owned(user.id, errors["traceback"].tolist()), "error_text": "",
+            "performance_table": performance, "performance_plot": performance, "active_table": active,
+            "active_plot": active,
+        }
 
     @shows_errors
     def error_detail(self, request: gr.Request, tracebacks, event: gr.SelectData):
@@ -719,14 +741,16 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             register_button.click(None, js=REGISTER_JS, **sign_in_form)
             # The page's load event and the session timer run outside the queue (queue=False): the
             # queue is for signed-in work only, and web/app.py refuses anonymous callers at its door.
-            restore_outputs = [
-                login_view, app_view, password, login_message, who, balance, admin_tab, model, model_notes, chatbot, turns,
-            ]
+            c.update(
+                login_view=login_view, app_view=app_view, password=password, login_message=login_message, who=who,
+                admin_tab=admin_tab, model_notes=model_notes,
+            )
             for button, js in ((logout_button, LOGOUT_JS), (logout_everywhere_button, LOGOUT_EVERYWHERE_JS)):
-                button.click(None, js=js).then(
-                    self.restore, None, restore_outputs, api_name="restore_after_log_out", api_visibility="private", queue=False
+                self.wire(
+                    button.click(None, js=js).then, self.restore, [], self.RESTORE_OUTPUTS,
+                    api_name="restore_after_log_out", api_visibility="private", queue=False,
                 )
-            demo.load(self.restore, None, restore_outputs, api_name="restore", api_visibility="undocumented", queue=False)
+            self.wire(demo.load, self.restore, [], self.RESTORE_OUTPUTS, api_name="restore", api_visibility="undocumented", queue=False)
             timer = gr.Timer(30)
             timer.tick(self.check_session, None, [login_view, app_view], api_visibility="private", show_progress="hidden", queue=False)
 
@@ -760,20 +784,25 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             for event in chat_changes:
                 self.wire(event.then, self.edit_state, [], ["edit_button"], api_name=False, show_progress="hidden")
 
-            history_outputs = [history_table, page_label, history_page, history_full, full_prompt, full_answer]
-            history_tab.select(self.history, [history_page], history_outputs, api_name="history")
-            previous_button.click(self.history_previous, [history_page], history_outputs, api_name=False)
-            next_button.click(self.history_next, [history_page], history_outputs, api_name=False)
+            c.update(
+                history_table=history_table, history_page_label=page_label, history_page=history_page,
+                history_full=history_full, full_prompt=full_prompt, full_answer=full_answer,
+            )
+            self.wire(history_tab.select, self.history, ["history_page"], self.HISTORY_OUTPUTS, api_name="history")
+            self.wire(previous_button.click, self.history_previous, ["history_page"], self.HISTORY_OUTPUTS, api_name=False)
+            self.wire(next_button.click, self.history_next, ["history_page"], self.HISTORY_OUTPUTS, api_name=False)
             history_table.select(self.history_detail, [history_full], [full_prompt, full_answer], api_name=False)
 
             self.wire_topup_tab(c)
 
-            admin_outputs = [
-                model_plot, model_table, user_table, user_plot, day_plot, errors_table, error_tracebacks, error_text,
-                performance_table, performance_plot, active_table, active_plot,
-            ]
-            admin_tab.select(self.admin_report, [since, until], admin_outputs, api_name="admin_report")
-            refresh_button.click(self.admin_report, [since, until], admin_outputs, api_name=False)
+            c.update(
+                since=since, until=until, model_plot=model_plot, model_table=model_table, user_table=user_table,
+                user_plot=user_plot, day_plot=day_plot, errors_table=errors_table, error_tracebacks=error_tracebacks,
+                error_text=error_text, performance_table=performance_table, performance_plot=performance_plot,
+                active_table=active_table, active_plot=active_plot,
+            )
+            self.wire(admin_tab.select, self.admin_report, ["since", "until"], self.ADMIN_REPORT_OUTPUTS, api_name="admin_report")
+            self.wire(refresh_button.click, self.admin_report, ["since", "until"], self.ADMIN_REPORT_OUTPUTS, api_name=False)
             errors_table.select(self.error_detail, [error_tracebacks], [error_text], api_name=False)
             self.wire_admin_models(c, admin_tab, refresh_button)
             self.wire_admin_users(c, admin_tab, refresh_button)

@@ -81,7 +81,7 @@ def test_a_chat_continues_with_its_context_and_survives_a_reload(app):
         {"role": "assistant", "content": first_answer},
         {"role": "user", "content": "What is my name?"},
     ]
-    chatbot = app.restore(session)[9]  # a reload: the load event shows the open chat again
+    chatbot = app.restore(session)["chatbot"]  # a reload: the load event shows the open chat again
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "What is my name?"]
     assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
     (chat,) = Conversation.select()
@@ -92,7 +92,7 @@ def test_new_chat_starts_without_context_and_opening_an_old_chat_continues_it(ap
     session = signed_in_request(app.settings, "alice")
     send(app, session, "First chat, first message.")
     app.new_chat(session)
-    assert app.restore(session)[9] == []
+    assert app.restore(session)["chatbot"] == []
     send(app, session, "Second chat.")
     assert app.engine.calls[-1] == [{"role": "user", "content": "Second chat."}]
 
@@ -132,7 +132,7 @@ def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(
     deleted = app.delete_chat(alice, 1, "", selected)
     assert deleted["chats_message"] == "Deleted “Whales and me”." and deleted["chatbot"] == []  # it was open
     assert len(deleted["chats_table"]) == 0 and "no chats yet" in deleted["chats_label"]
-    assert app.restore(alice)[9] == []  # a reload shows a new chat
+    assert app.restore(alice)["chatbot"] == []  # a reload shows a new chat
     assert Reports().full() == report  # the admin's numbers are unchanged
     assert Interaction.select().count() == 2 and Conversation.select().count() == 2  # hidden, not deleted
 
@@ -195,7 +195,7 @@ def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
     ]
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "Name a colour."]  # one answer shown
     assert "Balance: 7 credits" in balance and box["__type__"] == "update"  # a draft in the box stays
-    assert app.restore(session)[9][3]["content"].startswith(new.answer)  # a reload shows the replacement
+    assert app.restore(session)["chatbot"][3]["content"].startswith(new.answer)  # a reload shows the replacement
     send(app, session, "Thanks.")
     assert app.engine.calls[-1][3] == {"role": "assistant", "content": new.answer}
     assert len(app.engine.calls[-1]) == 5

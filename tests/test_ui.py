@@ -42,24 +42,26 @@ def select(index) -> gr.SelectData:
 
 
 def test_register_signs_in_with_the_balance_and_the_first_user_is_admin(app):
-    login_view, app_view, password, message, who, balance, admin_tab, model, notes, *_ = app.restore(sign_up(app, "alice"))
-    assert password == "" and message == ""
+    shown = app.restore(sign_up(app, "alice"))
+    login_view, app_view, admin_tab, model = (shown[name] for name in ("login_view", "app_view", "admin_tab", "model"))
+    balance, who = shown["balance"], shown["who"]
+    assert shown["password"] == "" and shown["login_message"] == ""
     assert (login_view["visible"], app_view["visible"], admin_tab["visible"]) == (False, True, True)
     assert "Balance: 10 credits" in balance and "alice" in who
     labels = [label for label, _ in model["choices"]]
     assert labels == ["Gemma 3 270M (bundled demo) for mini · 1 credit", "Gemma 3 270M (bundled demo) for pro · 3 credits"]
     second = app.restore(sign_up(app, "bob"))
-    assert second[6]["visible"] is False  # no Admin tab for a plain user
+    assert second["admin_tab"]["visible"] is False  # no Admin tab for a plain user
 
 
 def test_a_reload_keeps_the_session_and_no_cookie_shows_the_sign_in_form(app):
     request = sign_up(app, "alice")
     for _ in range(2):  # the page's load event, on every reload
-        assert app.restore(request)[1]["visible"] is True
-    login_view, app_view, password, message, *_ = app.restore(NO_SESSION)
-    assert (login_view["visible"], app_view["visible"]) == (True, False)
-    assert password == message == gr.update()  # a form the user may be filling in is left alone
-    assert app.restore(browser_request("a forged token of the right length....."))[0]["visible"] is True
+        assert app.restore(request)["app_view"]["visible"] is True
+    shown = app.restore(NO_SESSION)
+    assert (shown["login_view"]["visible"], shown["app_view"]["visible"]) == (True, False)
+    assert shown["password"] == shown["login_message"] == gr.update()  # a form the user may be filling in is left alone
+    assert app.restore(browser_request("a forged token of the right length....."))["login_view"]["visible"] is True
 
 
 def test_chat_streams_and_updates_the_balance(app):
@@ -102,12 +104,14 @@ def test_history_pages_and_full_text(app):
     app.settings = dataclasses.replace(app.settings, history_page_size=2)
     for n in range(3):
         chat(app, session, message=f"question {n} " + "long " * 30)
-    table, label, page, full, *_ = app.history(session, 1)
+    shown = app.history(session, 1)
+    table, label, page, full = (shown[name] for name in ("history_table", "history_page_label", "history_page", "history_full"))
     assert label == "Page 1 of 2" and len(table) == 2
     assert table.iloc[0]["Prompt"].startswith("question 2") and table.iloc[0]["Prompt"].endswith("…")
     assert app.history_detail(session, full, select([0, 4]))[0] == "question 2 " + "long " * 29 + "long"
     assert app.history_detail(sign_up(app, "bob"), full, select([0, 4])) == ("", "")  # another user's page State
-    table, label, *_ = app.history_step(session, page, +1)
+    shown = app.history_step(session, page, +1)
+    table, label = shown["history_table"], shown["history_page_label"]
     assert label == "Page 2 of 2" and table.iloc[0]["Prompt"].startswith("question 0")
 
 
@@ -115,7 +119,8 @@ def test_history_needs_a_session_and_shows_only_ones_own(app):
     with pytest.raises(gr.Error, match="log in"):
         app.history(NO_SESSION, 1)
     chat(app, sign_up(app, "alice"))
-    table, label, *_ = app.history(sign_up(app, "bob"), 1)
+    shown = app.history(sign_up(app, "bob"), 1)
+    table, label = shown["history_table"], shown["history_page_label"]
     assert len(table) == 0 and "no chats yet" in label
 
 
@@ -161,7 +166,10 @@ def test_admin_report_is_for_admins_only(app):
         app.admin_report(user, "", "")
     with pytest.raises(gr.Error, match="log in"):
         app.admin_report(NO_SESSION, "", "")
-    by_model, _, by_user, _, per_day, errors, tracebacks, _, performance, _, active, _ = app.admin_report(admin, "", "")
+    shown = app.admin_report(admin, "", "")
+    by_model, by_user, performance, active = (
+        shown[name] for name in ("model_table", "user_table", "performance_table", "active_table")
+    )
     assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
     assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
     assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
@@ -196,7 +204,7 @@ def test_logout_ends_the_session(app):
     session = sign_up(app)
     assert sessions.revoke_session(session.token)  # what /auth/logout does
     outputs = app.restore(session)  # the reload after it, even if the browser kept the cookie
-    assert outputs[0]["visible"] is True and outputs[1]["visible"] is False
+    assert outputs["login_view"]["visible"] is True and outputs["app_view"]["visible"] is False
     with pytest.raises(gr.Error, match="log in"):
         app.history(session, 1)
     assert ledger.get_balance(session.user_id).balance == 10
@@ -208,11 +216,11 @@ def test_log_out_everywhere_and_a_password_change_end_every_session(app):
     laptop, phone = sign_up(app), signed_in_request(app.settings, "alice", register=False)
     assert sessions.revoke_user_sessions(laptop.user_id) == 2
     for request in (laptop, phone):
-        assert app.restore(request)[0]["visible"] is True
+        assert app.restore(request)["login_view"]["visible"] is True
     laptop, phone = (signed_in_request(app.settings, "alice", register=False) for _ in range(2))
     auth.change_password(app.settings, "alice", "a new long password")
     for request in (laptop, phone):
-        assert app.restore(request)[0]["visible"] is True
+        assert app.restore(request)["login_view"]["visible"] is True
 
 
 def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, demo_engine):

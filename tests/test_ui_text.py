@@ -178,8 +178,10 @@ def app(chat_settings, demo_engine):
 def test_the_balance_line_and_the_refusal_for_too_few_credits_follow_the_browser(app, chat_settings):
     russian = signed_in_request(chat_settings, "alice", accept_language=RUSSIAN)
     english = signed_in_request(chat_settings, "bob", accept_language=ENGLISH)
-    assert app.restore(russian)[4:6] == ("Вы вошли как **alice** (администратор)", "**Баланс: 10 кредитов**")
-    assert app.restore(english)[4:6] == ("Signed in as **bob**", "**Balance: 10 credits**")
+    shown = app.restore(russian)
+    assert (shown["who"], shown["balance"]) == ("Вы вошли как **alice** (администратор)", "**Баланс: 10 кредитов**")
+    shown = app.restore(english)
+    assert (shown["who"], shown["balance"]) == ("Signed in as **bob**", "**Balance: 10 credits**")
     for name in ("alice", "bob"):
         admin.grant_credits(None, name, -9)  # 1 credit left; pro costs 3
     refusal = {}

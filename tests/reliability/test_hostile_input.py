@@ -308,10 +308,10 @@ def test_history_paging_survives_any_page(app, alice):
         calls.append(1)
         before = state()
         try:
-            if step is None:
-                table, label, shown_page, full, *_ = app.history(alice, page)
-            else:
-                table, label, shown_page, full, *_ = app.history_step(alice, page, step)
+            shown = app.history(alice, page) if step is None else app.history_step(alice, page, step)
+            table, label, shown_page, full = (
+                shown[name] for name in ("history_table", "history_page_label", "history_page", "history_full")
+            )
         except gr.Error as refusal:
             assert_clear(refusal.message)
         else:
