@@ -46,7 +46,8 @@ SERVER_FACTS = ("server_version", "fsync", "synchronous_commit", "wal_sync_metho
 # (ledger.hold_credits, interactions.start_interaction | ledger.capture_hold, interactions.finish_interaction).
 RAW_HOLD = (
     "UPDATE users SET held = held + %s WHERE id = %s AND balance - held >= %s",
-    "INSERT INTO holds (request_id, user_id, amount, status, created_at) VALUES (%s, %s, %s, 'active', %s) RETURNING id",
+    "INSERT INTO holds (request_id, user_id, amount, status, created_at, instance_id) "
+    "VALUES (%s, %s, %s, 'active', %s, %s) RETURNING id",
     "INSERT INTO interactions (request_id, user_id, tier, model_name, prompt, answer, status, credits_charged, "
     "created_at, conversation_id, replaces_id, source) VALUES (%s, %s, %s, %s, %s, '', 'pending', 0, %s, %s, %s, %s) "
     "RETURNING id",
@@ -116,7 +117,7 @@ def raw_cycles(url: str, user_id: int, deadline: float, *, savepoints: bool = Fa
                     execute(hold, (PRICE, user_id, PRICE))
                     if cursor.rowcount != 1:
                         raise RuntimeError("insufficient credits")
-                    execute(start_turn, (request_id, user_id, PRICE, _timestamp()))
+                    execute(start_turn, (request_id, user_id, PRICE, _timestamp(), None))
                     cursor.fetchone()
                     release(nested)
                     execute(log_turn, (request_id, user_id, "mini", "bench", PROMPT, _timestamp(), None, None, "ui"))
@@ -437,19 +438,17 @@ def load_dataset(server, template: str, users: int, turns: int) -> tuple[str, di
 
 # --- the history page ---------------------------------------------------------------------------------
 
-# What list_history sends (Peewee builds them; checked against its log below).
-RAW_HISTORY_COUNT = ('SELECT COUNT(1) FROM (SELECT 1 FROM "interactions" AS "t1" WHERE ("t1"."user_id" = %s)) '
-                     'AS "_wrapped" LIMIT %s')
+# What list_history sends (checked against Peewee's log below).
+RAW_HISTORY_COUNT = "SELECT COUNT(*) FROM interactions WHERE user_id = %s"
 RAW_HISTORY_PAGE = (
-    'SELECT "t1"."created_at", "t1"."model_name", "t1"."tier", "t1"."credits_charged", "t1"."status", '
-    '"t1"."prompt", "t1"."answer", "t1"."request_id", "t1"."source" FROM "interactions" AS "t1" '
-    'WHERE ("t1"."user_id" = %s) ORDER BY "t1"."created_at" DESC, "t1"."id" DESC LIMIT %s OFFSET %s'
+    "SELECT created_at, model_name, tier, credits_charged, status, prompt, answer, request_id, source "
+    "FROM interactions WHERE user_id = %s ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
 )
 
 
 def raw_history(cursor, user_id: int, page: int, page_size: int) -> list[tuple]:
     """The history page as plain psycopg: the count, the page bounds, the page's rows."""
-    cursor.execute(RAW_HISTORY_COUNT, (user_id, 1))
+    cursor.execute(RAW_HISTORY_COUNT, (user_id,))
     (total,) = cursor.fetchone()
     page = min(page, max(1, -(-total // page_size)))
     cursor.execute(RAW_HISTORY_PAGE, (user_id, page_size, (page - 1) * page_size))
@@ -507,7 +506,7 @@ def app_connection_history(user_id: int, page: int, page_size: int) -> list[tupl
     ours but Peewee building the queries, to tell that cost from the connection's."""
     from gemma_chat.db import database
 
-    (total,) = database.execute_sql(RAW_HISTORY_COUNT, (user_id, 1)).fetchone()
+    (total,) = database.execute_sql(RAW_HISTORY_COUNT, (user_id,)).fetchone()
     page = min(page, max(1, -(-total // page_size)))
     return database.execute_sql(RAW_HISTORY_PAGE, (user_id, page_size, (page - 1) * page_size)).fetchall()
 
