@@ -6,6 +6,7 @@ The browser fixtures are tests/browser_fixtures.py, shared with tests/reliabilit
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class RunningApp:
@@ -48,6 +53,9 @@ class RunningApp:
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=own_process_group,  # as a terminal runs it: Ctrl-C reaches the whole group
+            # As a terminal starts it, Ctrl-C included: a test run launched in the background by a
+            # non-interactive shell inherits SIGINT ignored, and the app would keep that.
+            preexec_fn=_sigint_as_in_a_terminal,
         )
         self._wait_until_up()
 
