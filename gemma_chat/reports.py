@@ -97,17 +97,25 @@ class Reports:
             live = self._where(rollup.DAY, through + ONE_DAY if through else None)
         return rolled, live
 
-    def _turns(self, through: dt.date | None) -> tuple[str, list]:
-        """CTE `turns`: the range's turns counted per (day, model, status, source)."""
+    def _rolled_and_live(self, through: dt.date | None, rolled_sql: str, live_sql) -> tuple[str, list]:
+        """The range's rows: `rolled_sql` (a SELECT on a roll-up table, whose WHERE is added) for
+        the settled days, UNION ALL `live_sql(where)` over the log for the days after them."""
         rolled, live = self._split(through)
         parts, params = [], []
         if rolled:
-            parts.append(f"SELECT {rollup.DAY_COUNT_COLUMNS} FROM report_day_counts WHERE {rolled[0]}")
+            parts.append(f"{rolled_sql} WHERE {rolled[0]}")
             params += rolled[1]
         if live:
-            parts.append(rollup.day_counts_sql(live[0]))
+            parts.append(live_sql(live[0]))
             params += live[1]
-        return "turns AS (" + " UNION ALL ".join(parts) + ")", params
+        return " UNION ALL ".join(parts), params
+
+    def _turns(self, through: dt.date | None) -> tuple[str, list]:
+        """CTE `turns`: the range's turns counted per (day, model, status, source)."""
+        sql, params = self._rolled_and_live(
+            through, f"SELECT {rollup.DAY_COUNT_COLUMNS} FROM report_day_counts", rollup.day_counts_sql
+        )
+        return f"turns AS ({sql})", params
 
     def requests_by_model(self) -> list[dict]:
         turns, params = self._turns(rollup.bring_up_to_date())
@@ -221,15 +229,10 @@ class Reports:
 
     def active_users_by_day(self) -> list[dict]:
         """Users who sent at least one message, per UTC day."""
-        rolled, live = self._split(rollup.bring_up_to_date())
-        parts, params = [], []
-        if rolled:
-            parts.append(f"SELECT day, active_users FROM report_day_users WHERE {rolled[0]}")
-            params += rolled[1]
-        if live:
-            parts.append(rollup.active_users_sql(live[0]))
-            params += live[1]
-        cursor = database.execute_sql(" UNION ALL ".join(parts) + " ORDER BY 1", params)
+        sql, params = self._rolled_and_live(
+            rollup.bring_up_to_date(), "SELECT day, active_users FROM report_day_users", rollup.active_users_sql
+        )
+        cursor = database.execute_sql(sql + " ORDER BY 1", params)
         return [{"day": day, "active_users": users} for day, users in cursor]
 
     def recent_errors(self, limit: int = 50) -> list[dict]:
