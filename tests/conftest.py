@@ -150,6 +150,23 @@ def signed_in_request(
     return request
 
 
+def run_processes_together(count: int, target, args_for) -> list:
+    """Start `count` spawned processes of `target(barrier, queue, *args_for(n))`, which wait at the
+    barrier so their work overlaps, and return what each put on the queue."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=target, args=(barrier, queue, *args_for(n))) for n in range(count)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    return results
+
+
 def run_in_own_loop(coroutine):
     """asyncio.run in a thread of its own: the session's Playwright browser keeps an event loop
     running in pytest's thread once a browser test has run, and asyncio.run refuses to nest."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from gemma_chat import auth, db, ledger
 from gemma_chat.db import Hold, LedgerEntry
 from gemma_chat.errors import InsufficientCreditsError, ValidationError
+from tests.conftest import run_processes_together
 
 pytestmark = pytest.mark.both_engines
 
@@ -150,8 +150,9 @@ def test_eight_threads_never_spend_the_same_credits(settings, database):
     assert ledger.verify_ledger() == []
 
 
-def _process_worker(db_path: str, user_id: int, queue) -> None:
+def _process_worker(barrier, queue, db_path: str, user_id: int) -> None:
     db.open_database(db_path)
+    barrier.wait()
     queue.put(_spend_all(user_id, 50, 1))
 
 
@@ -160,15 +161,7 @@ def test_four_processes_on_one_database_never_spend_the_same_credits(settings, d
     user = auth.register_user(settings, "alice", "long enough pw")
     ledger.grant_credits(user.id, 50, actor_id=None)  # 60 credits for 200 attempts
     db.close_database()
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_process_worker, args=(str(settings.database_target), user.id, queue)) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    results = [queue.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+    results = run_processes_together(4, _process_worker, lambda n: (str(settings.database_target), user.id))
     db.open_database(settings.database_target)
     assert sum(c for c, _ in results) == 60
     assert sum(r for _, r in results) == 200 - 60

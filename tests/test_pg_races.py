@@ -7,7 +7,6 @@ totals, `verify`, one administrator, one claim.
 
 from __future__ import annotations
 
-import multiprocessing
 
 import pytest
 
@@ -15,23 +14,13 @@ from gemma_chat import auth, db, idempotency, ledger
 from gemma_chat.config import load_settings
 from gemma_chat.errors import AccountLockedError, InsufficientCreditsError, LoginError
 
-from tests.conftest import FAST_BCRYPT
+from tests.conftest import FAST_BCRYPT, run_processes_together
 
 PROCESSES = 4
 
 
 def _run_together(target, args_for) -> list:
-    """Start PROCESSES processes of `target(barrier, queue, *args_for(n))` and return their results."""
-    context = multiprocessing.get_context("spawn")
-    barrier, queue = context.Barrier(PROCESSES), context.Queue()
-    workers = [context.Process(target=target, args=(barrier, queue, *args_for(n))) for n in range(PROCESSES)]
-    for worker in workers:
-        worker.start()
-    results = [queue.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
-    return results
+    return run_processes_together(PROCESSES, target, args_for)
 
 
 def _settings(url: str):
