@@ -39,7 +39,8 @@ FLOOD_THREADS = 16
 
 
 def measure_session_check(options: Options) -> dict:
-    from gemma_chat import db, sessions
+    from gemma_chat import sessions
+    from gemma_chat.store import db
     from gemma_chat.config import load_settings
     from gemma_chat.startup import open_data_dir
     from gemma_chat.web.app import SESSION_COOKIE, register_with_session

@@ -212,7 +212,7 @@ def engine_run(engine, tier: str, run: Run, message: str) -> Run:
 def turn_run(settings: Settings, engine, user_id: int, tier: str, run: Run, message: str) -> Run:
     """A full chat turn: session check, hold, stream, capture, interaction log (chat.run_turn)."""
     from gemma_chat import chat
-    from gemma_chat.db import Interaction
+    from gemma_chat.store.db import Interaction
 
     run.started = now()
     final = None
@@ -310,7 +310,7 @@ def interleave(options: Options, sides: dict[str, Callable[[Run, str], Run]]) ->
 def measure_in_process(options: Options) -> dict:
     """(a) raw token loop, (a') create_completion, (b) engine, (c) full chat turn."""
     from gemma_chat import auth
-    from gemma_chat.db import close_database
+    from gemma_chat.store.db import close_database
     from gemma_chat.engine import Engine
     from gemma_chat.startup import open_data_dir
 

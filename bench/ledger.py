@@ -29,7 +29,7 @@ BUSY_TIMEOUT_MS = 5000
 
 
 def _timestamp() -> str:
-    from gemma_chat.db import utcnow
+    from gemma_chat.store.db import utcnow
 
     return str(utcnow())  # how peewee stores a DateTimeField
 
@@ -37,7 +37,7 @@ def _timestamp() -> str:
 def prepare_database(path: Path, workers: int) -> list[int]:
     """A fresh database with the app's schema and one funded user per worker."""
     from gemma_chat import auth, ledger
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
     from gemma_chat.config import load_settings
 
     settings = load_settings(env={}, bcrypt_rounds=4, starting_balance=0)
@@ -59,7 +59,7 @@ def prepare_database(path: Path, workers: int) -> list[int]:
 def ours_cycle(user_id: int) -> None:
     """One cycle through the app's functions, as chat.run_turn calls them."""
     from gemma_chat import interactions, ledger
-    from gemma_chat.db import transaction
+    from gemma_chat.store.db import transaction
     from gemma_chat.interactions import TurnOutcome
 
     request_id = ledger.new_request_id()
@@ -77,7 +77,7 @@ def ours_cycle(user_id: int) -> None:
 
 def ours_cycles(user_id: int, deadline: float) -> tuple[int, int]:
     """Cycles through the app's functions until `deadline` (time.time()). Returns (cycles, errors)."""
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
 
     cycles = errors = 0
     try:
@@ -169,7 +169,7 @@ def _process_worker(side: str, path: str, user_id: int, start_at: float, duratio
     """In a spawned process: wait for the common start, then run one side's loop."""
     path = Path(path)
     if side == "ours":
-        from gemma_chat.db import open_database
+        from gemma_chat.store.db import open_database
 
         open_database(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
     time.sleep(max(0.0, start_at - time.time()))
@@ -195,7 +195,7 @@ def run_config(side: str, mode: str, workers: int, duration: float, directory: P
         elapsed = max(r[3] for r in results) - min(r[2] for r in results)
     else:
         if side == "ours":
-            from gemma_chat.db import open_database
+            from gemma_chat.store.db import open_database
 
             open_database(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
         results: list[tuple[int, int]] = [(0, 0)] * workers
@@ -229,7 +229,7 @@ def run_config(side: str, mode: str, workers: int, duration: float, directory: P
 
 def check_money(path: Path, cycles_by_user: dict[int, int]) -> dict:
     """verify_ledger() on the file, and every user's credits against the cycles their worker counted."""
-    from gemma_chat.db import close_database, database, open_database
+    from gemma_chat.store.db import close_database, database, open_database
     from gemma_chat.ledger import verify_ledger
 
     open_database(path, busy_timeout_ms=BUSY_TIMEOUT_MS)

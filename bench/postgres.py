@@ -66,7 +66,7 @@ RAW_CAPTURE = (
 
 
 def _timestamp() -> str:
-    from gemma_chat.db import utcnow
+    from gemma_chat.store.db import utcnow
 
     return str(utcnow())
 
@@ -154,7 +154,7 @@ def raw_cycles(url: str, user_id: int, deadline: float, *, savepoints: bool = Fa
 
 def ledger_statements(url: str) -> dict:
     """What Peewee sends for one cycle of ours against RAW_HOLD + RAW_CAPTURE: the same statements?"""
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
 
     user_id = prepare_database(url, 1)[0]
     open_database(url, migrate=False)
@@ -185,7 +185,7 @@ def ledger_statements(url: str) -> dict:
 def _process_worker(side: str, url: str, user_id: int, start_at: float, duration: float) -> tuple[int, int, float, float, float]:
     """In a spawned process: connect (imports done), wait for the common start, then run one side's
     loop; returns its cycles, errors, start, end and CPU time."""
-    from gemma_chat.db import open_database, utcnow
+    from gemma_chat.store.db import open_database, utcnow
 
     utcnow()
     if side == "ours":
@@ -204,7 +204,7 @@ def _process_worker(side: str, url: str, user_id: int, start_at: float, duration
 
 def run_ledger_config(url: str, side: str, mode: str, workers: int, shared: bool, duration: float) -> dict:
     """One side of one configuration on a fresh database: cycles/s and the money check."""
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
 
     accounts = prepare_database(url, 1 if shared else workers)
     users = [accounts[0]] * workers if shared else accounts
@@ -353,7 +353,7 @@ class ServerCpu:
 
 def schema_template(server) -> str:
     """A database with the app's schema, to copy: CREATE DATABASE … TEMPLATE instead of migrating each time."""
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
 
     url = server.fresh_database()
     open_database(url)
@@ -467,7 +467,7 @@ def _pages(dataset: dict, counts: dict, calls: int, page_size: int, seed: int) -
 
 def _history_clients(url: str, side: str, calls: list[tuple[int, int]], clients: int, page_size: int) -> dict:
     """`calls` shared out over `clients` threads; pages/s and each call's latency."""
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
     from gemma_chat.history import list_history
 
     shares = [calls[i::clients] for i in range(clients)]
@@ -502,9 +502,9 @@ def _history_clients(url: str, side: str, calls: list[tuple[int, int]], clients:
 
 
 def app_connection_history(user_id: int, page: int, page_size: int) -> list[tuple]:
-    """raw_history's statements through the app's own connection (gemma_chat.db.database): all of
+    """raw_history's statements through the app's own connection (gemma_chat.store.db.database): all of
     ours but Peewee building the queries, to tell that cost from the connection's."""
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
 
     (total,) = database.execute_sql(RAW_HISTORY_COUNT, (user_id,)).fetchone()
     page = min(page, max(1, -(-total // page_size)))
@@ -512,7 +512,7 @@ def app_connection_history(user_id: int, page: int, page_size: int) -> list[tupl
 
 
 def measure_history(url: str, dataset: dict, options: Options, page_size: int) -> dict:
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
     from gemma_chat.history import list_history
 
     counts = dict(database.execute_sql("SELECT user_id, COUNT(*) FROM interactions GROUP BY user_id").fetchall())
@@ -648,7 +648,7 @@ def measure_report(url: str, since, until, options: Options) -> dict:
 
 def measure_postgres(options: Options) -> dict:
     from gemma_chat.config import load_settings
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
 
     from tests.postgres import PG_BIN, PostgresServer, postgres_available
 

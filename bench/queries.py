@@ -138,7 +138,7 @@ def generate_rows(users: int, turns: int, *, seed: int = 5) -> dict:
 
 def generate_database(path: Path, users: int, turns: int, *, seed: int = 5) -> dict:
     """Write the dataset; returns what was written and how long it took."""
-    from gemma_chat.db import close_database, open_database
+    from gemma_chat.store.db import close_database, open_database
 
     started = now()
     open_database(path)  # the app's schema, every migration applied
@@ -218,7 +218,7 @@ _FROM = re.compile(r'\b(?:FROM|JOIN)\s+"?(\w+)"?(?:\s+(?:AS\s+)?"?(\w+)"?)?', re
 def query_plans(statements: list[tuple[str, tuple]]) -> list[dict]:
     """EXPLAIN QUERY PLAN for each distinct SELECT. A step that reads a whole table row by row
     ("SCAN holds", not "SCAN ... USING INDEX") is listed in table_scans; CTEs are not tables."""
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
 
     tables = {row[0] for row in database.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
     plans, seen = [], set()
@@ -256,10 +256,10 @@ def _history_sample(rng: random.Random, dataset: dict, calls: int) -> list[tuple
 def measure_queries(options: Options) -> dict:
     from gemma_chat.config import load_settings
     from gemma_chat.conversations import conversation_turns, list_conversations
-    from gemma_chat.db import close_database, database, open_database
+    from gemma_chat.store.db import close_database, database, open_database
     from gemma_chat.history import list_history
     from gemma_chat.ledger import verify_ledger
-    from gemma_chat.db import check_integrity
+    from gemma_chat.store.db import check_integrity
     from gemma_chat import rollup
     from gemma_chat.reports import Reports
     from gemma_chat.statement import list_statement, totals_by_kind

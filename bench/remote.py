@@ -151,7 +151,7 @@ class DirectSide:
 
 def measure_remote(options: Options) -> dict:
     from gemma_chat import auth
-    from gemma_chat.db import close_database
+    from gemma_chat.store.db import close_database
     from gemma_chat.engine import Engine
     from gemma_chat.startup import open_data_dir
 

@@ -16,7 +16,7 @@ import peewee as pw
 
 from . import auth, ledger
 from .config import Settings
-from .db import AdminAction, Interaction, LoginThrottle, User, WebSession, transaction, utcnow
+from .store.db import AdminAction, Interaction, LoginThrottle, User, WebSession, transaction, utcnow
 from .errors import LastAdministratorError, PermissionDeniedError, ValidationError
 from .history import page_bounds
 

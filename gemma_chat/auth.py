@@ -16,7 +16,7 @@ import peewee as pw
 
 from . import ledger, sessions
 from .config import Settings
-from .db import LoginThrottle, User, database, dialect, transaction, utcnow
+from .store.db import LoginThrottle, User, database, dialect, transaction, utcnow
 from .errors import (
     AccountDisabledError,
     AccountLockedError,

@@ -17,7 +17,7 @@ from . import conversations, interactions, ledger
 from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
-from .db import transaction
+from .store.db import transaction
 from .error_log import log_error
 from .errors import (
     DatabaseBusyError,

@@ -291,7 +291,7 @@ def cmd_users(settings: Settings, args) -> int:
 
 
 def _account_state(user) -> str:
-    from .db import utcnow
+    from .store.db import utcnow
 
     if user.is_disabled:
         return "disabled"
@@ -369,7 +369,7 @@ def cmd_verify(settings: Settings, args) -> int:
 
 
 def cmd_db(settings: Settings, args) -> int:
-    from .db import applied_migrations, close_database, open_database
+    from .store.db import applied_migrations, close_database, open_database
 
     if args.db_command == "migrate":
         open_database(settings.database_target)  # applies what is missing, each migration once

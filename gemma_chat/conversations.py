@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from .db import Conversation, database, transaction, utcnow
+from .store.db import Conversation, database, transaction, utcnow
 from .errors import ValidationError
 from .history import page_bounds, parse_page
 

@@ -8,7 +8,7 @@ import secrets
 import traceback as tb
 from pathlib import Path
 
-from .db import ErrorEvent, is_busy_error
+from .store.db import ErrorEvent, is_busy_error
 
 logger = logging.getLogger("gemma_chat")
 

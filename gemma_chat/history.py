@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from .db import database
+from .store.db import database
 from .errors import ValidationError
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .db import IdempotentRequest, database, dialect, transaction, utcnow
+from .store.db import IdempotentRequest, database, dialect, transaction, utcnow
 from .errors import ValidationError
 
 MAX_KEY_CHARS = 255

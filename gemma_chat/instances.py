@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from .db import database
+from .store.db import database
 
 _current_id: str | None = None
 _liveness_connection = None  # the psycopg connection that holds this instance's lock

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .db import Interaction, database, joined_transaction, transaction, utcnow
+from .store.db import Interaction, database, joined_transaction, transaction, utcnow
 
 STATUSES = ("pending", "ok", "stopped", "error", "refused", "interrupted")
 

@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from .db import ApiKey, User, transaction, utcnow
+from .store.db import ApiKey, User, transaction, utcnow
 from .errors import UnknownUserError, ValidationError
 
 KEY_PREFIX = "gck_"

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from . import instances
-from .db import Hold, LedgerEntry, User, database, joined_transaction, transaction, utcnow
+from .store.db import Hold, LedgerEntry, User, database, joined_transaction, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
 KINDS = ("signup", "topup", "grant", "charge")

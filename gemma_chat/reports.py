@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 from . import rollup
-from .db import database, read_snapshot
+from .store.db import database, read_snapshot
 from .errors import ValidationError
 from .rollup import ONE_DAY
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .db import database, execute_many, read_snapshot, transaction, utcnow
+from .store.db import database, execute_many, read_snapshot, transaction, utcnow
 from .errors import DatabaseBusyError
 
 DAY = "substr(created_at, 1, 10)"  # the UTC day of a stored timestamp ('YYYY-MM-DD HH:MM:SS[.ffffff]')

@@ -10,7 +10,7 @@ import signal
 import threading
 
 from .config import Settings
-from .db import close_database
+from .store.db import close_database
 from .errors import GemmaChatError
 from .instances import start_instance, stop_instance
 from .startup import OrphanSweeper, open_data_dir, recover_after_crash

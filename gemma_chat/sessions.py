@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from .config import Settings
-from .db import User, WebSession, database, transaction, utcnow
+from .store.db import User, WebSession, database, transaction, utcnow
 
 # A session's last_seen_at is written at most this often: reading a session on every event must not
 # cost a write transaction each time. Idle expiry is therefore exact to within this many seconds.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import instances, interactions, ledger
 from .config import Settings
-from .db import database, dialect, open_database, transaction
+from .store.db import database, dialect, open_database, transaction
 from .error_log import configure_file_log, logger
 
 

@@ -10,7 +10,7 @@ import csv
 from dataclasses import dataclass
 from typing import TextIO
 
-from .db import LedgerEntry, database
+from .store.db import LedgerEntry, database
 from .history import page_bounds, parse_page
 from .ledger import KINDS
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import peewee as pw
 
-from . import db
+from .store import db
 from .config import Settings
 from .errors import GemmaChatError
 from .ledger import verify_ledger

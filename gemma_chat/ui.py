@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import chat, conversations, ledger, sessions
 from .config import Settings
-from .db import User
+from .store.db import User
 from .error_log import log_error
 from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import Settings
-from .db import check_integrity
+from .store.db import check_integrity
 from .ledger import verify_ledger
 
 

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gemma_chat import db  # noqa: E402
+from gemma_chat.store import db  # noqa: E402
 from gemma_chat.config import load_settings  # noqa: E402
 
 pytest_plugins = [

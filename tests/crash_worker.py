@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gemma_chat import db, interactions, ledger  # noqa: E402
+from gemma_chat import interactions, ledger  # noqa: E402
+from gemma_chat.store import db  # noqa: E402
 from gemma_chat.interactions import TurnOutcome  # noqa: E402
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import admin, auth, db, keys, ledger, sessions
-from gemma_chat.db import AdminAction, LedgerEntry, User
+from gemma_chat import admin, auth, keys, ledger, sessions
+from gemma_chat.store import db
+from gemma_chat.store.db import AdminAction, LedgerEntry, User
 from gemma_chat.errors import (
     LastAdministratorError,
     NotLoggedInError,

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gemma_chat import auth, ledger
-from gemma_chat.db import database
+from gemma_chat.store.db import database
 from gemma_chat.errors import PermissionDeniedError, ValidationError
 from gemma_chat.ui import ChatApp
 from tests.test_admin_users_fuzz import FUZZ, AccountActions, anything, hostile_text, mostly, world_rows

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from conftest import browser_request
 from gemma_chat import auth, ledger, sessions
-from gemma_chat.db import database
+from gemma_chat.store.db import database
 from gemma_chat.errors import PermissionDeniedError, ValidationError
 from gemma_chat.ui import ChatApp
 

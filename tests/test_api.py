@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from conftest import MODEL_CACHE, run_in_own_loop
 from e2e.conftest import RunningApp
-from gemma_chat import auth, db, keys, ledger
+from gemma_chat import auth, keys, ledger
+from gemma_chat.store import db
 from gemma_chat.engine import GenerationResult, Sampling, TierStatus
 from gemma_chat.verify import verify_database
 from gemma_chat.web.api import create_api_router, fold_messages, safe_length

@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 
 from gemma_chat import auth, ledger
-from gemma_chat.db import LedgerEntry, User, utcnow
+from gemma_chat.store.db import LedgerEntry, User, utcnow
 from gemma_chat.errors import (
     AccountDisabledError,
     AccountLockedError,

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from gemma_chat import auth, chat, conversations, ledger
-from gemma_chat.db import ErrorEvent, Interaction
+from gemma_chat.store.db import ErrorEvent, Interaction
 from gemma_chat.errors import GenerationError, QueueFullError
 from gemma_chat.verify import verify_database
 

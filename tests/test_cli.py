@@ -175,7 +175,7 @@ def test_credits_grant_without_by_records_the_command_line_as_the_actor(cli, dat
 BUSY_WRITER = """
 import sys
 from gemma_chat import auth, ledger
-from gemma_chat.db import open_database
+from gemma_chat.store.db import open_database
 open_database(sys.argv[1])
 alice = auth.find_user("alice")
 while True:

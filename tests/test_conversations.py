@@ -7,8 +7,9 @@ import gradio as gr
 import pytest
 
 from conftest import signed_in_request
-from gemma_chat import conversations, db
-from gemma_chat.db import Conversation, Interaction
+from gemma_chat import conversations
+from gemma_chat.store import db
+from gemma_chat.store.db import Conversation, Interaction
 from gemma_chat.reports import Reports
 from gemma_chat.ui import ChatApp
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat import auth, db
-from gemma_chat.db import Interaction, LedgerEntry
+from gemma_chat import auth
+from gemma_chat.store import db
+from gemma_chat.store.db import Interaction, LedgerEntry
 from gemma_chat.startup import recover_after_crash
 from gemma_chat.verify import verify_database
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from gemma_chat import db
+from gemma_chat.store import db
 from gemma_chat.config import load_settings
 from gemma_chat.errors import ConfigError
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_chat import auth, db, interactions, ledger
+from gemma_chat import auth, interactions, ledger
+from gemma_chat.store import db
 from gemma_chat.error_log import log_error
 from gemma_chat.errors import ValidationError
 from gemma_chat.history import list_history

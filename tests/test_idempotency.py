@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from gemma_chat import auth, idempotency
-from gemma_chat.db import IdempotentRequest
+from gemma_chat.store.db import IdempotentRequest
 
 pytestmark = pytest.mark.both_engines
 
@@ -24,7 +24,7 @@ def test_a_key_is_claimed_once_replayed_freed_after_a_failure_and_forgotten_afte
     assert claim(alice, "k") == idempotency.Claim("done", 200, {"id": "chatcmpl-r1"})
     idempotency.finish_key(bob.id, "k", "r2", 402, None)  # nothing charged: the key is free again
     assert claim(bob, "k").state == "run"
-    from gemma_chat.db import utcnow
+    from gemma_chat.store.db import utcnow
 
     IdempotentRequest.update(created_at=utcnow() - dt.timedelta(days=2)).execute()
     assert claim(alice, "k").state == "run"  # a day later the key is new

@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from gemma_chat import auth, db, instances, ledger
+from gemma_chat import auth, instances, ledger
+from gemma_chat.store import db
 from gemma_chat.config import load_settings
 from gemma_chat.startup import recover_after_crash
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, run_env
 from gemma_chat import auth, keys
-from gemma_chat.db import ApiKey
+from gemma_chat.store.db import ApiKey
 from gemma_chat.errors import ValidationError
 
 pytestmark = pytest.mark.both_engines

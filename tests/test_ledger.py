@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from gemma_chat import auth, db, ledger
-from gemma_chat.db import Hold, LedgerEntry
+from gemma_chat import auth, ledger
+from gemma_chat.store import db
+from gemma_chat.store.db import Hold, LedgerEntry
 from gemma_chat.errors import InsufficientCreditsError, ValidationError
 from tests.conftest import run_processes_together
 

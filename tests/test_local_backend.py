@@ -18,7 +18,7 @@ import pytest
 
 from gemma_chat import auth, chat, ledger
 from gemma_chat.backends.cpu_features import RECORD_FILE, machine_key
-from gemma_chat.db import ErrorEvent
+from gemma_chat.store.db import ErrorEvent
 from gemma_chat.engine import Engine, GenerationResult, Waiting
 from gemma_chat.errors import ModelUnavailableError, WorkerCrashedError
 from gemma_chat.verify import verify_database

@@ -24,7 +24,7 @@ from gemma_chat.backends.base import GenerationResult, Sampling, Waiting
 from gemma_chat.backends.openai import OpenAIBackend, check_server, trim_history
 from gemma_chat.backends.prompts import TRANSCRIPT_PREAMBLE, transcript_prompt
 from gemma_chat.config import TierSettings, load_settings
-from gemma_chat.db import Interaction
+from gemma_chat.store.db import Interaction
 from gemma_chat.errors import ContextTooLongError, GenerationError, ModelUnavailableError, QueueFullError
 from gemma_chat.models import describe_models, format_models_table, statuses_as_json
 from gemma_chat.verify import verify_database

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from gemma_chat import auth, sessions
-from gemma_chat.db import WebSession, utcnow
+from gemma_chat.store.db import WebSession, utcnow
 
 pytestmark = pytest.mark.both_engines
 
@@ -86,7 +86,7 @@ def test_a_disabled_user_resolves_to_nobody_even_with_an_old_session(settings, d
     user = new_user(settings)
     token = sessions.create_session(settings, user.id)
     WebSession.update(revoked_at=None).execute()
-    from gemma_chat.db import User
+    from gemma_chat.store.db import User
 
     User.update(is_disabled=True).execute()  # as an older version or a direct edit would leave it
     assert sessions.resolve_session(settings, token) is None
@@ -94,7 +94,7 @@ def test_a_disabled_user_resolves_to_nobody_even_with_an_old_session(settings, d
 
 def test_the_edges_cheap_check_agrees_with_resolve_session(settings, database):
     """has_live_session (the queue's door, on every request) says what resolve_session says."""
-    from gemma_chat.db import User
+    from gemma_chat.store.db import User
 
     def agree(token, now=None) -> bool:
         cheap = sessions.has_live_session(settings, token, now=now)

@@ -9,7 +9,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from gemma_chat import db
+from gemma_chat.store import db
 from gemma_chat.store.dialect import qmark_to_format
 from gemma_chat.store.schema import MIGRATIONS
 

@@ -9,7 +9,8 @@ import sqlite3
 import psycopg
 import pytest
 
-from gemma_chat import admin, auth, conversations, db, idempotency, interactions, keys, ledger, sessions, transfer
+from gemma_chat import admin, auth, conversations, idempotency, interactions, keys, ledger, sessions, transfer
+from gemma_chat.store import db
 from gemma_chat.error_log import log_error
 from gemma_chat.errors import GemmaChatError, LoginError
 from gemma_chat.interactions import TurnOutcome

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import browser_request, signed_in_request
 from gemma_chat import ledger, sessions
-from gemma_chat.db import Interaction, LedgerEntry, WebSession
+from gemma_chat.store.db import Interaction, LedgerEntry, WebSession
 from gemma_chat.ui import ChatApp, owned_by
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from conftest import browser_request, signed_in_request
 from gemma_chat import admin, conversations, ledger
 from gemma_chat.backends.base import GenerationResult, TierStatus
-from gemma_chat.db import database
+from gemma_chat.store.db import database
 from gemma_chat.ui import ChatApp
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,7 @@ def app(settings, database):
 
 
 def books() -> tuple:
-    from gemma_chat.db import database
+    from gemma_chat.store.db import database
 
     return database.execute_sql("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM ledger_entries").fetchone()
 

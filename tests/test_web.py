@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from conftest import run_in_own_loop
 
 from gemma_chat import sessions
-from gemma_chat.db import User, WebSession
+from gemma_chat.store.db import User, WebSession
 from gemma_chat.web.app import SIGNIN_NICE, SignInLane, create_app
 
 

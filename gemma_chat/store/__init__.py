@@ -1,5 +1,6 @@
-"""The storage layer's engine-specific parts: the dialect seam and the schema's per-engine statements.
+"""The storage boundary: the only package with SQL.
 
-gemma_chat.db owns the models, the connection and the transactions; this package owns what differs
-between SQLite (the embedded default) and PostgreSQL (a shared deployment).
+db.py owns the connection (SQLite file or PostgreSQL server), the Peewee models, migrations and
+transactions; schema.py the schema per engine; dialect.py what differs between the engines; one
+module of named queries per area, which the services call (they never write SQL themselves).
 """

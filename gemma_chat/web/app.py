@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
 
 from .. import auth, sessions, statement  # noqa: E402
-from ..db import utcnow  # noqa: E402
+from ..store.db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp, use_served_route_app  # noqa: E402
 from ..ui_text import language_of, translated  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import MODEL_CACHE
 from e2e.conftest import RunningApp
 
-from gemma_chat import db
+from gemma_chat.store import db
 from gemma_chat.config import load_settings
 from gemma_chat.verify import verify_database
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import browser_request, demo_settings, signed_in_request
 from gemma_chat import auth, ledger, sessions
-from gemma_chat.db import database
+from gemma_chat.store.db import database
 from gemma_chat.engine import Engine, GenerationResult
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.markup import as_markdown

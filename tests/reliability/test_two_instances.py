@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from gemma_chat import db
+from gemma_chat.store import db
 from gemma_chat.ledger import verify_ledger
 
 from .conftest import FAULTS_HOOK, signed_up, start_app

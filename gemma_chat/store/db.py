@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 
 import peewee as pw
 
-from .errors import DatabaseBusyError, DatabaseUnavailableError
-from .store.dialect import PostgresqlDialect, SqliteDialect, dialect_for
-from .store.schema import MIGRATIONS, Statement, statement_for
+from ..errors import DatabaseBusyError, DatabaseUnavailableError
+from .dialect import PostgresqlDialect, SqliteDialect, dialect_for
+from .schema import MIGRATIONS, Statement, statement_for
 
 # Deferred: every process (app, CLI, test worker) calls open_database() with its own file or URL.
 database = pw.DatabaseProxy()
