@@ -3,8 +3,11 @@
 Every `&`, `<` and `>` outside code is escaped, so no HTML tag, entity trick or autolink can form
 and the text shows as typed. Code is left as written, because the renderer escapes code itself
 (escaping it here would show `&lt;` inside a code block): fenced blocks at the top level and
-inline code spans, found by CommonMark's rules (a backtick inside a link destination opens no
-span; a span over several lines is escaped after all). Gradio's own sanitizer runs after this, as a second line. Blockquotes are lost (`>` is escaped): a fair price for never passing markup through.
+inline code spans, found by CommonMark's rules (a span over several lines is escaped after all).
+Where a backtick may sit inside a link's destination, whether it opens a span depends on whether
+the link forms, so that paragraph is escaped whole: wrong only in how a rare span looks. Gradio's
+own sanitizer runs after this, as a second line. Blockquotes are lost (`>` is escaped): a fair
+price for never passing markup through.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import html
 import re
 
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_INLINE_SPECIAL = re.compile(r"[\\\]`]")  # what _inline looks at: a backslash, "]" and a backtick
+_INLINE_SPECIAL = re.compile(r"[\\`]")  # what _inline looks at: a backslash and a backtick
+_BLANK_LINE = re.compile(r"(\n[ \t]*\n)")  # ends a paragraph: no code span or link crosses it
 
 
 def escape_text(text: str) -> str:
@@ -52,6 +56,16 @@ def as_markdown(text: str) -> str:
 
 def _inline(text: str) -> str:
     """Escape prose, keeping inline code spans (CommonMark's backtick rules, with backslash escapes)."""
+    pieces = _BLANK_LINE.split(text)  # paragraphs, with the blank lines between them at odd places
+    return "".join(piece if index % 2 else _inline_paragraph(piece) for index, piece in enumerate(pieces))
+
+
+def _inline_paragraph(text: str) -> str:
+    link_start = text.find("](")
+    if link_start >= 0 and "`" in text[link_start:]:
+        # A backtick after "](" may sit in a link's destination or title, or open a code span, by
+        # rules too subtle to copy safely (nested parentheses, titles, a bad title making no link).
+        return escape_text(text)
     out: list[str] = []
     i, start, n = 0, 0, len(text)
     while i < n:
@@ -63,12 +77,8 @@ def _inline(text: str) -> str:
         if char == "\\" and i + 1 < n:
             i += 2
             continue
-        if char == "]" and text.startswith("(", i + 1):
-            end = text.find(")", i + 2)
-            i = n if end < 0 else end + 1  # a link destination: its backticks are plain text
-            continue
         if char != "`":
-            i += 1
+            i += 1  # a backslash that ends the text
             continue
         run_end = i
         while run_end < n and text[run_end] == "`":

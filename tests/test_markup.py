@@ -37,6 +37,11 @@ def test_markdown_renders_and_code_keeps_its_characters():
     assert "<code>Vec&lt;T&gt;</code>" in rendered
 
 
+def test_code_after_a_link_keeps_its_characters_in_the_next_paragraph():
+    text = "See [the docs](https://x.test/a_b).\n\nUse `a < b` here."
+    assert as_markdown(text) == "See [the docs](https://x.test/a_b).\n\nUse `a < b` here."
+
+
 def test_html_outside_code_is_text():
     hostile = '<img src=x onerror="alert(1)"> <script>alert(2)</script> [x](javascript:alert(3)) <a href="x">a</a>'
     assert as_markdown(hostile) == html.escape(hostile, quote=False)
@@ -48,5 +53,9 @@ def test_html_outside_code_is_text():
 @example("[a](b`c) <img src=x onerror=alert(1)> `")
 @example("\\`<i>`")
 @example("```a`b\n<img src=x>\n```")
+@example("](`)`<A>`")  # no "[": no link, so the backtick opens a span
+@example("[x](a(b)`c)<A>`")  # nested parentheses in a destination
+@example("[a](` b c)`<A>`")  # a bad title: no link after all
+@example("[a](`)\n`<A>`")  # a link's title may run on to the next line
 def test_no_text_becomes_html(text):
     assert html_tokens(as_markdown(text)) == []
