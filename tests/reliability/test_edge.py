@@ -271,3 +271,20 @@ def test_a_half_open_connection_is_closed(app):
         assert silent.recv(1) == b""  # closed by the server
         assert trickle.recv(1) == b""
         assert time.monotonic() - began < 25
+
+
+def test_a_request_head_too_large_is_refused_and_a_large_body_is_not(app):
+    padding = b"".join(b"X-Padding-%d: %s\r\n" % (n, b"a" * 1000) for n in range(100))  # 100 KB of headers
+    with socket.create_connection(("127.0.0.1", app.port), timeout=30) as client:
+        answer = b""
+        try:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + padding + b"\r\n")
+        except OSError:
+            pass  # the server closed the connection while the head was still coming
+        while chunk := client.recv(4096):
+            answer += chunk
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:80]  # never the page
+    # A body is not a head: 1 MB to the sign-in route is read and answered (the credentials are wrong).
+    with httpx.Client(timeout=30) as client:
+        big = client.post(app.url + "auth/login", json={"username": "nobody", "password": "x" * 1_000_000})
+    assert big.status_code in (400, 401, 413, 422), big.text[:200]
