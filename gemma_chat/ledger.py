@@ -186,9 +186,10 @@ def release_stale_holds(
 
     Returns the released holds so the caller can mark their chat turns as interrupted.
     """
+    created_before = None if older_than_s is None else utcnow() - dt.timedelta(seconds=older_than_s)
     with transaction():
-        created_before = None if older_than_s is None else utcnow() - dt.timedelta(seconds=older_than_s)
-        return _release_all(ledger_queries.find_active_holds(created_before=created_before, unowned_only=unowned_only), reason)
+        holds = ledger_queries.find_active_holds(created_before=created_before, unowned_only=unowned_only)
+        return _release_all(holds, reason)
 
 
 def release_holds_of(instance_ids: list[str], *, reason: str) -> list[Hold]:
