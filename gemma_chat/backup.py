@@ -1,23 +1,20 @@
 """`python main.py db backup FILE`: a consistent copy of the SQLite database, safe while the app runs.
 
-SQLite's online backup API copies the pages inside one read transaction, so the copy is the
-database at one instant (a charge is in it with its hold, or neither is), while the app goes on
-writing to its WAL. The copy is written next to FILE under a temporary name and renamed when
-complete: an interrupted backup never leaves a half file under the name asked for. Holds that
-were active at that instant (answers being generated) are in the copy as active; a restored
-database releases them uncharged at start-up, as after a crash.
+The copy is the database at one instant (store/backup.py). It is written next to FILE under a
+temporary name and renamed when complete: an interrupted backup never leaves a half file under the
+name asked for. Holds that were active at that instant (answers being generated) are in the copy as
+active; a restored database releases them uncharged at start-up, as after a crash.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import uuid
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GemmaChatError
+from .errors import DatabaseCopyError, GemmaChatError
+from .store.backup import copy_sqlite_database
 
 
 @dataclass(frozen=True)
@@ -39,13 +36,9 @@ def backup_database(source: Path, target: Path) -> Backup:
         raise GemmaChatError(f"The folder {target.parent} does not exist.")
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with closing(sqlite3.connect(str(source), timeout=30)) as reader, closing(sqlite3.connect(str(partial))) as writer:
-            reader.backup(writer)  # all pages in one step: one read transaction, one instant
-            writer.execute("PRAGMA journal_mode = delete")  # one self-contained file, no -wal beside it
-            users = writer.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-            entries = writer.execute("SELECT COUNT(*) FROM ledger_entries").fetchone()[0]
+        users, entries = copy_sqlite_database(source, partial)
         os.link(partial, target)  # fails if `target` appeared meanwhile: never overwrite
-    except sqlite3.Error as exc:
+    except DatabaseCopyError as exc:
         raise GemmaChatError(f"The backup failed: {exc}.") from None
     except FileExistsError:
         raise GemmaChatError(f"{target} already exists; choose a new file name (a backup never overwrites).") from None

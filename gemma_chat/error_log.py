@@ -8,7 +8,8 @@ import secrets
 import traceback as tb
 from pathlib import Path
 
-from .store.db import ErrorEvent, is_busy_error
+from .store import error_queries
+from .store.db import is_busy_error
 
 logger = logging.getLogger("gemma_chat")
 
@@ -48,14 +49,8 @@ def log_error(
     message = str(exc) or type(exc).__name__
     logger.error("%s at %s (user %s, request %s): %s\n%s", error_id, location, user_id, request_id, message, trace)
     try:
-        ErrorEvent.create(
-            error_id=error_id,
-            location=location,
-            exception_type=type(exc).__name__,
-            message=message,
-            traceback=trace,
-            user=user_id,
-            request_id=request_id,
+        error_queries.insert_error_event(
+            error_id, location, type(exc).__name__, message, trace, user_id=user_id, request_id=request_id
         )
     except Exception as store_exc:  # the database itself may be the failure: the file log has it
         if not is_busy_error(store_exc):

@@ -88,6 +88,10 @@ class DatabaseUnavailableError(GemmaChatError):
     """The database cannot be opened: a PostgreSQL server that does not answer or refuses us, an unwritable file."""
 
 
+class DatabaseCopyError(GemmaChatError):
+    """Copying a database failed part-way; the message is the engine's reason."""
+
+
 # --- models -----------------------------------------------------------------
 
 

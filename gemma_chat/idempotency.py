@@ -12,7 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .store.db import IdempotentRequest, database, dialect, transaction, utcnow
+from .store import idempotency_queries
+from .store.db import transaction, utcnow
 from .errors import ValidationError
 
 MAX_KEY_CHARS = 255
@@ -38,41 +39,31 @@ class Claim:
 
 def claim_key(user_id: int, key: str, digest: str, *, stale_after_s: float) -> Claim:
     now = utcnow()
-    # One claim of a user's keys at a time across processes: two first claims of one key would
-    # otherwise both find no row and both insert (PostgreSQL; SQLite's writer lock already serializes).
-    with transaction(), dialect().exclusive(database, f"idempotency:{user_id}"):
-        row = IdempotentRequest.get_or_none((IdempotentRequest.user == user_id) & (IdempotentRequest.key == key))
+    # One claim of a user's keys at a time across processes (the lock says why).
+    with transaction(), idempotency_queries.lock_user_keys(user_id):
+        row = idempotency_queries.find_key(user_id, key)
         if row is not None and row.response is not None and now - row.created_at > dt.timedelta(seconds=KEEP_S):
-            IdempotentRequest.delete().where(
-                (IdempotentRequest.user == user_id) & (IdempotentRequest.key == key)
-            ).execute()
+            idempotency_queries.delete_key(user_id, key)
             row = None
         if row is None:
-            IdempotentRequest.insert(user=user_id, key=key, body_hash=digest, created_at=now).execute()
+            idempotency_queries.insert_key(user_id, key, digest, now)
             # Old keys are dead weight: sweep them when a key is claimed.
-            IdempotentRequest.delete().where(
-                (IdempotentRequest.created_at < now - dt.timedelta(seconds=KEEP_S)) & IdempotentRequest.response.is_null(False)
-            ).execute()
+            idempotency_queries.delete_answered_keys_before(now - dt.timedelta(seconds=KEEP_S))
             return Claim("run")
         if row.body_hash != digest:
             return Claim("conflict")
         if row.response is not None:
             return Claim("done", row.status_code, json.loads(row.response))
         if now - row.created_at > dt.timedelta(seconds=stale_after_s):  # its process died: take it over
-            IdempotentRequest.update(created_at=now).where(
-                (IdempotentRequest.user == user_id) & (IdempotentRequest.key == key)
-            ).execute()
+            idempotency_queries.restamp_key(user_id, key, now)
             return Claim("run")
         return Claim("running")
 
 
 def finish_key(user_id: int, key: str, request_id: str | None, status_code: int, response: dict | None) -> None:
     """Keep a successful response for replays; give the key up after a failure that charged nothing."""
-    where = (IdempotentRequest.user == user_id) & (IdempotentRequest.key == key)
     with transaction():
         if status_code == 200 and response is not None:
-            IdempotentRequest.update(request_id=request_id, status_code=status_code, response=json.dumps(response)).where(
-                where
-            ).execute()
+            idempotency_queries.keep_response(user_id, key, request_id, status_code, json.dumps(response))
         else:
-            IdempotentRequest.delete().where(where).execute()
+            idempotency_queries.delete_key(user_id, key)

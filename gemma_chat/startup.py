@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from . import instances, interactions, ledger
 from .config import Settings
-from .store.db import database, dialect, open_database, transaction
+from .store import instance_queries
+from .store.db import open_database, transaction
 from .error_log import configure_file_log, logger
 
 
@@ -36,7 +37,7 @@ def recover_after_crash(settings: Settings, *, all_holds: bool) -> Recovery:
     with transaction():
         if not all_holds:
             holds = ledger.release_stale_holds(older_than_s=settings.stale_hold_s, reason=reason)
-        elif dialect().name == "sqlite":
+        elif not instance_queries.other_instances_may_serve():
             holds = ledger.release_stale_holds(reason=reason)
         else:
             holds = _release_holds_of_gone_instances(settings, reason)
@@ -47,10 +48,8 @@ def recover_after_crash(settings: Settings, *, all_holds: bool) -> Recovery:
 
 
 def _release_holds_of_gone_instances(settings: Settings, reason: str) -> list:
-    owners = [row[0] for row in database.execute_sql(
-        "SELECT DISTINCT instance_id FROM holds WHERE status = 'active' AND instance_id IS NOT NULL"
-    )]
-    released = ledger.release_holds_of(instances.gone_instances(owners), reason=reason)
+    gone = instances.gone_instances(instance_queries.list_hold_owners())
+    released = ledger.release_holds_of(gone, reason=reason)
     return released + ledger.release_stale_holds(older_than_s=settings.stale_hold_s, reason=reason, unowned_only=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 
@@ -22,6 +23,17 @@ def _other_instance(url: str, user_id: int, ready, queue) -> None:
     instances.start_instance(url)
     queue.put(ledger.hold_credits(user_id, 2).request_id)
     ready.wait()  # never set: it runs until the test kills it
+
+
+def _wait_until_the_server_ends_the_sessions_of(request_id: str) -> None:
+    """A killed process's sessions (and their locks) end a moment after it is gone: the server has to notice."""
+    instance_id = db.Hold.get(db.Hold.request_id == request_id).instance_id
+    deadline = time.monotonic() + 10
+    while db.database.execute_sql(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (f"gemma-chat {instance_id}",)
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, "the server kept the killed instance's session"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -49,6 +61,7 @@ def test_start_up_releases_only_the_holds_of_instances_that_are_gone(pg_settings
 
     os.kill(other.pid, signal.SIGKILL)  # no clean-up of any kind
     other.join(timeout=30)
+    _wait_until_the_server_ends_the_sessions_of(others_hold)
     recovery = recover_after_crash(pg_settings, all_holds=True)
     assert recovery.released_holds == 1
     assert [h.request_id for h in ledger.active_holds()] == [mine.request_id]
