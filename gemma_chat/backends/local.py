@@ -38,6 +38,12 @@ STDERR_TAIL_LINES = 30
 STOP_POLL_S = 0.05  # how often a stream checks its Stop event while no token arrives (prefill)
 CLOSE_WAIT_S = 10.0
 CRASH_MESSAGE = "The model stopped unexpectedly."
+# Workers load (start Python, import llama_cpp, read the model) at most one per spare core at a time:
+# on 2 cores, two loads beside the web process's start-up (import gradio, the one thing every start
+# waits for) took a third of its core. A load that takes longer than LOAD_SLOT_WAIT_S lets the next
+# one start anyway, so a slow or stuck load never keeps another tier waiting for long.
+LOAD_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
+LOAD_SLOT_WAIT_S = 30.0
 
 LOADING, READY, RESTARTING, FAILED, CRASHED, CLOSED = "loading", "ready", "restarting", "failed", "crashed", "closed"
 
@@ -253,12 +259,10 @@ class LocalWorkerBackend:
         began = time.monotonic()
         while not self._closing.is_set():
             try:
-                worker = WorkerProcess(self.tier.name, self._start_message(), self._worker_env())
+                worker, outcome = self._load_worker()
             except (GemmaChatError, OSError) as exc:
                 self._fail(f"Could not start the model: {getattr(exc, 'message', exc)}")
                 continue
-            self._worker = worker
-            outcome = self._wait_for_ready(worker)
             if outcome["ev"] == "ready":
                 self._on_ready(worker, outcome, began)
                 while not (worker.exited.wait(0.5) or self._closing.is_set()):
@@ -271,6 +275,17 @@ class LocalWorkerBackend:
             self._after_crash(worker.exit)
             began = time.monotonic()
         self._set_state(CLOSED, "The app is shutting down.")
+
+    def _load_worker(self) -> tuple[WorkerProcess, dict]:
+        """A new worker and how its load ended (ready, load_failed or exit), in one of LOAD_SLOTS."""
+        slot = LOAD_SLOTS.acquire(timeout=LOAD_SLOT_WAIT_S)
+        try:
+            worker = WorkerProcess(self.tier.name, self._start_message(), self._worker_env())
+            self._worker = worker
+            return worker, self._wait_for_ready(worker)
+        finally:
+            if slot:
+                LOAD_SLOTS.release()
 
     def _wait_for_ready(self, worker: WorkerProcess) -> dict:
         while True:
