@@ -684,9 +684,9 @@ def measure_postgres(options: Options) -> dict:
             history = measure_history(url, dataset, options, settings.history_page_size)
             phases["history"] = round(now() - began - sum(phases.values()), 2)
             last_day = dt.date.fromisoformat(dataset["last_day"])
-            # The first report after an upgrade sums every settled day into the roll-up (rollup.py):
+            # The first report after an upgrade sums every settled day into the roll-up (store/rollup.py):
             # timed apart, as bench/queries.py does; the reports below read what it wrote.
-            from gemma_chat import rollup
+            from gemma_chat.store import rollup
 
             options.say("  the roll-up's first fill…")
             fill_began = now()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from . import rollup
+from .store import rollup
 from .store.db import database, read_snapshot
 from .errors import ValidationError
-from .rollup import ONE_DAY
+from .store.rollup import ONE_DAY
 
 
 def parse_date(value: str | None, what: str) -> dt.date | None:

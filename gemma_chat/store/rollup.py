@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .store.db import database, execute_many, read_snapshot, transaction, utcnow
-from .errors import DatabaseBusyError
+from ..errors import DatabaseBusyError
+from .db import database, execute_many, read_snapshot, transaction, utcnow
 
 DAY = "substr(created_at, 1, 10)"  # the UTC day of a stored timestamp ('YYYY-MM-DD HH:MM:SS[.ffffff]')
 ONE_DAY = dt.timedelta(days=1)
