@@ -438,7 +438,7 @@ def load_dataset(server, template: str, users: int, turns: int) -> tuple[str, di
 
 # --- the history page ---------------------------------------------------------------------------------
 
-# What list_history sends (checked against Peewee's log below).
+# What list_history sends (store/history_queries.py; checked against Peewee's log below).
 RAW_HISTORY_COUNT = "SELECT COUNT(*) FROM interactions WHERE user_id = %s"
 RAW_HISTORY_PAGE = (
     "SELECT created_at, model_name, tier, credits_charged, status, prompt, answer, request_id, source "
