@@ -6,7 +6,7 @@ the time they are written at, inside a transaction of milliseconds, so an hour l
 arrives with that date; and its rows never change again: only pending turns are finished
 (interactions.py), ledger entries are append-only. Whatever edits a finished turn, or
 writes a date in the past, must call clear_rollup(); the next report sums the days again.
-Reports read settled days here and the days after them from the log itself (reports.py).
+Reports read settled days here and the days after them from the log itself (report_queries.py).
 """
 
 from __future__ import annotations
