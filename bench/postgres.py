@@ -438,7 +438,7 @@ def load_dataset(server, template: str, users: int, turns: int) -> tuple[str, di
 
 # --- the history page ---------------------------------------------------------------------------------
 
-# What list_history sends (checked against Peewee's log below).
+# What list_history sends (store/history_queries.py; checked against Peewee's log below).
 RAW_HISTORY_COUNT = "SELECT COUNT(*) FROM interactions WHERE user_id = %s"
 RAW_HISTORY_PAGE = (
     "SELECT created_at, model_name, tier, credits_charged, status, prompt, answer, request_id, source "
@@ -684,9 +684,9 @@ def measure_postgres(options: Options) -> dict:
             history = measure_history(url, dataset, options, settings.history_page_size)
             phases["history"] = round(now() - began - sum(phases.values()), 2)
             last_day = dt.date.fromisoformat(dataset["last_day"])
-            # The first report after an upgrade sums every settled day into the roll-up (rollup.py):
+            # The first report after an upgrade sums every settled day into the roll-up (store/rollup.py):
             # timed apart, as bench/queries.py does; the reports below read what it wrote.
-            from gemma_chat import rollup
+            from gemma_chat.store import rollup
 
             options.say("  the roll-up's first fill…")
             fill_began = now()

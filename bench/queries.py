@@ -260,7 +260,7 @@ def measure_queries(options: Options) -> dict:
     from gemma_chat.history import list_history
     from gemma_chat.ledger import verify_ledger
     from gemma_chat.store.db import check_integrity
-    from gemma_chat import rollup
+    from gemma_chat.store import rollup
     from gemma_chat.reports import Reports
     from gemma_chat.statement import list_statement, totals_by_kind
     from gemma_chat.verify import verify_database

@@ -8,47 +8,24 @@ interactions and ledger rows stay, so the admin's reports do not change.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
-from .store.db import Conversation, database, transaction, utcnow
 from .errors import ValidationError
 from .history import page_bounds, parse_page
+from .store import conversation_queries as queries
+from .store.conversation_queries import ConversationRow, Turn
+from .store.db import Conversation, transaction, utcnow
 
 TITLE_CHARS = 60
 MAX_TITLE_CHARS = 200
 CONTEXT_TURNS = 50  # the newest turns given to the model; the engine trims them further to fit n_ctx
 SHOWN_STATUSES = ("ok", "stopped", "error", "interrupted", "pending")  # a refused turn never ran
-# A turn regenerated or edited (a later turn names it in replaces_id) is hidden once its replacement
-# is running or has an answer; a replacement that failed (or was refused) is hidden instead, and the
-# old answer stays. Both rows stay on record, with their charges.
-
-
-def _takes_place(row: str) -> str:
-    return f"({row}.status = 'pending' OR ({row}.status IN ('ok', 'stopped') AND {row}.answer <> ''))"
-
-
-def _hidden(conversation: str) -> str:
-    """Whether turn `i` of chat `conversation` (an SQL expression) is hidden, per the rule above.
-
-    The replaced ids are one list per chat, not looked up per turn: with a lookup per turn, opening
-    a chat of 200 turns read 40,000 rows (bench/chats.py).
-    """
-    return f"""(i.replaces_id IS NOT NULL AND NOT {_takes_place('i')}
-              OR i.id IN (SELECT r.replaces_id FROM interactions r WHERE r.conversation_id = {conversation}
-                          AND r.replaces_id IS NOT NULL AND {_takes_place('r')}))"""
+# A turn regenerated or edited is hidden once its replacement is running or has an answer; a
+# replacement that failed is hidden instead (the rule, in SQL, is in store/conversation_queries.py).
 
 
 class ConversationNotFoundError(ValidationError):
     pass
-
-
-@dataclass(frozen=True)
-class ConversationRow:
-    id: int
-    title: str
-    updated_at: dt.datetime
-    turns: int
 
 
 @dataclass(frozen=True)
@@ -57,18 +34,6 @@ class ConversationPage:
     page: int
     total_pages: int
     total: int
-
-
-@dataclass(frozen=True)
-class Turn:
-    id: int
-    prompt: str
-    answer: str
-    status: str
-    model_name: str
-    credits_charged: int
-    completion_tokens: int | None
-    duration_ms: int | None
 
 
 def title_from(message: str) -> str:
@@ -100,25 +65,16 @@ def _conversation_id(value) -> int:
 
 def create_conversation(user_id: int, title: str) -> int:
     """A new chat (inside the caller's transaction when there is one)."""
-    now = str(utcnow())
-    cursor = database.execute_sql(
-        "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?) RETURNING id",
-        (user_id, title_from(title), now, now),
-    )
-    return cursor.fetchone()[0]
+    return queries.insert_conversation(user_id, title_from(title), utcnow())
 
 
 def touch_conversation(conversation_id: int) -> None:
-    database.execute_sql("UPDATE conversations SET updated_at = ? WHERE id = ?", (str(utcnow()), conversation_id))
+    queries.update_conversation_used_at(conversation_id, utcnow())
 
 
 def get_conversation(user_id: int, conversation_id) -> Conversation:
     """The user's own, undeleted chat; ConversationNotFoundError for anything else."""
-    found = Conversation.get_or_none(
-        (Conversation.id == _conversation_id(conversation_id))
-        & (Conversation.user == user_id)
-        & Conversation.deleted_at.is_null()
-    )
+    found = queries.select_conversation(user_id, _conversation_id(conversation_id))
     if found is None:
         raise ConversationNotFoundError("That chat was not found.")
     return found
@@ -127,33 +83,15 @@ def get_conversation(user_id: int, conversation_id) -> Conversation:
 def list_conversations(user_id: int, page=1, page_size: int = 20, search: str | None = None) -> ConversationPage:
     """The user's chats, most recently used first; `search` matches titles and the user's messages."""
     page = parse_page(page)
-    where = "c.user_id = ? AND c.deleted_at IS NULL"
-    params: list = [user_id]
     if isinstance(search, str) and search.strip():
         if len(search) > 200 or "\x00" in search:
             raise ValidationError("Search for at most 200 characters of text.")
-        pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        pattern = pattern.encode("utf-8", "replace").decode("utf-8")
-        where += (
-            # lower() on both sides: SQLite's LIKE folds ASCII case, PostgreSQL's folds none.
-            " AND (lower(c.title) LIKE lower(?) ESCAPE '\\' OR EXISTS (SELECT 1 FROM interactions i"
-            " WHERE i.conversation_id = c.id AND lower(i.prompt) LIKE lower(?) ESCAPE '\\'))"
-        )
-        params += [pattern, pattern]
-    total = database.execute_sql(f"SELECT COUNT(*) FROM conversations c WHERE {where}", params).fetchone()[0]
+        search = search.strip()
+    else:
+        search = None
+    total = queries.count_conversations(user_id, search)
     page, total_pages = page_bounds(page, total, page_size)
-    cursor = database.execute_sql(
-        f"""SELECT c.id, c.title, c.updated_at,
-                   (SELECT COUNT(*) FROM interactions i WHERE i.conversation_id = c.id AND i.status <> 'refused'
-                    AND NOT {_hidden('c.id')})
-            FROM conversations c WHERE {where}
-            ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?""",
-        params + [page_size, (page - 1) * page_size],
-    )
-    rows = [
-        ConversationRow(id, title, updated if isinstance(updated, dt.datetime) else dt.datetime.fromisoformat(updated), turns)
-        for id, title, updated, turns in cursor
-    ]
+    rows = queries.select_conversation_page(user_id, search, page_size, (page - 1) * page_size)
     return ConversationPage(rows, page, total_pages, total)
 
 
@@ -161,7 +99,7 @@ def rename_conversation(user_id: int, conversation_id, title) -> Conversation:
     conversation = get_conversation(user_id, conversation_id)
     title = _clean_title(title)
     with transaction():
-        Conversation.update(title=title).where(Conversation.id == conversation.id).execute()
+        queries.update_conversation_title(conversation.id, title)
     return get_conversation(user_id, conversation.id)
 
 
@@ -169,23 +107,13 @@ def delete_conversation(user_id: int, conversation_id) -> None:
     """Hide the chat from its owner; its turns and charges stay on record."""
     conversation = get_conversation(user_id, conversation_id)
     with transaction():
-        Conversation.update(deleted_at=utcnow()).where(Conversation.id == conversation.id).execute()
-        database.execute_sql("UPDATE sessions SET conversation_id = NULL WHERE conversation_id = ?", (conversation.id,))
+        queries.hide_conversation(conversation.id, utcnow())
 
 
 def conversation_turns(user_id: int, conversation_id, *, limit: int | None = None) -> list[Turn]:
     """The chat's turns, oldest first, without the ones a later turn regenerated or edited."""
     conversation = get_conversation(user_id, conversation_id)
-    statuses = ", ".join("?" * len(SHOWN_STATUSES))
-    sql = f"""SELECT id, prompt, answer, status, model_name, credits_charged, completion_tokens, duration_ms
-              FROM interactions i WHERE conversation_id = ? AND status IN ({statuses})
-              AND NOT {_hidden('?')}
-              ORDER BY id DESC"""
-    params: list = [conversation.id, *SHOWN_STATUSES, conversation.id]
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [Turn(*row) for row in reversed(database.execute_sql(sql, params).fetchall())]
+    return list(reversed(queries.select_shown_turns(conversation.id, SHOWN_STATUSES, limit)))
 
 
 def last_turn(user_id: int, conversation_id) -> Turn | None:
@@ -213,18 +141,11 @@ def context_of(turns: list[Turn]) -> list[tuple[str, str]]:
 
 
 def open_conversation_of(user_id: int, session_id: int) -> int | None:
-    row = database.execute_sql(
-        """SELECT s.conversation_id FROM sessions s JOIN conversations c ON c.id = s.conversation_id
-           WHERE s.id = ? AND s.user_id = ? AND c.user_id = ? AND c.deleted_at IS NULL""",
-        (session_id, user_id, user_id),
-    ).fetchone()
-    return row[0] if row else None
+    return queries.select_open_conversation(user_id, session_id)
 
 
 def set_open_conversation(user_id: int, session_id: int, conversation_id: int | None) -> None:
     if conversation_id is not None:
         get_conversation(user_id, conversation_id)
     with transaction():
-        database.execute_sql(
-            "UPDATE sessions SET conversation_id = ? WHERE id = ? AND user_id = ?", (conversation_id, session_id, user_id)
-        )
+        queries.update_open_conversation(user_id, session_id, conversation_id)

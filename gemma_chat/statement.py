@@ -1,7 +1,6 @@
 """A user's statement: every ledger entry of theirs, a page at a time, totals by kind, and a CSV.
 
-Only the given user's rows, ever: every query filters on user_id and walks the ledger_by_user
-(user_id, id) index; totals use ledger_by_user_kind.
+Only the given user's rows, ever (store/history_queries.py reads them).
 """
 
 from __future__ import annotations
@@ -10,9 +9,10 @@ import csv
 from dataclasses import dataclass
 from typing import TextIO
 
-from .store.db import LedgerEntry, database
 from .history import page_bounds, parse_page
 from .ledger import KINDS
+from .store.db import LedgerEntry
+from .store.history_queries import count_ledger_entries, iter_ledger_entries, select_statement_page, sum_ledger_by_kind
 
 CSV_COLUMNS = ["entry", "created_at_utc", "kind", "amount", "balance_after", "request_id", "note"]
 # A spreadsheet runs a cell that starts like a formula; a note is free text an admin typed.
@@ -37,12 +37,9 @@ class KindTotal:
 def list_statement(user_id: int, page=1, page_size: int = 20) -> StatementPage:
     """One page of `user_id`'s entries, newest first. A page past the end shows the last page."""
     page = parse_page(page)
-    own = LedgerEntry.user == user_id
-    total = LedgerEntry.select().where(own).count()
+    total = count_ledger_entries(user_id)
     page, total_pages = page_bounds(page, total, page_size)
-    entries = list(
-        LedgerEntry.select().where(own).order_by(LedgerEntry.id.desc()).limit(page_size).offset((page - 1) * page_size)
-    )
+    entries = select_statement_page(user_id, page_size, (page - 1) * page_size)
     return StatementPage(entries, page, total_pages, total)
 
 
@@ -51,11 +48,7 @@ def totals_by_kind(user_id: int) -> list[KindTotal]:
 
     Their credits add up to the balance, since the balance changes only through the ledger.
     """
-    rows = database.execute_sql(
-        "SELECT kind, COUNT(*), COALESCE(SUM(amount), 0) FROM ledger_entries WHERE user_id = ? GROUP BY kind",
-        (user_id,),
-    ).fetchall()
-    found = {kind: (count, credits) for kind, count, credits in rows}
+    found = sum_ledger_by_kind(user_id)
     return [KindTotal(kind, *found.get(kind, (0, 0))) for kind in KINDS]
 
 
@@ -63,13 +56,8 @@ def write_statement_csv(user_id: int, out: TextIO) -> int:
     """Every entry of `user_id`, oldest first, as CSV with a header row; returns the entries written."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    cursor = database.execute_sql(
-        "SELECT id, created_at, kind, amount, balance_after, request_id, note FROM ledger_entries "
-        "WHERE user_id = ? ORDER BY id",
-        (user_id,),
-    )
     written = 0
-    for entry_id, created_at, kind, amount, balance_after, request_id, note in cursor:
+    for entry_id, created_at, kind, amount, balance_after, request_id, note in iter_ledger_entries(user_id):
         writer.writerow([entry_id, str(created_at)[:19], kind, amount, balance_after, request_id or "", _as_text(note)])
         written += 1
     return written

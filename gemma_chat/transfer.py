@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterator
 
-import peewee as pw
-
-from .store import db
 from .config import Settings
-from .errors import GemmaChatError
+from .errors import DatabaseRefusedError, GemmaChatError
 from .ledger import verify_ledger
 from .store import copy as store_copy
+from .store import db
 from .store.dialect import is_postgresql_url, redact_url
 
 
@@ -109,25 +105,19 @@ def _check_source(settings: Settings) -> list[str]:
 def _open_target(settings: Settings, url: str) -> None:
     """Connect and migrate the target: a blank database gets the whole schema (one line on failure)."""
     try:
-        db.open_database(url, busy_timeout_ms=settings.busy_timeout_ms)
-    except (pw.ProgrammingError, pw.IntegrityError, pw.InternalError) as exc:
-        db.close_database()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        store_copy.open_target(url, busy_timeout_ms=settings.busy_timeout_ms)
+    except DatabaseRefusedError as exc:
         raise GemmaChatError(
-            f"Cannot create the schema in {redact_url(url)}: {reason}. Copy into a new, empty database (createdb)."
+            f"Cannot create the schema in {redact_url(url)}: {exc}. Copy into a new, empty database (createdb)."
         ) from None
 
 
 def _copy_rows(settings: Settings, url: str) -> tuple[dict[str, int], int]:
-    target = db.database
-    tables = store_copy.target_tables(target)
-    # isolation_level=None: this code says when the read transaction starts, so the copy and the
-    # comparison after it read the SQLite database at one instant.
-    with closing(sqlite3.connect(str(settings.db_path), timeout=settings.busy_timeout_ms / 1000, isolation_level=None)) as reader:
-        reader.execute("BEGIN")
-        store_copy.check_same_schema(reader, target, tables)
+    tables = store_copy.target_tables()
+    with store_copy.read_source(settings.db_path, timeout_s=settings.busy_timeout_ms / 1000) as reader:
+        store_copy.check_same_schema(reader, tables)
         with db.transaction():
-            filled = store_copy.tables_with_rows(target, tables)
+            filled = store_copy.tables_with_rows(tables)
             if filled:
                 raise GemmaChatError(
                     f"{redact_url(url)} is not empty ({', '.join(sorted(filled))} already have rows); "
@@ -136,15 +126,12 @@ def _copy_rows(settings: Settings, url: str) -> tuple[dict[str, int], int]:
             rows = {}
             for table in tables:
                 try:
-                    rows[table] = store_copy.copy_table(reader, target, table)
-                except (pw.DatabaseError, sqlite3.Error) as exc:
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise GemmaChatError(f"Copying {table} failed: {reason}. Nothing was copied.") from None
-            store_copy.move_identities_past_copied_ids(target)
+                    rows[table] = store_copy.copy_table(reader, table)
+                except DatabaseRefusedError as exc:
+                    raise GemmaChatError(f"Copying {table} failed: {exc}. Nothing was copied.") from None
+            store_copy.move_identities_past_copied_ids()
             # Checked before COMMIT: a mismatch rolls everything back and leaves the target empty.
-            source_books = store_copy.books(lambda sql: reader.execute(sql).fetchall(), tables)
-            target_books = store_copy.books(lambda sql: target.execute_sql(sql).fetchall(), tables)
-            mismatched = store_copy.differences(source_books, target_books)
+            mismatched = store_copy.mismatched_books(reader, tables)
             if mismatched:
                 raise GemmaChatError(f"After the copy the books differ ({'; '.join(mismatched)}). Nothing was copied.")
             problems = db.check_integrity() + verify_ledger()
@@ -152,6 +139,5 @@ def _copy_rows(settings: Settings, url: str) -> tuple[dict[str, int], int]:
                 raise GemmaChatError(
                     f"The copy fails verify ({len(problems)} problem(s), the first: {problems[0]}). Nothing was copied."
                 )
-            active_holds = store_copy.hand_open_holds_to_a_gone_instance(target)
-        reader.execute("COMMIT")
+            active_holds = store_copy.hand_open_holds_to_a_gone_instance()
     return rows, active_holds

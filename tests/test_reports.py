@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from gemma_chat import rollup
+from gemma_chat.store import rollup
 from gemma_chat.store import db
 from gemma_chat.reports import Reports
 

@@ -3,18 +3,23 @@
 Which tables, in foreign-key order (read from PostgreSQL's catalog, so a new migration's table is
 copied without a change here); each table's rows with their ids through COPY; the identity
 sequences moved past the copied ids; and the figures ("the books") that must read the same on both
-sides. gemma_chat/transfer.py runs it inside one transaction on the target.
+sides. The target is the open database (db.database); the source, a SQLite file read at one
+instant (read_source). gemma_chat/transfer.py runs it inside one transaction on the target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import sqlite3
-from typing import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Callable, Iterator
 
 import peewee as pw
 
-from ..errors import GemmaChatError
+from ..errors import DatabaseRefusedError, GemmaChatError
+from . import db
 
 # Applied migrations are not data: the target records its own when it is migrated.
 _NOT_COPIED = {"schema_migrations"}
@@ -22,15 +27,40 @@ _NOT_COPIED = {"schema_migrations"}
 Read = Callable[[str], list[tuple]]
 
 
-def target_tables(database: pw.Database) -> list[str]:
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_target(url: str, *, busy_timeout_ms: int) -> None:
+    """Connect to and migrate the target: a blank database gets the whole schema. A schema it
+    cannot create is a DatabaseRefusedError, with the connection closed again."""
+    try:
+        db.open_database(url, busy_timeout_ms=busy_timeout_ms)
+    except (pw.ProgrammingError, pw.IntegrityError, pw.InternalError) as exc:
+        db.close_database()
+        raise DatabaseRefusedError(_first_line(exc)) from None
+
+
+@contextlib.contextmanager
+def read_source(path: Path, *, timeout_s: float) -> Iterator[sqlite3.Connection]:
+    """The SQLite file in one read transaction, committed when the block ends without error: the
+    copy and the comparison after it read the database at one instant."""
+    # isolation_level=None: this code says when the read transaction starts.
+    with closing(sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        yield reader
+        reader.execute("COMMIT")
+
+
+def target_tables() -> list[str]:
     """The PostgreSQL database's tables, each after every table its foreign keys point at."""
     tables = {
         name
-        for (name,) in database.execute_sql("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        for (name,) in db.database.execute_sql("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         if name not in _NOT_COPIED
     }
     parents: dict[str, set[str]] = {table: set() for table in tables}
-    for child, parent in database.execute_sql(
+    for child, parent in db.database.execute_sql(
         """SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint
            WHERE contype = 'f' AND connamespace = current_schema()::regnamespace"""
     ):
@@ -59,10 +89,10 @@ def _source_columns(reader: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in reader.execute(f'PRAGMA table_info("{table}")')]
 
 
-def _target_columns(database: pw.Database, table: str) -> list[str]:
+def _target_columns(table: str) -> list[str]:
     return [
         name
-        for (name,) in database.execute_sql(
+        for (name,) in db.database.execute_sql(
             """SELECT column_name FROM information_schema.columns
                WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position""",
             (table,),
@@ -70,7 +100,7 @@ def _target_columns(database: pw.Database, table: str) -> list[str]:
     ]
 
 
-def check_same_schema(reader: sqlite3.Connection, database: pw.Database, tables: list[str]) -> None:
+def check_same_schema(reader: sqlite3.Connection, tables: list[str]) -> None:
     """Both sides have the same tables and, in each, the same columns (by name)."""
     missing = set(tables) ^ source_tables(reader)
     if missing:
@@ -79,25 +109,29 @@ def check_same_schema(reader: sqlite3.Connection, database: pw.Database, tables:
             "run `python main.py db migrate` on both with the same version of gemma-chat."
         )
     for table in tables:
-        if set(_source_columns(reader, table)) != set(_target_columns(database, table)):
+        if set(_source_columns(reader, table)) != set(_target_columns(table)):
             raise GemmaChatError(f"The two schemas differ in the columns of {table}; migrate both with the same version.")
 
 
-def tables_with_rows(database: pw.Database, tables: list[str]) -> list[str]:
-    return [table for table in tables if database.execute_sql(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()]
+def tables_with_rows(tables: list[str]) -> list[str]:
+    return [table for table in tables if db.database.execute_sql(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()]
 
 
-def copy_table(reader: sqlite3.Connection, database: pw.Database, table: str) -> int:
-    """Every row of `table`, ids included, in id order (a turn that replaces another comes after it)."""
-    columns = _target_columns(database, table)
-    names = ", ".join(f'"{column}"' for column in columns)
-    order = " ORDER BY id" if "id" in columns else ""
-    rows = 0
-    with database.cursor() as cursor, cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
-        for row in reader.execute(f'SELECT {names} FROM "{table}"{order}'):
-            copy.write_row(row)
-            rows += 1
-    return rows
+def copy_table(reader: sqlite3.Connection, table: str) -> int:
+    """Every row of `table`, ids included, in id order (a turn that replaces another comes after it).
+    A row either side refuses is a DatabaseRefusedError."""
+    try:
+        columns = _target_columns(table)
+        names = ", ".join(f'"{column}"' for column in columns)
+        order = " ORDER BY id" if "id" in columns else ""
+        rows = 0
+        with db.database.cursor() as cursor, cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+            for row in reader.execute(f'SELECT {names} FROM "{table}"{order}'):
+                copy.write_row(row)
+                rows += 1
+        return rows
+    except (pw.DatabaseError, sqlite3.Error) as exc:
+        raise DatabaseRefusedError(_first_line(exc)) from None
 
 
 # No app instance ever runs under this id, so its liveness lock is never held: the first instance
@@ -105,24 +139,24 @@ def copy_table(reader: sqlite3.Connection, database: pw.Database, table: str) ->
 COPIED_HOLDS_OWNER = "copied-from-sqlite"
 
 
-def hand_open_holds_to_a_gone_instance(database: pw.Database) -> int:
+def hand_open_holds_to_a_gone_instance() -> int:
     """Holds still active in the copied SQLite file belong to no running app (the copy needs it
     stopped): stamp them as a gone instance's, so they are released uncharged at the next start."""
-    return database.execute_sql(
+    return db.database.execute_sql(
         "UPDATE holds SET instance_id = ? WHERE status = 'active' AND instance_id IS NULL RETURNING id",
         (COPIED_HOLDS_OWNER,),
     ).rowcount
 
 
-def move_identities_past_copied_ids(database: pw.Database) -> None:
+def move_identities_past_copied_ids() -> None:
     """The next id PostgreSQL hands out is past every copied one (COPY with explicit ids leaves the
     sequences at their start, and the first new account would collide with account 1)."""
-    identities = database.execute_sql(
+    identities = db.database.execute_sql(
         """SELECT table_name, column_name FROM information_schema.columns
            WHERE table_schema = current_schema() AND is_identity = 'YES'"""
     ).fetchall()
     for table, column in identities:
-        database.execute_sql(
+        db.database.execute_sql(
             f"""SELECT setval(pg_get_serial_sequence(?, ?), COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)""",
             (table, column),
         )
@@ -160,3 +194,10 @@ def _plain(value):
 
 def differences(source: dict[str, list[tuple]], target: dict[str, list[tuple]]) -> list[str]:
     return [name for name in source if source[name] != target.get(name)]
+
+
+def mismatched_books(reader: sqlite3.Connection, tables: list[str]) -> list[str]:
+    """The figures of books() that read differently in the source and the target."""
+    source = books(lambda sql: reader.execute(sql).fetchall(), tables)
+    target = books(lambda sql: db.database.execute_sql(sql).fetchall(), tables)
+    return differences(source, target)

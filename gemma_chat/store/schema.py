@@ -270,7 +270,7 @@ _REPORT_PERFORMANCE = [
        WHERE status NOT IN ('refused', 'pending')""",
     """CREATE INDEX interactions_duration_by_model ON interactions (model_name, duration_ms, status)
        WHERE status NOT IN ('refused', 'pending')""",
-    # The roll-up (rollup.py): each UTC day summed once nothing can change it any more. `through`
+    # The roll-up (store/rollup.py): each UTC day summed once nothing can change it any more. `through`
     # is the last day summed: the per-day rows hold every day up to it, and the per-user totals
     # everything up to it. Filled by the first report, so this migration reads no turns.
     "CREATE TABLE report_rollup (id INTEGER PRIMARY KEY CHECK (id = 1), through TEXT NOT NULL)",

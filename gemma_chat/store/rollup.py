@@ -6,15 +6,15 @@ the time they are written at, inside a transaction of milliseconds, so an hour l
 arrives with that date; and its rows never change again: only pending turns are finished
 (interactions.py), ledger entries are append-only. Whatever edits a finished turn, or
 writes a date in the past, must call clear_rollup(); the next report sums the days again.
-Reports read settled days here and the days after them from the log itself (reports.py).
+Reports read settled days here and the days after them from the log itself (report_queries.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from .store.db import database, execute_many, read_snapshot, transaction, utcnow
-from .errors import DatabaseBusyError
+from ..errors import DatabaseBusyError
+from .db import database, execute_many, read_snapshot, transaction, utcnow
 
 DAY = "substr(created_at, 1, 10)"  # the UTC day of a stored timestamp ('YYYY-MM-DD HH:MM:SS[.ffffff]')
 ONE_DAY = dt.timedelta(days=1)
