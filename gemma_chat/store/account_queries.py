@@ -64,6 +64,11 @@ def update_last_login(user_id: int, now: dt.datetime) -> None:
     User.update(last_login_at=now).where(User.id == user_id).execute()
 
 
+def count_other_enabled_admins(user_id: int) -> int:
+    """Enabled administrators besides this user."""
+    return User.select().where(User.is_admin == True, User.is_disabled == False, User.id != user_id).count()  # noqa: E712
+
+
 def clear_account_lock(user_id: int) -> None:
     """End the account-wide lock-out of before issue 10 (kept on the users row)."""
     User.update(failed_logins=0, first_failed_at=None, locked_until=None).where(User.id == user_id).execute()
