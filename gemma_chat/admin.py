@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import peewee as pw
-
 from . import auth, ledger
 from .config import Settings
-from .store.db import AdminAction, Interaction, LoginThrottle, User, WebSession, transaction, utcnow
+from .store import account_queries, admin_queries
+from .store.db import User, transaction, utcnow
 from .errors import LastAdministratorError, PermissionDeniedError, ValidationError
 from .history import page_bounds
 
@@ -40,22 +39,21 @@ def _acting(by: int | None) -> tuple[int | None, str]:
     """The actor's id and name, re-read inside the action's transaction; refuses a non-administrator."""
     if by is None:
         return None, COMMAND_LINE
-    actor = User.get_or_none(User.id == by)
+    actor = account_queries.find_user_by_id(by)
     if actor is None or not actor.is_admin or actor.is_disabled:
         raise PermissionDeniedError("Administrators only.")
     return actor.id, actor.username
 
 
 def _record(actor: tuple[int | None, str], action: str, target: User | None, detail: str = "") -> None:
-    AdminAction.create(actor=actor[0], actor_name=actor[1], action=action, target=target.id if target else None, detail=detail)
+    admin_queries.insert_admin_action(actor[0], actor[1], action, target.id if target else None, detail)
 
 
 def _keep_an_administrator(by: int | None, target: User, verb: str) -> None:
     """Refuse an administrator demoting or disabling the last enabled administrator."""
     if by is None or not target.is_admin or target.is_disabled:
         return
-    others = User.select().where(User.is_admin == True, User.is_disabled == False, User.id != target.id).count()  # noqa: E712
-    if others == 0:
+    if account_queries.count_other_enabled_admins(target.id) == 0:
         raise LastAdministratorError(
             f"Cannot {verb} {target.username}: they are the only enabled administrator. Promote another account first."
         )
@@ -163,29 +161,17 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
     never reaches SQL's OFFSET, which overflows past 2**63.
     """
     now = now or utcnow()
-    query = User.select()
     search = search.strip() if isinstance(search, str) else ""
     if search and not search.isascii():
         return [], 0  # usernames are ASCII: nothing else matches, and a lone surrogate never reaches SQLite
-    if search:
-        query = query.where(User.username.contains(search))  # case-insensitive, wildcards escaped
-    total = query.count()
+    total = admin_queries.count_users_matching(search)
     page, _ = page_bounds(max(1, page), total, page_size)
-    users = list(query.order_by(pw.fn.lower(User.username)).paginate(page, page_size))
+    users = admin_queries.find_users_page(search, page, page_size)
     ids = [u.id for u in users]
-    requests = dict(
-        Interaction.select(Interaction.user, pw.fn.COUNT(Interaction.id)).where(Interaction.user.in_(ids))
-        .group_by(Interaction.user).tuples()
-    ) if ids else {}
+    requests = admin_queries.count_requests_by_user(ids)
     # A sign-up signs in too, without touching last_login_at: the newest session counts as well.
-    signed_in = dict(
-        WebSession.select(WebSession.user, pw.fn.MAX(WebSession.created_at)).where(WebSession.user.in_(ids))
-        .group_by(WebSession.user).tuples()
-    ) if ids else {}
-    locked = {
-        key for (key,) in LoginThrottle.select(LoginThrottle.username_key)
-        .where(LoginThrottle.locked_until > now, LoginThrottle.username_key.in_([u.username.lower() for u in users])).tuples()
-    } if users else set()
+    signed_in = admin_queries.latest_session_start_by_user(ids)
+    locked = admin_queries.find_locked_username_keys([u.username.lower() for u in users], now)
     rows = [
         AccountRow(
             username=u.username, balance=u.balance, held=u.held, role="admin" if u.is_admin else "user",
@@ -204,10 +190,5 @@ def _latest(*times) -> dt.datetime | None:
 
 def recent_actions(limit: int = 20) -> list[tuple[dt.datetime, str, str, str, str]]:
     """The latest administrator actions: (time, actor, action, target, detail), newest first."""
-    target = User.alias()
-    rows = (
-        AdminAction.select(AdminAction.created_at, AdminAction.actor_name, AdminAction.action, target.username, AdminAction.detail)
-        .join(target, pw.JOIN.LEFT_OUTER, on=(AdminAction.target == target.id))
-        .order_by(AdminAction.id.desc()).limit(limit).tuples()
-    )
+    rows = admin_queries.list_recent_actions(limit)
     return [(created_at, actor, action, name or "", detail) for created_at, actor, action, name, detail in rows]

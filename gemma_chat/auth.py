@@ -12,18 +12,17 @@ import functools
 import re
 
 import bcrypt
-import peewee as pw
 
 from . import ledger, sessions
 from .config import Settings
-from .store.db import LoginThrottle, User, database, dialect, transaction, utcnow
+from .store import account_queries
+from .store.db import User, transaction, utcnow
 from .errors import (
     AccountDisabledError,
     AccountLockedError,
     LoginError,
     ThrottledError,
     UnknownUserError,
-    UsernameTakenError,
     ValidationError,
 )
 
@@ -85,11 +84,11 @@ def _decoy_hash(rounds: int) -> str:
 def find_user(username: str) -> User | None:
     if not isinstance(username, str) or not username.strip().isascii():
         return None  # usernames are ASCII; other text (a lone surrogate, say) names nobody and cannot reach SQLite
-    return User.select().where(pw.fn.lower(User.username) == username.strip().lower()).first()
+    return account_queries.find_user_by_name(username.strip())
 
 
 def get_user(user_id: int) -> User:
-    user = User.get_or_none(User.id == user_id)
+    user = account_queries.find_user_by_id(user_id)
     if user is None:
         raise UnknownUserError(f"No user with id {user_id}.")
     return user
@@ -116,18 +115,11 @@ def create_account(settings: Settings, username: str, password_hash: str, *, adm
 
     Runs in the caller's transaction (admin.py records who made it in the same one).
     """
-    try:
-        with transaction(), dialect().exclusive(database, "first-admin"):
-            # Alone among every process on the database: two first sign-ups at once on PostgreSQL
-            # would otherwise both see no users and both become administrators.
-            first = not database.execute_sql("SELECT 1 FROM users LIMIT 1").fetchone()
-            user = User.create(username=username, password_hash=password_hash, is_admin=admin or first)
-            ledger.credit_signup(user.id, settings.starting_balance)
-    except pw.IntegrityError as exc:
-        if "username" in str(exc):
-            raise UsernameTakenError(f"The username {username!r} is taken; choose another.") from None
-        raise
-    return user.id
+    with transaction(), account_queries.first_admin_lock():  # two first sign-ups at once: one admin
+        first = not account_queries.any_user_exists()
+        user_id = account_queries.insert_user(username, password_hash, is_admin=admin or first)  # or UsernameTakenError
+        ledger.credit_signup(user_id, settings.starting_balance)
+    return user_id
 
 
 LOCAL_CLIENT = "local"  # the client of a sign-in that does not come over the network (tests, CLI)
@@ -165,35 +157,23 @@ def login(settings: Settings, username, password, *, client: str = LOCAL_CLIENT,
     if user.is_disabled:
         raise AccountDisabledError("This account is disabled. Ask an administrator to enable it.")
     with transaction():  # a database locked past the busy timeout becomes DatabaseBusyError: "try again"
-        User.update(last_login_at=now).where(User.id == user.id).execute()
-        LoginThrottle.insert(
-            username_key=key, client=client, failures=0, locks=0, last_success_at=now, updated_at=now
-        ).on_conflict(
-            conflict_target=[LoginThrottle.username_key, LoginThrottle.client],
-            update={
-                LoginThrottle.failures: 0, LoginThrottle.first_failed_at: None, LoginThrottle.locks: 0,
-                LoginThrottle.locked_until: None, LoginThrottle.last_success_at: now, LoginThrottle.updated_at: now,
-            },
-        ).execute()
+        account_queries.update_last_login(user.id, now)
+        account_queries.record_sign_in_success(key, client, now)
     return get_user(user.id)
 
 
 def check_throttle(settings: Settings, key: str, client: str, now: dt.datetime) -> None:
     """Refuse, before any bcrypt, a client locked out of this account or guessing in a crowd."""
-    own = LoginThrottle.get_or_none(LoginThrottle.username_key == key, LoginThrottle.client == client)
+    own = account_queries.find_throttle(key, client)
     if own is not None and own.locked_until is not None and own.locked_until > now:
         raise AccountLockedError(_locked_message(own.locked_until, now), own.locked_until)
     if own is not None and own.last_success_at is not None:
         return  # a client that has signed in as this account before is never slowed by others' failures
     window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
-    recent = LoginThrottle.select(
-        pw.fn.COALESCE(pw.fn.SUM(LoginThrottle.failures + LoginThrottle.locks * settings.lockout_attempts), 0),
-        pw.fn.MAX(LoginThrottle.updated_at),
-    ).where(LoginThrottle.username_key == key, LoginThrottle.updated_at >= window_start).tuples().first()
-    failures, last = recent if recent else (0, None)
-    excess = int(failures or 0) - settings.lockout_attempts * SPREAD_ATTACK_FACTOR
+    # A lock-out counts as the failures that tripped it.
+    failures, last = account_queries.count_recent_failures(key, window_start, per_lock=settings.lockout_attempts)
+    excess = failures - settings.lockout_attempts * SPREAD_ATTACK_FACTOR
     if excess >= 0 and last is not None:
-        last = last if isinstance(last, dt.datetime) else dt.datetime.fromisoformat(str(last))
         delay = min(MAX_SPREAD_DELAY_S, 2 ** min(excess, 20))
         wait = delay - (now - last).total_seconds()
         if wait > 0:
@@ -208,29 +188,19 @@ def _fail(settings: Settings, key: str | None, client: str, now: dt.datetime) ->
         return  # not a possible username: nothing to protect, and nothing of it is stored
     window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
     with transaction():
-        # Written before it is read: the upsert takes the row's lock, so two failures at once (on
-        # PostgreSQL's READ COMMITTED) count twice instead of both reading the same count.
-        LoginThrottle.insert(username_key=key, client=client, updated_at=now).on_conflict(
-            conflict_target=[LoginThrottle.username_key, LoginThrottle.client], update={LoginThrottle.updated_at: now}
-        ).execute()
-        row = LoginThrottle.get(LoginThrottle.username_key == key, LoginThrottle.client == client)
+        row = account_queries.claim_throttle(key, client, now)  # locked: two failures at once count twice
         if row.first_failed_at is None or row.first_failed_at < window_start:
             failures, first = 1, now
         else:
             failures, first = row.failures + 1, row.first_failed_at
-        where = (LoginThrottle.username_key == key) & (LoginThrottle.client == client)
         if failures >= settings.lockout_attempts:
             locks = row.locks + 1
             until = now + dt.timedelta(seconds=min(MAX_LOCK_S, settings.lockout_duration_s * 2 ** min(locks - 1, 16)))
-            LoginThrottle.update(
-                failures=0, first_failed_at=None, locks=locks, locked_until=until, updated_at=now
-            ).where(where).execute()
+            account_queries.lock_out_client(key, client, locks, until, now)
         else:
-            LoginThrottle.update(failures=failures, first_failed_at=first, updated_at=now).where(where).execute()
+            account_queries.update_throttle_failures(key, client, failures, first, now)
         # Throttles of long ago protect nothing: sweep them now and then, on a failure.
-        LoginThrottle.delete().where(
-            LoginThrottle.updated_at < now - dt.timedelta(days=2), LoginThrottle.last_success_at.is_null()
-        ).execute()
+        account_queries.delete_stale_throttles(now - dt.timedelta(days=2))
     if failures >= settings.lockout_attempts:
         raise AccountLockedError(_locked_message(until, now), until)
 
@@ -241,8 +211,7 @@ def locked_clients(username: str, *, now: dt.datetime | None = None) -> list[tup
     key = username_key(username)
     if key is None:
         return []
-    rows = LoginThrottle.select().where(LoginThrottle.username_key == key, LoginThrottle.locked_until > now)
-    return [(row.client, row.locked_until) for row in rows]
+    return account_queries.list_locked_clients(key, now)
 
 
 def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
@@ -262,7 +231,7 @@ def change_password(settings: Settings, username: str, new_password) -> None:
 def set_password_hash(user_id: int, password_hash: str) -> None:
     """Store a new password (already hashed: bcrypt stays outside the write lock) and end every session."""
     with transaction():
-        User.update(password_hash=password_hash).where(User.id == user_id).execute()
+        account_queries.update_password_hash(user_id, password_hash)
         sessions.revoke_user_sessions(user_id)
 
 
@@ -279,7 +248,7 @@ def change_own_password(settings: Settings, user_id: int, current, new, *, keep_
         raise ValidationError("The new password is the same as the current one.")
     password_hash = hash_password(new, settings.bcrypt_rounds)
     with transaction():
-        User.update(password_hash=password_hash).where(User.id == user.id).execute()
+        account_queries.update_password_hash(user.id, password_hash)
         return sessions.revoke_other_sessions(user.id, keep_session_id)
 
 
@@ -287,7 +256,7 @@ def set_admin(username: str, is_admin: bool) -> User:
     """A demotion ends every session, so no page keeps an admin's view."""
     user = require_user(username)
     with transaction():
-        User.update(is_admin=is_admin).where(User.id == user.id).execute()
+        account_queries.update_admin_flag(user.id, is_admin)
         if user.is_admin and not is_admin:
             sessions.revoke_user_sessions(user.id)
     return get_user(user.id)
@@ -296,7 +265,7 @@ def set_admin(username: str, is_admin: bool) -> User:
 def set_disabled(username: str, is_disabled: bool) -> User:
     user = require_user(username)
     with transaction():
-        User.update(is_disabled=is_disabled).where(User.id == user.id).execute()
+        account_queries.update_disabled_flag(user.id, is_disabled)
         if is_disabled:
             sessions.revoke_user_sessions(user.id)
     return get_user(user.id)
@@ -306,12 +275,10 @@ def unlock_user(username: str) -> User:
     """End every client's lock-out of this account (and the pre-issue-10 account-wide one)."""
     user = require_user(username)
     with transaction():
-        User.update(failed_logins=0, first_failed_at=None, locked_until=None).where(User.id == user.id).execute()
-        LoginThrottle.update(failures=0, first_failed_at=None, locks=0, locked_until=None).where(
-            LoginThrottle.username_key == username_key(user.username)
-        ).execute()
+        account_queries.clear_account_lock(user.id)
+        account_queries.clear_throttles(username_key(user.username))
     return get_user(user.id)
 
 
 def list_users() -> list[User]:
-    return list(User.select().order_by(User.id))
+    return account_queries.list_users()

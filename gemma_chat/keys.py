@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import secrets
 
+from .store import account_queries, key_queries
 from .store.db import ApiKey, User, transaction, utcnow
 from .errors import UnknownUserError, ValidationError
 
@@ -42,33 +43,25 @@ def create_key(user_id: int, label=None) -> tuple[ApiKey, str]:
     label = validate_label(label)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction():
-        if User.get_or_none(User.id == user_id) is None:
+        if account_queries.find_user_by_id(user_id) is None:
             raise UnknownUserError(f"No user with id {user_id}.")
-        row = ApiKey.create(
-            user=user_id, label=label, key_hash=hash_key(plaintext), prefix=plaintext[:SHOWN_PREFIX_CHARS], created_at=utcnow()
-        )
+        row = key_queries.insert_key(user_id, label, hash_key(plaintext), plaintext[:SHOWN_PREFIX_CHARS], utcnow())
     return row, plaintext
 
 
 def list_keys(user_id: int, *, include_revoked: bool = False) -> list[ApiKey]:
-    query = ApiKey.select().where(ApiKey.user == user_id)
-    if not include_revoked:
-        query = query.where(ApiKey.revoked_at.is_null())
-    return list(query.order_by(ApiKey.created_at, ApiKey.id))
+    return key_queries.list_keys_of_user(user_id, include_revoked=include_revoked)
 
 
 def revoke_key(key_id: int, *, user_id: int | None = None) -> ApiKey:
     """End a key. With `user_id`, only that user's own key (the Account tab); the CLI passes none."""
     with transaction():
-        query = ApiKey.select().where(ApiKey.id == key_id)
-        if user_id is not None:
-            query = query.where(ApiKey.user == user_id)
-        row = query.first()
+        row = key_queries.find_key(key_id, user_id=user_id)
         if row is None:
             raise ValidationError(f"No API key with id {key_id}.")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
-            ApiKey.update(revoked_at=row.revoked_at).where(ApiKey.id == row.id).execute()
+            key_queries.update_key_revoked(row.id, row.revoked_at)
     return row
 
 
@@ -76,11 +69,11 @@ def resolve_key(plaintext, *, now: dt.datetime | None = None) -> User | None:
     """The active, enabled user a key belongs to; None for anything else (unknown, revoked, disabled)."""
     if not isinstance(plaintext, str) or not plaintext.startswith(KEY_PREFIX) or not 20 <= len(plaintext) <= 100:
         return None
-    row = ApiKey.select(ApiKey, User).join(User).where(ApiKey.key_hash == hash_key(plaintext)).first()
+    row = key_queries.find_key_by_hash(hash_key(plaintext))
     if row is None or row.revoked_at is not None or row.user.is_disabled:
         return None
     now = now or utcnow()
     if row.last_used_at is None or now - row.last_used_at > dt.timedelta(seconds=TOUCH_EVERY_S):
         with transaction():
-            ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+            key_queries.touch_key(row.id, now)
     return row.user

@@ -9,13 +9,13 @@ everywhere, a password change, disabling and demotion (auth.py). Plain Python: n
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 
 from .config import Settings
-from .store.db import User, WebSession, database, transaction, utcnow
+from .store import session_queries
+from .store.db import User, transaction, utcnow
 
 # A session's last_seen_at is written at most this often: reading a session on every event must not
 # cost a write transaction each time. Idle expiry is therefore exact to within this many seconds.
@@ -39,15 +39,11 @@ def create_session(settings: Settings, user_id: int, *, now: dt.datetime | None 
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
     with transaction():
-        WebSession.create(
-            token_hash=hash_token(token),
-            user=user_id,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + dt.timedelta(seconds=settings.session_max_age_s),
+        session_queries.insert_session(
+            hash_token(token), user_id, now, expires_at=now + dt.timedelta(seconds=settings.session_max_age_s)
         )
         # Expired sessions are dead weight: sweep them when sessions are made, which is rare.
-        WebSession.delete().where(WebSession.expires_at < now - dt.timedelta(days=1)).execute()
+        session_queries.delete_sessions_expired_before(now - dt.timedelta(days=1))
     return token
 
 
@@ -69,32 +65,13 @@ def resolve_session(settings: Settings, token, *, touch: bool = True, now: dt.da
     if not isinstance(token, str) or not 20 <= len(token) <= 100:
         return None
     now = now or utcnow()
-    row = (
-        WebSession.select(WebSession, User)
-        .join(User)
-        .where(WebSession.token_hash == hash_token(token))
-        .first()
-    )
+    row = session_queries.find_session_by_token_hash(hash_token(token))
     if row is None or not _is_live(settings, row.revoked_at, row.expires_at, row.last_seen_at, row.user.is_disabled, now):
         return None
     if touch and now - row.last_seen_at > dt.timedelta(seconds=TOUCH_EVERY_S):
         with transaction():
-            WebSession.update(last_seen_at=now).where(WebSession.id == row.id).execute()
+            session_queries.touch_session(row.id, now)
     return SignedIn(row.user, row.id)
-
-
-_LIVENESS_COLUMNS = (WebSession.revoked_at, WebSession.expires_at, WebSession.last_seen_at, User.is_disabled)
-
-
-_TOKEN_HASH = "<token hash>"  # where the token's hash goes in the query's parameters (never a real hash)
-
-
-@functools.lru_cache(maxsize=1)
-def _liveness_query() -> tuple[str, tuple]:
-    """The liveness query's SQL and parameters, built by Peewee once: building it is most of a lookup's cost."""
-    query = WebSession.select(*_LIVENESS_COLUMNS).join(User).where(WebSession.token_hash == _TOKEN_HASH).limit(1)
-    sql, params = query.sql()
-    return sql, tuple(params)
 
 
 def has_live_session(settings: Settings, token, *, now: dt.datetime | None = None) -> bool:
@@ -102,13 +79,10 @@ def has_live_session(settings: Settings, token, *, now: dt.datetime | None = Non
     queue request. The same conditions (_is_live) on the same columns."""
     if not isinstance(token, str) or not 20 <= len(token) <= 100:
         return False
-    sql, params = _liveness_query()
-    token_hash = hash_token(token)
-    row = database.execute_sql(sql, [token_hash if p == _TOKEN_HASH else p for p in params]).fetchone()
-    if row is None:
+    liveness = session_queries.find_session_liveness(hash_token(token))
+    if liveness is None:
         return False
-    values = [column.python_value(value) for column, value in zip(_LIVENESS_COLUMNS, row)]
-    return _is_live(settings, *values, now or utcnow())
+    return _is_live(settings, *liveness, now or utcnow())
 
 
 def revoke_session(token, *, now: dt.datetime | None = None) -> bool:
@@ -116,45 +90,24 @@ def revoke_session(token, *, now: dt.datetime | None = None) -> bool:
     if not isinstance(token, str) or not token:
         return False
     with transaction():
-        ended = (
-            WebSession.update(revoked_at=now or utcnow())
-            .where(WebSession.token_hash == hash_token(token), WebSession.revoked_at.is_null())
-            .execute()
-        )
+        ended = session_queries.revoke_session_by_token_hash(hash_token(token), now or utcnow())
     return ended > 0
 
 
 def revoke_user_sessions(user_id: int, *, now: dt.datetime | None = None) -> int:
     """Log out everywhere: end every session of the user. Returns how many ended."""
     with transaction():
-        return (
-            WebSession.update(revoked_at=now or utcnow())
-            .where(WebSession.user == user_id, WebSession.revoked_at.is_null())
-            .execute()
-        )
+        return session_queries.revoke_sessions_of_user(user_id, now or utcnow())
 
 
 def live_sessions(user_id: int, settings: Settings, *, now: dt.datetime | None = None) -> int:
     """How many sessions of the user are live now (for the CLI and tests)."""
     now = now or utcnow()
     idle_since = now - dt.timedelta(seconds=settings.session_idle_s)
-    return (
-        WebSession.select()
-        .where(
-            WebSession.user == user_id,
-            WebSession.revoked_at.is_null(),
-            WebSession.expires_at > now,
-            WebSession.last_seen_at >= idle_since,
-        )
-        .count()
-    )
+    return session_queries.count_live_sessions(user_id, now, idle_since)
 
 
 def revoke_other_sessions(user_id: int, keep_session_id: int, *, now: dt.datetime | None = None) -> int:
     """A password change from one browser: every other session of the user ends, this one stays."""
     with transaction():
-        return (
-            WebSession.update(revoked_at=now or utcnow())
-            .where(WebSession.user == user_id, WebSession.id != keep_session_id, WebSession.revoked_at.is_null())
-            .execute()
-        )
+        return session_queries.revoke_other_sessions_of_user(user_id, keep_session_id, now or utcnow())
