@@ -117,7 +117,9 @@ def create_account(settings: Settings, username: str, password_hash: str, *, adm
     """
     with transaction(), account_queries.first_admin_lock():  # two first sign-ups at once: one admin
         first = not account_queries.any_user_exists()
-        user_id = account_queries.insert_user(username, password_hash, is_admin=admin or first)  # or UsernameTakenError
+        user_id = account_queries.insert_user(username, password_hash, is_admin=admin or first)
+        if user_id is None:
+            raise UsernameTakenError(f"The username {username!r} is taken; choose another.")
         ledger.credit_signup(user_id, settings.starting_balance)
     return user_id
 

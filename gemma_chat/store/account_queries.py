@@ -9,7 +9,6 @@ from typing import Iterator
 
 import peewee as pw
 
-from ..errors import UsernameTakenError
 from .db import LoginThrottle, User, database, dialect
 
 
@@ -38,13 +37,14 @@ def any_user_exists() -> bool:
     return bool(database.execute_sql("SELECT 1 FROM users LIMIT 1").fetchone())
 
 
-def insert_user(username: str, password_hash: str, *, is_admin: bool) -> int:
-    """The new user's id; UsernameTakenError when the name is taken (the caller's transaction must roll back)."""
+def insert_user(username: str, password_hash: str, *, is_admin: bool) -> int | None:
+    """The new user's id; None when the name is taken in any letter case (then the caller's
+    transaction must roll back: on PostgreSQL it can run nothing more)."""
     try:
         return User.create(username=username, password_hash=password_hash, is_admin=is_admin).id
     except pw.IntegrityError as exc:
         if "username" in str(exc):
-            raise UsernameTakenError(f"The username {username!r} is taken; choose another.") from None
+            return None
         raise
 
 
