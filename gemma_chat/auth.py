@@ -23,6 +23,7 @@ from .errors import (
     LoginError,
     ThrottledError,
     UnknownUserError,
+    UsernameTakenError,
     ValidationError,
 )
 
