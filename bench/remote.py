@@ -8,8 +8,9 @@ backend = "openai"; (c) a full chat turn on that tier. The sides take turns prom
 server keeps one prompt prefix cache, so before every measured request a one-token request of a
 fixed prompt puts that cache in the same state for whichever side goes next.
 
-The server gets one thread (--n_threads 1): it stands in for another machine, so the client's
-work gets the other core instead of competing with the model's threads.
+The server gets one thread (--n_threads 1) and, on Linux, a core of its own (the last one; the
+measuring process keeps the others for the section): it stands in for another machine, so the
+client's threads never preempt the model's thread, whichever side is measured.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
 
+# The server's own core and the measuring process's others (None: one core, or no affinity calls).
+_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+SERVER_CORE = _CORES[-1] if len(_CORES) >= 2 else None
+
+
 class Server:
     def __init__(self, model, log_path):
         self.port = free_port()
@@ -56,7 +62,8 @@ class Server:
         ]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CORE})) if SERVER_CORE is not None else None,
             )
 
     def wait_until_up(self, timeout: float = 120) -> float:
@@ -158,8 +165,10 @@ def measure_remote(options: Options) -> dict:
     from .__main__ import default_model
 
     model = default_model().resolve()
-    options.say(f"  starting llama_cpp.server ({model.name}, {SERVER_THREADS} thread)…")
+    options.say(f"  starting llama_cpp.server ({model.name}, {SERVER_THREADS} thread, core {SERVER_CORE})…")
     server = Server(model, options.work_dir / "remote-server.log")
+    if SERVER_CORE is not None:
+        os.sched_setaffinity(0, set(_CORES) - {SERVER_CORE})  # the client side (threads made from now on too)
     try:
         server_up_s = server.wait_until_up()
         tier = TierSettings(
@@ -203,6 +212,8 @@ def measure_remote(options: Options) -> dict:
             close_database()
     finally:
         server.stop()
+        if SERVER_CORE is not None:
+            os.sched_setaffinity(0, set(_CORES))
 
     for r in runs["a_direct"]:
         r.completion_tokens = exact[r.prompt][1]
@@ -218,7 +229,7 @@ def measure_remote(options: Options) -> dict:
     counted = [(r.extra["counted_tokens"], exact[r.prompt][1]) for name in ("b_engine", "c_turn") for r in runs[name]]
     return {
         "model": str(model),
-        "server": {"threads": SERVER_THREADS, "n_ctx": N_CTX, "interrupt_requests": False, "extra_buffers": False,
+        "server": {"threads": SERVER_THREADS, "core": SERVER_CORE, "n_ctx": N_CTX, "interrupt_requests": False, "extra_buffers": False,
                    "ready_s": round(server_up_s, 2)},
         "max_tokens": options.max_tokens,
         "rounds": options.rounds,
