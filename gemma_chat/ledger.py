@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from . import instances
-from .store import ledger_queries
+from .store import history_queries, ledger_queries
 from .store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
@@ -197,7 +197,7 @@ def release_holds_of(instance_ids: list[str], *, reason: str) -> list[Hold]:
     if not instance_ids:
         return []
     with transaction():
-        return _release_all(ledger_queries.find_active_holds_of(instance_ids), reason)
+        return _release_all(ledger_queries.find_active_holds(instance_ids=instance_ids), reason)
 
 
 def _release_all(holds: list[Hold], reason: str) -> list[Hold]:
@@ -212,11 +212,11 @@ def _release_all(holds: list[Hold], reason: str) -> list[Hold]:
 
 
 def active_holds() -> list[Hold]:
-    return ledger_queries.list_active_holds()
+    return ledger_queries.find_active_holds()
 
 
 def recent_entries(user_id: int, limit: int = 20) -> list[LedgerEntry]:
-    return ledger_queries.list_recent_entries(user_id, limit)
+    return history_queries.select_statement_page(user_id, limit, 0)
 
 
 def verify_ledger(*, stale_after_s: float | None = None) -> list[str]:

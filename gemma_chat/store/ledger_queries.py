@@ -112,31 +112,19 @@ def reduce_held(user_id: int, amount: int) -> bool:
     ).rowcount == 1
 
 
-def find_active_holds(*, created_before: dt.datetime | None = None, unowned_only: bool = False) -> list[Hold]:
-    """Active holds, those made before `created_before` only, or only those no app instance stamped."""
+def find_active_holds(
+    *, created_before: dt.datetime | None = None, unowned_only: bool = False, instance_ids: list[str] | None = None
+) -> list[Hold]:
+    """Active holds, oldest first: only those made before `created_before`, only those no app
+    instance stamped, or only those these instances stamped, as asked."""
     query = Hold.select().where(Hold.status == "active")
     if created_before is not None:
         query = query.where(Hold.created_at < created_before)
     if unowned_only:
         query = query.where(Hold.instance_id.is_null())
-    return list(query)
-
-
-def find_active_holds_of(instance_ids: list[str]) -> list[Hold]:
-    """The active holds these app instances stamped."""
-    return list(Hold.select().where((Hold.status == "active") & Hold.instance_id.in_(instance_ids)))
-
-
-def list_active_holds() -> list[Hold]:
-    """Every active hold, oldest first."""
-    return list(Hold.select().where(Hold.status == "active").order_by(Hold.created_at))
-
-
-def list_recent_entries(user_id: int, limit: int) -> list[LedgerEntry]:
-    """The user's last `limit` ledger entries, newest first."""
-    return list(
-        LedgerEntry.select().where(LedgerEntry.user == user_id).order_by(LedgerEntry.id.desc()).limit(limit)
-    )
+    if instance_ids is not None:
+        query = query.where(Hold.instance_id.in_(instance_ids))
+    return list(query.order_by(Hold.created_at))
 
 
 # --- what verify compares --------------------------------------------------------------------------
