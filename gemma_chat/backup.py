@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatabaseCopyError, GemmaChatError
+from .errors import DatabaseRefusedError, GemmaChatError
 from .store.backup import copy_sqlite_database
 
 
@@ -38,7 +38,7 @@ def backup_database(source: Path, target: Path) -> Backup:
     try:
         users, entries = copy_sqlite_database(source, partial)
         os.link(partial, target)  # fails if `target` appeared meanwhile: never overwrite
-    except DatabaseCopyError as exc:
+    except DatabaseRefusedError as exc:
         raise GemmaChatError(f"The backup failed: {exc}.") from None
     except FileExistsError:
         raise GemmaChatError(f"{target} already exists; choose a new file name (a backup never overwrites).") from None

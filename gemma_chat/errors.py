@@ -88,10 +88,6 @@ class DatabaseUnavailableError(GemmaChatError):
     """The database cannot be opened: a PostgreSQL server that does not answer or refuses us, an unwritable file."""
 
 
-class DatabaseCopyError(GemmaChatError):
-    """Copying a database failed part-way; the message is the engine's reason."""
-
-
 class DatabaseRefusedError(GemmaChatError):
     """The database refused a statement (a schema it cannot create, a row it will not take); the
     text is the engine's first line of why, for the caller to put in its own message."""

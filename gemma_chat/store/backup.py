@@ -10,13 +10,13 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from ..errors import DatabaseCopyError
+from ..errors import DatabaseRefusedError
 
 
 def copy_sqlite_database(source: Path, target: Path) -> tuple[int, int]:
     """Copy the database at `source` into the new file `target`; returns the copy's (users, ledger entries).
 
-    DatabaseCopyError, with SQLite's reason, when the copy fails.
+    DatabaseRefusedError, with SQLite's reason, when the copy fails.
     """
     try:
         with closing(sqlite3.connect(str(source), timeout=30)) as reader, closing(sqlite3.connect(str(target))) as writer:
@@ -25,5 +25,5 @@ def copy_sqlite_database(source: Path, target: Path) -> tuple[int, int]:
             users = writer.execute("SELECT COUNT(*) FROM users").fetchone()[0]
             entries = writer.execute("SELECT COUNT(*) FROM ledger_entries").fetchone()[0]
     except sqlite3.Error as exc:
-        raise DatabaseCopyError(str(exc)) from exc
+        raise DatabaseRefusedError(str(exc)) from exc
     return users, entries
