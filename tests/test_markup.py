@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from gemma_chat.markup import as_markdown
+from gemma_chat.ui.markup import as_markdown
 
 # CommonMark with raw HTML on: if anything of ours were HTML to a renderer, it would show up here.
 RENDERER = MarkdownIt("commonmark", {"html": True}).enable("table")

@@ -1,4 +1,4 @@
-"""The UI's words (ui_text.py): both languages have every key, every message the UI can receive from
+"""The UI's words (ui/text.py): both languages have every key, every message the UI can receive from
 the services has a Russian translation, and a browser that asks for Russian gets Russian messages
 while English stays exactly as it was."""
 
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from conftest import ROOT, browser_request, signed_in_request
 from gemma_chat import admin
 from gemma_chat.ui import ChatApp
-from gemma_chat.ui_text import (
+from gemma_chat.ui.text import (
     MESSAGES,
     RUSSIAN_BY_ENGLISH,
     TRANSLATIONS,
@@ -94,13 +94,12 @@ def test_the_language_comes_from_accept_language(header, language):
 
 # --- every message that can reach the UI is in the catalogue ------------------------------------
 
-# Where the UI's messages come from: the services it calls, and its own modules.
+# Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
 MESSAGE_SOURCES = [
     "admin.py", "auth.py", "chat.py", "conversations.py", "engine.py", "history.py", "keys.py", "ledger.py",
-    "reports.py", "ui.py", "ui_account.py", "ui_admin_models.py", "ui_admin_users.py", "ui_api_keys.py", "ui_chats.py",
-    "ui_topup.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
+    "reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py",
-]
+] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))
 NOT_GEMMA_CHAT_ERRORS = {"ValueError", "RuntimeError", "OSError", "TypeError", "KeyError"}
 # A plausible value for a placeholder, by its expression; any other is a number.
 SAMPLES = {"what": "Credits", "what.lower()": "credits", "verb": "demote"}
@@ -154,7 +153,7 @@ def test_every_message_the_ui_can_receive_has_a_russian_translation():
     for message in (auth.WRONG_CREDENTIALS, chat.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
         if translated("ru", message) == message:
             untranslated.append(message)
-    assert untranslated == [], "add these to ui_text.RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
+    assert untranslated == [], "add these to ui/text.py's RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
     assert len(messages_in(ROOT / "gemma_chat" / "auth.py")) > 10  # the scan does find them
 
 

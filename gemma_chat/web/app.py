@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa:
 from .. import auth, sessions, statement  # noqa: E402
 from ..store.db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp, use_served_route_app  # noqa: E402
-from ..ui_text import language_of, translated  # noqa: E402
+from ..ui.text import language_of, translated  # noqa: E402
 
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread

@@ -33,7 +33,7 @@ import anyio
 
 from ..config import Settings
 from ..error_log import logger
-from ..ui_text import language_of, translated
+from ..ui.text import language_of, translated
 
 SIGNIN_PATHS = frozenset({"/auth/login", "/auth/register"})
 

@@ -25,7 +25,7 @@ from gemma_chat import auth, ledger, sessions
 from gemma_chat.store.db import database
 from gemma_chat.engine import Engine, GenerationResult
 from gemma_chat.errors import GemmaChatError
-from gemma_chat.markup import as_markdown
+from gemma_chat.ui.markup import as_markdown
 from gemma_chat.ui import ChatApp, owned_by
 from gemma_chat.web.app import login_with_session, register_with_session
 

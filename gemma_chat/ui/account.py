@@ -1,17 +1,17 @@
 """The Account tab: change one's own password (the other signed-in browsers are signed out), and the
-API keys section (ui_api_keys.py).
+API keys section (api_keys.py).
 
-A mixin of ChatApp (ui.py), like the Chats tab: the user comes from the request's session cookie.
+A mixin of ChatApp (app.py), like the Chats tab: the user comes from the request's session cookie.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from . import auth
-from .errors import GemmaChatError
-from .ui_api_keys import build_api_keys_section
-from .ui_text import language_of, text, translated
+from .. import auth
+from ..errors import GemmaChatError
+from .api_keys import build_api_keys_section
+from .text import language_of, text, translated
 
 
 class AccountTab:

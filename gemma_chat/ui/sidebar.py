@@ -1,6 +1,6 @@
 """The Chats tab: the user's chats, newest first, to open, rename, delete and search.
 
-A mixin of ChatApp (ui.py): every callback resolves the user from the request's session cookie,
+A mixin of ChatApp (app.py): every callback resolves the user from the request's session cookie,
 and the services (conversations.py) touch only that user's chats. Callbacks return their outputs
 by name; `ChatApp.named` maps the names to the components built here.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from . import conversations
-from .history import neighbour_page
-from .ui_text import columns, language_of, text
+from .. import conversations
+from ..history import neighbour_page
+from .text import columns, language_of, text
 
 CHATS_COLUMN_KEYS = ["col_chat", "col_last_used", "col_turns"]
 

@@ -2,7 +2,7 @@
 
 Callbacks are thin: each one resolves the user from the request's session cookie and re-checks the
 user's rights (a hidden component or a private API protects nothing), calls one service, and shapes
-the result for the screen, in the language the browser asks for (ui_text.py). Who the user is never
+the result for the screen, in the language the browser asks for (text.py). Who the user is never
 comes from gr.State: Gradio keys State by the client-chosen session_hash, which is an address, not a
 credential. Signing in and out are not
 Gradio events: the buttons call the app's own /auth routes from the browser (web/app.py), which set
@@ -20,20 +20,20 @@ import time
 import gradio as gr
 import pandas as pd
 
-from . import chat, conversations, ledger, sessions
-from .config import Settings
-from .store.db import User
-from .error_log import log_error
-from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
-from .history import list_history, parse_page
+from .. import chat, conversations, ledger, sessions
+from ..config import Settings
+from ..store.db import User
+from ..error_log import log_error
+from ..errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
+from ..history import list_history, parse_page
 from .markup import as_markdown
-from .reports import Reports
-from .ui_account import AccountTab
-from .ui_admin_models import AdminModelsSection
-from .ui_admin_users import AdminUsersSection
-from .ui_chats import ChatsTab
-from .ui_text import MESSAGES, TRANSLATIONS, code_name, columns, language_of, text, translated
-from .ui_topup import TopUpTab
+from ..reports import Reports
+from .account import AccountTab
+from .admin.models import AdminModelsSection
+from .admin.users import AdminUsersSection
+from .sidebar import ChatsTab
+from .text import MESSAGES, TRANSLATIONS, code_name, columns, language_of, text, translated
+from .topup import TopUpTab
 
 HISTORY_COLUMN_KEYS = ["col_date_time", "col_model", "col_credits", "col_status", "col_prompt", "col_answer"]
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
@@ -586,7 +586,7 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
             return f"⚠ {translated(language_of(request), exc.message)}", gr.update(), gr.update()
         language = language_of(request)
         message = text(language, "topped_up", amount=entry.amount, balance=entry.balance_after)
-        # the statement follows (ui_topup.py)
+        # the statement follows (topup.py)
         return message, balance_text(user.id, language), self.ledger_table(user.id, language)
 
     # --- admin ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Top up tab's layout, and the user's statement: every ledger entry, paged, totals by kind, a CSV.
 
-A mixin of ChatApp (ui.py): every callback resolves the user from the request's session cookie, and
+A mixin of ChatApp (app.py): every callback resolves the user from the request's session cookie, and
 statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
 own whatever a client sends. Callbacks return their outputs by name (`ChatApp.named`).
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from . import statement
-from .history import neighbour_page
-from .ui_text import code_name, columns, language_of, text
+from .. import statement
+from ..history import neighbour_page
+from .text import code_name, columns, language_of, text
 
 LEDGER_COLUMN_KEYS = ["col_time", "col_kind", "col_amount", "col_balance_after"]
 # The CSV comes from the app's own route (web/app.py), which checks the session cookie itself: no
@@ -98,7 +98,7 @@ class TopUpTab:
         wire(c["topup_tab"].select, self.statement_first, [], listing, api_name="statement")
         wire(c["statement_previous"].click, self.statement_previous, ["statement_page_state"], listing, api_name=False)
         wire(c["statement_next"].click, self.statement_next, ["statement_page_state"], listing, api_name=False)
-        # top_up (ui.py) answers with its message, the balance and the first page; then the rest follows.
+        # top_up (app.py) answers with its message, the balance and the first page; then the rest follows.
         added = c["topup_button"].click(
             self.top_up, [c["amount"]], [c["topup_message"], c["balance"], c["statement_table"]],
             api_name="top_up", api_visibility="undocumented",

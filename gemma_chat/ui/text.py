@@ -423,7 +423,7 @@ MESSAGES = {
 # Messages that reach the UI as English text: raised by the services (and by the UI's own checks),
 # or a turn's message (chat.py). Keyed by the English template; `{reason}` is translated in turn.
 RUSSIAN_BY_ENGLISH = {
-    # sessions and rights (ui.py, admin.py)
+    # sessions and rights (ui/, admin.py)
     "Please log in.": "Пожалуйста, войдите.",
     "Your session has expired; please log in again.": "Сеанс истёк; войдите снова.",
     "Your session has ended; please log in again.": "Сеанс завершён; войдите снова.",
@@ -472,7 +472,7 @@ RUSSIAN_BY_ENGLISH = {
         "Примечание не может содержать управляющие символы или недопустимый текст.",
     "Credits to grant: a non-zero whole number from -{maximum} to {maximum}.":
         "Сколько кредитов начислить: целое ненулевое число от -{maximum} до {maximum}.",
-    # credits (ledger.py, ui.py)
+    # credits (ledger.py, ui/)
     "Credits must be a whole number.": "Количество кредитов должно быть целым числом.",
     "Credits must be a whole number, not {value}.": "Количество кредитов должно быть целым числом, а не {value}.",
     "Enter credits as a whole number from 1 to {maximum}.": "Введите количество кредитов — целое число от 1 до {maximum}.",
@@ -487,7 +487,7 @@ RUSSIAN_BY_ENGLISH = {
     "No hold for request {request_id}.": "Нет резерва для запроса {request_id}.",
     "Top-ups are turned off here; ask an administrator for credits.":
         "Пополнение здесь отключено; попросите кредиты у администратора.",
-    # a chat turn (chat.py) and the chats (conversations.py, ui_chats.py)
+    # a chat turn (chat.py) and the chats (conversations.py, ui/sidebar.py)
     "Unknown model {tier}.": "Неизвестная модель {tier}.",
     "Type a message first.": "Сначала введите сообщение.",
     "The message contains a NUL character; remove it and send again.":
@@ -520,13 +520,13 @@ RUSSIAN_BY_ENGLISH = {
     "Search for at most 200 characters of text.": "Искать можно не больше 200 символов текста.",
     "Choose a chat in the list first.": "Сначала выберите чат в списке.",
     "A page number is a whole number from 1.": "Номер страницы — целое число от 1.",
-    # API keys (keys.py, ui_api_keys.py)
+    # API keys (keys.py, ui/api_keys.py)
     "A key's name must be text.": "Название ключа должно быть текстом.",
     "A key's name is at most {n} characters.": "Название ключа — не больше {n} {n:символа|символов|символов}.",
     "A key's name cannot contain control characters.": "Название ключа не может содержать управляющие символы.",
     "No API key with id {key_id}.": "Нет ключа API с id {key_id}.",
     "Choose a key to revoke.": "Выберите ключ, который нужно отозвать.",
-    # the admin reports (reports.py) and models (engine.py, backends/, ui_admin_models.py)
+    # the admin reports (reports.py) and models (engine.py, backends/, ui/admin/models.py)
     "{what} must be a date as YYYY-MM-DD; got {value}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value}.",
     "The start date {since} is after the end date {until}.": "Начальная дата {since} позже конечной {until}.",
     "Choose the model to restart.": "Выберите модель для перезапуска.",
