@@ -133,8 +133,8 @@ class ChatsTab:
             c["chats_ids"] = gr.State([])
             c["selected_chat"] = gr.State([])
 
-    def wire_chats_tab(self, c: dict):
-        """Wires the tab's events; returns Open's, which ChatApp.build chains after."""
+    def wire_chats_tab(self, c: dict) -> list:
+        """Wires the tab's events; returns those that change the open chat (Open, New chat)."""
         listing = ["chats_table", "chats_label", "chats_page_state", "chats_ids", "selected_chat", "chat_title", "chats_message"]
         wire = self.wire
         wire(c["chats_tab"].select, self.chats_page, ["chats_page_state", "chats_search"], listing, api_name="chats")
@@ -154,4 +154,5 @@ class ChatsTab:
             c["delete_chat_button"].click, self.delete_chat, ["chats_page_state", "chats_search", "selected_chat"],
             listing + ["chatbot", "turns"], api_name="delete_chat",
         )
-        return opened
+        new_chat = wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
+        return [opened, new_chat]
