@@ -77,13 +77,18 @@ def tier_status(engine, tier: str):
     raise ValidationError(f"Unknown model {tier!r}.")
 
 
-def build_messages(history: Sequence[tuple[str, str]], message: str) -> list[dict]:
-    """Earlier (user, assistant) turns of this chat, then the new message: what the engine trims."""
+def build_messages(history: Sequence[tuple[str, str]], message: str, system_prompt: str = "") -> list[dict]:
+    """Earlier (user, assistant) turns of this chat, then the new message: what the engine trims.
+
+    A chat's system prompt is folded into the new message, as /v1 folds system text into the next
+    user turn (the models take user/assistant turns only); the engine trims the oldest turns first,
+    so the prompt is never the part cut.
+    """
     messages = []
     for user_text, answer in history:
         if user_text and answer:  # a turn without an answer would break the user/assistant alternation
             messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": answer}]
-    messages.append({"role": "user", "content": message})
+    messages.append({"role": "user", "content": f"{system_prompt}\n\n{message}" if system_prompt else message})
     return messages
 
 
@@ -101,6 +106,7 @@ def run_turn(
     replaces_id: int | None = None,
     source: str = "ui",
     sampling: Sampling | None = None,
+    system_prompt: str = "",
 ) -> Iterator[TurnUpdate]:
     """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
 
@@ -109,6 +115,10 @@ def run_turn(
     `replaces_id` names the turn it regenerates or edits. `source` says where the turn came from
     ("ui" or "api"), for History and the reports. `sampling` overrides the tier's temperature /
     top_p for this turn (the API's); None keeps the tier's settings (the chat window).
+    `system_prompt` is the chat's (build_messages).
+
+    A refused message is kept: it joins the chat (a new chat is started for it) as a refused turn
+    the user can send again; a refused replacement names the turn it would have replaced.
     """
     try:
         user = get_user(user_id)
@@ -151,11 +161,19 @@ def run_turn(
             )
         base = replace(base, conversation_id=chat_id)
     except InsufficientCreditsError as exc:
-        interactions.log_refused(
-            request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id, source=source
-        )
+        chat_id = conversation_id  # the hold's transaction rolled back, a new chat with it
+        with transaction():
+            if chat_id is None and new_conversation:
+                chat_id = conversations.create_conversation(user_id, prompt)
+            elif chat_id is not None:
+                conversations.touch_conversation(chat_id)
+            interactions.log_refused(
+                request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, source=source,
+                replaces_id=replaces_id,
+            )
         yield replace(
             base,
+            conversation_id=chat_id,
             status="refused",
             message=(
                 f"Not enough credits: {status.label} costs {tier_settings.price} "
@@ -171,7 +189,8 @@ def run_turn(
         yield replace(base, status="rejected", message=exc.message)
         return
 
-    yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop, sampling)
+    messages = build_messages(history, prompt, system_prompt)
+    yield from _stream_and_settle(engine, base, user_id, tier, messages, stop, sampling)
 
 
 def _stream_and_settle(
@@ -232,10 +251,11 @@ def _stream_and_settle(
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
         elif not answer:
-            final = replace(final, message="The model returned an empty answer. Nothing was charged.")
+            final = replace(final, message=EMPTY_ANSWER_MESSAGE)
     yield final
 
 
+EMPTY_ANSWER_MESSAGE = "The model returned an empty answer. Nothing was charged."
 DATABASE_BUSY_MESSAGE = "The database is busy, so this answer was not recorded. Nothing was charged; please try again."
 RELEASE_RETRY_S = 1.0
 

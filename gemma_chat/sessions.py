@@ -74,6 +74,14 @@ def resolve_session(settings: Settings, token, *, touch: bool = True, now: dt.da
     return SignedIn(row.user, row.id)
 
 
+def ended_because_disabled(token) -> bool:
+    """Whether this cookie's session belongs to a disabled account: the page then says so."""
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        return False
+    row = session_queries.find_session_by_token_hash(hash_token(token))
+    return row is not None and bool(row.user.is_disabled)
+
+
 def has_live_session(settings: Settings, token, *, now: dt.datetime | None = None) -> bool:
     """resolve_session(touch=False) is not None, at a fraction of its cost: the edge asks on every
     queue request. The same conditions (_is_live) on the same columns."""

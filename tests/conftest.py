@@ -119,16 +119,19 @@ def chat_settings(data_dir: Path, database):
 # --- a browser's session, for calling the UI's callbacks in-process ---------------------------
 
 
-def browser_request(token: str | None = None, *, accept_language: str | None = None):
+def browser_request(token: str | None = None, *, accept_language: str | None = None, query: str = ""):
     """A gr.Request as Gradio builds it for an event from a browser holding this session cookie
-    (and sending this Accept-Language: a browser set to Russian sends "ru-RU,ru;q=0.9")."""
+    (and sending this Accept-Language: a browser set to Russian sends "ru-RU,ru;q=0.9"; `query`:
+    the page's URL parameters, "chat=12")."""
     import gradio as gr
     from starlette.requests import Request
 
     headers = [(b"cookie", f"gemma_session={token}".encode())] if token else []
     if accept_language is not None:
         headers.append((b"accept-language", accept_language.encode()))
-    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": b""}
+    scope = {
+        "type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": query.encode(),
+    }
     request = gr.Request(request=Request(scope))
     request.token = token
     return request
@@ -148,6 +151,14 @@ def signed_in_request(
     request = browser_request(token, accept_language=accept_language)
     request.user_id = auth.find_user(username).id
     return request
+
+
+def shown_after(updates) -> dict:
+    """What the page shows after a streamed event: its updates (outputs by name) merged in order."""
+    shown: dict = {}
+    for update in updates:
+        shown.update(update)
+    return shown
 
 
 def run_processes_together(count: int, target, args_for) -> list:

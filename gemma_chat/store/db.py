@@ -51,6 +51,7 @@ class User(BaseModel):
     locked_until = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     last_login_at = pw.DateTimeField(null=True)
+    default_system_prompt = pw.TextField(default="")  # new chats start with it (Account tab)
 
     class Meta:
         table_name = "users"
@@ -96,6 +97,8 @@ class Conversation(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
     deleted_at = pw.DateTimeField(null=True)
+    tier = pw.TextField(null=True)  # the model the chat last used or chose
+    system_prompt = pw.TextField(default="")
 
     class Meta:
         table_name = "conversations"

@@ -61,23 +61,32 @@ class ChatApp(
         with gr.Blocks(title="gemma-chat", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
             c["turns"] = gr.State([])  # (prompt, answer) pairs of this chat: the context the model sees
             self.build_sign_in(t, c)
+            self.build_sidebar(t, c)  # shown once signed in
             with gr.Column(visible=False) as c["app_view"]:
                 self.build_header(t, c)
-                with gr.Tabs() as c["tabs"]:
+                with gr.Tabs(elem_id="tabs") as c["tabs"]:
                     self.build_chat_tab(t, c)
-                    self.build_chats_tab(t, c)
                     self.build_history_tab(t, c)
                     self.build_topup_tab(t, c)
                     self.build_account_tab(t, c)
                     with gr.Tab(t("admin"), id="admin", visible=False) as c["admin_tab"]:
-                        self.build_admin_reports(t, c)
-                        self.build_admin_models(t, c)
-                        self.build_admin_users(t, c)
-                        self.build_admin_errors(t, c)
+                        self.build_admin_dates(t, c)
+                        with gr.Tabs(elem_id="admin-sections"):  # one section at a time, not one long page
+                            with gr.Tab(t("admin_reports"), id="admin-reports"):
+                                self.build_admin_reports(t, c)
+                            with gr.Tab(t("admin_performance"), id="admin-performance"):
+                                self.build_admin_performance(t, c)
+                            with gr.Tab(t("admin_users"), id="admin-users"):
+                                self.build_admin_users(t, c)
+                            with gr.Tab(t("admin_models"), id="admin-models"):
+                                self.build_admin_models(t, c)
+                            with gr.Tab(t("admin_errors"), id="admin-errors"):
+                                self.build_admin_errors(t, c)
 
             self.wire_session(demo, c)
-            chat_changes = self.wire_chat(c) + self.wire_chats_tab(c)
-            self.follow_chat_changes(chat_changes)
+            chat_events = self.wire_chat(c)
+            self.follow_turns(chat_events[:3])  # Send, Regenerate, the chat's own edit
+            self.follow_chat_changes(chat_events + self.wire_sidebar(c))
             self.wire_account_tab(c)
             self.wire_history_tab(c)
             self.wire_topup_tab(c)

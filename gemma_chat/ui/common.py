@@ -9,6 +9,7 @@ their events through `Screen.wire`. The parts never import each other.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import gradio as gr
 
@@ -19,6 +20,7 @@ from ..store.db import User
 from .text import language_of, text, translated
 
 SESSION_COOKIE = "gemma_session"
+ACCOUNT_DISABLED = "This account is disabled. Ask an administrator to enable it."  # what a disabled user's page says, not "expired"
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
 
 
@@ -62,6 +64,12 @@ def error_popup(language: str, message: str) -> gr.Error:
     return gr.Error(translated(language, message), title=text(language, "error_title"), print_exception=False)
 
 
+def notice(message: str) -> str:
+    """A message shown inline, beside what it is about (a Markdown output): the one way a callback
+    tells the user about something they can fix, without a popup or a red badge."""
+    return f"⚠ {message}" if message else ""
+
+
 def warn(language: str, message: str) -> None:
     """A warning popup: unlike an error, it leaves the event's outputs as they are."""
     gr.Warning(message, title=text(language, "warning_title"))
@@ -95,11 +103,33 @@ class Screen:
     owned_by = staticmethod(owned_by)
 
     def named(self, callback, outputs: list[str]):
-        """A callback that returns its outputs by name, as Gradio wants them: by component.
+        """A callback that returns (or yields) its outputs by name, as Gradio wants them: by component.
 
-        A refusal becomes a popup with its message; an unexpected failure one with its error id.
+        A refusal the callback raises becomes a popup with its message; an unexpected failure one
+        with its error id. (Refusals the user can fix are better returned as a `notice`: a popup
+        also marks the event's outputs as failed.)
         """
         components = self.components
+
+        def by_component(result: dict) -> dict:
+            return {components[name]: value for name, value in result.items() if name in outputs}
+
+        if inspect.isgeneratorfunction(callback):
+
+            @functools.wraps(callback)
+            def stream(*args, **kwargs):
+                try:
+                    for result in callback(*args, **kwargs):
+                        yield by_component(result)
+                except (GemmaChatError, gr.Error) as exc:
+                    if isinstance(exc, gr.Error):
+                        raise
+                    raise popup(request_of(args, kwargs), exc) from None
+                except Exception as exc:  # noqa: BLE001
+                    error_id = log_error(f"ui:{callback.__name__}", exc)
+                    raise error_popup(language_of(request_of(args, kwargs)), f"Something went wrong (error {error_id}).") from exc
+
+            return stream
 
         @functools.wraps(callback)
         def run(*args, **kwargs):
@@ -107,7 +137,7 @@ class Screen:
                 result = self._guarded(callback.__name__, callback, *args, **kwargs)
             except GemmaChatError as exc:
                 raise popup(request_of(args, kwargs), exc) from None
-            return {components[name]: value for name, value in result.items() if name in outputs}
+            return by_component(result)
 
         return run
 
@@ -125,6 +155,8 @@ class Screen:
             raise NotLoggedInError("Please log in.")
         found = sessions.resolve_session(self.settings, token, touch=touch)
         if found is None:
+            if sessions.ended_because_disabled(token):
+                raise NotLoggedInError(ACCOUNT_DISABLED)
             raise NotLoggedInError("Your session has expired; please log in again.")
         if admin and not found.user.is_admin:
             raise PermissionDeniedError("Administrators only.")

@@ -12,6 +12,11 @@ from .text import code_name, columns, language_of, text
 HISTORY_COLUMN_KEYS = ["col_date_time", "col_model", "col_credits", "col_status", "col_prompt", "col_answer"]
 
 
+def status_name(language: str, status: str, answer: str) -> str:
+    """A turn's status as History shows it: an "ok" turn without text is an empty answer (never charged)."""
+    return text(language, "status_empty") if status == "ok" and not answer else code_name(language, "status", status)
+
+
 class HistoryTab:
     HISTORY_COLUMNS = columns("en", HISTORY_COLUMN_KEYS)
     HISTORY_OUTPUTS = ["history_table", "history_page_label", "history_page", "history_full", "full_prompt", "full_answer"]
@@ -23,7 +28,7 @@ class HistoryTab:
         result = list_history(user.id, page or 1, self.settings.history_page_size)
         rows = [
             [f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.model_name + (" (API)" if r.source == "api" else ""), r.credits_charged,
-             code_name(language, "status", r.status), shorten(r.prompt), shorten(r.answer)]
+             status_name(language, r.status, r.answer), shorten(r.prompt), shorten(r.answer)]
             for r in result.rows
         ]
         table = pd.DataFrame(rows, columns=columns(language, HISTORY_COLUMN_KEYS))

@@ -11,9 +11,10 @@ import json
 
 import gradio as gr
 
+from .. import conversations, sessions
 from ..errors import GemmaChatError
-from .common import SESSION_COOKIE, balance_text, session_token
-from .text import MESSAGES, language_of, text
+from .common import ACCOUNT_DISABLED, SESSION_COOKIE, balance_text, session_token
+from .text import MESSAGES, language_of, text, translated
 
 __all__ = ["PAGE_JS", "SESSION_COOKIE", "SessionPart"]
 
@@ -44,28 +45,107 @@ async (username, password) => {
 _SIGN_IN_FAILED = {language: json.dumps(MESSAGES[language]["sign_in_failed"], ensure_ascii=False) for language in ("en", "ru")}
 LOGIN_JS = _POST_FORM_JS % {"route": "login", **_SIGN_IN_FAILED}
 REGISTER_JS = _POST_FORM_JS % {"route": "register", **_SIGN_IN_FAILED}
-# Log out: the route ends the session and clears the cookie; then the load event's own callback
-# shows the sign-in form (no reload, so a navigation right after the click is not cut short).
+# Log out: the route ends the session and clears the cookie; then the page loads afresh (without
+# ?chat=) on the sign-in form. A fresh page: the old one's session_hash belonged to the old cookie,
+# and anything it sent afterwards would be refused by the edge. The load event's callback also runs
+# at once, so the form shows even before the new page arrives.
 _POST_JS = """
 async () => {
   try { await fetch("auth/%s", {method: "POST", credentials: "same-origin"}); } catch (error) {}
+  window.location.replace(window.location.pathname);
 }
 """
 LOGOUT_JS = _POST_JS % "logout"
 LOGOUT_EVERYWHERE_JS = _POST_JS % "logout-all"
 
 
-# Runs once when the page loads (web/app.py passes it to Gradio): Esc anywhere presses Stop, which
-# is harmless when nothing streams (the stop event finds no running answer).
+# The page's own style: hidden helper boxes, the chat list, a transcript that fills the screen with
+# the composer pinned under it (on a phone too). Set by PAGE_JS, so web/app.py needs no css= of ours.
+PAGE_CSS = """
+.gc-hidden { display: none !important; }
+/* The system's own sans-serif: Gradio's web font is not fetched offline, and its stand-in lacked a
+   bold face (bold Latin letters came out as small capitals). */
+.gradio-container { --font: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif !important; }
+#chat-list .gc-day { font-size: 0.78rem; opacity: 0.7; margin: 0.9rem 0 0.2rem 0.4rem; }
+#chat-list .gc-chat { display: flex; align-items: center; border-radius: 6px; position: relative; }
+#chat-list .gc-chat:hover, #chat-list .gc-chat.gc-open { background: var(--background-fill-secondary); }
+#chat-list .gc-chat.gc-open { font-weight: 600; }
+#chat-list .gc-chat-link { flex: 1; min-width: 0; padding: 0.4rem 0.5rem; color: inherit; text-decoration: none;
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+#chat-list .gc-chat-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem; border-radius: 4px; }
+#chat-list .gc-chat-menu summary::-webkit-details-marker { display: none; }
+#chat-list .gc-chat-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20; display: flex;
+  flex-direction: column; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
+  border-radius: 6px; box-shadow: var(--shadow-drop-lg); min-width: 9rem; }
+#chat-list .gc-chat-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none; border: 0; cursor: pointer; }
+#chat-list .gc-chat-menu button:hover { background: var(--background-fill-secondary); }
+#chat-list .gc-empty { opacity: 0.7; padding: 0.5rem; }
+#chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
+#composer { align-items: flex-end; }
+#chat-actions button { flex: 0 0 auto; }
+@media (max-width: 640px) {
+  #transcript { height: calc(100dvh - 330px) !important; }
+  #who, #balance { font-size: 0.85rem; }
+}
+"""
+
+# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc anywhere
+# presses Stop (harmless when nothing streams); a click in the chat list (or Back/Forward between
+# chats) becomes one `chat_request` event (sidebar.py): "open:12", "rename:12", …
 PAGE_JS = """
 () => {
+  const style = document.createElement("style");
+  style.textContent = %(css)s;
+  document.head.appendChild(style);
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.isComposing) return;
     const stop = document.querySelector("#stop-button");
     if (stop && stop.offsetParent !== null) stop.click();
   });
+  let sent = 0;
+  const chatRequest = (action) => {
+    const box = document.querySelector("#chat-request textarea, #chat-request input");
+    const button = document.querySelector("#chat-request-button");
+    if (!box || !button) return;
+    box.value = action + ":" + (++sent);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => button.click(), 30);
+  };
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest("#chat-list [data-chat-action]");
+    if (!target) return;
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;  // a new tab: the link
+    event.preventDefault();
+    const menu = target.closest("details");
+    if (menu) menu.open = false;
+    const action = target.dataset.chatAction, id = target.dataset.chat;
+    if (action === "open") {
+      const url = new URL(window.location.href);
+      if (url.searchParams.get("chat") !== id) {
+        url.searchParams.set("chat", id);
+        window.history.pushState({chat: id}, "", url);
+      }
+    }
+    chatRequest(action + ":" + id);
+  });
+  window.addEventListener("popstate", () => {
+    const id = new URL(window.location.href).searchParams.get("chat");
+    chatRequest(id ? "open:" + id : "new:0");
+  });
 }
-"""
+""" % {"css": json.dumps(PAGE_CSS)}
+
+
+def chat_in_url(request) -> int | None:
+    """The chat id of the page's URL (?chat=12), if it looks like one; ownership is checked by the caller."""
+    params = getattr(request, "query_params", None)
+    try:
+        value = params.get("chat") if params is not None else None
+    except Exception:  # noqa: BLE001 — a request without usable parameters names no chat
+        return None
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value) or None
 
 
 class SessionPart:
@@ -85,20 +165,30 @@ class SessionPart:
     # In this order on the wire (a page's load event); the callbacks return them by name.
     RESTORE_OUTPUTS = [
         "login_view", "app_view", "password", "login_message", "who", "balance", "admin_tab", "model", "model_notes",
-        "chatbot", "turns",
+        "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "sidebar", "chat_list",
+        "sidebar_notice", "default_system_prompt",
     ]
 
     def restore(self, request: gr.Request):
-        """Page load: a live session cookie shows the app (a reload keeps you signed in)."""
+        """Page load: a live session cookie shows the app (a reload keeps you signed in), with the
+        chat the URL names (?chat=ID: a reload, Back and a bookmark return to it) or the session's."""
         try:
-            user = self._guarded("restore", self.current_user, request)
+            found = self._guarded("restore", self.signed_in, request, touch=False)
         except GemmaChatError:
             return self._signed_out(request)
+        user = found.user
         language = language_of(request)
         choices, default, notes = self.model_choices(language)
-        found = self.signed_in(request, touch=False)
-        shown, context = self._guarded("restore", self.open_chat_view, found.user.id, found.session_id, language)
+        asked = chat_in_url(request)
+        if asked is not None:
+            try:
+                conversations.set_open_conversation(user.id, found.session_id, asked)
+            except GemmaChatError:
+                pass  # not (or no longer) this user's chat: the session's own chat shows instead
+        opened = self._guarded("restore", self.opened_chat, found, language)
+        model = opened.pop("model", default)
         return {
+            **opened,
             "login_view": gr.update(visible=False),
             "app_view": gr.update(visible=True),
             "password": "",
@@ -106,22 +196,35 @@ class SessionPart:
             "who": text(language, "signed_in_admin" if user.is_admin else "signed_in", username=user.username),
             "balance": balance_text(user.id, language),
             "admin_tab": gr.update(visible=bool(user.is_admin)),
-            "model": gr.update(choices=choices, value=default),
+            "model": gr.update(choices=choices, value=model),
             "model_notes": notes,
-            "chatbot": shown,
-            "turns": context,
+            "chat_notice": self.low_balance_hint(user.id, model, language),
+            "sidebar": gr.update(visible=True),
+            "chat_list": self.chat_list(user.id, found.session_id, None, language),
+            "sidebar_notice": "",
+            "default_system_prompt": conversations.default_system_prompt(user.id),
         }
 
     def _signed_out(self, request):
         # The form's fields are left alone: on a slow machine this load event can answer after the
         # user has started typing. The page's turns State is left too: a cookie-less caller may
         # replay this page's session_hash here (web/edge.py) and must not change its State;
-        # signing in again reloads the page, which starts a fresh one.
-        message = text(language_of(request), "session_expired") if session_token(request) else gr.update()
+        # signing in again reloads the page, which starts a fresh one. Nothing the page has wired
+        # a change event to is changed (the model picker): that event would be refused signed out.
+        token = session_token(request)
+        language = language_of(request)
+        if token is None:
+            message = gr.update()
+        elif sessions.ended_because_disabled(token):
+            message = translated(language, ACCOUNT_DISABLED)
+        else:
+            message = text(language, "session_expired")
         return {
             "login_view": gr.update(visible=True), "app_view": gr.update(visible=False), "password": gr.update(),
             "login_message": message, "who": gr.update(), "balance": gr.update(), "admin_tab": gr.update(),
-            "model": "", "model_notes": "", "chatbot": [], "turns": gr.update(),
+            "model": gr.update(), "model_notes": "", "chatbot": [], "turns": gr.update(), "chat_id": gr.update(),
+            "system_prompt": "", "chat_notice": "", "settings_notice": "", "sidebar": gr.update(visible=False),
+            "chat_list": "", "sidebar_notice": "", "default_system_prompt": "",
         }
 
     def check_session(self, request: gr.Request):

@@ -1,158 +1,253 @@
-"""The Chats tab: the user's chats, newest first, to open, rename, delete and search.
+"""The sidebar: New chat, Search chats (live, titles and messages), and the user's chats newest first,
+grouped by day. One click opens a chat; each row's menu renames, exports or deletes it (deleting asks
+first).
 
-A mixin of ChatApp (app.py): every callback resolves the user from the request's session cookie,
-and the services (conversations.py) touch only that user's chats. Callbacks return their outputs
-by name; `ChatApp.named` maps the names to the components built here.
+The list is HTML the server renders (titles escaped); a click in it runs in the browser (PAGE_JS in
+session.py), which puts "open:12" (or rename, export, delete) into the hidden `chat_request` box and
+presses its hidden button: one Gradio event, `chat_request`, whose callback resolves the user from
+the cookie and reaches only that user's chats. A made-up id is "not found", shown in the sidebar.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+
 import gradio as gr
-import pandas as pd
 
 from .. import conversations
-from ..history import neighbour_page
-from .text import columns, language_of, text
+from ..errors import GemmaChatError
+from ..store.db import utcnow
+from . import export
+from .common import notice, owned, owned_by
+from .text import language_of, text, translated
 
-CHATS_COLUMN_KEYS = ["col_chat", "col_last_used", "col_turns"]
+MAX_REQUEST_CHARS = 64  # "rename:123": anything longer is not one of ours
+ACTIONS = ("open", "rename", "export_md", "export_json", "delete")  # what a row offers
+LIST_OUTPUTS = ["chat_list", "sidebar_notice", "rename_row", "delete_row", "target_chat"]
+
+
+def day_label(day: dt.date, today: dt.date, language: str) -> str:
+    if day == today:
+        return text(language, "day_today")
+    if day == today - dt.timedelta(days=1):
+        return text(language, "day_yesterday")
+    return f"{day:%Y-%m-%d}"
+
+
+def chat_list_html(rows: list[conversations.ChatListRow], open_id: int | None, language: str, searching: bool) -> str:
+    """The chats, newest first, under a heading per day (UTC); the open one marked."""
+    if not rows:
+        return f'<p class="gc-empty">{html.escape(text(language, "no_chats_found" if searching else "no_chats_yet"))}</p>'
+    today = utcnow().date()
+    menu = {action: html.escape(text(language, f"chat_menu_{action}")) for action in ACTIONS if action != "open"}
+    parts, current_day = [], None
+    for row in rows:
+        day = row.updated_at.date()
+        if day != current_day:
+            parts.append(f'<div class="gc-day">{html.escape(day_label(day, today, language))}</div>')
+            current_day = day
+        title = html.escape(row.title)
+        marked = " gc-open" if row.id == open_id else ""
+        buttons = "".join(
+            f'<button type="button" data-chat-action="{action}" data-chat="{row.id}">{label}</button>'
+            for action, label in menu.items()
+        )
+        parts.append(
+            f'<div class="gc-chat{marked}"><a class="gc-chat-link" href="?chat={row.id}" data-chat-action="open" '
+            f'data-chat="{row.id}" title="{title}">{title}</a><details class="gc-chat-menu"><summary '
+            f'aria-label="{html.escape(text(language, "chat_menu"))}">⋯</summary><div>{buttons}</div></details></div>'
+        )
+    return "\n".join(parts)
+
+
+def parse_request(value) -> tuple[str, int | None]:
+    """("open", 12) from "open:12" (a nonce may follow); ("", None) for anything else."""
+    if not isinstance(value, str) or len(value) > MAX_REQUEST_CHARS:
+        return "", None
+    action, _, rest = value.partition(":")
+    number = rest.split(":", 1)[0]
+    if action not in ACTIONS or not (number.isascii() and number.isdigit()):
+        return (action, None) if action == "new" else ("", None)
+    chat_id = int(number)
+    return action, chat_id if 0 < chat_id < 2**63 else None
 
 
 class ChatsTab:
-    CHATS_COLUMNS = columns("en", CHATS_COLUMN_KEYS)
+    """The sidebar's callbacks (the class keeps its old name: ChatApp's parts are mixins)."""
 
-    def chats_page(self, request: gr.Request, page, search):
-        """The list: one page of the user's chats, matching `search` when given."""
-        user = self.current_user(request)
-        language = language_of(request)
-        result = conversations.list_conversations(user.id, page or 1, self.settings.history_page_size, search)
-        table = pd.DataFrame(
-            [[row.title, f"{row.updated_at:%Y-%m-%d %H:%M}", row.turns] for row in result.rows],
-            columns=columns(language, CHATS_COLUMN_KEYS),
-        )
-        if result.total:
-            label_key = "page_of"
-        else:
-            label_key = "chats_none_found" if isinstance(search, str) and search.strip() else "chats_empty"
-        label = text(language, label_key, page=result.page, pages=result.total_pages)
+    def chat_list(self, user_id: int, session_id: int, search, language: str) -> str:
+        rows = conversations.list_chats(user_id, search)
+        open_id = conversations.open_conversation_of(user_id, session_id)
+        return chat_list_html(rows, open_id, language, isinstance(search, str) and bool(search.strip()))
+
+    def _listing(self, found, search, language: str, message: str = "") -> dict:
+        """The list as it is now, with `message` under it; a bad search (only a forged event sends
+        one) lists every chat instead."""
+        try:
+            listing = self.chat_list(found.user.id, found.session_id, search, language)
+        except GemmaChatError as exc:
+            listing = self.chat_list(found.user.id, found.session_id, None, language)
+            message = message or notice(translated(language, exc.message))
         return {
-            "chats_table": table,
-            "chats_label": label,
-            "chats_page_state": result.page,
-            "chats_ids": self.owned(user.id, [row.id for row in result.rows]),
-            "selected_chat": self.owned(user.id, []),
-            "chat_title": "",
-            "chats_message": "",
+            "chat_list": listing, "sidebar_notice": message, "rename_row": gr.update(visible=False),
+            "delete_row": gr.update(visible=False), "target_chat": owned(found.user.id, []),
         }
 
-    def chats_step(self, request: gr.Request, page, search, step: int):
-        return self.chats_page(request, neighbour_page(page, step), search)
-
-    def chats_previous(self, request: gr.Request, page, search):
-        return self.chats_step(request, page, search, -1)
-
-    def chats_next(self, request: gr.Request, page, search):
-        return self.chats_step(request, page, search, +1)
-
-    def chats_search(self, request: gr.Request, search):
-        return self.chats_page(request, 1, search)
-
-    def select_chat(self, request: gr.Request, ids, event: gr.SelectData):
-        """A click on a row selects that chat (its title goes to the rename box)."""
-        user = self.current_user(request)
-        ids = self.owned_by(user.id, ids)
-        index = event.index  # [row, column] from a table click; anything from a forged event
-        row = index[0] if isinstance(index, (list, tuple)) and index else index
-        if not isinstance(row, int) or not 0 <= row < len(ids):
-            return {"selected_chat": self.owned(user.id, []), "chat_title": ""}
-        conversation = conversations.get_conversation(user.id, ids[row])
-        return {"selected_chat": self.owned(user.id, [conversation.id]), "chat_title": conversation.title}
-
-    def _selected(self, user_id: int, selected) -> int:
-        chosen = self.owned_by(user_id, selected)
-        if not chosen:
-            raise conversations.ConversationNotFoundError("Choose a chat in the list first.")
-        return chosen[0]
-
-    def open_chat(self, request: gr.Request, selected):
-        """Open the selected chat in the Chat tab: its turns, and the next message continues it."""
+    def search_chats(self, request: gr.Request, search):
+        """Typing in Search chats: the list narrows at once (titles and the user's messages)."""
         found = self.signed_in(request)
-        conversation_id = self._selected(found.user.id, selected)
-        conversations.set_open_conversation(found.user.id, found.session_id, conversation_id)
-        shown, context = self.open_chat_view(found.user.id, found.session_id, language_of(request))
-        return {"chatbot": shown, "turns": context, "tabs": gr.Tabs(selected="chat")}
+        return self._listing(found, search, language_of(request))
 
-    def rename_chat(self, request: gr.Request, page, search, selected, title):
-        user = self.current_user(request)
-        renamed = conversations.rename_conversation(user.id, self._selected(user.id, selected), title)
-        outputs = self._listing_after_change(request, page, search)
-        return {**outputs, "chats_message": text(language_of(request), "chat_renamed", title=renamed.title)}
+    def refresh_chat_list(self, request: gr.Request, search):
+        """After a turn: a new chat joins the list, a used one moves to the top."""
+        found = self.signed_in(request, touch=False)
+        language = language_of(request)
+        try:
+            return {"chat_list": self.chat_list(found.user.id, found.session_id, search, language)}
+        except GemmaChatError:
+            return {"chat_list": self.chat_list(found.user.id, found.session_id, None, language)}
 
-    def delete_chat(self, request: gr.Request, page, search, selected):
-        """Hide the chat from its owner; what it cost stays on record."""
+    def chat_request(self, request: gr.Request, value, search):
+        """A click in the list: open a chat, or start renaming, exporting or deleting one."""
         found = self.signed_in(request)
-        conversation = conversations.get_conversation(found.user.id, self._selected(found.user.id, selected))
-        was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
-        conversations.delete_conversation(found.user.id, conversation.id)
-        outputs = self._listing_after_change(request, page, search)
-        outputs["chats_message"] = text(language_of(request), "chat_deleted", title=conversation.title)
-        if was_open:
-            outputs.update(chatbot=[], turns=[])
+        language = language_of(request)
+        action, chat_id = parse_request(value)
+        if action == "new":
+            return self.new_chat_from_list(request, search)
+        try:
+            conversation = conversations.get_conversation(found.user.id, chat_id) if action else None
+        except conversations.ConversationNotFoundError as exc:
+            conversation, message = None, notice(translated(language, exc.message))
         else:
-            outputs.update(chatbot=gr.update(), turns=gr.update())
+            message = "" if action else notice(text(language, "chat_request_unknown"))
+        if conversation is None:
+            return self._listing(found, search, language, message)
+        if action == "open":
+            conversations.set_open_conversation(found.user.id, found.session_id, conversation.id)
+            return {**self._listing(found, search, language), **self.opened_chat(found, language), "tabs": gr.Tabs(selected="chat")}
+        if action in ("export_md", "export_json"):
+            exported = export.chat_file(found.user.id, conversation.id, action.removeprefix("export_"))
+            return {**self._listing(found, search, language), "download": exported}
+        outputs = {**self._listing(found, search, language), "target_chat": owned(found.user.id, [conversation.id])}
+        if action == "rename":
+            outputs.update(rename_row=gr.update(visible=True), rename_title=conversation.title)
+        else:
+            question = text(language, "delete_chat_question", title=conversation.title)
+            outputs.update(delete_row=gr.update(visible=True), delete_question=question)
         return outputs
 
-    def _listing_after_change(self, request: gr.Request, page, search):
-        """The list after a rename or delete that succeeded: a bad page or search (only a forged
-        event sends one) shows the first page rather than report the done change as a failure."""
+    def _target(self, user_id: int, target) -> int | None:
+        chosen = owned_by(user_id, target)
+        return chosen[0] if chosen else None
+
+    def rename_chat(self, request: gr.Request, target, title, search):
+        found = self.signed_in(request)
+        language = language_of(request)
+        chat_id = self._target(found.user.id, target)
+        if chat_id is None:
+            return self._listing(found, search, language, notice(text(language, "choose_chat_first")))
         try:
-            return self.chats_page(request, page, search)
-        except conversations.ValidationError:
-            return self.chats_page(request, 1, "")
+            renamed = conversations.rename_conversation(found.user.id, chat_id, title)
+        except GemmaChatError as exc:  # a title to fix: the box stays open, the reason under it
+            return {"sidebar_notice": notice(translated(language, exc.message))}
+        return self._listing(found, search, language, text(language, "chat_renamed", title=renamed.title))
 
-    def build_chats_tab(self, t, c: dict) -> None:
-        """The tab's components go into `c` by name; ChatApp.build wires their events."""
-        with gr.Tab(t("chats"), id="chats") as c["chats_tab"]:
-            with gr.Row():
-                c["chats_search"] = gr.Textbox(label=t("search_chats"), max_lines=1, scale=4)
-                c["chats_search_button"] = gr.Button(t("search"), scale=1)
-            c["chats_table"] = gr.Dataframe(
-                headers=self.CHATS_COLUMNS, interactive=False, wrap=True, datatype="str", elem_id="chats-table"
+    def delete_chat(self, request: gr.Request, target, search):
+        """Hide the chat from its owner (confirmed first); what it cost stays on record."""
+        found = self.signed_in(request)
+        language = language_of(request)
+        chat_id = self._target(found.user.id, target)
+        if chat_id is None:
+            return self._listing(found, search, language, notice(text(language, "choose_chat_first")))
+        try:
+            conversation = conversations.get_conversation(found.user.id, chat_id)
+        except GemmaChatError as exc:
+            return self._listing(found, search, language, notice(translated(language, exc.message)))
+        was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
+        conversations.delete_conversation(found.user.id, conversation.id)
+        outputs = self._listing(found, search, language, text(language, "chat_deleted", title=conversation.title))
+        if was_open:
+            outputs.update(self.opened_chat(found, language))
+        return outputs
+
+    def cancel_chat_change(self, request: gr.Request, search):
+        found = self.signed_in(request)
+        return self._listing(found, search, language_of(request))
+
+    def new_chat_from_list(self, request: gr.Request, search=None):
+        """New chat: an empty chat (the user's default system prompt), the Chat tab, no ?chat= in the URL."""
+        found = self.signed_in(request)
+        conversations.set_open_conversation(found.user.id, found.session_id, None)
+        language = language_of(request)
+        return {**self._listing(found, search, language), **self.opened_chat(found, language), "tabs": gr.Tabs(selected="chat")}
+
+    def build_sidebar(self, t, c: dict) -> None:
+        """The sidebar's components go into `c` by name; wire_sidebar wires their events."""
+        with gr.Sidebar(open=True, width=280, visible=False, elem_id="chats-sidebar") as c["sidebar"]:
+            c["chats_new_chat_button"] = gr.Button(t("new_chat"), variant="primary", elem_id="new-chat-button")
+            c["chat_search"] = gr.Textbox(
+                label=t("search_chats"), show_label=False, placeholder=t("search_chats"), max_lines=1, elem_id="chat-search",
             )
-            with gr.Row():
-                c["chats_previous"] = gr.Button(t("previous"), size="sm")
-                c["chats_label"] = gr.Markdown(t("page_1_of_1"))
-                c["chats_next"] = gr.Button(t("next"), size="sm")
-            c["chat_title"] = gr.Textbox(label=t("chat_title"), max_lines=1)
-            with gr.Row():
-                c["open_chat_button"] = gr.Button(t("open_chat"), variant="primary")
-                c["rename_chat_button"] = gr.Button(t("rename"))
-                c["delete_chat_button"] = gr.Button(t("delete"), variant="stop")
-                c["chats_new_chat_button"] = gr.Button(t("new_chat"))
-            c["chats_message"] = gr.Markdown(elem_id="chats-message")
-            c["chats_page_state"] = gr.State(1)
-            c["chats_ids"] = gr.State([])
-            c["selected_chat"] = gr.State([])
+            c["sidebar_notice"] = gr.Markdown(elem_id="sidebar-notice")
+            with gr.Group(visible=False, elem_id="rename-row") as c["rename_row"]:
+                c["rename_title"] = gr.Textbox(label=t("chat_title"), max_lines=1, elem_id="rename-title")
+                with gr.Row():
+                    c["rename_save"] = gr.Button(t("rename"), variant="primary", size="sm", elem_id="rename-save")
+                    c["rename_cancel"] = gr.Button(t("cancel"), size="sm", elem_id="rename-cancel")
+            with gr.Group(visible=False, elem_id="delete-row") as c["delete_row"]:
+                c["delete_question"] = gr.Markdown(elem_id="delete-question")
+                with gr.Row():
+                    c["delete_confirm"] = gr.Button(t("delete"), variant="stop", size="sm", elem_id="delete-confirm")
+                    c["delete_cancel"] = gr.Button(t("cancel"), size="sm", elem_id="delete-cancel")
+            c["chat_list"] = gr.HTML(elem_id="chat-list", js_on_load=None)  # its clicks: PAGE_JS (session.py)
+            # Hidden by the page's style (an invisible component is not on the page): the list's clicks
+            # reach the server through them, and an export comes back through `download`.
+            c["chat_request"] = gr.Textbox(elem_id="chat-request", elem_classes=["gc-hidden"], container=False)
+            c["chat_request_button"] = gr.Button("open", elem_id="chat-request-button", elem_classes=["gc-hidden"])
+            c["download"] = gr.Textbox(elem_id="chat-download", elem_classes=["gc-hidden"], container=False)
+            c["target_chat"] = gr.State([])
 
-    def wire_chats_tab(self, c: dict) -> list:
-        """Wires the tab's events; returns those that change the open chat (Open, New chat)."""
-        listing = ["chats_table", "chats_label", "chats_page_state", "chats_ids", "selected_chat", "chat_title", "chats_message"]
+    def wire_sidebar(self, c: dict) -> list:
+        """Wires the sidebar's events; returns those that change the open chat."""
         wire = self.wire
-        wire(c["chats_tab"].select, self.chats_page, ["chats_page_state", "chats_search"], listing, api_name="chats")
-        wire(c["chats_search_button"].click, self.chats_search, ["chats_search"], listing, api_name="search_chats")
-        wire(c["chats_search"].submit, self.chats_search, ["chats_search"], listing, api_name=False)
-        wire(c["chats_previous"].click, self.chats_previous, ["chats_page_state", "chats_search"], listing, api_name=False)
-        wire(c["chats_next"].click, self.chats_next, ["chats_page_state", "chats_search"], listing, api_name=False)
-        wire(c["chats_table"].select, self.select_chat, ["chats_ids"], ["selected_chat", "chat_title"], api_name=False)
-        opened = wire(
-            c["open_chat_button"].click, self.open_chat, ["selected_chat"], ["chatbot", "turns", "tabs"], api_name="open_chat"
-        )
+        opened_outputs = LIST_OUTPUTS + [
+            "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs",
+        ]
         wire(
-            c["rename_chat_button"].click, self.rename_chat, ["chats_page_state", "chats_search", "selected_chat", "chat_title"],
-            listing, api_name="rename_chat",
+            c["chat_search"].input, self.search_chats, ["chat_search"], LIST_OUTPUTS, api_name="search_chats",
+            trigger_mode="always_last", show_progress="hidden",
         )
-        wire(
-            c["delete_chat_button"].click, self.delete_chat, ["chats_page_state", "chats_search", "selected_chat"],
-            listing + ["chatbot", "turns"], api_name="delete_chat",
+        requested = wire(
+            c["chat_request_button"].click, self.chat_request, ["chat_request", "chat_search"],
+            opened_outputs + ["rename_title", "delete_question", "download"], api_name="chat_request", show_progress="hidden",
         )
-        new_chat = wire(c["chats_new_chat_button"].click, self.new_chat_from_list, [], ["chatbot", "turns", "tabs"], api_name=False)
-        return [opened, new_chat]
+        c["download"].change(None, [c["download"]], None, js=DOWNLOAD_JS)
+        for trigger in (c["rename_save"].click, c["rename_title"].submit):
+            wire(trigger, self.rename_chat, ["target_chat", "rename_title", "chat_search"], LIST_OUTPUTS, api_name=False)
+        deleted = wire(
+            c["delete_confirm"].click, self.delete_chat, ["target_chat", "chat_search"], opened_outputs, api_name="delete_chat",
+        )
+        for button in ("rename_cancel", "delete_cancel"):
+            wire(c[button].click, self.cancel_chat_change, ["chat_search"], LIST_OUTPUTS, api_name=False)
+        new_chat = wire(
+            c["chats_new_chat_button"].click, self.new_chat_from_list, ["chat_search"], opened_outputs, api_name="new_chat",
+        )
+        return [requested, deleted, new_chat]
+
+
+# An export arrives as {"name": …, "type": …, "text": …} in the hidden `download` box: saved as a file
+# by the browser, never written where Gradio would serve it by URL.
+DOWNLOAD_JS = """
+(payload) => {
+  if (!payload) return;
+  let file;
+  try { file = JSON.parse(payload); } catch (error) { return; }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([file.text], {type: file.type}));
+  link.download = file.name;
+  document.body.appendChild(link);
+  link.click();
+  setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+}
+"""
