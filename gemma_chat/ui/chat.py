@@ -410,11 +410,11 @@ class ChatPart:
                 # lines=1 (growing to max_lines): Enter sends and Shift+Enter adds a line; with
                 # lines>1 Gradio does the opposite (docs FIELD_NOTES), unlike every chat app.
                 c["message"] = gr.Textbox(
-                    label=t("message"), show_label=False, placeholder=t("message_placeholder"), lines=1, max_lines=8,
+                    label=t("message"), show_label=False, placeholder=t("message"), lines=1, max_lines=8,
                     elem_id="message", scale=5, min_width=160,
                 )
                 c["model"] = gr.Dropdown(
-                    label=t("model"), show_label=False, choices=[], interactive=True, scale=1, min_width=120, elem_id="model",
+                    label=t("model"), show_label=False, choices=[], interactive=True, scale=2, min_width=200, elem_id="model",
                 )
                 c["send_button"] = gr.Button(t("send"), variant="primary", scale=0, min_width=72, elem_id="send-button")
                 c["stop_button"] = gr.Button(t("stop"), scale=0, min_width=72, elem_id="stop-button", visible=False)

@@ -84,8 +84,22 @@ PAGE_CSS = """
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
 @media (max-width: 640px) {
-  #transcript { height: calc(100dvh - 330px) !important; }
-  #who, #balance { font-size: 0.85rem; }
+  #header { flex-wrap: nowrap !important; gap: 6px !important; align-items: center; }
+  #header > * { min-width: 0 !important; }
+  #who { display: none !important; }
+  #balance { flex: 1 1 0 !important; font-size: 0.9rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #header button { flex: 0 0 auto !important; font-size: 0.75rem; padding: 4px 8px; min-width: 0 !important; white-space: nowrap; }
+  #composer .form { flex: 1 1 0 !important; }
+  #send-button, #stop-button { font-size: 0 !important; width: 44px; }  /* an arrow and a square: room for the message */
+  #send-button::after { content: "➤"; font-size: 1.1rem; }
+  #stop-button::after { content: "■"; font-size: 1.1rem; }
+  #logout-everywhere-button { display: none !important; }  /* a phone keeps Log out; the laptop has both */
+  #composer, #composer .form { flex-wrap: nowrap !important; flex-direction: row !important; gap: 4px !important; }
+  #composer > *, #composer .form > * { min-width: 0 !important; }
+  #composer #message { flex: 1 1 auto !important; }
+  #composer #model { flex: 0 0 84px !important; }
+  #composer button { flex: 0 0 auto !important; min-width: 0 !important; padding: 6px 10px; }
+  #transcript { height: calc(100dvh - 290px) !important; }
 }
 """
 
@@ -127,6 +141,18 @@ PAGE_JS = """
       }
     }
     chatRequest(action + ":" + id);
+  });
+  // On a phone the chat list is a drawer: closed when the app appears, and after a chat is chosen.
+  const closeDrawerOnPhone = () => {
+    const bar = document.querySelector("#chats-sidebar");
+    if (!bar || window.innerWidth >= 700) return Boolean(bar);
+    if (bar.classList.contains("open")) bar.querySelector(".toggle-button")?.click();
+    return true;
+  };
+  let waited = 0;
+  const watch = setInterval(() => { if (closeDrawerOnPhone() || (waited += 200) > 60000) clearInterval(watch); }, 200);
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("#chat-list .gc-chat-link, #new-chat-button")) setTimeout(closeDrawerOnPhone, 50);
   });
   window.addEventListener("popstate", () => {
     const id = new URL(window.location.href).searchParams.get("chat");
@@ -252,11 +278,13 @@ class SessionPart:
 
     def build_header(self, t, c: dict) -> None:
         """Who is signed in, the balance, and the two ways out (inside the app view)."""
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True, elem_id="header"):
             c["who"] = gr.Markdown(elem_id="who")
             c["balance"] = gr.Markdown(elem_id="balance")
             c["logout_button"] = gr.Button(t("log_out"), size="sm", scale=0)
-            c["logout_everywhere_button"] = gr.Button(t("log_out_everywhere"), size="sm", scale=0)
+            c["logout_everywhere_button"] = gr.Button(
+                t("log_out_everywhere"), size="sm", scale=0, elem_id="logout-everywhere-button"
+            )
 
     def wire_session(self, demo: gr.Blocks, c: dict) -> None:
         # Sign-in and out run in the browser against /auth (web/app.py): no Gradio event, no queue.

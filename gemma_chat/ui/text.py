@@ -91,7 +91,6 @@ TRANSLATIONS = {
         "edit_last_message": "Edit last message",
         "download_statement": "Download statement (CSV)",
         # issue 19: the chat screen
-        "message_placeholder": "Message (Enter sends, Shift+Enter adds a line)",
         "chat_settings": "Chat settings",
         "system_prompt": "System prompt",
         "system_prompt_info": "Instructions the model gets with every message of this chat (they count toward its context).",
@@ -178,7 +177,6 @@ TRANSLATIONS = {
         "regenerate": "Ответить заново",
         "edit_last_message": "Изменить последнее сообщение",
         "download_statement": "Скачать выписку (CSV)",
-        "message_placeholder": "Сообщение (Enter — отправить, Shift+Enter — новая строка)",
         "chat_settings": "Настройки чата",
         "system_prompt": "Системная инструкция",
         "system_prompt_info": "Указания, которые модель получает с каждым сообщением этого чата (они занимают часть контекста).",
