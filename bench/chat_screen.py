@@ -82,7 +82,7 @@ def run(work_dir: Path, rounds: int = 40) -> dict:
                 return []
 
         app = ChatApp(settings, Engine())
-        from starlette.requests import Request
+        from fastapi import Request
 
         scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "query_string": b"",
                  "headers": [(b"cookie", f"{SESSION_COOKIE}={token}".encode())]}

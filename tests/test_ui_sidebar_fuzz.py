@@ -29,10 +29,15 @@ anything = st.one_of(
 )
 
 
+class NoModels:
+    def tiers(self):
+        return []
+
+
 @pytest.fixture
 def world(chat_settings):
     """alice (the caller) with three chats, bob with one she must never reach."""
-    app = ChatApp(chat_settings, engine=None)  # these callbacks never generate
+    app = ChatApp(chat_settings, engine=NoModels())  # these callbacks never generate
     alice = signed_in_request(chat_settings, "alice")
     bob = signed_in_request(chat_settings, "bob")
     alice_chats = [conversations.create_conversation(alice.user_id, f"alice {n}") for n in range(3)]

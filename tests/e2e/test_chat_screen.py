@@ -235,7 +235,7 @@ def test_phone_the_composer_is_on_the_first_screen_and_the_chats_are_a_drawer(re
         context.close()
 
 
-def test_the_desktop_screen_for_the_readme(replace_app, page):
+def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app, page):
     page.set_viewport_size(DESKTOP)
     sign_up(page, replace_app.url, "reader")
     expect_balance(page, 10)
@@ -253,6 +253,5 @@ def test_the_desktop_screen_for_the_readme(replace_app, page):
     expect(user_bubbles(page)).to_have_count(2)
     box = page.locator("#message textarea").bounding_box()
     assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]  # the composer is on screen
-    page.screenshot(path=str(SHOTS / "screenshot-chat.png"))
     chats = query(replace_app.data_dir, "SELECT COUNT(*) FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.username = 'reader'")
     assert chats == [(2,)]
