@@ -22,6 +22,19 @@ from .errors import ConfigError
 
 ENV_PREFIX = "GEMMA_CHAT_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Not settings but facts about the machine, read by backends/cpu_features.py: a process started with
+# none of the caller's settings still inherits them.
+CACHE_DIR_ENV = "GEMMA_CHAT_CACHE_DIR"  # the per-machine cache; default: the platform's user cache folder
+# Test switch: every model loaded with llama.cpp's extra CPU buffers on dies of a real SIGSEGV at its
+# first decode, as on the AMX Xeon (FIELD_NOTES), so a run on any CPU also covers that one.
+SIMULATE_AMX_CRASH_ENV = "GEMMA_CHAT_SIMULATE_AMX_CRASH"
+MACHINE_ENV = (CACHE_DIR_ENV, SIMULATE_AMX_CRASH_ENV)
+
+
+def environment_without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus every GEMMA_CHAT_* setting: for an app or worker started afresh."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX) or k in MACHINE_ENV}
 
 
 def physical_cores() -> int:

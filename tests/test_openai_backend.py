@@ -30,6 +30,8 @@ from gemma_chat.models import describe_models, format_models_table, statuses_as_
 from gemma_chat.verify import verify_database
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.worker  # starts real model workers: .ci/run runs it on the simulated AMX CPU too
+
 API_KEY = "sk-test-270m-not-a-secret"
 KEY_ENV = "GEMMA_CHAT_TEST_REMOTE_KEY"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
