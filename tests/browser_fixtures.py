@@ -63,11 +63,14 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-def pytest_terminal_summary(terminalreporter):
-    """A skipped browser test is a hole in the run: say so last, where it is read."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "BROWSER TESTS SKIPPED" in str(r.longrepr)]
+def pytest_unconfigure(config):
+    """A skipped browser test is a hole in the run: say so after the last line pytest prints."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = [r for r in reporter.stats.get("skipped", []) if "BROWSER TESTS SKIPPED" in str(r.longrepr)]
     if skipped:
-        terminalreporter.write_line(
+        reporter.write_line(
             f"{len(skipped)} browser tests were SKIPPED: {MISSING}. Install it and run make test again.",
             yellow=True, bold=True,
         )
