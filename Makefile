@@ -26,12 +26,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt $(VENV)/bin/python
-	$(BIN)/python -m pip install -r requirements.txt
+# The checkout itself, editable: the `gemma-chat` command, and imports of the package, not the folder.
+$(VENV)/.runtime-installed: pyproject.toml requirements.txt $(VENV)/bin/python
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/bin/python
-	$(BIN)/python -m pip install -r requirements-dev.txt
+$(VENV)/.dev-installed: pyproject.toml requirements.txt requirements-dev.txt $(VENV)/bin/python
+	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@ $(VENV)/.runtime-installed
 
 clean:

@@ -9,7 +9,6 @@ odd passes and off first in even ones, so drift in the machine's load hits both 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ def _one_process(setting: str, model: Path, n_threads: int, max_tokens: int, rep
     """One fresh process's figures, or {"crashed": why} when llama.cpp killed it (the AMX Xeon's fault)."""
     result = subprocess.run(
         [sys.executable, "-m", "bench._extra_buffers", setting, str(model), str(n_threads), str(max_tokens), str(reps)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=600,  # cwd: `-m bench…` finds the bench package
     )
     if result.returncode < 0:  # killed by a signal: what this CPU does with that setting, not a broken bench
         return {"crashed": f"crashed on this CPU ({signal.Signals(-result.returncode).name})"}

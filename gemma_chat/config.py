@@ -37,6 +37,46 @@ def environment_without_settings(environ: Mapping[str, str] | None = None) -> di
     return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX) or k in MACHINE_ENV}
 
 
+APP_NAME = "gemma-chat"
+
+
+def package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(APP_NAME)
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def running_from_checkout() -> bool:
+    """A source checkout (a clone, or an editable install of one) rather than an installed package."""
+    return (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+@dataclass(frozen=True)
+class DefaultPaths:
+    """Where data and models go unless a flag, variable or settings file says otherwise.
+
+    From a checkout, ./data and the checkout's models/ (as always); installed, the platform's
+    per-user data folder (~/.local/share/gemma-chat, ~/Library/Application Support/gemma-chat,
+    %LOCALAPPDATA%\\gemma-chat), with the models in it.
+    """
+
+    installation: str
+    data_dir: Path
+    models_dir: Path
+
+
+def default_paths() -> DefaultPaths:
+    if running_from_checkout():
+        return DefaultPaths(f"checkout at {PROJECT_ROOT}", Path("data"), PROJECT_ROOT / "models")
+    import platformdirs
+
+    data_dir = platformdirs.user_data_path(APP_NAME, appauthor=False)
+    return DefaultPaths(f"installed package {package_version()} in {PROJECT_ROOT}", data_dir, data_dir / "models")
+
+
 def physical_cores() -> int:
     import psutil
 
@@ -91,8 +131,8 @@ DEFAULT_TIERS = {
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    models_dir: Path = PROJECT_ROOT / "models"
+    data_dir: Path = field(default_factory=lambda: default_paths().data_dir)
+    models_dir: Path = field(default_factory=lambda: default_paths().models_dir)
     # accounts
     starting_balance: int = 10
     allow_registration: bool = True  # false: only administrators make accounts (Admin tab, `users create`)

@@ -9,17 +9,15 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gemma_chat.config import CACHE_DIR_ENV, environment_without_settings, load_settings
+from gemma_chat.store import db
 
-from gemma_chat.store import db  # noqa: E402
-from gemma_chat.config import CACHE_DIR_ENV, environment_without_settings, load_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The suite is one machine: the extra-buffer probe's answer is learnt once per run, in a cache of the
 # run's own (inherited by every app and worker it starts), never in the developer's real one.

@@ -106,7 +106,8 @@ def test_bad_config_file_is_reported_not_raised(cli, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("max_topup = 'many'")
     result = cli("verify", "--config", str(config))
-    assert result.returncode == 1 and "max_topup" in result.stderr and "Traceback" not in result.stderr
+    # Bad settings are bad input, as a bad flag is: exit 2 (as `download` always said), not 1 (refused).
+    assert result.returncode == 2 and "max_topup" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_data_dir_flag_wins_over_the_environment(cli, tmp_path):

@@ -121,7 +121,7 @@ class ModelServer:
         ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
             )
         deadline = time.monotonic() + 60
         while True:

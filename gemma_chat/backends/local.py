@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from ..config import PROJECT_ROOT, Settings, TierSettings, physical_cores
+from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
 from ..models import ModelStatus, ensure_bundled_model
 from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
@@ -242,12 +242,6 @@ class LocalWorkerBackend:
         )
         return {"config": config, "probe": self.extra_buffers.probe}
 
-    @staticmethod
-    def _worker_env() -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        return env
-
     def _supervise(self) -> None:
         try:
             self._supervise_workers()
@@ -280,7 +274,7 @@ class LocalWorkerBackend:
         """A new worker and how its load ended (ready, load_failed or exit), in one of LOAD_SLOTS."""
         slot = LOAD_SLOTS.acquire(timeout=LOAD_SLOT_WAIT_S)
         try:
-            worker = WorkerProcess(self.tier.name, self._start_message(), self._worker_env())
+            worker = WorkerProcess(self.tier.name, self._start_message(), dict(os.environ))
             self._worker = worker
             return worker, self._wait_for_ready(worker)
         finally:
