@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,9 +29,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.worker]
 def installed(tmp_path_factory) -> dict:
     """The built wheel installed in a new venv; the environment of a user whose HOME is empty."""
     where = tmp_path_factory.mktemp("installed")
+    # Built from a copy of what the package is made of: no build/ left in the checkout, no stale
+    # modules from an earlier build in the wheel, and proof that nothing else is needed.
+    source = where / "source"
+    shutil.copytree(ROOT / "gemma_chat", source / "gemma_chat", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, source / name)
     wheels = where / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
         capture_output=True, text=True, timeout=600, cwd=where,
     )
     assert build.returncode == 0, build.stderr[-3000:]
