@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import conversations, interactions, ledger
+from . import conversations, interactions, ledger, metrics
 from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
@@ -130,6 +130,7 @@ def run_turn(
 
     base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
     if not status.available:
+        metrics.record_turn(tier, "unavailable")
         yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
         return
 
@@ -154,6 +155,7 @@ def run_turn(
         interactions.log_refused(
             request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id, source=source
         )
+        metrics.record_turn(tier, "refused")
         yield replace(
             base,
             status="refused",
@@ -221,6 +223,10 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
+        metrics.record_turn(
+            tier, "busy" if final is not None and final.status == "busy" else outcome.status, charged=charged or 0,
+            completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        )
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:

@@ -160,6 +160,8 @@ class Settings:
     queue_size: int = 8  # waiting generations per model, beyond the running one
     # the /v1 API (web/api.py)
     api_rate_per_minute: int = 60  # requests per user per minute, over all of the user's keys
+    # operations (web/operations.py): /metrics in Prometheus' format, to loopback or an admin's API key
+    metrics: bool = False
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2

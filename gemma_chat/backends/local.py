@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
 from ..models import ModelStatus, ensure_bundled_model
-from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 
 logger = logging.getLogger("gemma_chat")
@@ -191,6 +191,7 @@ class LocalWorkerBackend:
         self._changed = threading.Condition()
         self._worker: WorkerProcess | None = None
         self._crashes: collections.deque[float] = collections.deque()
+        self.restarts = 0  # worker crashes since start-up (each is followed by a restart or a "crashed" tier)
         self._restart_requested = threading.Event()
         self._closing = threading.Event()
         self._request_ids = itertools.count(1)
@@ -218,6 +219,9 @@ class LocalWorkerBackend:
             is_demo=self.model_status.is_demo, max_tokens=self.tier.max_tokens, n_ctx=self._n_ctx,
             backend="local", state=self._state,
         )
+
+    def load(self) -> TierLoad:
+        return TierLoad(self._queue.running, self._queue.waiting, self._queue.slots, self.restarts)
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         with self._changed:
@@ -325,6 +329,7 @@ class LocalWorkerBackend:
             self._log(f"{self.tier.name}: the worker crashed with CPU extra buffers on ({exit.description}); restarting with them off")
             return
         now = time.monotonic()
+        self.restarts += 1
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.settings.worker_crash_window_s:
             self._crashes.popleft()
