@@ -18,7 +18,7 @@ from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
 from .store.db import transaction
-from .error_log import log_error
+from .error_log import log_error, logger
 from .errors import (
     DatabaseBusyError,
     GemmaChatError,
@@ -223,9 +223,15 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
+        shown = "busy" if final is not None and final.status == "busy" else outcome.status
         metrics.record_turn(
-            tier, "busy" if final is not None and final.status == "busy" else outcome.status, charged=charged or 0,
+            tier, shown, charged=charged or 0,
             completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        )
+        logger.info(
+            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, charged or 0,
+            extra={"event": "turn", "request_id": request_id, "user_id": user_id, "tier": tier, "outcome": shown,
+                   "credits": charged or 0},
         )
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)

@@ -139,6 +139,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--strict-models", action="store_true", help="no bundled demo model for a missing file")
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per log line (env GEMMA_CHAT_LOG_FORMAT)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -147,6 +148,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["strict_models"] = True
     if getattr(args, "database_url", None) is not None:
         overrides["database_url"] = args.database_url
+    if getattr(args, "log_format", None) is not None:
+        overrides["log_format"] = args.log_format
     if getattr(args, "models_dir", None) is not None:
         overrides["models_dir"] = Path(args.models_dir)
     return load_settings(data_dir=getattr(args, "data_dir", None), config_file=getattr(args, "config", None), **overrides)

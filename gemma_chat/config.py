@@ -162,6 +162,7 @@ class Settings:
     api_rate_per_minute: int = 60  # requests per user per minute, over all of the user's keys
     # operations (web/operations.py): /metrics in Prometheus' format, to loopback or an admin's API key
     metrics: bool = False
+    log_format: str = "text"  # "json": one JSON object per line on stdout and in the log file
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2
@@ -254,6 +255,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("registrations_per_hour cannot be negative (0 turns registration off).")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise ConfigError("bcrypt_rounds must be between 4 and 31.")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError('log_format must be "text" or "json".')
     if settings.cpu_extra_buffers not in ("auto", "on", "off"):
         raise ConfigError('cpu_extra_buffers must be "auto", "on" or "off".')
     if settings.worker_crash_limit < 1 or settings.worker_crash_window_s < 1:

@@ -7,6 +7,7 @@ PostgreSQL is down, 200 once it is back, with no restart of the app.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,27 @@ def test_readyz_follows_the_database_down_and_back_without_a_restart(tmp_path):
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
+
+
+def test_json_logs_are_one_object_per_line_with_the_turn_s_context(tmp_path):
+    app = start_app(tmp_path, GEMMA_CHAT_LOG_FORMAT="json")
+    try:
+        wait_until_ready(app.url)
+        with GradioSession(app.url) as browser:
+            assert browser.register("logged") == ""
+        key = create_key(app.data_dir, "logged")
+        answer = httpx.post(app.url + "v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                            json={"model": "mini", "messages": QUESTION})
+        assert answer.status_code == 200
+    finally:
+        app.stop()
+    lines = [line for line in app.log_path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line: one JSON object, nothing else
+    assert all({"time", "level", "event", "message"} <= set(entry) for entry in entries)
+    events = [entry["event"] for entry in entries]
+    assert "listening" in events and "models" in events and events[-1] == "stopping"
+    (turn,) = [entry for entry in entries if entry["event"] == "turn"]
+    assert turn["tier"] == "mini" and turn["outcome"] == "ok" and turn["credits"] == 1
+    assert turn["request_id"] and isinstance(turn["user_id"], int)
+    file_log = [json.loads(line) for line in (app.data_dir / "gemma_chat.log").read_text().splitlines()]
+    assert any(entry["event"] == "turn" and entry["request_id"] == turn["request_id"] for entry in file_log)
