@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import conversations, interactions, ledger
+from . import conversations, interactions, ledger, metrics
 from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
 from .store.db import transaction
-from .error_log import log_error
+from .error_log import log_error, logger
 from .errors import (
     DatabaseBusyError,
     GemmaChatError,
@@ -140,6 +140,7 @@ def run_turn(
 
     base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
     if not status.available:
+        metrics.record_turn(tier, "unavailable")
         yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
         return
 
@@ -171,6 +172,7 @@ def run_turn(
                 request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, source=source,
                 replaces_id=replaces_id,
             )
+        metrics.record_turn(tier, "refused")
         yield replace(
             base,
             conversation_id=chat_id,
@@ -240,6 +242,16 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
+        shown = "busy" if final is not None and final.status == "busy" else outcome.status
+        metrics.record_turn(
+            tier, shown, charged=charged or 0,
+            completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        )
+        logger.info(
+            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, charged or 0,
+            extra={"event": "turn", "request_id": request_id, "user_id": user_id, "tier": tier, "outcome": shown,
+                   "credits": charged or 0},
+        )
     if final is None and charged is None:  # the database stayed locked: released later, never charged
         final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
     if final is None:

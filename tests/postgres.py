@@ -51,6 +51,11 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
+        self.resume()
+        self.admin_sql(f"CREATE DATABASE {TEMPLATE}")
+
+    def resume(self) -> None:
+        """Start the server on its existing data: after stop(), the same databases come back."""
         # fsync on is PostgreSQL's default: left off the command line, where it would outrank ALTER SYSTEM.
         options = f"-c listen_addresses='' -k {self.socket_dir}{'' if self.fsync else ' -c fsync=off'} -c max_connections=200"
         options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
@@ -59,7 +64,6 @@ class PostgresServer:
                           "-o", options, "start"]),
             check=True, capture_output=True,
         )
-        self.admin_sql(f"CREATE DATABASE {TEMPLATE}")
 
     def stop(self) -> None:
         subprocess.run(
