@@ -24,7 +24,7 @@ from . import chat, conversations, ledger, sessions
 from .config import Settings
 from .store.db import User
 from .error_log import log_error
-from .errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
+from .errors import DatabaseRetryableError, GemmaChatError, NotLoggedInError, PermissionDeniedError
 from .history import list_history, parse_page
 from .markup import as_markdown
 from .reports import Reports
@@ -450,7 +450,11 @@ class ChatApp(ChatsTab, TopUpTab, AccountTab, AdminModelsSection, AdminUsersSect
                     del self._answering[found.session_id]
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
-        yield shown + [{"role": "assistant", "content": self._bubble(update, language)}], box, balance_text(user.id, language), context
+        try:
+            balance = balance_text(user.id, language)
+        except DatabaseRetryableError:  # the database went away with the turn: its bubble says what happened
+            balance = gr.update()
+        yield shown + [{"role": "assistant", "content": self._bubble(update, language)}], box, balance, context
         return True
 
     def edit_last(self, request: gr.Request):
