@@ -239,9 +239,11 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append(_speed_row(side, raw_r))
     for name, figures in (_get(results, "extra_buffers", "models") or {}).items():
         for kind in ("prefill", "decode"):
+            on_crashed = figures["on"].get("crashed")
             rows.append((f"{name}: {kind} tokens/s, CPU extra buffers off (ours) vs on",
-                         _fmt(figures["off"][f"{kind}_tokens_per_s"]), _fmt(figures["on"][f"{kind}_tokens_per_s"]),
-                         f"x{_fmt(figures[f'{kind}_off_on_ratio'], 3)}"))
+                         _fmt(figures["off"][f"{kind}_tokens_per_s"]),
+                         on_crashed or _fmt(figures["on"][f"{kind}_tokens_per_s"]),
+                         "on is not an option here" if on_crashed else f"x{_fmt(figures[f'{kind}_off_on_ratio'], 3)}"))
     for row in _get(results, "ledger", "table") or []:
         rows.append((f"ledger cycles/s, {row['config']}", _fmt(row["ours_cycles_per_s"]), _fmt(row["raw_cycles_per_s"]),
                      f"x{_fmt(row['ratio'], 3)}; lost {row['lost_credits']}, doubled {row['doubled_credits']}, "

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import conversations, interactions, ledger
+from . import conversations, interactions, ledger, metrics
 from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
 from .store.db import transaction
-from .error_log import log_error
+from .error_log import log_error, logger
 from .errors import (
     DatabaseDisconnectedError,
     DatabaseFullError,
@@ -132,6 +132,7 @@ def run_turn(
 
     base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
     if not status.available:
+        metrics.record_turn(tier, "unavailable")
         yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
         return
 
@@ -156,6 +157,7 @@ def run_turn(
         interactions.log_refused(
             request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id, source=source
         )
+        metrics.record_turn(tier, "refused")
         yield replace(
             base,
             status="refused",
@@ -223,7 +225,19 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
-    if final is None and isinstance(charged, DatabaseRetryableError):  # released later, never charged
+        unrecorded = isinstance(charged, DatabaseRetryableError)  # released later, never charged
+        credits = 0 if unrecorded else charged
+        shown = "busy" if final is not None and final.status == "busy" else "error" if unrecorded else outcome.status
+        metrics.record_turn(
+            tier, shown, charged=credits,
+            completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        )
+        logger.info(
+            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, credits,
+            extra={"event": "turn", "request_id": request_id, "user_id": user_id, "tier": tier, "outcome": shown,
+                   "credits": credits},
+        )
+    if final is None and unrecorded:
         final = replace(base, status="error", answer=answer, message=not_recorded_message(charged))
     if final is None:
         final = replace(

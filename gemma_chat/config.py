@@ -22,6 +22,59 @@ from .errors import ConfigError
 
 ENV_PREFIX = "GEMMA_CHAT_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Not settings but facts about the machine, read by backends/cpu_features.py: a process started with
+# none of the caller's settings still inherits them.
+CACHE_DIR_ENV = "GEMMA_CHAT_CACHE_DIR"  # the per-machine cache; default: the platform's user cache folder
+# Test switch: every model loaded with llama.cpp's extra CPU buffers on dies of a real SIGSEGV at its
+# first decode, as on the AMX Xeon (FIELD_NOTES), so a run on any CPU also covers that one.
+SIMULATE_AMX_CRASH_ENV = "GEMMA_CHAT_SIMULATE_AMX_CRASH"
+MACHINE_ENV = (CACHE_DIR_ENV, SIMULATE_AMX_CRASH_ENV)
+
+
+def environment_without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus every GEMMA_CHAT_* setting: for an app or worker started afresh."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX) or k in MACHINE_ENV}
+
+
+APP_NAME = "gemma-chat"
+
+
+def package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(APP_NAME)
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def running_from_checkout() -> bool:
+    """A source checkout (a clone, or an editable install of one) rather than an installed package."""
+    return (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+@dataclass(frozen=True)
+class DefaultPaths:
+    """Where data and models go unless a flag, variable or settings file says otherwise.
+
+    From a checkout, ./data and the checkout's models/ (as always); installed, the platform's
+    per-user data folder (~/.local/share/gemma-chat, ~/Library/Application Support/gemma-chat,
+    %LOCALAPPDATA%\\gemma-chat), with the models in it.
+    """
+
+    installation: str
+    data_dir: Path
+    models_dir: Path
+
+
+def default_paths() -> DefaultPaths:
+    if running_from_checkout():
+        return DefaultPaths(f"checkout at {PROJECT_ROOT}", Path("data"), PROJECT_ROOT / "models")
+    import platformdirs
+
+    data_dir = platformdirs.user_data_path(APP_NAME, appauthor=False)
+    return DefaultPaths(f"installed package {package_version()} in {PROJECT_ROOT}", data_dir, data_dir / "models")
 
 
 def physical_cores() -> int:
@@ -78,8 +131,8 @@ DEFAULT_TIERS = {
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    models_dir: Path = PROJECT_ROOT / "models"
+    data_dir: Path = field(default_factory=lambda: default_paths().data_dir)
+    models_dir: Path = field(default_factory=lambda: default_paths().models_dir)
     # accounts
     starting_balance: int = 10
     allow_registration: bool = True  # false: only administrators make accounts (Admin tab, `users create`)
@@ -107,6 +160,9 @@ class Settings:
     queue_size: int = 8  # waiting generations per model, beyond the running one
     # the /v1 API (web/api.py)
     api_rate_per_minute: int = 60  # requests per user per minute, over all of the user's keys
+    # operations (web/operations.py): /metrics in Prometheus' format, to loopback or an admin's API key
+    metrics: bool = False
+    log_format: str = "text"  # "json": one JSON object per line on stdout and in the log file
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2
@@ -199,6 +255,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("registrations_per_hour cannot be negative (0 turns registration off).")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise ConfigError("bcrypt_rounds must be between 4 and 31.")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError('log_format must be "text" or "json".')
     if settings.cpu_extra_buffers not in ("auto", "on", "off"):
         raise ConfigError('cpu_extra_buffers must be "auto", "on" or "off".')
     if settings.worker_crash_limit < 1 or settings.worker_crash_window_s < 1:

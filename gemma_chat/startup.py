@@ -22,7 +22,7 @@ class Recovery:
 def open_data_dir(settings: Settings):
     """For every command: the log file and an up-to-date database."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    configure_file_log(settings.log_path)
+    configure_file_log(settings.log_path, settings.log_format)
     return open_database(settings.database_target, busy_timeout_ms=settings.busy_timeout_ms)
 
 

@@ -51,15 +51,19 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
-        self.start_again()
+        self.resume()
         self.admin_sql(f"CREATE DATABASE {TEMPLATE}")
 
-    def start_again(self) -> None:
-        """Start the server of an existing cluster (after stop_fast), as start() first did."""
+    def resume(self) -> None:
+        """Start the server on its existing data: after stop(), the same databases come back."""
         # fsync on is PostgreSQL's default: left off the command line, where it would outrank ALTER SYSTEM.
         options = f"-c listen_addresses='' -k {self.socket_dir}{'' if self.fsync else ' -c fsync=off'} -c max_connections=200"
         options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
-        self._pg_ctl("-w", "-l", str(self.root / "server.log"), "-o", options, "start")
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "server.log"),
+                          "-o", options, "start"]),
+            check=True, capture_output=True,
+        )
 
     def stop_fast(self) -> None:
         """What an operator's restart does first: every session is ended, each transaction rolled back."""

@@ -280,6 +280,20 @@ def close_database() -> None:
         database.close()
 
 
+def database_answers() -> bool:
+    """One trivial query (/readyz). A connection the server dropped is closed, so the next check
+    (and the next request) connects afresh once the server is back."""
+    try:
+        database.execute_sql("SELECT 1").fetchone()
+        return True
+    except (pw.DatabaseError, pw.InterfaceError, OSError):
+        try:
+            database.close()
+        except (pw.DatabaseError, pw.InterfaceError, OSError):
+            pass
+        return False
+
+
 def execute_many(sql: str, rows) -> None:
     """One statement (with the app's `?` placeholders) for each row, in one driver call."""
     cursor = database.cursor()

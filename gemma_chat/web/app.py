@@ -18,12 +18,14 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from .. import metrics
 from ..config import Settings
 from ..error_log import log_error
 from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
 from .edge import Edge, client_address, request_scheme
+from .operations import CountApiResponses, create_operations_router
 
 # Set before gradio is imported anywhere: an offline desktop app does not phone home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -120,6 +122,7 @@ def create_app(settings: Settings, engine) -> WebApp:
     def refused(request: Request, exc: GemmaChatError) -> JSONResponse:
         """The sign-in form shows `message`, in the language the browser asks for."""
         message = translated(language_of(request), exc.message)
+        metrics.signin_refusals.labels("throttled" if isinstance(exc, ThrottledError) else "refused").inc()
         if isinstance(exc, ThrottledError):
             return JSONResponse(
                 {"ok": False, "message": message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
@@ -223,6 +226,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         )
 
     api.include_router(create_api_router(settings, engine))  # before the UI, which is mounted at /
+    api.include_router(create_operations_router(settings, engine))
     api = gr.mount_gradio_app(
         api,
         demo,
@@ -243,4 +247,5 @@ def create_app(settings: Settings, engine) -> WebApp:
         has_live_session=lambda token: sessions.has_live_session(settings, token),
         signin_retry_after=per_client.retry_after,
     )
+    api.add_middleware(CountApiResponses)  # outermost: /v1 answers the edge refuses count too
     return WebApp(api, demo, chat, lane)

@@ -96,7 +96,7 @@ def test_a_restart_mid_answer_charges_once_and_a_server_down_at_its_end_charges_
         assert not thread.is_alive(), "the turn hung on the missing server"
         reply = finished["reply"]
         assert reply.charged == 0 and GONE_ANSWER_MESSAGE in reply.text and "Traceback" not in reply.text, reply.text
-        server.start_again()
+        server.resume()
         deadline = time.monotonic() + 30  # ...and the hold is released once the server is back, without a restart
         while books(url, "alice")[1] != 0 and time.monotonic() < deadline:
             time.sleep(0.2)
