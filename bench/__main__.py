@@ -20,7 +20,8 @@ from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_avera
 
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
-SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge", "postgres")
+SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge", "postgres", "soak")
+ON_REQUEST = ("soak",)  # long: run only when named with --only
 
 
 def parse_args(argv):
@@ -29,7 +30,9 @@ def parse_args(argv):
     parser.add_argument("--model", type=Path, help="GGUF for mini and the generation benchmarks (default: the bundled 270M)")
     parser.add_argument("--pro-model", type=Path, help="GGUF for pro in the start-up and isolation runs (default: --model)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/latest.json)")
-    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)}")
+    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)} "
+                                       f"({', '.join(ON_REQUEST)} only when named)")
+    parser.add_argument("--minutes", type=float, default=30, help="how long the soak runs (default 30)")
     parser.add_argument("--merge", action="store_true",
                         help="replace only the sections run in the existing --out file (rerun a noisy section), keep the rest")
     parser.add_argument("--max-tokens", type=int, help="longest answer per generation (default 128; 32 with --quick)")
@@ -50,7 +53,7 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, startup
+    from . import edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup
 
     functions = {
         "generation": generation.measure_in_process,
@@ -63,6 +66,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
         "queries": queries.measure_queries,
         "edge": edge.measure_edge,
         "postgres": postgres.measure_postgres,
+        "soak": soak.measure_soak,
     }
     results = {}
     for name in sections:
@@ -164,6 +168,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     for span in ("all_time", "one_week"):
         total = _get(results, "postgres", "report", span, "total_ms")
         add(f"PostgreSQL admin report ({span.replace('_', ' ')}), ms", total, "<= 500", total is not None and total <= 500)
+    soak = results.get("soak") or {}
+    for side in ("app", "workers"):
+        ratio = _get(soak, "rss", side, "ratio")
+        add(f"soak: RSS of the {side}, second half / first half", ratio, "within 10 %",
+            ratio is not None and abs(ratio - 1) <= 0.10)
+    if "holds_left" in soak:
+        clean = soak["holds_left"] + soak["lost_credits"] + soak["doubled_credits"]
+        add("soak: holds left + lost + doubled credits", clean, "0, verify passes", clean == 0 and soak["verify_ok"])
     return targets
 
 
@@ -311,6 +323,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"statuses {flood['flood']['statuses']}; web process {_fmt(flood['web_process_cores']['during_flood'], 2)} "
                      f"cores (idle {_fmt(flood['web_process_cores']['idle'], 2)})"))
     rows += _postgres_rows(results.get("postgres", {}))
+    rows += _soak_rows(results.get("soak", {}))
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:
             rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))
@@ -320,6 +333,23 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("other processes' CPU during each section, cores",
                      ", ".join(f"{name} {_fmt(cores, 2)}" for name, cores in busy.items()), "-",
                      f"NOISY: {', '.join(noisy)}; rerun on an idle machine" if noisy else f"all below {NOISY_CORES}: quiet"))
+    return rows
+
+
+def _soak_rows(soak: dict) -> list[tuple[str, str, str, str]]:
+    if "rss" not in soak:
+        return []
+    rows = [(f"soak: {soak['users']} users, {_fmt(soak['duration_s'] / 60, 1)} min, requests | worker SIGKILLs",
+             f"{_fmt(soak['requests'])} | {_fmt(soak['worker_kills'])}", "-",
+             f"unexpected answers {soak['unexpected_count']}; app alive at the end: {_fmt(soak['app_alive_at_end'])}")]
+    for side in ("app", "workers"):
+        figures = soak["rss"].get(side, {})
+        if "ratio" in figures:
+            rows.append((f"soak: RSS of the {side}, second half / first half after {_fmt(soak['rss']['warm_up_s'], 0)} s, MB",
+                         f"{_fmt(figures['second_half_mean_mb'])}", f"{_fmt(figures['first_half_mean_mb'])}",
+                         f"x{_fmt(figures['ratio'], 3)} (max {_fmt(figures['max_mb'])} MB, {figures['samples']} samples)"))
+    rows.append(("soak: holds left | lost | doubled credits", f"{soak['holds_left']} | {soak['lost_credits']} | {soak['doubled_credits']}",
+                 "0 | 0 | 0", f"verify {'ok' if soak['verify_ok'] else 'FAILED'}; charges = turns' log: {_fmt(soak['charges_match_turns'])}"))
     return rows
 
 
@@ -399,7 +429,7 @@ def main(argv=None) -> int:
         targets = evaluate_targets(document["results"])
         print(format_markdown(rows, targets) if args.markdown else format_table(rows, targets))
         return 0
-    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    sections = [s.strip() for s in args.only.split(",")] if args.only else [s for s in SECTIONS if s not in ON_REQUEST]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         print(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
@@ -420,6 +450,7 @@ def main(argv=None) -> int:
         rounds=args.rounds or (1 if args.quick else 3),
         work_dir=work_dir,
         n_threads=args.threads,
+        soak_minutes=args.minutes,
         log=lambda text: print(text, flush=True),
     )
     began = time.monotonic()

@@ -20,7 +20,9 @@ from .config import Settings
 from .store.db import transaction
 from .error_log import log_error, logger
 from .errors import (
-    DatabaseBusyError,
+    DatabaseDisconnectedError,
+    DatabaseFullError,
+    DatabaseRetryableError,
     GemmaChatError,
     InsufficientCreditsError,
     ModelError,
@@ -184,7 +186,7 @@ def run_turn(
             ),
         )
         return
-    except DatabaseBusyError as exc:
+    except DatabaseRetryableError as exc:  # busy, disk full, server gone: nothing held, nothing written
         yield replace(base, status="busy", message=exc.message)
         return
     except ValidationError as exc:  # the turn to replace is no longer the chat's last, or still running
@@ -242,18 +244,20 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
-        shown = "busy" if final is not None and final.status == "busy" else outcome.status
+        unrecorded = isinstance(charged, DatabaseRetryableError)  # released later, never charged
+        credits = 0 if unrecorded else charged
+        shown = "busy" if final is not None and final.status == "busy" else "error" if unrecorded else outcome.status
         metrics.record_turn(
-            tier, shown, charged=charged or 0,
+            tier, shown, charged=credits,
             completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         )
         logger.info(
-            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, charged or 0,
+            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, credits,
             extra={"event": "turn", "request_id": request_id, "user_id": user_id, "tier": tier, "outcome": shown,
-                   "credits": charged or 0},
+                   "credits": credits},
         )
-    if final is None and charged is None:  # the database stayed locked: released later, never charged
-        final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
+    if final is None and unrecorded:
+        final = replace(base, status="error", answer=answer, message=not_recorded_message(charged))
     if final is None:
         final = replace(
             base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
@@ -269,14 +273,27 @@ def _stream_and_settle(
 
 EMPTY_ANSWER_MESSAGE = "The model returned an empty answer. Nothing was charged."
 DATABASE_BUSY_MESSAGE = "The database is busy, so this answer was not recorded. Nothing was charged; please try again."
+DATABASE_FULL_MESSAGE = "The server's disk is full, so this answer was not recorded. Nothing was charged; please try again later."
+DATABASE_GONE_MESSAGE = "The database could not be reached, so this answer was not recorded. Nothing was charged; please try again."
 RELEASE_RETRY_S = 1.0
+SETTLE_RETRY_S = 0.2
+RELEASE_REASONS = {DatabaseFullError: "disk full", DatabaseDisconnectedError: "database unreachable"}
 
 
-def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int | None:
+def not_recorded_message(error: DatabaseRetryableError) -> str:
+    if isinstance(error, DatabaseFullError):
+        return DATABASE_FULL_MESSAGE
+    if isinstance(error, DatabaseDisconnectedError):
+        return DATABASE_GONE_MESSAGE
+    return DATABASE_BUSY_MESSAGE
+
+
+def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int | DatabaseRetryableError:
     """Capture (an answer with text that was not an error) or release, together with the log row.
 
-    Returns the credits charged, or None when the database stayed locked through every attempt: the
-    turn is then an uncharged error, released in the background as soon as the database frees.
+    Returns the credits charged, or the error when the database refused every attempt (locked, disk
+    full, server gone): the turn is then an uncharged error, released in the background as soon as
+    the database takes writes again.
     """
     charge = outcome.status in ("ok", "stopped") and bool(outcome.answer)
     for attempt in range(1, attempts + 1):
@@ -289,11 +306,12 @@ def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int =
                 charged = settlement.amount if charge and settlement.changed else 0
                 interactions.finish_interaction(request_id, replace(outcome, credits_charged=charged))
             return charged
-        except DatabaseBusyError as exc:
+        except DatabaseRetryableError as exc:
             if attempt == attempts:
                 error_id = log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
-                _release_when_free(request_id, replace(outcome, status="error", credits_charged=0, error_id=error_id))
-                return None
+                _release_when_free(request_id, replace(outcome, status="error", credits_charged=0, error_id=error_id), exc)
+                return exc
+            time.sleep(SETTLE_RETRY_S * attempt)  # a restarting server needs a moment; a lock usually goes at once
         except Exception as exc:  # noqa: BLE001
             log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
             break
@@ -301,18 +319,19 @@ def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int =
     return 0
 
 
-def _release_when_free(request_id: str, outcome: TurnOutcome) -> None:
-    """Retry, off the request, the release a locked database refused: the hold must not outlive the lock."""
+def _release_when_free(request_id: str, outcome: TurnOutcome, error: DatabaseRetryableError) -> None:
+    """Retry, off the request, the release the database refused: the hold must not outlive the lock,
+    the full disk or the server's absence."""
 
     def release() -> None:
         while True:
             time.sleep(RELEASE_RETRY_S)
             try:
                 with transaction():
-                    ledger.release_hold(request_id, "database busy")
+                    ledger.release_hold(request_id, RELEASE_REASONS.get(type(error), "database busy"))
                     interactions.finish_interaction(request_id, outcome)
                 return
-            except DatabaseBusyError:
+            except DatabaseRetryableError:
                 continue
             except Exception as exc:  # noqa: BLE001 — the next start-up releases it
                 log_error("chat:settle", exc, request_id=request_id)

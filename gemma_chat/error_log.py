@@ -17,9 +17,29 @@ import traceback as tb
 from pathlib import Path
 
 from .store import error_queries
-from .store.db import is_busy_error
+from .store.db import retryable_error
 
 logger = logging.getLogger("gemma_chat")
+
+
+class _QuietRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A log file that cannot be written (a full disk) costs the lines, never the request, and
+    says so once on stderr (one line, not logging's traceback per record) until a write succeeds."""
+
+    failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)  # calls handleError instead of raising
+        if not self._failed:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            print(f"gemma-chat: cannot write the log file {self.baseFilename} ({sys.exc_info()[1]}); "
+                  "log lines are lost until it can", file=sys.stderr, flush=True)
 
 
 TEXT_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,7 +77,7 @@ def configure_file_log(path: Path, log_format: str = "text") -> None:
         if isinstance(handler, logging.handlers.RotatingFileHandler) and Path(handler.baseFilename) == path.resolve():
             return
     formatter = JsonLines() if log_format == "json" else TEXT_FORMAT
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=5, encoding="utf-8")
+    handler = _QuietRotatingFileHandler(path, maxBytes=2_000_000, backupCount=5, encoding="utf-8")
     handler.setFormatter(formatter)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -107,7 +127,7 @@ def log_error(
             error_id, location, type(exc).__name__, message, trace, user_id=user_id, request_id=request_id
         )
     except Exception as store_exc:  # the database itself may be the failure: the file log has it
-        if not is_busy_error(store_exc):
+        if retryable_error(store_exc) is None:
             logger.exception("could not store error %s in the database", error_id)
     return error_id
 

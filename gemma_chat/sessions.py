@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from .config import Settings
+from .errors import DatabaseRetryableError
 from .store import session_queries
 from .store.db import User, transaction, utcnow
 
@@ -69,8 +70,11 @@ def resolve_session(settings: Settings, token, *, touch: bool = True, now: dt.da
     if row is None or not _is_live(settings, row.revoked_at, row.expires_at, row.last_seen_at, row.user.is_disabled, now):
         return None
     if touch and now - row.last_seen_at > dt.timedelta(seconds=TOUCH_EVERY_S):
-        with transaction():
-            session_queries.touch_session(row.id, now)
+        try:
+            with transaction():
+                session_queries.touch_session(row.id, now)
+        except DatabaseRetryableError:
+            pass  # a locked or full database must not sign anyone out or stop reads; the next event touches it
     return SignedIn(row.user, row.id)
 
 

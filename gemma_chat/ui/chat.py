@@ -14,7 +14,7 @@ import gradio as gr
 
 from .. import chat, conversations, ledger, sessions
 from ..error_log import log_error
-from ..errors import GemmaChatError
+from ..errors import DatabaseRetryableError, GemmaChatError
 from .common import balance_text, notice, popup, session_token, shows_errors
 from .markup import as_markdown
 from .text import language_of, text, translated
@@ -232,10 +232,14 @@ class ChatPart:
                     del self._answering[found.session_id]
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
+        try:
+            balance = balance_text(user.id, language)
+        except DatabaseRetryableError:  # the database went away with the turn: its bubble says what happened
+            balance = gr.update()
         # Not the box: what was typed while the answer streamed stays there.
         yield {
             "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}],
-            "balance": balance_text(user.id, language), "turns": context, "chat_id": str(open_id or ""),
+            "balance": balance, "turns": context, "chat_id": str(open_id or ""),
             "chat_notice": self.low_balance_hint(user.id, tier, language), **IDLE,
         }
         return True
