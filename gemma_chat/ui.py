@@ -100,9 +100,7 @@ def session_token(request) -> str | None:
     """The session cookie of the request that triggered an event (None without one)."""
     if request is None:
         return None
-    cookies = getattr(request, "cookies", None) or {}
-    token = cookies.get(SESSION_COOKIE)
-    return token if isinstance(token, str) and token else None
+    return sessions.session_token((getattr(request, "headers", None) or {}).get("cookie"))  # web/edge.py's parser
 
 
 def balance_text(user_id: int, language: str = "en") -> str:
