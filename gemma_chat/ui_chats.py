@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import conversations
 from .history import neighbour_page
+from .markup import as_literal
 from .ui_text import columns, language_of, text
 
 CHATS_COLUMN_KEYS = ["col_chat", "col_last_used", "col_turns"]
@@ -85,7 +86,7 @@ class ChatsTab:
         user = self.current_user(request)
         renamed = conversations.rename_conversation(user.id, self._selected(user.id, selected), title)
         outputs = self._listing_after_change(request, page, search)
-        return {**outputs, "chats_message": text(language_of(request), "chat_renamed", title=renamed.title)}
+        return {**outputs, "chats_message": text(language_of(request), "chat_renamed", title=as_literal(renamed.title))}
 
     def delete_chat(self, request: gr.Request, page, search, selected):
         """Hide the chat from its owner; what it cost stays on record."""
@@ -94,7 +95,7 @@ class ChatsTab:
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
         outputs = self._listing_after_change(request, page, search)
-        outputs["chats_message"] = text(language_of(request), "chat_deleted", title=conversation.title)
+        outputs["chats_message"] = text(language_of(request), "chat_deleted", title=as_literal(conversation.title))
         if was_open:
             outputs.update(chatbot=[], turns=[])
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
+from markdown_it import MarkdownIt
 
 from conftest import signed_in_request
 from gemma_chat import conversations
@@ -128,6 +129,12 @@ def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(
         app.rename_chat(bob, 1, "", {"user_id": bob.user_id, "rows": app.owned_by(alice.user_id, selected)}, "mine")
     with pytest.raises(conversations.ConversationNotFoundError):
         app.open_chat(bob, {"user_id": bob.user_id, "rows": [10**30]})
+
+    # A title is shown as typed in the confirmation, which a gr.Markdown renders (issue 21, H).
+    trap = "![x](http://127.0.0.1:9/x.png) <img src=x>"
+    rendered = MarkdownIt("commonmark", {"html": True}).render(app.rename_chat(alice, 1, "", selected, trap)["chats_message"])
+    assert "<img" not in rendered and "<a " not in rendered and "x.png" in rendered
+    app.rename_chat(alice, 1, "", selected, "Whales and me")
 
     report = Reports().full()
     deleted = app.delete_chat(alice, 1, "", selected)
