@@ -35,9 +35,10 @@ KEEP_ALIVE_S = 5
 MAX_HEAD_BYTES = 32 * 1024
 MAX_CONNECTIONS = 512
 BODY_TIMEOUT_S = 30.0  # the default; start_server takes the setting
+_TOO_MANY_BODY = b"Too many connections from your address; retry."
 TOO_MANY_CONNECTIONS = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 44\r\n"
-    b"connection: close\r\nretry-after: 5\r\n\r\nToo many connections from your address; retry."
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+    b"connection: close\r\nretry-after: 5\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
 )
 
 
