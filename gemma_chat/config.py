@@ -148,7 +148,14 @@ class Settings:
     signin_attempts_per_minute: int = 20  # sign-ins and registrations per client IP
     registrations_per_hour: int = 5  # new accounts per client IP
     signin_concurrency: int = 2  # bcrypt checks running at once, for everyone
-    trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto
+    trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto...
+    forwarded_allow_ips: str = "127.0.0.1"  # ...sent by these proxies only (uvicorn's list: IPs, networks or "*")
+    # Host names the app answers to besides localhost, 127.0.0.1, [::1] and --host (a LAN name, the
+    # proxy's public name); any other Host is refused (DNS rebinding). Comma-separated in the env.
+    allowed_hosts: tuple[str, ...] = ()
+    events_per_user: int = 8  # an account's Gradio events queued or running at once (all its pages)
+    connections_per_address: int = 64  # open connections from one client address (not a trusted proxy)
+    request_body_timeout_s: int = 30  # a request's whole body must arrive within this, as its head within 10 s
     # credits
     max_topup: int = 1000
     self_topup: bool = True  # false: users ask an administrator for credits (Admin tab, `credits grant`)
@@ -226,6 +233,11 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind.startswith("tuple"):  # a TOML array, or comma-separated text from the environment
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+                raise ValueError
+            return tuple(item.strip() for item in items if item.strip())
         if kind == "path":
             return Path(str(value)).expanduser()
         if kind.startswith("float"):  # "float | None"
@@ -242,7 +254,8 @@ def _check(settings: Settings) -> Settings:
     positive = [
         "bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars",
         "session_idle_s", "session_max_age_s", "signin_attempts_per_minute", "signin_concurrency",
-        "api_rate_per_minute", "orphan_sweep_s",
+        "api_rate_per_minute", "orphan_sweep_s", "events_per_user", "connections_per_address",
+        "request_body_timeout_s",
     ]
     for name in positive:
         if getattr(settings, name) < 1:

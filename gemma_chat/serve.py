@@ -79,7 +79,7 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     from .web.server import start_server
 
     engine = _with_injected_faults(engine)
-    web = create_app(settings, engine)  # the UI reads the tiers' states per page load, not here
+    web = create_app(settings, engine, host=host)  # the UI reads the tiers' states per page load, not here
     engine.wait_until_loaded()
     if not any(status.available for status in engine.tiers()):
         announce("warning", "warning: no model is available; the app starts so you can sign in and read history.", level=logging.WARNING)
@@ -91,7 +91,11 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     server = None
     try:
         try:
-            server = start_server(web.fastapi, host=host, port=port)
+            server = start_server(
+                web.fastapi, host=host, port=port, connections_per_address=settings.connections_per_address,
+                body_timeout_s=settings.request_body_timeout_s,
+                trusted_proxies=settings.forwarded_allow_ips if settings.trust_proxy_headers else None,
+            )
         except OSError as exc:
             raise GemmaChatError(f"Cannot listen on {host}:{port} ({exc}); is the port in use? Try --port.") from None
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"

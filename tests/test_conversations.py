@@ -8,6 +8,7 @@ import re
 
 import gradio as gr
 import pytest
+from markdown_it import MarkdownIt
 
 from conftest import browser_request, shown_after, signed_in_request
 from gemma_chat import conversations
@@ -137,6 +138,12 @@ def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(
     forged = {"user_id": bob.user_id, "rows": app.owned_by(alice.user_id, selected)}
     assert app.rename_chat(bob, forged, "mine", "")["sidebar_notice"] == "⚠ That chat was not found."
     assert app.chat_request(bob, "open:1000000000000000000000000000000", "")["sidebar_notice"] == "⚠ That chat was not found."
+
+    # A title is shown as typed in the confirmation, which a gr.Markdown renders (issue 21, H).
+    trap = "![x](http://127.0.0.1:9/x.png) <img src=x>"
+    rendered = MarkdownIt("commonmark", {"html": True}).render(app.rename_chat(alice, 1, "", selected, trap)["chats_message"])
+    assert "<img" not in rendered and "<a " not in rendered and "x.png" in rendered
+    app.rename_chat(alice, 1, "", selected, "Whales and me")
 
     report = Reports().full()
     asked = app.chat_request(alice, f"delete:{whales}:3", "")

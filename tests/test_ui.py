@@ -183,22 +183,22 @@ def test_admin_report_is_for_admins_only(app):
 
 
 def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
-    admin = sign_up(app, "alice")
-    auth.set_admin("alice", False)
+    alice = sign_up(app, "alice")
+    admin.set_admin(None, "alice", False)
     with pytest.raises(gr.Error, match="log in"):  # the demotion ended the session
-        app.admin_report(admin, "", "")
-    admin = signed_in_request(app.settings, "alice", register=False)
+        app.admin_report(alice, "", "")
+    alice = signed_in_request(app.settings, "alice", register=False)
     with pytest.raises(gr.Error, match="Administrators only"):
-        app.admin_report(admin, "", "")
+        app.admin_report(alice, "", "")
 
 
 def test_a_disabled_user_is_signed_out(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
     session = sign_up(app, "alice")
-    auth.set_disabled("alice", True)
+    admin.set_disabled(None, "alice", True)
     with pytest.raises(gr.Error, match="This account is disabled"):  # not "expired": the user is told why
         chat(app, session)
     assert app.check_session(session)[0]["visible"] is True  # the page returns to sign-in
@@ -216,14 +216,14 @@ def test_logout_ends_the_session(app):
 
 
 def test_log_out_everywhere_and_a_password_change_end_every_session(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
     laptop, phone = sign_up(app), signed_in_request(app.settings, "alice", register=False)
     assert sessions.revoke_user_sessions(laptop.user_id) == 2
     for request in (laptop, phone):
         assert app.restore(request)["login_view"]["visible"] is True
     laptop, phone = (signed_in_request(app.settings, "alice", register=False) for _ in range(2))
-    auth.change_password(app.settings, "alice", "a new long password")
+    admin.reset_password(app.settings, None, "alice", "a new long password")
     for request in (laptop, phone):
         assert app.restore(request)["login_view"]["visible"] is True
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import keys
 from ..errors import GemmaChatError
+from .markup import as_literal
 from .text import columns, language_of, text, translated
 
 KEY_COLUMN_KEYS = ["col_name", "col_key", "col_created", "col_last_used"]
@@ -65,7 +66,7 @@ class ApiKeysSection:
             table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
             return {self.message: f"⚠ {translated(language, exc.message)}"}
-        return {self.message: text(language, "key_revoked", name=row.label or row.prefix + "…"),
+        return {self.message: text(language, "key_revoked", name=as_literal(row.label or row.prefix + "…")),
                 self.table: table, self.revoke_choice: choices, self.shown_key: gr.update(value="", visible=False)}
 
     def build(self, tab: gr.Tab) -> None:

@@ -19,7 +19,7 @@ from ..errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from ..store.db import User
 from .text import language_of, text, translated
 
-SESSION_COOKIE = "gemma_session"
+SESSION_COOKIE = sessions.SESSION_COOKIE
 ACCOUNT_DISABLED = "This account is disabled. Ask an administrator to enable it."  # what a disabled user's page says, not "expired"
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
 
@@ -28,9 +28,7 @@ def session_token(request) -> str | None:
     """The session cookie of the request that triggered an event (None without one)."""
     if request is None:
         return None
-    cookies = getattr(request, "cookies", None) or {}
-    token = cookies.get(SESSION_COOKIE)
-    return token if isinstance(token, str) and token else None
+    return sessions.session_token((getattr(request, "headers", None) or {}).get("cookie"))  # web/edge.py's parser
 
 
 def balance_text(user_id: int, language: str = "en") -> str:

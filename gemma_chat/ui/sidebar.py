@@ -20,6 +20,7 @@ from ..errors import GemmaChatError
 from ..store.db import utcnow
 from . import export
 from .common import notice, owned, owned_by
+from .markup import as_literal
 from .text import language_of, text, translated
 
 MAX_REQUEST_CHARS = 64  # "rename:123": anything longer is not one of ours
@@ -151,7 +152,7 @@ class ChatsTab:
             renamed = conversations.rename_conversation(found.user.id, chat_id, title)
         except GemmaChatError as exc:  # a title to fix: the box stays open, the reason under it
             return {"sidebar_notice": notice(translated(language, exc.message))}
-        return self._listing(found, search, language, text(language, "chat_renamed", title=renamed.title))
+        return self._listing(found, search, language, text(language, "chat_renamed", title=as_literal(renamed.title)))
 
     def delete_chat(self, request: gr.Request, target, search):
         """Hide the chat from its owner (confirmed first); what it cost stays on record."""
@@ -166,7 +167,7 @@ class ChatsTab:
             return self._listing(found, search, language, notice(translated(language, exc.message)))
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
-        outputs = self._listing(found, search, language, text(language, "chat_deleted", title=conversation.title))
+        outputs = self._listing(found, search, language, text(language, "chat_deleted", title=as_literal(conversation.title)))
         if was_open:
             outputs.update(self.opened_chat(found, language))
         return outputs
