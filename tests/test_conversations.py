@@ -141,9 +141,12 @@ def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(
 
     # A title is shown as typed in the confirmation, which a gr.Markdown renders (issue 21, H).
     trap = "![x](http://127.0.0.1:9/x.png) <img src=x>"
-    rendered = MarkdownIt("commonmark", {"html": True}).render(app.rename_chat(alice, 1, "", selected, trap)["chats_message"])
+    rendered = MarkdownIt("commonmark", {"html": True}).render(app.rename_chat(alice, selected, trap, "")["sidebar_notice"])
     assert "<img" not in rendered and "<a " not in rendered and "x.png" in rendered
-    app.rename_chat(alice, 1, "", selected, "Whales and me")
+    asked = app.chat_request(alice, f"delete:{whales}:3", "")  # and in the question before a delete
+    rendered = MarkdownIt("commonmark", {"html": True}).render(asked["delete_question"])
+    assert "<img" not in rendered and "<a " not in rendered and "x.png" in rendered
+    app.rename_chat(alice, selected, "Whales and me", "")
 
     report = Reports().full()
     asked = app.chat_request(alice, f"delete:{whales}:3", "")

@@ -289,7 +289,7 @@ def database_answers() -> bool:
     try:
         database.execute_sql("SELECT 1").fetchone()
         return True
-    except (pw.DatabaseError, pw.InterfaceError, OSError):
+    except (pw.DatabaseError, pw.InterfaceError, OSError, DatabaseRetryableError):  # the latter: PostgreSQL gone
         try:
             database.close()
         except (pw.DatabaseError, pw.InterfaceError, OSError):

@@ -134,7 +134,7 @@ class ChatsTab:
         if action == "rename":
             outputs.update(rename_row=gr.update(visible=True), rename_title=conversation.title)
         else:
-            question = text(language, "delete_chat_question", title=conversation.title)
+            question = text(language, "delete_chat_question", title=as_literal(conversation.title))
             outputs.update(delete_row=gr.update(visible=True), delete_question=question)
         return outputs
 

@@ -465,7 +465,9 @@ def test_a_trickled_body_is_closed_at_its_deadline(desktop_app):
                 pass
         assert closed, "the server kept a trickled body open for 15 s"
         assert time.monotonic() - began < 3 + 5  # the deadline (3 s here) and a little
-    with httpx.Client(timeout=10) as client:  # a body sent at once is still read
+    # A body sent at once is still read (from an address of its own: this module's other tests spend
+    # 127.0.0.1's sign-in allowance).
+    with httpx.Client(timeout=10, transport=httpx.HTTPTransport(local_address="127.0.0.17")) as client:
         assert client.post(app.url + "auth/login", json={"username": "nobody", "password": "wrong password"}).status_code == 400
 
 
@@ -482,7 +484,7 @@ def test_a_signed_in_account_cannot_fill_the_queue_with_fresh_pages(tmp_path):
         for n in range(10):
             mallory.session_hash = f"fresh-page-{n}"
             mallory.restore()  # a page loads (outside the queue), then sends a slow chat and never reads it
-            body = {"data": ["mini", "[fault:slow] hold a place", [], None], "fn_index": chat_index,
+            body = {"data": ["mini", "[fault:slow] hold a place", [], None, ""], "fn_index": chat_index,
                     "session_hash": mallory.session_hash, "event_data": None, "trigger_id": None}
             joined = mallory.http.post(app.url + "gradio_api/queue/join", json=body)
             statuses.append((joined.status_code, joined.text[:120]))
