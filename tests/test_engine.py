@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat.backends.llama_runner import Transcript, _safe_end, sampling_for
+from gemma_chat.backends.answer_text import _safe_end
+from gemma_chat.backends.llama_runner import Transcript, sampling_for
 from gemma_chat.engine import Engine, GenerationResult, Sampling, Waiting
 from gemma_chat.errors import ConfigError, ContextTooLongError, ModelUnavailableError, QueueFullError
 from tests.conftest import demo_settings

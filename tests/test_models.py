@@ -141,13 +141,14 @@ def test_json_and_table(tmp_path, cache_dir):
     statuses = describe_models(make_settings(tmp_path, cache_dir), available_bytes=20 * GB)
     rows = statuses_as_json(statuses)
     assert json.loads(json.dumps(rows)) == rows
-    keys = {"tier", "model", "file", "base_url", "quantization", "bytes_needed", "bytes_available", "status", "reason"}
+    keys = {"tier", "model", "file", "base_url", "quantization", "bytes_needed", "bytes_available", "status", "reason",
+            "slots"}
     assert set(rows[0]) == keys
     assert rows[0]["file"] == str(cache_dir / BUNDLED_FILE_NAME)
 
     table = format_models_table(statuses)
     header, mini_row, pro_row = table.splitlines()[:3]
-    assert header.split() == ["TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "NEEDS", "FREE", "PRICE", "STATUS"]
+    assert header.split() == ["TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "SLOTS", "NEEDS", "FREE", "PRICE", "STATUS"]
     assert mini_row.startswith("mini  Gemma 3 270M (bundled demo) for mini") and mini_row.endswith("bundled demo")
     assert "20.0 GB" in mini_row
     assert statuses[1].reason in table
