@@ -26,9 +26,16 @@ QUESTIONS = [
     "Why is the sky blue?",
     "How do bees make honey?",
 ]
-# Batched kernels sum in another order than one sequence's: logits may differ in the last bits.
-# Measured here: identical rows; the bound leaves room for other CPUs' kernels.
-LOGIT_TOLERANCE = 0.05
+# Measured on the 270M (2-core Xeon, llama.cpp in llama-cpp-python 0.3.36): decode steps holding one
+# token of each sequence give bit-identical logits to each sequence alone, and so does a prompt read
+# alone in its batch, in any chunking or slot. A prompt read in the same llama_decode as another
+# sequence's tokens differs by up to 1.2 in max |logit| (of logits up to ~25): llama.cpp's kernels
+# for a multi-sequence micro-batch — the unified KV cache (kv_unified) shows the same, so it is not
+# our slot bookkeeping. The top-1 token never changed, nor any greedy answer.
+# A prompt continued from a reused or restored prefix differs from a fresh prefill by up to 0.62
+# here (its new cells sit elsewhere in the cache, so attention sums in another order), with or
+# without the sliding window in play. A prefix broken by a lost window would change the answer.
+LOGIT_TOLERANCE = 1.5
 
 
 def words(count: int, seed: int) -> str:
@@ -41,7 +48,7 @@ def words(count: int, seed: int) -> str:
 def runner(bundled_gguf):
     runner = LlamaRunner(RunnerConfig(
         model_path=str(bundled_gguf), label="270M", n_ctx=1024, n_threads=physical_cores(), n_gpu_layers=0,
-        max_tokens=24, temperature=0.0, extra_buffers=False, parallel=4, prompt_cache_mb=64,
+        max_tokens=12, temperature=0.0, extra_buffers=False, parallel=4, prompt_cache_mb=64,
     ))  # fmt: skip
     runner.load()
     yield runner
@@ -125,7 +132,7 @@ def test_stop_of_one_of_four_ends_it_at_the_next_step_and_the_others_finish_unch
     loop.step()
     stopped = loop.done(2)
     assert stopped["finish_reason"] == "stopped" and stopped["completion_tokens"] <= tokens_before
-    assert len(loop.running) == 3  # the others still decode
+    assert 2 not in [r.id for r in loop.running] and loop.running  # its slot is free; others still decode
     loop.run()
     loop.close()
     for request_id, text in solo.items():
@@ -154,8 +161,11 @@ def test_max_tokens_of_a_request_counts_model_tokens_and_says_length(runner):
 # --- the prompt cache ------------------------------------------------------------------------
 
 
+LONG_QUESTION = f"{words(150, 11)}. {QUESTIONS[1]}"  # much longer than the format's shared preamble
+
+
 def conversation(first_answer: str, *more: str) -> list[dict[str, str]]:
-    turns = [{"role": "user", "content": QUESTIONS[1]}, {"role": "assistant", "content": first_answer}]
+    turns = [{"role": "user", "content": LONG_QUESTION}, {"role": "assistant", "content": first_answer}]
     for index, text in enumerate(more):
         turns.append({"role": "user" if index % 2 == 0 else "assistant", "content": text})
     return turns
@@ -163,7 +173,7 @@ def conversation(first_answer: str, *more: str) -> list[dict[str, str]]:
 
 def test_a_second_turn_after_another_users_turn_prefills_only_its_suffix(runner):
     loop = Recording(runner)
-    loop.ask(1, QUESTIONS[1])
+    loop.ask(1, LONG_QUESTION)
     loop.run()
     first = loop.done(1)
     loop.ask(2, words(200, 2))  # another user's turn, in another slot
@@ -234,6 +244,7 @@ def test_a_reused_or_restored_prefix_gives_the_logits_of_a_fresh_prefill(runner)
 
     for other in (loop.logits[2][0], loop.logits[3][0]):
         assert int(np.argmax(other)) == int(np.argmax(fresh))
+        assert set(np.argsort(other)[-5:]) == set(np.argsort(fresh)[-5:])
         assert float(np.max(np.abs(other - fresh))) <= LOGIT_TOLERANCE
 
 

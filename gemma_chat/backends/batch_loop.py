@@ -73,6 +73,7 @@ class BatchLoop:
         self._abort = llama_cpp.ggml_abort_callback(lambda _data: self._abort_requested())
         self._aborting = False
         self._in_batch: list[Request] = []
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(runner.llama.model))
 
     @property
     def running(self) -> list[Request]:
@@ -163,7 +164,7 @@ class BatchLoop:
             request = self.waiting.popleft()
             placement = place(request.prompt, free, self.saved)
             slot = placement.slot
-            if placement.hit != "slot" and self.saved.wants(slot.cached):
+            if self.saved.wants(slot.cached[placement.reuse:]):  # a conversation would lose its tail: keep it in RAM
                 self.saved.add(list(slot.cached), save_sequence(self.ctx, slot.seq_id))
             reuse, hit = placement.reuse, placement.hit
             if placement.restore is not None:
@@ -178,7 +179,7 @@ class BatchLoop:
             slot.request, request.slot = request, slot
             request.prefilled = request.reused = reuse
             request.cache = hit if reuse else ""
-            request.sampler = _sampler_chain(request.sampling)
+            request.sampler = _sampler_chain(request.sampling, self._n_vocab)
             request.answer = AnswerText(self.runner.prompt_format.stop)
 
     def _fill_batch(self) -> tuple[list[Request], bool]:
@@ -292,13 +293,13 @@ class BatchLoop:
             request.sampler = None
 
 
-def _sampler_chain(sampling: dict[str, float]):
+def _sampler_chain(sampling: dict[str, float], n_vocab: int):
     """The chain llama-cpp-python's Llama.generate builds for the same arguments, so one stream
     samples as it did before batching: penalties, then greedy at temperature 0, else top-k, typical,
     top-p, min-p, temperature and a random draw."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-    add(llama_cpp.llama_sampler_init_penalties(PENALTY_LAST_N, sampling.get("repeat_penalty", 1.0), 0.0, 0.0))
+    add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.get("repeat_penalty", 1.0), 0.0, 0.0))
     temp = sampling.get("temp", 0.8)
     if temp == 0:
         add(llama_cpp.llama_sampler_init_greedy())

@@ -2,8 +2,9 @@
 
 A slot is one llama.cpp sequence; what its KV cells hold is the list of tokens it last decoded.
 A turn goes to the free slot that already holds the longest prefix of its prompt (the same
-conversation's previous turn), else to the least recently used one, whose content is first saved
-to host RAM (llama_state_seq_get_data) so that conversation can come back later without a prefill.
+conversation's previous turn), else to the least recently used one. Whatever a slot would lose
+(another conversation, or more than a few tokens of this one) is first saved to host RAM
+(llama_state_seq_get_data), so that conversation can come back later without a prefill.
 Like llama.cpp's server (tools/server: slot selection by longest common prefix, a RAM prompt cache).
 """
 
