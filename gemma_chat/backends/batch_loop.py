@@ -21,7 +21,9 @@ from ..errors import ContextTooLongError, ModelError
 from .answer_text import AnswerText
 from .base import Sampling
 from .llama_runner import N_BATCH, LlamaRunner, sampling_for
-from .prompt_cache import SavedStates, Slot, clear_sequence, keep_prefix, place, restore_sequence, save_sequence
+from .prompt_cache import (
+    SavedStates, Slot, clear_sequence, common_prefix, keep_prefix, place, restore_sequence, save_sequence,
+)
 
 # Prompt tokens per step while other slots stream: their next token waits for this chunk. With no
 # one streaming, prompts fill the whole batch (N_BATCH, llama-cpp-python's n_batch: the same chunks
@@ -74,6 +76,7 @@ class BatchLoop:
         self._aborting = False
         self._in_batch: list[Request] = []
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(runner.llama.model))
+        self._preamble = _preamble_length(runner)
 
     @property
     def running(self) -> list[Request]:
@@ -162,7 +165,7 @@ class BatchLoop:
             if not free:
                 return
             request = self.waiting.popleft()
-            placement = place(request.prompt, free, self.saved)
+            placement = place(request.prompt, free, self.saved, self._preamble)
             slot = placement.slot
             if self.saved.wants(slot.cached[placement.reuse:]):  # a conversation would lose its tail: keep it in RAM
                 self.saved.add(list(slot.cached), save_sequence(self.ctx, slot.seq_id))
@@ -291,6 +294,13 @@ class BatchLoop:
         if request.sampler is not None:
             llama_cpp.llama_sampler_free(request.sampler)
             request.sampler = None
+
+
+def _preamble_length(runner: LlamaRunner) -> int:
+    """The tokens every prompt of the runner's format starts with (the transcript's few-shot
+    preamble, a chat template's first tokens): two one-word conversations share exactly those."""
+    one, other = (runner.fit([{"role": "user", "content": word}]) for word in ("Hello", "Goodbye"))
+    return common_prefix(one, other)
 
 
 def _sampler_chain(sampling: dict[str, float], n_vocab: int):

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import llama_cpp
 
-# A slot "holds" a conversation when the new prompt keeps at least this share of its cached tokens:
-# every prompt shares the format's preamble, which alone must not pull a turn into another's slot.
+# A slot "holds" a conversation when the new prompt keeps more than the prompt format's preamble
+# (which every prompt shares: alone it must not pull a turn into another conversation's slot) and
+# at least this share of the slot's cached tokens.
 HIT_SHARE = 0.5
 MIN_SAVED_TOKENS = 32  # shorter sequences are cheaper to prefill again than to keep
 
@@ -53,8 +54,8 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _holds(cached: Sequence[int], prefix: int) -> bool:
-    return prefix > 0 and prefix >= HIT_SHARE * len(cached)
+def _holds(cached: Sequence[int], prefix: int, preamble: int) -> bool:
+    return prefix > preamble and prefix >= HIT_SHARE * len(cached)
 
 
 class SavedStates:
@@ -86,12 +87,12 @@ class SavedStates:
         while self.bytes_used > self.budget_bytes:
             self._states.popitem(last=False)
 
-    def best(self, prompt: Sequence[int]) -> tuple[int | None, int]:
+    def best(self, prompt: Sequence[int], preamble: int = 0) -> tuple[int | None, int]:
         """The saved conversation holding the longest prefix of `prompt`: (key, prefix) or (None, 0)."""
         found, longest = None, 0
         for key, state in self._states.items():
             prefix = common_prefix(state.tokens, prompt)
-            if _holds(state.tokens, prefix) and prefix > longest:
+            if _holds(state.tokens, prefix, preamble) and prefix > longest:
                 found, longest = key, prefix
         return found, longest
 
@@ -99,12 +100,13 @@ class SavedStates:
         return self._states.pop(key)
 
 
-def place(prompt: Sequence[int], free: Sequence[Slot], saved: SavedStates) -> Placement:
-    """Which free slot serves `prompt`, and from what cached state (see the module's docstring)."""
+def place(prompt: Sequence[int], free: Sequence[Slot], saved: SavedStates, preamble: int = 0) -> Placement:
+    """Which free slot serves `prompt`, and from what cached state (see the module's docstring).
+    `preamble`: how many tokens every prompt of this format starts with."""
     holding = [(common_prefix(s.cached, prompt), s) for s in free]
-    holding = [(prefix, s) for prefix, s in holding if _holds(s.cached, prefix)]
+    holding = [(prefix, s) for prefix, s in holding if _holds(s.cached, prefix, preamble)]
     best_prefix, best_slot = max(holding, key=lambda pair: (pair[0], pair[1].used_at), default=(0, None))
-    key, saved_prefix = saved.best(prompt)
+    key, saved_prefix = saved.best(prompt, preamble)
     last = len(prompt) - 1  # the last prompt token is always decoded: its logits give the first token
     if key is not None and saved_prefix > best_prefix:
         slot = min(free, key=lambda s: s.used_at)
