@@ -33,7 +33,8 @@ pytestmark = pytest.mark.slow
 
 def four_slot_settings(settings, **tier_overrides):
     """Both tiers greedy (repeatable answers) with 4 slots; only mini is started."""
-    mini = dataclasses.replace(settings.tiers["mini"], parallel=4, temperature=0.0, max_tokens=32, **tier_overrides)
+    values = {"parallel": 4, "temperature": 0.0, "max_tokens": 32, **tier_overrides}
+    mini = dataclasses.replace(settings.tiers["mini"], **values)
     return dataclasses.replace(settings, tiers={"mini": mini})
 
 
@@ -129,26 +130,30 @@ def test_a_returning_conversation_reuses_its_prefix_after_another_users_turn(eng
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
-def test_a_crash_with_four_answers_in_flight_fails_all_four_and_charges_nothing(chat_settings, sig):
+def test_a_crash_with_four_answers_in_flight_fails_all_four_and_charges_nothing(chat_settings, sig, monkeypatch):
+    # The worker takes 0.15 s per delta and ignores the stop strings: all four are still answering when it dies.
+    monkeypatch.setenv("GEMMA_CHAT_WORKER_FAULT_INJECTION", "tests.reliability.worker_faults:install")
     settings = four_slot_settings(chat_settings, max_tokens=200)
     engine = Engine.load(settings, log=lambda line: None)
     try:
         users = [auth.register_user(settings, f"user{i}", "long enough pw") for i in range(4)]
-        streaming = threading.Barrier(5)
+        streaming: set[int] = set()
         finals: dict[int, chat.TurnUpdate] = {}
 
         def turn(index: int) -> None:
-            waited = False
-            for update in chat.run_turn(settings, engine, users[index].id, "mini", QUESTIONS[1]):
-                if update.status == "streaming" and not waited:
-                    waited = True
-                    streaming.wait(60)
+            message = f"[fault:slow] [fault:endless] Count from one to a hundred in words ({index})."
+            for update in chat.run_turn(settings, engine, users[index].id, "mini", message):
+                if update.status == "streaming":
+                    streaming.add(index)
                 finals[index] = update
 
         threads = [threading.Thread(target=turn, args=(i,)) for i in range(4)]
         for thread in threads:
             thread.start()
-        streaming.wait(60)  # all four are mid-answer
+        deadline = time.monotonic() + 120
+        while len(streaming) < 4 and time.monotonic() < deadline:  # all four are mid-answer
+            time.sleep(0.01)
+        assert len(streaming) == 4 and not any(f.final for f in finals.values())
         pid = engine.backend("mini").worker_pid
         os.kill(pid, sig)
         for thread in threads:

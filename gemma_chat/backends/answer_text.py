@@ -17,7 +17,7 @@ class AnswerText:
     stop string, and trailing whitespace, wait for the next piece."""
 
     def __init__(self, stops: Sequence[str]):
-        self._stops = [s for s in stops if s]
+        self.stops = [s for s in stops if s]
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self._emitted = 0
@@ -27,13 +27,13 @@ class AnswerText:
     def add(self, piece: bytes) -> str:
         """The new streamable text after `piece` ("" if none); sets `stopped` at a stop string."""
         self.text += self._decoder.decode(piece)
-        cut = _find_stop(self.text, self._stops)
+        cut = _find_stop(self.text, self.stops)
         if cut is not None:
             self.text, self.stopped = self.text[:cut], True
             return ""
         if not self._started:
             self._emitted = len(self.text) - len(self.text.lstrip())
-        safe = _safe_end(self.text, self._stops)
+        safe = _safe_end(self.text, self.stops)
         if safe <= self._emitted:
             return ""
         delta, self._emitted, self._started = self.text[self._emitted:safe], safe, True

@@ -10,6 +10,7 @@ user's newest message picks the fault; any other message is answered by the real
   [fault:segv]    after two streamed deltas the worker dies of SIGSEGV
   [fault:hang]    after two streamed deltas the worker stops producing tokens until stopped or killed
                   (the whole decode loop hangs: every slot of that worker waits)
+  [fault:endless] the answer ignores the prompt format's stop strings: it runs to max_tokens
   [fault:slow]    every delta takes 0.15 s in the worker too, so the worker is busy for the whole
                   answer (tests/reliability/faults.py slows the app's side of the same answer)
 
@@ -51,6 +52,8 @@ def install(runner) -> None:
 
     def on_text(request, text):
         message = request.newest_message
+        if "[fault:endless]" in message:
+            request.answer.stops = []
         if "[fault:slow]" in message:
             time.sleep(SLOW_DELTA_S)
         deltas[request.id] = count = deltas.get(request.id, 0) + 1
