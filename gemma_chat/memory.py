@@ -105,9 +105,7 @@ def plan_models(requests: Sequence[ModelRequest], available: int) -> list[ModelP
             needed = estimate.total_bytes - (estimate.weights_bytes if shared else 0)
             if needed <= left:
                 break
-        else:
-            estimate = request.estimate
-            needed = estimate.total_bytes - (estimate.weights_bytes if shared else 0)
+        # (when nothing fits, `estimate` is the fewest slots: the least it would need)
         fits = needed <= left
         decided.append((request, estimate, needed, left, fits))
         if fits:
@@ -118,7 +116,7 @@ def plan_models(requests: Sequence[ModelRequest], available: int) -> list[ModelP
     offered = [request.label for request, _, _, _, fits in decided if fits]
     plans = []
     for request, estimate, needed, had, fits in decided:
-        numbers = f"{request.label} needs ≈{format_bytes(needed)}{_slots_note(request, estimate)}; {format_bytes(had)} available"
+        numbers = f"{request.label} needs ≈{format_bytes(needed)}{_slots_note(request, estimate, fits)}; {format_bytes(had)} available"
         if fits:
             reason = numbers
         elif offered:
@@ -129,8 +127,10 @@ def plan_models(requests: Sequence[ModelRequest], available: int) -> list[ModelP
     return plans
 
 
-def _slots_note(request: ModelRequest, chosen: MemoryEstimate) -> str:
+def _slots_note(request: ModelRequest, chosen: MemoryEstimate, fits: bool) -> str:
     asked = request.estimate.slots
+    if not fits:
+        return f" even with {chosen.slots} slot{'s' if chosen.slots > 1 else ''}" if chosen.slots < asked else ""
     if chosen.slots < asked:
         return f" with {chosen.slots} slot{'s' if chosen.slots > 1 else ''} (only that fits; {asked} asked)"
     if asked > 1:

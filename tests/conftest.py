@@ -78,6 +78,9 @@ def run_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "GEMMA_CHAT_DATA_DIR": str(data_dir),
             "GEMMA_CHAT_BCRYPT_ROUNDS": str(FAST_BCRYPT),
             "GEMMA_CHAT_MODELS_DIR": str(MODEL_CACHE),
+            # One slot per tier, as in demo_settings: a second answer on a tier waits.
+            "GEMMA_CHAT_MINI_PARALLEL": "1",
+            "GEMMA_CHAT_PRO_PARALLEL": "1",
         },
         **extra,
     )

@@ -76,6 +76,12 @@ class TierStatus:
     backend: str = "local"  # local | openai
     state: str = ""  # loading | ready | restarting | failed | unreachable (free text for the admin view)
     slots: int = 1  # generations running at once (a local worker's batch slots)
+    # A local worker's prompt cache since the app started (for the admin's model performance view):
+    # answers, how many found their prefix cached (in their slot or in RAM), prompt tokens reused / read.
+    answers: int = 0
+    cache_hits: int = 0
+    prompt_tokens_reused: int = 0
+    prompt_tokens_prefilled: int = 0
 
 
 class Backend(Protocol):

@@ -196,6 +196,8 @@ class LocalWorkerBackend:
         self._restart_requested = threading.Event()
         self._closing = threading.Event()
         self._request_ids = itertools.count(1)
+        self._cache_counts = collections.Counter()  # answers, cache_hits, prompt_tokens_reused / _prefilled
+        self._cache_counts_lock = threading.Lock()
         self._queue = TierQueue(
             self.label, slots=status.slots, max_waiting=settings.queue_size, restarting=lambda: self._state != READY
         )
@@ -218,7 +220,7 @@ class LocalWorkerBackend:
             tier=self.tier.name, label=self.label, price=self.tier.price,
             available=self._state in (LOADING, READY, RESTARTING), reason=self._reason,
             is_demo=self.model_status.is_demo, max_tokens=self.tier.max_tokens, n_ctx=self._n_ctx,
-            backend="local", state=self._state, slots=self._queue.slots,
+            backend="local", state=self._state, slots=self._queue.slots, **dict(self._cache_counts),
         )
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
@@ -419,6 +421,7 @@ class LocalWorkerBackend:
                     continue
                 finished = True
                 if kind == "done":
+                    self._count_cache(event)
                     yield GenerationResult(
                         text=event["text"], prompt_tokens=event["prompt_tokens"],
                         completion_tokens=event["completion_tokens"], finish_reason=event["finish_reason"],
@@ -435,6 +438,14 @@ class LocalWorkerBackend:
             if not finished:  # the consumer went away mid-answer: the worker stops at its next token
                 worker.send({"op": "stop", "id": request_id})
             worker.unregister(request_id)
+
+    def _count_cache(self, event: dict) -> None:
+        reused = event.get("prompt_tokens_reused", 0)
+        with self._cache_counts_lock:
+            self._cache_counts.update(
+                answers=1, cache_hits=int(bool(event.get("cache"))), prompt_tokens_reused=reused,
+                prompt_tokens_prefilled=event.get("prompt_tokens_prefilled", event["prompt_tokens"] - reused),
+            )
 
     def close(self) -> None:
         self._closing.set()
