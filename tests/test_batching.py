@@ -269,3 +269,26 @@ def test_a_chat_past_the_context_drops_half_at_once_and_keeps_its_prefix_for_lat
         assert lengths[turn] <= 0.6 * budget, (turn, lengths[turn])
     between = [turn for turn in range(cuts[0] + 1, 60) if turn not in cuts]
     assert len(between) >= 5 * len(cuts)  # ...so most turns keep the previous turn's start (and prefix)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_parallel_prompt_cache_and_gpu_layers_settings(tmp_path):
+    from gemma_chat.backends.llama_runner import gpu_layers
+    from gemma_chat.config import load_settings
+    from gemma_chat.errors import ConfigError
+
+    defaults = load_settings(data_dir=tmp_path, env={}).tiers["mini"]
+    assert (defaults.parallel, defaults.n_gpu_layers, defaults.prompt_cache_mb) == ("auto", "auto", 256)
+    env = {"GEMMA_CHAT_MINI_PARALLEL": "3", "GEMMA_CHAT_MINI_N_GPU_LAYERS": "0", "GEMMA_CHAT_PRO_PARALLEL": "AUTO"}
+    settings = load_settings(data_dir=tmp_path, env=env)
+    assert (settings.tiers["mini"].parallel, settings.tiers["mini"].n_gpu_layers, settings.tiers["pro"].parallel) == (3, 0, "auto")
+    with pytest.raises(ConfigError, match="parallel"):
+        load_settings(data_dir=tmp_path, env={"GEMMA_CHAT_MINI_PARALLEL": "0"})
+    with pytest.raises(ConfigError):
+        load_settings(data_dir=tmp_path, env={"GEMMA_CHAT_MINI_PARALLEL": "many"})
+    # auto: every layer on the GPU exactly when this llama.cpp can offload, and the plan says which
+    layers, said = gpu_layers("auto")
+    assert (layers == -1) == llama_cpp.llama_supports_gpu_offload() and said
+    assert gpu_layers(0) == (0, "CPU")
