@@ -94,7 +94,7 @@ def _batched_bench(model, threads: int, counts: list[int], no_repack: bool) -> d
         command.append("-nr")
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     rows = {}
-    for line in done.stdout.splitlines():
+    for line in (done.stdout + done.stderr).splitlines():  # the table goes to llama.cpp's log
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 8 and all(re.fullmatch(r"[\d.]+", c) for c in cells[:8]):
             rows[int(cells[2])] = {"s_pp": float(cells[5]), "s_tg": float(cells[7])}

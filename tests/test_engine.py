@@ -291,7 +291,7 @@ def test_text_that_may_start_a_stop_string_is_held_back(text, streamable):
 
 
 @pytest.mark.slow
-def test_history_is_trimmed_oldest_first(demo_engine):
+def test_history_is_trimmed_oldest_first_in_big_steps(demo_engine):
     history = []
     for turn in range(40):
         history += [
@@ -301,7 +301,9 @@ def test_history_is_trimmed_oldest_first(demo_engine):
     _, _, result = run(demo_engine, "mini", history + QUESTION)
     mini = demo_engine.tiers()[0]
     budget = mini.n_ctx - mini.max_tokens
-    assert budget - 140 < result.prompt_tokens <= budget  # only as many pairs dropped as needed
+    # Older turns go in big steps (cut points every half budget from the chat's start), so at least
+    # about half the budget is kept; tests/test_batching.py follows a chat turn by turn past its context.
+    assert budget // 2 - 140 < result.prompt_tokens <= budget
     assert result.finish_reason in ("stop", "length")
 
 
