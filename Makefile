@@ -4,13 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench clean
+.PHONY: run test test-other-cpu bench clean
 
 run: $(VENV)/.runtime-installed
 	$(BIN)/python main.py $(ARGS)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The AMX Xeon where llama.cpp's extra CPU buffers crash, simulated on whatever CPU this is: every test
+# that starts a model worker, then the bench sections that load models. .ci/run runs it after `test`.
+test-other-cpu: $(VENV)/.dev-installed
+	GEMMA_CHAT_SIMULATE_AMX_CRASH=1 $(BIN)/python -m pytest -m worker $(PYTEST_ARGS)
+	GEMMA_CHAT_SIMULATE_AMX_CRASH=1 $(BIN)/python -m bench --quick --only extra_buffers,generation --out bench/results/other-cpu.json
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench $(ARGS)
@@ -20,12 +26,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt $(VENV)/bin/python
-	$(BIN)/python -m pip install -r requirements.txt
+# The checkout itself, editable: the `gemma-chat` command, and imports of the package, not the folder.
+$(VENV)/.runtime-installed: pyproject.toml requirements.txt $(VENV)/bin/python
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/bin/python
-	$(BIN)/python -m pip install -r requirements-dev.txt
+$(VENV)/.dev-installed: pyproject.toml requirements.txt requirements-dev.txt $(VENV)/bin/python
+	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@ $(VENV)/.runtime-installed
 
 clean:

@@ -21,7 +21,8 @@ from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_avera
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
 SECTIONS = ("generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
-            "postgres")
+            "postgres", "soak")
+ON_REQUEST = ("soak",)  # long: run only when named with --only
 
 
 def parse_args(argv):
@@ -30,7 +31,9 @@ def parse_args(argv):
     parser.add_argument("--model", type=Path, help="GGUF for mini and the generation benchmarks (default: the bundled 270M)")
     parser.add_argument("--pro-model", type=Path, help="GGUF for pro in the start-up and isolation runs (default: --model)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/latest.json)")
-    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)}")
+    parser.add_argument("--only", help=f"comma-separated sections to run: {', '.join(SECTIONS)} "
+                                       f"({', '.join(ON_REQUEST)} only when named)")
+    parser.add_argument("--minutes", type=float, default=30, help="how long the soak runs (default 30)")
     parser.add_argument("--merge", action="store_true",
                         help="replace only the sections run in the existing --out file (rerun a noisy section), keep the rest")
     parser.add_argument("--max-tokens", type=int, help="longest answer per generation (default 128; 32 with --quick)")
@@ -51,7 +54,7 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import batching, edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, startup
+    from . import batching, edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup
 
     functions = {
         "generation": generation.measure_in_process,
@@ -65,6 +68,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
         "queries": queries.measure_queries,
         "edge": edge.measure_edge,
         "postgres": postgres.measure_postgres,
+        "soak": soak.measure_soak,
     }
     results = {}
     for name in sections:
@@ -160,7 +164,8 @@ def evaluate_targets(results: dict) -> list[dict]:
     for rate, run in (_get(results, "edge", "flood") or {}).items():
         if isinstance(run, dict) and "p95_ratio" in run:  # older results hold one run, not one per rate
             flood = run["p95_ratio"]
-            add(f"edge: signed-in event p95 during an anonymous sign-in flood of {rate}/s / idle", flood, "<= 2",
+            what = f"a sign-in flood of {rate}/s" if run.get("route", "auth") == "auth" else f"a {rate} flood"
+            add(f"edge: signed-in event p95 during {what} / idle", flood, "<= 2",
                 flood is not None and flood <= 2)
     for row in _get(results, "postgres", "ledger", "table") or []:
         add(f"PostgreSQL ledger {row['config']}: ours/raw cycles/s", row["ratio"], ">= 0.5",
@@ -177,6 +182,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     for span in ("all_time", "one_week"):
         total = _get(results, "postgres", "report", span, "total_ms")
         add(f"PostgreSQL admin report ({span.replace('_', ' ')}), ms", total, "<= 500", total is not None and total <= 500)
+    soak = results.get("soak") or {}
+    for side in ("app", "workers"):
+        ratio = _get(soak, "rss", side, "ratio")
+        add(f"soak: RSS of the {side}, second half / first half", ratio, "within 10 %",
+            ratio is not None and abs(ratio - 1) <= 0.10)
+    if "holds_left" in soak:
+        clean = soak["holds_left"] + soak["lost_credits"] + soak["doubled_credits"]
+        add("soak: holds left + lost + doubled credits", clean, "0, verify passes", clean == 0 and soak["verify_ok"])
     return targets
 
 
@@ -241,9 +254,11 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append(_speed_row(side, raw_r))
     for name, figures in (_get(results, "extra_buffers", "models") or {}).items():
         for kind in ("prefill", "decode"):
+            on_crashed = figures["on"].get("crashed")
             rows.append((f"{name}: {kind} tokens/s, CPU extra buffers off (ours) vs on",
-                         _fmt(figures["off"][f"{kind}_tokens_per_s"]), _fmt(figures["on"][f"{kind}_tokens_per_s"]),
-                         f"x{_fmt(figures[f'{kind}_off_on_ratio'], 3)}"))
+                         _fmt(figures["off"][f"{kind}_tokens_per_s"]),
+                         on_crashed or _fmt(figures["on"][f"{kind}_tokens_per_s"]),
+                         "on is not an option here" if on_crashed else f"x{_fmt(figures[f'{kind}_off_on_ratio'], 3)}"))
     for row in _get(results, "ledger", "table") or []:
         rows.append((f"ledger cycles/s, {row['config']}", _fmt(row["ours_cycles_per_s"]), _fmt(row["raw_cycles_per_s"]),
                      f"x{_fmt(row['ratio'], 3)}; lost {row['lost_credits']}, doubled {row['doubled_credits']}, "
@@ -316,13 +331,15 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     for rate, flood in edge.get("flood", {}).items():
         if not isinstance(flood, dict) or "idle" not in flood:
             continue
-        rows.append((f"edge: signed-in event (new_chat) during a sign-in flood of {rate}/s | idle, p50 | p95 ms",
+        what = f"a sign-in flood of {rate}/s" if flood.get("route", "auth") == "auth" else f"an anonymous {rate} flood (max rate)"
+        rows.append((f"edge: signed-in event (new_chat) during {what} | idle, p50 | p95 ms",
                      f"{_fmt(flood['during_flood']['p50_ms'])} | {_fmt(flood['during_flood']['p95_ms'])}",
                      f"{_fmt(flood['idle']['p50_ms'])} | {_fmt(flood['idle']['p95_ms'])}",
                      f"x{_fmt(flood['p50_ratio'], 2)} | x{_fmt(flood['p95_ratio'], 2)}; flood {_fmt(flood['flood']['requests_per_s'])} req/s, "
                      f"statuses {flood['flood']['statuses']}; web process {_fmt(flood['web_process_cores']['during_flood'], 2)} "
                      f"cores (idle {_fmt(flood['web_process_cores']['idle'], 2)})"))
     rows += _postgres_rows(results.get("postgres", {}))
+    rows += _soak_rows(results.get("soak", {}))
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:
             rows.append((f"{name}: FAILED", section["error"][:60], "-", "-"))
@@ -363,6 +380,23 @@ def _batching_rows(batching: dict) -> list[tuple[str, str, str, str]]:
                      f"x{_fmt(chats['ratio'], 3)}; prompts {chats['prompt_tokens']} tokens"))
     if batching.get("reference_note"):
         rows.append(("batching: llama.cpp reference", batching["reference_note"][:80], "-", "-"))
+    return rows
+
+
+def _soak_rows(soak: dict) -> list[tuple[str, str, str, str]]:
+    if "rss" not in soak:
+        return []
+    rows = [(f"soak: {soak['users']} users, {_fmt(soak['duration_s'] / 60, 1)} min, requests | worker SIGKILLs",
+             f"{_fmt(soak['requests'])} | {_fmt(soak['worker_kills'])}", "-",
+             f"unexpected answers {soak['unexpected_count']}; app alive at the end: {_fmt(soak['app_alive_at_end'])}")]
+    for side in ("app", "workers"):
+        figures = soak["rss"].get(side, {})
+        if "ratio" in figures:
+            rows.append((f"soak: RSS of the {side}, second half / first half after {_fmt(soak['rss']['warm_up_s'], 0)} s, MB",
+                         f"{_fmt(figures['second_half_mean_mb'])}", f"{_fmt(figures['first_half_mean_mb'])}",
+                         f"x{_fmt(figures['ratio'], 3)} (max {_fmt(figures['max_mb'])} MB, {figures['samples']} samples)"))
+    rows.append(("soak: holds left | lost | doubled credits", f"{soak['holds_left']} | {soak['lost_credits']} | {soak['doubled_credits']}",
+                 "0 | 0 | 0", f"verify {'ok' if soak['verify_ok'] else 'FAILED'}; charges = turns' log: {_fmt(soak['charges_match_turns'])}"))
     return rows
 
 
@@ -442,7 +476,7 @@ def main(argv=None) -> int:
         targets = evaluate_targets(document["results"])
         print(format_markdown(rows, targets) if args.markdown else format_table(rows, targets))
         return 0
-    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    sections = [s.strip() for s in args.only.split(",")] if args.only else [s for s in SECTIONS if s not in ON_REQUEST]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         print(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
@@ -463,6 +497,7 @@ def main(argv=None) -> int:
         rounds=args.rounds or (1 if args.quick else 3),
         work_dir=work_dir,
         n_threads=args.threads,
+        soak_minutes=args.minutes,
         log=lambda text: print(text, flush=True),
     )
     began = time.monotonic()

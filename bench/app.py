@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gemma_chat.config import environment_without_settings
+
 from .common import ROOT, now
 
 
@@ -22,7 +24,7 @@ def free_port() -> int:
 
 def app_environment(data_dir: Path, tiers: dict[str, dict[str, str]], **extra: str) -> dict[str, str]:
     """The app's environment: no GEMMA_CHAT_* from the caller, this data dir, fast bcrypt, these tiers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_CHAT_")}
+    env = environment_without_settings()
     env.update(GEMMA_CHAT_DATA_DIR=str(data_dir), GEMMA_CHAT_BCRYPT_ROUNDS="4")
     for tier, values in tiers.items():
         for name, value in values.items():

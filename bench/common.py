@@ -28,6 +28,7 @@ class Options:
     rounds: int  # passes over the prompt set per side
     work_dir: Path  # temporary files: databases, app data dirs (same disk as ./data)
     n_threads: int = 0  # llama.cpp threads on every side; 0 = the physical cores, as the app does
+    soak_minutes: float = 30  # how long the soak section runs
     log: object = print
 
     def say(self, text: str) -> None:

@@ -3,7 +3,7 @@ events during an anonymous sign-in flood, against the same user's events when id
 
 (a) runs the real Edge (gemma_chat/web/edge.py) in process over a real SQLite session table, in
 front of an app that answers at once: a signed-in page's `queue/join` through the edge (body read,
-session_hash binding, sessions.has_live_session as web/app.py wires it) against the same request
+session_hash binding, sessions.live_session_user and the per-user event count as web/app.py wires them) against the same request
 straight to the inner app, interleaved in one loop. "Cold" forgets the edge's one-second memo of live sessions
 first (a page's first event after a pause); "warm" is the stream request right after its join.
 The check's two parts are also timed alone.
@@ -13,14 +13,17 @@ limits); a user signs in and times a cheap queued event (new_chat: `queue/join` 
 what a browser does) idle, and while threads from 60 local addresses (127.0.x.1-60, fresh ones for
 each rate) post wrong passwords to /auth/login: at the issue's rate (90 in 1.2 s: 75/s), ten times
 it, and as fast as they are answered. Idle and flood blocks take turns, so their ratio is the
-figure; on 2 cores the flood's bcrypt (two at once, by design) and the flood's own client take CPU
-the event loop would otherwise have.
+figure; on 2 cores the flood's bcrypt (two at once, by design) takes CPU the event loop would
+otherwise have. Issue 21 adds floods on the other routes anonymous clients can reach (`/gradio_api/
+call/*` and `queue/join` without a cookie), and pins the flood's client to a core of its own (the
+app and the measuring client share the rest), as a flood from other machines would be.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -39,6 +42,14 @@ PACED_THREADS = 64  # at a rate: enough threads that a slow answer (a bcrypt) do
 # and at ten times it, then as fast as the app answers (on 2 cores shared with the flood's own
 # client, that last one measures the machine as much as the app).
 FLOOD_RATES = (75, 750, None)
+# Issue 21: a flood on any route the edge answers for anonymous clients must not slow signed-in users
+# either. Each runs as fast as it is answered. "call": Gradio's /call routes (finding A; now 404 at the
+# edge); "join": the queue's door without a cookie (401); the sign-in route is the rates above.
+OTHER_FLOOD_ROUTES = ("call", "join")
+# The flood's client gets a core of its own (as `taskset` would): a real flood's CPU is not the
+# server's. The app and the measuring client share the other cores. None: one core, no pinning.
+_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+FLOOD_CORE = _CORES[-1] if len(_CORES) > 1 else None
 
 
 # --- (a) the session check, in process -----------------------------------------------------------
@@ -65,10 +76,11 @@ def measure_session_check(options: Options) -> dict:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": b'{"event_id": "x"}'})
 
-        def has_live_session(cookie: str) -> bool:  # what web/app.py hands the edge
-            return sessions.has_live_session(settings, cookie)
+        def live_user(cookie: str) -> int | None:  # what web/app.py hands the edge
+            return sessions.live_session_user(settings, cookie)
 
-        edge = Edge(inner, settings, cookie_name=SESSION_COOKIE, has_live_session=has_live_session)
+        others_queued = [uuid.uuid4().hex for _ in range(64)]  # the per-user cap counts over a busy queue
+        edge = Edge(inner, settings, live_user=live_user, queued_sessions=lambda: others_queued)
         session_hash = uuid.uuid4().hex
         body = json.dumps({"data": [], "fn_index": 3, "session_hash": session_hash, "event_data": None, "trigger_id": None}).encode()
         headers = [(b"host", b"127.0.0.1:7860"), (b"content-type", b"application/json"),
@@ -110,7 +122,7 @@ def measure_session_check(options: Options) -> dict:
         lookups, bindings = [], []
         for _ in range(n):
             started = now()
-            has_live_session(token)
+            live_user(token)
             lookups.append(now() - started)
             started = now()
             edge.bindings.allows(session_hash, "identity")
@@ -174,7 +186,21 @@ class SignedInPage:
         self.http.close()
 
 
-def _flood(url: str, rate: float | None, network: int, go, stop, quiet, results) -> None:
+def _flood_request(route: str, host: str, port: int, n: int) -> bytes:
+    """One anonymous request of the flood: a wrong sign-in, a /call, or a queue join without a cookie."""
+    if route == "call":
+        path, body = "/gradio_api/call/top_up", {"data": [5]}
+    elif route == "join":
+        path, body = "/gradio_api/queue/join", {"data": [], "fn_index": 0, "session_hash": f"flood{n}", "event_data": None}
+    else:
+        path, body = "/auth/login", {"username": f"flood{n}", "password": "a wrong guess"}
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+    return head + data
+
+
+def _flood(url: str, rate: float | None, network: int, go, stop, quiet, results, route: str = "auth") -> None:
     """In its own process (the measuring client must not share a GIL with it): threads posting
     wrong passwords for made-up names from 127.0.`network`.1 … .60 while `go` is set, `rate` a
     second in all (None: each thread as fast as it is answered); `quiet` is set once paused with no
@@ -183,17 +209,16 @@ def _flood(url: str, rate: float | None, network: int, go, stop, quiet, results)
     Raw sockets, one connection per attempt: a real flood comes over the network and its clients'
     CPU is not the server's; here they share the cores with the app, so they must cost little.
     """
+    if FLOOD_CORE is not None:
+        os.sched_setaffinity(0, {FLOOD_CORE})  # before its threads start: they inherit it
     host, port = urlsplit(url).hostname, urlsplit(url).port
     lock = threading.Lock()
     counts: dict[int, int] = {}
     busy = [0]
 
-    def attempt(address: str, name: str) -> int:
-        body = json.dumps({"username": name, "password": "a wrong guess"}).encode()
-        head = (f"POST /auth/login HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    def attempt(address: str, n: int) -> int:
         with socket.create_connection((host, port), timeout=60, source_address=(address, 0)) as connection:
-            connection.sendall(head + body)
+            connection.sendall(_flood_request(route, host, port, n))
             answer = connection.recv(64)  # b"HTTP/1.1 429 ..."
         return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
 
@@ -216,7 +241,7 @@ def _flood(url: str, rate: float | None, network: int, go, stop, quiet, results)
             address = f"127.0.{network}.{(n + tries * threads) % FLOOD_ADDRESSES + 1}"
             tries += 1
             try:
-                status = attempt(address, f"flood{n}x{tries}")
+                status = attempt(address, n * 1_000_000 + tries)
             except OSError:
                 status = 0  # refused or reset
             with lock:
@@ -236,13 +261,15 @@ def _flood(url: str, rate: float | None, network: int, go, stop, quiet, results)
 class SignInFlood:
     """The flood process: started once, switched on and off between blocks of measured events."""
 
-    def __init__(self, url: str, rate: float | None, network: int):
+    def __init__(self, url: str, rate: float | None, network: int, route: str = "auth"):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._go, self._stop, self._quiet = context.Event(), context.Event(), context.Event()
         self._results = context.Queue()
-        self._process = context.Process(target=_flood, args=(url, rate, network, self._go, self._stop, self._quiet, self._results), daemon=True)
+        self._process = context.Process(
+            target=_flood, args=(url, rate, network, self._go, self._stop, self._quiet, self._results, route), daemon=True
+        )
         self.active_s = 0.0
 
     def __enter__(self) -> "SignInFlood":
@@ -275,7 +302,7 @@ def _cpu_s(process) -> float:
     return times.user + times.system
 
 
-def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: int, n: int, blocks: int) -> dict:
+def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: int, n: int, blocks: int, route: str = "auth") -> dict:
     """A signed-in page's events idle and during a flood of `rate` a second from fresh addresses
     (127.0.`network`.x: each rate meets its own bcrypt first, then the limits' 429s)."""
     idle, during = [], []
@@ -289,7 +316,7 @@ def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: 
         spent[side] += time.monotonic() - began
 
     # Idle and flood take turns block by block, so the rest of the machine's load weighs on both.
-    with SignInFlood(url, rate, network) as flood:
+    with SignInFlood(url, rate, network, route) as flood:
         for _ in range(blocks):
             block("idle", idle)
             flood.resume()
@@ -299,6 +326,7 @@ def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: 
     idle_s, flood_s = summary_ms(idle), summary_ms(during)
     answered = sum(flood.statuses.values())
     return {
+        "route": route,
         "rate_asked_per_s": rate,
         "events_per_side": n // blocks * blocks,
         "idle": idle_s,
@@ -315,6 +343,19 @@ def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: 
             "idle": round(cpu["idle"] / spent["idle"], 2), "during_flood": round(cpu["flood"] / spent["flood"], 2),
         },
     }
+
+
+def _keep_off_the_flood_core(web) -> None:
+    """The web process's threads (and this measuring process) on the cores the flood does not use."""
+    if FLOOD_CORE is None:
+        return
+    others = set(_CORES) - {FLOOD_CORE}
+    for thread in web.threads():
+        try:
+            os.sched_setaffinity(thread.id, others)
+        except OSError:
+            pass  # a thread that ended meanwhile
+    os.sched_setaffinity(0, others)
 
 
 def measure_flood(options: Options) -> dict:
@@ -336,14 +377,18 @@ def measure_flood(options: Options) -> dict:
             for _ in range(5):
                 page.call("new_chat")
             web = psutil.Process(app.process.pid)
-            for network, rate in enumerate(FLOOD_RATES, start=1):
-                key = str(rate or "max")
-                by_rate[key] = _flood_at(page, web, app.url, rate, network, n, blocks)
-                options.say(f"    flood at {key}/s: p95 x{by_rate[key]['p95_ratio']} of idle")
+            _keep_off_the_flood_core(web)
+            floods = [("auth", rate) for rate in FLOOD_RATES] + [(route, None) for route in OTHER_FLOOD_ROUTES]
+            for network, (route, rate) in enumerate(floods, start=1):
+                key = str(rate or "max") if route == "auth" else route
+                by_rate[key] = _flood_at(page, web, app.url, rate, network, n, blocks, route)
+                options.say(f"    {route} flood at {rate or 'max'}/s: p95 x{by_rate[key]['p95_ratio']} of idle")
         finally:
             page.close()
     finally:
         app.stop()
+        if _CORES:
+            os.sched_setaffinity(0, set(_CORES))  # the next bench section gets every core back
     return by_rate
 
 

@@ -9,7 +9,7 @@ odd passes and off first in even ones, so drift in the machine's load hits both 
 from __future__ import annotations
 
 import json
-import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -21,10 +21,13 @@ from .common import ROOT, Options, ratio
 
 
 def _one_process(setting: str, model: Path, n_threads: int, max_tokens: int, reps: int) -> dict:
+    """One fresh process's figures, or {"crashed": why} when llama.cpp killed it (the AMX Xeon's fault)."""
     result = subprocess.run(
         [sys.executable, "-m", "bench._extra_buffers", setting, str(model), str(n_threads), str(max_tokens), str(reps)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=600,  # cwd: `-m bench…` finds the bench package
     )
+    if result.returncode < 0:  # killed by a signal: what this CPU does with that setting, not a broken bench
+        return {"crashed": f"crashed on this CPU ({signal.Signals(-result.returncode).name})"}
     if result.returncode != 0:
         raise RuntimeError(f"extra buffers {setting} on {model.name} failed ({result.returncode}): {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -50,11 +53,17 @@ def measure_extra_buffers(options: Options) -> dict:
         for index in range(passes):
             order = ("on", "off") if index % 2 == 0 else ("off", "on")
             for setting in order:
-                samples[setting].append(_one_process(setting, model, n_threads, max_tokens, reps))
-        if not all(s["switch_available"] for runs in samples.values() for s in runs):
+                if not (samples[setting] and "crashed" in samples[setting][0]):  # a crash is the answer once
+                    samples[setting].append(_one_process(setting, model, n_threads, max_tokens, reps))
+        crashed = {setting: runs[0]["crashed"] for setting, runs in samples.items() if "crashed" in runs[0]}
+        if "off" in crashed:  # off is what the app falls back to: that must work
+            raise RuntimeError(f"raw llama-cpp-python with extra buffers off {crashed['off']}")
+        if not all(s["switch_available"] for runs in samples.values() for s in runs if "crashed" not in s):
             raise RuntimeError("this llama-cpp-python has no use_extra_bufts switch")
 
         def side(runs):
+            if "crashed" in runs[0]:
+                return {"crashed": runs[0]["crashed"]}
             return {
                 "prefill_tokens_per_s": round(statistics.median(s["prefill_tokens_per_s"] for s in runs), 2),
                 "decode_tokens_per_s": round(statistics.median(s["decode_tokens_per_s"] for s in runs), 2),
@@ -63,14 +72,19 @@ def measure_extra_buffers(options: Options) -> dict:
             }
 
         on, off = side(samples["on"]), side(samples["off"])
+        if "crashed" in on:
+            options.say(f"  {model.name}: extra buffers on {on['crashed']}; off measured alone")
+
+        def off_on_ratio(kind):  # what turning them off costs (1.0 = nothing); none where "on" crashes
+            return None if "crashed" in on else ratio(off[f"{kind}_tokens_per_s"], on[f"{kind}_tokens_per_s"])
+
         models[model.name] = {
             "path": str(model),
-            "prefill_prompt_tokens": samples["on"][0]["prefill_prompt_tokens"],
+            "prefill_prompt_tokens": samples["off"][0]["prefill_prompt_tokens"],
             "decode_tokens": max_tokens,
             "on": on,
             "off": off,
-            # What turning them off costs: off/on (1.0 = nothing).
-            "prefill_off_on_ratio": ratio(off["prefill_tokens_per_s"], on["prefill_tokens_per_s"]),
-            "decode_off_on_ratio": ratio(off["decode_tokens_per_s"], on["decode_tokens_per_s"]),
+            "prefill_off_on_ratio": off_on_ratio("prefill"),
+            "decode_off_on_ratio": off_on_ratio("decode"),
         }
     return {"n_threads": n_threads, "n_ctx": 2048, "passes": passes, "reps_per_process": reps, "models": models}

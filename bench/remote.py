@@ -62,7 +62,7 @@ class Server:
         ]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CORE})) if SERVER_CORE is not None else None,
             )
 

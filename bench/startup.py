@@ -24,7 +24,7 @@ def _raw_load(options: Options, paths: list[str]) -> dict:
     began = now()
     result = subprocess.run(
         [sys.executable, "-m", "bench._raw_load", str(N_CTX), *paths],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=300,  # cwd: `-m bench…` finds the bench package
     )
     elapsed = now() - began
     if result.returncode != 0:

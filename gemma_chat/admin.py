@@ -1,6 +1,10 @@
 """The administrator's account actions (grant, disable, promote, unlock, reset password, create), each
 re-checked and recorded in admin_actions, and the accounts list the Admin tab shows.
 
+The one way to change another account: the Admin tab and the command line both call these, and
+nothing else in the package writes a role, a disabled flag, a lock-out or a password of another
+account (auth.py keeps only sign-in and one's own password).
+
 Every action runs in one transaction that first re-reads the acting administrator: someone demoted
 or disabled a moment ago acts no more. `by=None` is the command line, whose user owns the data
 directory. No administrator in the app can leave it without an enabled administrator; the command
@@ -12,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from . import auth, ledger
+from . import auth, ledger, sessions
 from .config import Settings
 from .store import account_queries, admin_queries
 from .store.db import User, transaction, utcnow
@@ -104,7 +108,9 @@ def set_disabled(by: int | None, username, disabled: bool) -> User:
         target = auth.get_user(target.id)  # as it is now, inside the lock
         if disabled:
             _keep_an_administrator(by, target, "disable")
-        auth.set_disabled(target.username, disabled)
+        account_queries.update_disabled_flag(target.id, disabled)
+        if disabled:
+            sessions.revoke_user_sessions(target.id)
         _record(actor, "disable" if disabled else "enable", target)
     return auth.get_user(target.id)
 
@@ -117,7 +123,9 @@ def set_admin(by: int | None, username, is_admin: bool) -> User:
         target = auth.get_user(target.id)
         if not is_admin:
             _keep_an_administrator(by, target, "demote")
-        auth.set_admin(target.username, is_admin)
+        account_queries.update_admin_flag(target.id, is_admin)
+        if target.is_admin and not is_admin:
+            sessions.revoke_user_sessions(target.id)
         _record(actor, "promote" if is_admin else "demote", target)
     return auth.get_user(target.id)
 
@@ -126,7 +134,9 @@ def unlock(by: int | None, username) -> User:
     target = auth.require_user(username)
     with transaction():
         actor = _acting(by)
-        auth.unlock_user(target.username)
+        # Every client's lock-out of this account, and the account-wide one from before issue 10.
+        account_queries.clear_account_lock(target.id)
+        account_queries.clear_throttles(auth.username_key(target.username))
         _record(actor, "unlock", target)
     return auth.get_user(target.id)
 
@@ -137,7 +147,8 @@ def reset_password(settings: Settings, by: int | None, username, new_password) -
     password_hash = auth.hash_password(auth.validate_password(new_password), settings.bcrypt_rounds)  # outside the lock
     with transaction():
         actor = _acting(by)
-        auth.set_password_hash(target.id, password_hash)
+        account_queries.update_password_hash(target.id, password_hash)
+        sessions.revoke_user_sessions(target.id)  # whoever knew the old password is signed out
         _record(actor, "reset_password", target)  # the password itself is never recorded
     return auth.get_user(target.id)
 

@@ -1,4 +1,7 @@
-"""Accounts: registration, login with per-client lock-out, password hashing, and the admin's account actions.
+"""Accounts: registration, login with per-client lock-out, password hashing, and one's own password.
+
+Changes to another account (roles, disabling, unlocking, a new password) are admin.py's alone: it
+re-checks the actor, keeps an administrator, and records each change in admin_actions.
 
 A lock-out belongs to a (username, client) pair: wrong passwords from one client lock that client
 out of that account, so a stranger who knows the admin's name cannot lock the admin out. Every
@@ -225,19 +228,6 @@ def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
     )
 
 
-def change_password(settings: Settings, username: str, new_password) -> None:
-    """A new password ends every session: whoever knew the old one is signed out."""
-    user = require_user(username)
-    set_password_hash(user.id, hash_password(validate_password(new_password), settings.bcrypt_rounds))
-
-
-def set_password_hash(user_id: int, password_hash: str) -> None:
-    """Store a new password (already hashed: bcrypt stays outside the write lock) and end every session."""
-    with transaction():
-        account_queries.update_password_hash(user_id, password_hash)
-        sessions.revoke_user_sessions(user_id)
-
-
 def change_own_password(settings: Settings, user_id: int, current, new, *, keep_session_id: int) -> int:
     """The Account tab: the current password proves it is the owner; other sessions end.
 
@@ -253,34 +243,6 @@ def change_own_password(settings: Settings, user_id: int, current, new, *, keep_
     with transaction():
         account_queries.update_password_hash(user.id, password_hash)
         return sessions.revoke_other_sessions(user.id, keep_session_id)
-
-
-def set_admin(username: str, is_admin: bool) -> User:
-    """A demotion ends every session, so no page keeps an admin's view."""
-    user = require_user(username)
-    with transaction():
-        account_queries.update_admin_flag(user.id, is_admin)
-        if user.is_admin and not is_admin:
-            sessions.revoke_user_sessions(user.id)
-    return get_user(user.id)
-
-
-def set_disabled(username: str, is_disabled: bool) -> User:
-    user = require_user(username)
-    with transaction():
-        account_queries.update_disabled_flag(user.id, is_disabled)
-        if is_disabled:
-            sessions.revoke_user_sessions(user.id)
-    return get_user(user.id)
-
-
-def unlock_user(username: str) -> User:
-    """End every client's lock-out of this account (and the pre-issue-10 account-wide one)."""
-    user = require_user(username)
-    with transaction():
-        account_queries.clear_account_lock(user.id)
-        account_queries.clear_throttles(username_key(user.username))
-    return get_user(user.id)
 
 
 def list_users() -> list[User]:

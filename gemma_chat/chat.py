@@ -13,14 +13,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import conversations, interactions, ledger
+from . import conversations, interactions, ledger, metrics
 from .auth import get_user
 from .backends.base import Sampling
 from .config import Settings
 from .store.db import transaction
-from .error_log import log_error
+from .error_log import log_error, logger
 from .errors import (
-    DatabaseBusyError,
+    DatabaseDisconnectedError,
+    DatabaseFullError,
+    DatabaseRetryableError,
     GemmaChatError,
     InsufficientCreditsError,
     ModelError,
@@ -77,13 +79,18 @@ def tier_status(engine, tier: str):
     raise ValidationError(f"Unknown model {tier!r}.")
 
 
-def build_messages(history: Sequence[tuple[str, str]], message: str) -> list[dict]:
-    """Earlier (user, assistant) turns of this chat, then the new message: what the engine trims."""
+def build_messages(history: Sequence[tuple[str, str]], message: str, system_prompt: str = "") -> list[dict]:
+    """Earlier (user, assistant) turns of this chat, then the new message: what the engine trims.
+
+    A chat's system prompt is folded into the new message, as /v1 folds system text into the next
+    user turn (the models take user/assistant turns only); the engine trims the oldest turns first,
+    so the prompt is never the part cut.
+    """
     messages = []
     for user_text, answer in history:
         if user_text and answer:  # a turn without an answer would break the user/assistant alternation
             messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": answer}]
-    messages.append({"role": "user", "content": message})
+    messages.append({"role": "user", "content": f"{system_prompt}\n\n{message}" if system_prompt else message})
     return messages
 
 
@@ -101,6 +108,7 @@ def run_turn(
     replaces_id: int | None = None,
     source: str = "ui",
     sampling: Sampling | None = None,
+    system_prompt: str = "",
 ) -> Iterator[TurnUpdate]:
     """Answer `message` with `tier`'s model for `user_id`, billing exactly once.
 
@@ -109,6 +117,10 @@ def run_turn(
     `replaces_id` names the turn it regenerates or edits. `source` says where the turn came from
     ("ui" or "api"), for History and the reports. `sampling` overrides the tier's temperature /
     top_p for this turn (the API's); None keeps the tier's settings (the chat window).
+    `system_prompt` is the chat's (build_messages).
+
+    A refused message is kept: it joins the chat (a new chat is started for it) as a refused turn
+    the user can send again; a refused replacement names the turn it would have replaced.
     """
     try:
         user = get_user(user_id)
@@ -130,6 +142,7 @@ def run_turn(
 
     base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
     if not status.available:
+        metrics.record_turn(tier, "unavailable")
         yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
         return
 
@@ -151,11 +164,20 @@ def run_turn(
             )
         base = replace(base, conversation_id=chat_id)
     except InsufficientCreditsError as exc:
-        interactions.log_refused(
-            request_id, user_id, tier, status.label, prompt, conversation_id=conversation_id, source=source
-        )
+        chat_id = conversation_id  # the hold's transaction rolled back, a new chat with it
+        with transaction():
+            if chat_id is None and new_conversation:
+                chat_id = conversations.create_conversation(user_id, prompt)
+            elif chat_id is not None:
+                conversations.touch_conversation(chat_id)
+            interactions.log_refused(
+                request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, source=source,
+                replaces_id=replaces_id,
+            )
+        metrics.record_turn(tier, "refused")
         yield replace(
             base,
+            conversation_id=chat_id,
             status="refused",
             message=(
                 f"Not enough credits: {status.label} costs {tier_settings.price} "
@@ -164,14 +186,15 @@ def run_turn(
             ),
         )
         return
-    except DatabaseBusyError as exc:
+    except DatabaseRetryableError as exc:  # busy, disk full, server gone: nothing held, nothing written
         yield replace(base, status="busy", message=exc.message)
         return
     except ValidationError as exc:  # the turn to replace is no longer the chat's last, or still running
         yield replace(base, status="rejected", message=exc.message)
         return
 
-    yield from _stream_and_settle(engine, base, user_id, tier, build_messages(history, prompt), stop, sampling)
+    messages = build_messages(history, prompt, system_prompt)
+    yield from _stream_and_settle(engine, base, user_id, tier, messages, stop, sampling)
 
 
 def _stream_and_settle(
@@ -221,8 +244,20 @@ def _stream_and_settle(
             ttft = int((first_token_at - started) * 1000) if first_token_at else None
             outcome = replace(outcome, duration_ms=elapsed_ms, ttft_ms=ttft)
         charged = _settle(request_id, user_id, outcome)
-    if final is None and charged is None:  # the database stayed locked: released later, never charged
-        final = replace(base, status="error", answer=answer, message=DATABASE_BUSY_MESSAGE)
+        unrecorded = isinstance(charged, DatabaseRetryableError)  # released later, never charged
+        credits = 0 if unrecorded else charged
+        shown = "busy" if final is not None and final.status == "busy" else "error" if unrecorded else outcome.status
+        metrics.record_turn(
+            tier, shown, charged=credits,
+            completion_tokens=outcome.completion_tokens, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        )
+        logger.info(
+            "turn %s on %s for user %s: %s, %s credits", request_id, tier, user_id, shown, credits,
+            extra={"event": "turn", "request_id": request_id, "user_id": user_id, "tier": tier, "outcome": shown,
+                   "credits": credits},
+        )
+    if final is None and unrecorded:
+        final = replace(base, status="error", answer=answer, message=not_recorded_message(charged))
     if final is None:
         final = replace(
             base, status=outcome.status, answer=answer, credits_charged=charged, prompt_tokens=outcome.prompt_tokens,
@@ -232,19 +267,33 @@ def _stream_and_settle(
         if outcome.status == "stopped":
             final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
         elif not answer:
-            final = replace(final, message="The model returned an empty answer. Nothing was charged.")
+            final = replace(final, message=EMPTY_ANSWER_MESSAGE)
     yield final
 
 
+EMPTY_ANSWER_MESSAGE = "The model returned an empty answer. Nothing was charged."
 DATABASE_BUSY_MESSAGE = "The database is busy, so this answer was not recorded. Nothing was charged; please try again."
+DATABASE_FULL_MESSAGE = "The server's disk is full, so this answer was not recorded. Nothing was charged; please try again later."
+DATABASE_GONE_MESSAGE = "The database could not be reached, so this answer was not recorded. Nothing was charged; please try again."
 RELEASE_RETRY_S = 1.0
+SETTLE_RETRY_S = 0.2
+RELEASE_REASONS = {DatabaseFullError: "disk full", DatabaseDisconnectedError: "database unreachable"}
 
 
-def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int | None:
+def not_recorded_message(error: DatabaseRetryableError) -> str:
+    if isinstance(error, DatabaseFullError):
+        return DATABASE_FULL_MESSAGE
+    if isinstance(error, DatabaseDisconnectedError):
+        return DATABASE_GONE_MESSAGE
+    return DATABASE_BUSY_MESSAGE
+
+
+def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int = 3) -> int | DatabaseRetryableError:
     """Capture (an answer with text that was not an error) or release, together with the log row.
 
-    Returns the credits charged, or None when the database stayed locked through every attempt: the
-    turn is then an uncharged error, released in the background as soon as the database frees.
+    Returns the credits charged, or the error when the database refused every attempt (locked, disk
+    full, server gone): the turn is then an uncharged error, released in the background as soon as
+    the database takes writes again.
     """
     charge = outcome.status in ("ok", "stopped") and bool(outcome.answer)
     for attempt in range(1, attempts + 1):
@@ -257,11 +306,12 @@ def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int =
                 charged = settlement.amount if charge and settlement.changed else 0
                 interactions.finish_interaction(request_id, replace(outcome, credits_charged=charged))
             return charged
-        except DatabaseBusyError as exc:
+        except DatabaseRetryableError as exc:
             if attempt == attempts:
                 error_id = log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
-                _release_when_free(request_id, replace(outcome, status="error", credits_charged=0, error_id=error_id))
-                return None
+                _release_when_free(request_id, replace(outcome, status="error", credits_charged=0, error_id=error_id), exc)
+                return exc
+            time.sleep(SETTLE_RETRY_S * attempt)  # a restarting server needs a moment; a lock usually goes at once
         except Exception as exc:  # noqa: BLE001
             log_error("chat:settle", exc, user_id=user_id, request_id=request_id)
             break
@@ -269,18 +319,19 @@ def _settle(request_id: str, user_id: int, outcome: TurnOutcome, attempts: int =
     return 0
 
 
-def _release_when_free(request_id: str, outcome: TurnOutcome) -> None:
-    """Retry, off the request, the release a locked database refused: the hold must not outlive the lock."""
+def _release_when_free(request_id: str, outcome: TurnOutcome, error: DatabaseRetryableError) -> None:
+    """Retry, off the request, the release the database refused: the hold must not outlive the lock,
+    the full disk or the server's absence."""
 
     def release() -> None:
         while True:
             time.sleep(RELEASE_RETRY_S)
             try:
                 with transaction():
-                    ledger.release_hold(request_id, "database busy")
+                    ledger.release_hold(request_id, RELEASE_REASONS.get(type(error), "database busy"))
                     interactions.finish_interaction(request_id, outcome)
                 return
-            except DatabaseBusyError:
+            except DatabaseRetryableError:
                 continue
             except Exception as exc:  # noqa: BLE001 — the next start-up releases it
                 log_error("chat:settle", exc, request_id=request_id)

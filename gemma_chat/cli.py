@@ -1,4 +1,6 @@
-"""Command line: parse, call one service function, print. `python main.py --help` lists the commands.
+"""Command line: parse, call one service function, print. `gemma-chat --help` lists the commands.
+
+The same CLI answers as `gemma-chat`, `python -m gemma_chat` and `python main.py` (in a checkout).
 
 Domain errors become one line on stderr and a non-zero exit code; nothing here prints a traceback
 for an expected failure.
@@ -12,16 +14,18 @@ import dataclasses
 import getpass
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import admin, auth, ledger
-from .config import Settings, load_settings
-from .errors import GemmaChatError, ValidationError
+from .config import Settings, default_paths, load_settings, package_version
+from .errors import ConfigError, GemmaChatError, ValidationError
 from .reports import Reports
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DOWNLOAD_TIERS = ("mini", "pro")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +44,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given before the command is not reset by the subcommand's default.
-    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (default ./data, env GEMMA_CHAT_DATA_DIR)")
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (`gemma-chat paths` shows it; env GEMMA_CHAT_DATA_DIR)")
+    common.add_argument("--models-dir", default=argparse.SUPPRESS, help="where the GGUF files are (env GEMMA_CHAT_MODELS_DIR)")
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file (env GEMMA_CHAT_CONFIG)")
     common.add_argument(
         "--database-url", default=argparse.SUPPRESS,
@@ -51,7 +56,8 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = _Parser(prog="main.py", description="gemma-chat: a local chat app with exact credit billing.", parents=[common])
+    parser = _Parser(prog="gemma-chat", description="gemma-chat: a local chat app with exact credit billing.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"gemma-chat {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     serve = commands.add_parser("serve", parents=[common], help="start the app (the default with no command)")
@@ -60,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", parents=[common], help="what each model tier will run, and why")
     models.add_argument("--format", choices=["table", "json"], default="table")
     models.add_argument("--strict-models", action="store_true", help="no bundled demo model for a missing file")
+
+    download = commands.add_parser("download", parents=[common], help="fetch the tiers' GGUF files from the Hugging Face Hub")
+    download.add_argument("--tier", choices=(*DOWNLOAD_TIERS, "all"), default="all", help="which tier's model (default: all)")
+    download.add_argument("--dry-run", action="store_true", help="show what would be downloaded; fetch nothing")
+    download.add_argument("--token", help="Hugging Face token for gated repos (default: HF_TOKEN or a stored login)")
+    download.add_argument("--repo", help="download from this repo instead (single tier only)")
+    download.add_argument("--file", help="download this file instead, e.g. another quantization (single tier only)")
+
+    commands.add_parser("paths", parents=[common], help="where the data, database, log, models and caches are")
 
     report = commands.add_parser("report", parents=[common], help="requests per model, credits per user, errors")
     report.add_argument("--since", metavar="YYYY-MM-DD")
@@ -124,6 +139,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--strict-models", action="store_true", help="no bundled demo model for a missing file")
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per log line (env GEMMA_CHAT_LOG_FORMAT)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -132,6 +148,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["strict_models"] = True
     if getattr(args, "database_url", None) is not None:
         overrides["database_url"] = args.database_url
+    if getattr(args, "log_format", None) is not None:
+        overrides["log_format"] = args.log_format
+    if getattr(args, "models_dir", None) is not None:
+        overrides["models_dir"] = Path(args.models_dir)
     return load_settings(data_dir=getattr(args, "data_dir", None), config_file=getattr(args, "config", None), **overrides)
 
 
@@ -139,12 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     starts_with_option = not argv or argv[0].startswith("-")
-    if starts_with_option and not any(word in COMMANDS or word in ("-h", "--help") for word in argv):
+    if starts_with_option and not any(word in COMMANDS or word in ("-h", "--help", "--version") for word in argv):
         argv = ["serve"] + argv  # `main.py [--port N] ...` with no command starts the app
     args = parser.parse_args(argv)
     command = args.command
     try:
         settings = settings_from(args)
+    except ConfigError as exc:  # a bad settings file or variable: a usage error, like a bad flag
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         return COMMANDS[command](settings, args)
     except GemmaChatError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -167,6 +191,67 @@ def cmd_serve(settings: Settings, args) -> int:
     from .serve import serve_app
 
     return serve_app(settings, host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
+def cmd_download(settings: Settings, args) -> int:
+    """Each tier's file from the Hub into models_dir; one line per outcome, the bar for progress."""
+    if (args.repo or args.file) and args.tier == "all":
+        print("error: --repo and --file need a single --tier (mini or pro)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _download(settings, args)
+    except KeyboardInterrupt:
+        print("error: interrupted; run again to resume the download.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a command-line user
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _download(settings: Settings, args) -> int:
+    # huggingface_hub 2.x otherwise fetches {HF_ENDPOINT}/api/agent-harnesses for its user-agent
+    # telemetry before the first request (3 s lost on a dead network); read at import, so set first.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub.utils import logging as hf_logging
+    from huggingface_hub.utils import tqdm
+
+    from .download import describe_plan, download_model, plan_download, source_for
+
+    # Retry chatter from huggingface_hub would break the one-line-per-outcome output.
+    hf_logging.set_verbosity_error()
+    failed = 0
+    for tier in DOWNLOAD_TIERS if args.tier == "all" else (args.tier,):
+        try:
+            source = source_for(tier, args.repo, args.file)
+            plan = plan_download(settings, tier, source=source, token=args.token, allow_offline=args.dry_run)
+            if args.dry_run:
+                print(describe_plan(plan))
+                continue
+            if plan.state in ("download", "resume"):
+                start = f"resuming at byte {plan.partial_bytes:,}:" if plan.state == "resume" else "downloading"
+                print(f"{tier}: {start} {source.repo_id} / {source.filename} -> {plan.destination}", flush=True)
+            print(download_model(plan, token=args.token, tqdm_class=tqdm).message)
+        except GemmaChatError as exc:
+            # Go on with the other tier: a gated pro repo should not stop mini from downloading.
+            print(f"error: {exc.message}", file=sys.stderr)
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_paths(settings: Settings, args) -> int:
+    from .backends.cpu_features import machine_cache_dir
+
+    where = default_paths()
+    rows = [
+        ("installation", where.installation),
+        ("data", settings.data_dir.resolve()),
+        ("database", settings.database_label),
+        ("log", settings.log_path.resolve()),
+        ("models", settings.models_dir.resolve()),
+        ("machine cache", machine_cache_dir()),
+    ]
+    print(format_table(["what", "where"], rows))
+    return EXIT_OK
 
 
 def cmd_models(settings: Settings, args) -> int:
@@ -411,6 +496,8 @@ def cmd_db(settings: Settings, args) -> int:
 
 COMMANDS = {
     "serve": cmd_serve,
+    "download": cmd_download,
+    "paths": cmd_paths,
     "models": cmd_models,
     "report": cmd_report,
     "users": cmd_users,

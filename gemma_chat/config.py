@@ -22,6 +22,59 @@ from .errors import ConfigError
 
 ENV_PREFIX = "GEMMA_CHAT_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Not settings but facts about the machine, read by backends/cpu_features.py: a process started with
+# none of the caller's settings still inherits them.
+CACHE_DIR_ENV = "GEMMA_CHAT_CACHE_DIR"  # the per-machine cache; default: the platform's user cache folder
+# Test switch: every model loaded with llama.cpp's extra CPU buffers on dies of a real SIGSEGV at its
+# first decode, as on the AMX Xeon (FIELD_NOTES), so a run on any CPU also covers that one.
+SIMULATE_AMX_CRASH_ENV = "GEMMA_CHAT_SIMULATE_AMX_CRASH"
+MACHINE_ENV = (CACHE_DIR_ENV, SIMULATE_AMX_CRASH_ENV)
+
+
+def environment_without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus every GEMMA_CHAT_* setting: for an app or worker started afresh."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX) or k in MACHINE_ENV}
+
+
+APP_NAME = "gemma-chat"
+
+
+def package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(APP_NAME)
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def running_from_checkout() -> bool:
+    """A source checkout (a clone, or an editable install of one) rather than an installed package."""
+    return (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+@dataclass(frozen=True)
+class DefaultPaths:
+    """Where data and models go unless a flag, variable or settings file says otherwise.
+
+    From a checkout, ./data and the checkout's models/ (as always); installed, the platform's
+    per-user data folder (~/.local/share/gemma-chat, ~/Library/Application Support/gemma-chat,
+    %LOCALAPPDATA%\\gemma-chat), with the models in it.
+    """
+
+    installation: str
+    data_dir: Path
+    models_dir: Path
+
+
+def default_paths() -> DefaultPaths:
+    if running_from_checkout():
+        return DefaultPaths(f"checkout at {PROJECT_ROOT}", Path("data"), PROJECT_ROOT / "models")
+    import platformdirs
+
+    data_dir = platformdirs.user_data_path(APP_NAME, appauthor=False)
+    return DefaultPaths(f"installed package {package_version()} in {PROJECT_ROOT}", data_dir, data_dir / "models")
 
 
 def physical_cores() -> int:
@@ -86,8 +139,8 @@ DEFAULT_TIERS = {
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    models_dir: Path = PROJECT_ROOT / "models"
+    data_dir: Path = field(default_factory=lambda: default_paths().data_dir)
+    models_dir: Path = field(default_factory=lambda: default_paths().models_dir)
     # accounts
     starting_balance: int = 10
     allow_registration: bool = True  # false: only administrators make accounts (Admin tab, `users create`)
@@ -103,7 +156,14 @@ class Settings:
     signin_attempts_per_minute: int = 20  # sign-ins and registrations per client IP
     registrations_per_hour: int = 5  # new accounts per client IP
     signin_concurrency: int = 2  # bcrypt checks running at once, for everyone
-    trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto
+    trust_proxy_headers: bool = False  # take the client IP and scheme from X-Forwarded-For/-Proto...
+    forwarded_allow_ips: str = "127.0.0.1"  # ...sent by these proxies only (uvicorn's list: IPs, networks or "*")
+    # Host names the app answers to besides localhost, 127.0.0.1, [::1] and --host (a LAN name, the
+    # proxy's public name); any other Host is refused (DNS rebinding). Comma-separated in the env.
+    allowed_hosts: tuple[str, ...] = ()
+    events_per_user: int = 8  # an account's Gradio events queued or running at once (all its pages)
+    connections_per_address: int = 64  # open connections from one client address (not a trusted proxy)
+    request_body_timeout_s: int = 30  # a request's whole body must arrive within this, as its head within 10 s
     # credits
     max_topup: int = 1000
     self_topup: bool = True  # false: users ask an administrator for credits (Admin tab, `credits grant`)
@@ -115,6 +175,9 @@ class Settings:
     queue_size: int = 8  # waiting generations per model, beyond the running one
     # the /v1 API (web/api.py)
     api_rate_per_minute: int = 60  # requests per user per minute, over all of the user's keys
+    # operations (web/operations.py): /metrics in Prometheus' format, to loopback or an admin's API key
+    metrics: bool = False
+    log_format: str = "text"  # "json": one JSON object per line on stdout and in the log file
     # models
     strict_models: bool = False  # no bundled-demo fallback for a missing file
     memory_margin_bytes: int = 512 * 1024**2
@@ -182,6 +245,11 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind.startswith("tuple"):  # a TOML array, or comma-separated text from the environment
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+                raise ValueError
+            return tuple(item.strip() for item in items if item.strip())
         if kind == "path":
             return Path(str(value)).expanduser()
         if kind.startswith("float"):  # "float | None"
@@ -198,7 +266,8 @@ def _check(settings: Settings) -> Settings:
     positive = [
         "bcrypt_rounds", "lockout_attempts", "max_topup", "history_page_size", "max_message_chars",
         "session_idle_s", "session_max_age_s", "signin_attempts_per_minute", "signin_concurrency",
-        "api_rate_per_minute", "orphan_sweep_s",
+        "api_rate_per_minute", "orphan_sweep_s", "events_per_user", "connections_per_address",
+        "request_body_timeout_s",
     ]
     for name in positive:
         if getattr(settings, name) < 1:
@@ -211,6 +280,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("registrations_per_hour cannot be negative (0 turns registration off).")
     if not 4 <= settings.bcrypt_rounds <= 31:
         raise ConfigError("bcrypt_rounds must be between 4 and 31.")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError('log_format must be "text" or "json".')
     if settings.cpu_extra_buffers not in ("auto", "on", "off"):
         raise ConfigError('cpu_extra_buffers must be "auto", "on" or "off".')
     if settings.worker_crash_limit < 1 or settings.worker_crash_window_s < 1:

@@ -8,20 +8,28 @@ interactions and ledger rows stay, so the admin's reports do not change.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import ValidationError
 from .history import page_bounds, parse_page
 from .store import conversation_queries as queries
-from .store.conversation_queries import ConversationRow, Turn
+from .store.conversation_queries import ChatListRow, ConversationRow, Turn
 from .store.db import Conversation, transaction, utcnow
 
 TITLE_CHARS = 60
 MAX_TITLE_CHARS = 200
 CONTEXT_TURNS = 50  # the newest turns given to the model; the engine trims them further to fit n_ctx
-SHOWN_STATUSES = ("ok", "stopped", "error", "interrupted", "pending")  # a refused turn never ran
+# A refused turn never ran, but it is shown (marked refused, with a retry): nothing typed is lost.
+SHOWN_STATUSES = ("ok", "stopped", "error", "interrupted", "pending", "refused")
+MAX_SYSTEM_PROMPT_CHARS = 4000
+MAX_TIER_CHARS = 64
+SIDEBAR_CHATS = 200  # the sidebar's longest list; Search finds the older ones
 # A turn regenerated or edited is hidden once its replacement is running or has an answer; a
 # replacement that failed is hidden instead (the rule, in SQL, is in store/conversation_queries.py).
+
+
+_MARKS = re.compile(r"`{3,}[\w+-]*|[`*_#>]+")
 
 
 class ConversationNotFoundError(ValidationError):
@@ -37,8 +45,9 @@ class ConversationPage:
 
 
 def title_from(message: str) -> str:
-    """A chat's first title: the start of its first message, on one line."""
-    text = " ".join(str(message or "").split())
+    """A chat's first title: the start of its first message, on one line, without markdown's
+    fences, emphasis and heading marks (a title is plain text)."""
+    text = " ".join(_MARKS.sub(" ", str(message or "")).split())
     if not text:
         return "New chat"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
@@ -83,16 +92,24 @@ def get_conversation(user_id: int, conversation_id) -> Conversation:
 def list_conversations(user_id: int, page=1, page_size: int = 20, search: str | None = None) -> ConversationPage:
     """The user's chats, most recently used first; `search` matches titles and the user's messages."""
     page = parse_page(page)
-    if isinstance(search, str) and search.strip():
-        if len(search) > 200 or "\x00" in search:
-            raise ValidationError("Search for at most 200 characters of text.")
-        search = search.strip()
-    else:
-        search = None
+    search = _search_text(search)
     total = queries.count_conversations(user_id, search)
     page, total_pages = page_bounds(page, total, page_size)
     rows = queries.select_conversation_page(user_id, search, page_size, (page - 1) * page_size)
     return ConversationPage(rows, page, total_pages, total)
+
+
+def list_chats(user_id: int, search=None, limit: int = SIDEBAR_CHATS) -> list[ChatListRow]:
+    """The sidebar: the user's chats, most recently used first; `search` as list_conversations'."""
+    return queries.select_chat_list(user_id, _search_text(search), limit)
+
+
+def _search_text(search) -> str | None:
+    if not isinstance(search, str) or not search.strip():
+        return None
+    if len(search) > 200 or "\x00" in search:
+        raise ValidationError("Search for at most 200 characters of text.")
+    return search.strip()
 
 
 def rename_conversation(user_id: int, conversation_id, title) -> Conversation:
@@ -149,3 +166,50 @@ def set_open_conversation(user_id: int, session_id: int, conversation_id: int | 
         get_conversation(user_id, conversation_id)
     with transaction():
         queries.update_open_conversation(user_id, session_id, conversation_id)
+
+
+# --- each chat's settings, and the user's default for new chats ---------------------------------
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    tier: str | None  # None: the app's default model
+    system_prompt: str
+
+
+def clean_system_prompt(value) -> str:
+    """A system prompt as stored: text without NUL, at most MAX_SYSTEM_PROMPT_CHARS; None is none."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValidationError("The system prompt contains an invalid character.")
+    value = value.strip()
+    if len(value) > MAX_SYSTEM_PROMPT_CHARS:
+        raise ValidationError(f"A system prompt has at most {MAX_SYSTEM_PROMPT_CHARS:,} characters.")
+    return value
+
+
+def chat_settings(user_id: int, conversation_id) -> ChatSettings:
+    conversation = get_conversation(user_id, conversation_id)
+    return ChatSettings(conversation.tier, conversation.system_prompt or "")
+
+
+def save_chat_settings(user_id: int, conversation_id, tier, system_prompt) -> ChatSettings:
+    """Keep the chat's model and system prompt (the model only when it is a name, as the page sends)."""
+    conversation = get_conversation(user_id, conversation_id)
+    system_prompt = clean_system_prompt(system_prompt)
+    tier = tier if isinstance(tier, str) and 0 < len(tier) <= MAX_TIER_CHARS else conversation.tier
+    with transaction():
+        queries.update_chat_settings(conversation.id, tier, system_prompt)
+    return ChatSettings(tier, system_prompt)
+
+
+def default_system_prompt(user_id: int) -> str:
+    return queries.select_default_system_prompt(user_id)
+
+
+def set_default_system_prompt(user_id: int, system_prompt) -> str:
+    system_prompt = clean_system_prompt(system_prompt)
+    with transaction():
+        queries.update_default_system_prompt(user_id, system_prompt)
+    return system_prompt

@@ -7,6 +7,7 @@ runs in the app's own process, so no model failure can take the app down.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Callable, Iterator, Sequence
@@ -118,6 +119,15 @@ class Engine:
 
     def tiers(self) -> list[TierStatus]:
         return [backend.status() for backend in self._backends.values()]
+
+    def load_report(self) -> list[dict]:
+        """Each tier's load and readiness now, for /metrics and /readyz."""
+        report = []
+        for name, backend in self._backends.items():
+            status = backend.status()
+            ready = status.available and status.state not in ("loading", "restarting")
+            report.append({"tier": name, "ready": ready, **dataclasses.asdict(backend.load())})
+        return report
 
     def is_available(self, tier: str) -> bool:
         backend = self._backends.get(tier)

@@ -80,8 +80,32 @@ class HoldNotFoundError(GemmaChatError):
     pass
 
 
-class DatabaseBusyError(GemmaChatError):
-    """SQLite stayed locked longer than the busy timeout; nothing was written."""
+class DatabaseRetryableError(GemmaChatError):
+    """The database did not take the request, nothing of it was written, and the same request can
+    succeed later without anyone's help: the kinds below. store/db.py's transaction() raises them."""
+
+
+class DatabaseBusyError(DatabaseRetryableError):
+    """SQLite stayed locked longer than the busy timeout (PostgreSQL: a row lock past lock_timeout); nothing was written."""
+
+    def __init__(self, message: str = "The database is busy; nothing was changed. Please try again."):
+        super().__init__(message)
+
+
+class DatabaseFullError(DatabaseRetryableError):
+    """The disk under the database is full (SQLITE_FULL, PostgreSQL disk_full); nothing was written.
+    Reads still work; writes work again once there is space."""
+
+    def __init__(self, message: str = "The server's disk is full; nothing was changed. Please try again later."):
+        super().__init__(message)
+
+
+class DatabaseDisconnectedError(DatabaseRetryableError):
+    """The connection to the database server was lost or refused (a restart, a failover); the
+    transaction was rolled back by the server. The next statement connects again."""
+
+    def __init__(self, message: str = "The database could not be reached; nothing was changed. Please try again."):
+        super().__init__(message)
 
 
 class DatabaseUnavailableError(GemmaChatError):

@@ -40,6 +40,13 @@ def stop_instance() -> None:
     _current_id = None
 
 
+def keep_liveness_lock() -> bool:
+    """Whether this instance's liveness lock was held all along (always, on SQLite). False right after
+    a server restart, which ended every instance's lock: this one's is taken again at once, and
+    until the others have had time to do the same, none of them must be taken for gone."""
+    return _liveness_lock is None or _liveness_lock.ensure_held()
+
+
 def gone_instances(instance_ids) -> list[str]:
     """Those of these instances no process holds the liveness lock of (PostgreSQL, inside a transaction);
     this instance is never gone."""

@@ -49,11 +49,13 @@ def finish_interaction(request_id: str, outcome: TurnOutcome) -> bool:
 
 def log_refused(
     request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *,
-    conversation_id: int | None = None, source: str = "ui",
+    conversation_id: int | None = None, source: str = "ui", replaces_id: int | None = None,
 ) -> Interaction:
-    """A turn refused before generation (not enough credits): logged, never charged."""
+    """A turn refused before generation (not enough credits): logged, never charged. A refused
+    replacement names the turn it would have replaced, and stays hidden in the chat."""
     return interaction_queries.insert_refused_interaction(
-        request_id, user_id, tier, model_name, prompt, conversation_id=conversation_id, source=source
+        request_id, user_id, tier, model_name, prompt, conversation_id=conversation_id, source=source,
+        replaces_id=replaces_id,
     )
 
 

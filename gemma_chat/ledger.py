@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from . import instances
+from . import instances, metrics
 from .store import history_queries, ledger_queries
 from .store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
 from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
@@ -111,7 +111,14 @@ def credit_signup(user_id: int, amount: int) -> LedgerEntry | None:
 def top_up(user_id: int, amount, *, maximum: int) -> LedgerEntry:
     amount = parse_credits(amount, maximum=maximum)
     with transaction():
-        return _append_entry(user_id, amount, "topup", actor_id=user_id)
+        entry = _append_entry(user_id, amount, "topup", actor_id=user_id)
+    metrics.credits_topped_up.inc(amount)
+    return entry
+
+
+def open_holds() -> tuple[int, int]:
+    """(holds open, credits they reserve): answers in flight, for /metrics."""
+    return ledger_queries.count_active_holds()
 
 
 def grant_credits(user_id: int, amount: int, *, actor_id: int | None, note: str | None = None) -> LedgerEntry:

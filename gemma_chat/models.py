@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import MAX_AUTO_PARALLEL, Settings, TierSettings
+from .config import MAX_AUTO_PARALLEL, Settings, TierSettings, running_from_checkout
 from .errors import ModelFileError
 from .gguf import GGUFInfo, read_gguf_info
 from .memory import ModelRequest, estimate_model_bytes, format_bytes, plan_models
@@ -62,7 +62,10 @@ class ModelStatus:
 
 
 def download_hint(tier: str) -> str:
-    return f"python scripts/download_models.py --tier {tier}"
+    """The command that fetches a tier's file, as this installation spells it."""
+    if running_from_checkout():
+        return f"python scripts/download_models.py --tier {tier}"
+    return f"gemma-chat download --tier {tier}"
 
 
 def demo_label(tier: str) -> str:

@@ -69,8 +69,9 @@ class Reports:
     until: dt.date | None = None
 
     @classmethod
-    def for_range(cls, since=None, until=None) -> "Reports":
-        since, until = parse_date(since, "--since"), parse_date(until, "--until")
+    def for_range(cls, since=None, until=None, *, names: tuple[str, str] = ("--since", "--until")) -> "Reports":
+        """The report of a date range; `names` are the fields' names in a message (the CLI's flags, the UI's labels)."""
+        since, until = parse_date(since, names[0]), parse_date(until, names[1])
         if since and until and since > until:
             raise ValidationError(f"The start date {since} is after the end date {until}.")
         return cls(since, until)

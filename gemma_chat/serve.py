@@ -5,11 +5,13 @@ from __future__ import annotations
 import fcntl
 import importlib
 import ipaddress
+import logging
 import os
 import signal
 import threading
 
 from .config import Settings
+from .error_log import announce
 from .store.db import close_database
 from .errors import GemmaChatError
 from .instances import start_instance, stop_instance
@@ -52,7 +54,7 @@ def _with_injected_faults(engine):
     if not hook:
         return engine
     module, _, function = hook.partition(":")
-    print(f"warning: {FAULT_INJECTION_ENV}={hook}: model faults are injected (a test hook)", flush=True)
+    announce("warning", f"warning: {FAULT_INJECTION_ENV}={hook}: model faults are injected (a test hook)", level=logging.WARNING)
     return getattr(importlib.import_module(module), function)(engine)
 
 
@@ -62,38 +64,42 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     instance_id = start_instance(settings.database_url)  # before any hold: they are stamped with it
     recovery = recover_after_crash(settings, all_holds=True)
     if recovery.released_holds:
-        print(f"Recovered from an earlier crash: released {recovery.released_holds} holds uncharged.", flush=True)
+        announce("recovered", f"Recovered from an earlier crash: released {recovery.released_holds} holds uncharged.")
     sweeper = None
     if settings.database_url:
-        print(f"Database: {settings.database_label} (this instance: {instance_id[:8]})", flush=True)
+        announce("database", f"Database: {settings.database_label} (this instance: {instance_id[:8]})")
         sweeper = OrphanSweeper(settings).start()
 
     from .engine import Engine
 
     # The workers load the models while this process imports gradio and builds the UI (most of the
     # start-up time); the server listens once the models are ready.
-    engine = Engine.start(settings, log=lambda line: print(line, flush=True))
+    engine = Engine.start(settings, log=lambda line: announce("models", line))
     from .web.app import create_app
     from .web.server import start_server
 
     engine = _with_injected_faults(engine)
-    web = create_app(settings, engine)  # the UI reads the tiers' states per page load, not here
+    web = create_app(settings, engine, host=host)  # the UI reads the tiers' states per page load, not here
     engine.wait_until_loaded()
     if not any(status.available for status in engine.tiers()):
-        print("warning: no model is available; the app starts so you can sign in and read history.", flush=True)
+        announce("warning", "warning: no model is available; the app starts so you can sign in and read history.", level=logging.WARNING)
     if not _is_loopback(host):
-        print(f"warning: listening on {host}, not only this computer: anyone on the network can reach the app.", flush=True)
+        announce("warning", f"warning: listening on {host}, not only this computer: anyone on the network can reach the app.", level=logging.WARNING)
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     server = None
     try:
         try:
-            server = start_server(web.fastapi, host=host, port=port)
+            server = start_server(
+                web.fastapi, host=host, port=port, connections_per_address=settings.connections_per_address,
+                body_timeout_s=settings.request_body_timeout_s,
+                trusted_proxies=settings.forwarded_allow_ips if settings.trust_proxy_headers else None,
+            )
         except OSError as exc:
             raise GemmaChatError(f"Cannot listen on {host}:{port} ({exc}); is the port in use? Try --port.") from None
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-        print(f"gemma-chat is running at {url} (Ctrl-C to stop)", flush=True)
+        announce("listening", f"gemma-chat is running at {url} (Ctrl-C to stop)")
         if open_browser:
             import webbrowser
 
@@ -103,7 +109,7 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
     except KeyboardInterrupt:
         pass
     finally:
-        print("Shutting down…", flush=True)
+        announce("stopping", "Shutting down…")
         if server is not None:
             server.stop()
         web.lane.close()

@@ -14,8 +14,11 @@ import secrets
 from dataclasses import dataclass
 
 from .config import Settings
+from .errors import DatabaseRetryableError
 from .store import session_queries
 from .store.db import User, transaction, utcnow
+
+SESSION_COOKIE = "gemma_session"
 
 # A session's last_seen_at is written at most this often: reading a session on every event must not
 # cost a write transaction each time. Idle expiry is therefore exact to within this many seconds.
@@ -28,6 +31,30 @@ class SignedIn:
 
     user: User
     session_id: int
+
+
+def session_cookies(cookie_header: str | None) -> list[str]:
+    """Every value sent under the session cookie's name, in order: the edge refuses more than one.
+
+    The one parser for the edge and the handlers (Starlette's request.cookies keeps the last of
+    two, a naive split the first: a page checked on one cookie ran as another's user). A cookie
+    from another port of the same host, with a narrower Path, is how a second one arrives.
+    """
+    if not cookie_header:
+        return []
+    values = []
+    for part in cookie_header.split(";"):
+        name, has_value, value = part.partition("=")
+        if has_value and name.strip() == SESSION_COOKIE:
+            values.append(value.strip().strip('"'))
+    return values
+
+
+def session_token(cookie_header: str | None) -> str | None:
+    """The session token of a Cookie header: None without one, and None with two (nobody is
+    signed in by an ambiguous request)."""
+    values = session_cookies(cookie_header)
+    return values[0] if len(values) == 1 and values[0] else None
 
 
 def hash_token(token: str) -> str:
@@ -69,20 +96,36 @@ def resolve_session(settings: Settings, token, *, touch: bool = True, now: dt.da
     if row is None or not _is_live(settings, row.revoked_at, row.expires_at, row.last_seen_at, row.user.is_disabled, now):
         return None
     if touch and now - row.last_seen_at > dt.timedelta(seconds=TOUCH_EVERY_S):
-        with transaction():
-            session_queries.touch_session(row.id, now)
+        try:
+            with transaction():
+                session_queries.touch_session(row.id, now)
+        except DatabaseRetryableError:
+            pass  # a locked or full database must not sign anyone out or stop reads; the next event touches it
     return SignedIn(row.user, row.id)
 
 
-def has_live_session(settings: Settings, token, *, now: dt.datetime | None = None) -> bool:
-    """resolve_session(touch=False) is not None, at a fraction of its cost: the edge asks on every
-    queue request. The same conditions (_is_live) on the same columns."""
+def ended_because_disabled(token) -> bool:
+    """Whether this cookie's session belongs to a disabled account: the page then says so."""
     if not isinstance(token, str) or not 20 <= len(token) <= 100:
         return False
+    row = session_queries.find_session_by_token_hash(hash_token(token))
+    return row is not None and bool(row.user.is_disabled)
+
+
+def live_session_user(settings: Settings, token, *, now: dt.datetime | None = None) -> int | None:
+    """The user id of resolve_session(touch=False), at a fraction of its cost: the edge asks on every
+    queue request. The same conditions (_is_live) on the same columns."""
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        return None
     liveness = session_queries.find_session_liveness(hash_token(token))
     if liveness is None:
-        return False
-    return _is_live(settings, *liveness, now or utcnow())
+        return None
+    *state, user_id = liveness
+    return user_id if _is_live(settings, *state, now or utcnow()) else None
+
+
+def has_live_session(settings: Settings, token, *, now: dt.datetime | None = None) -> bool:
+    return live_session_user(settings, token, now=now) is not None
 
 
 def revoke_session(token, *, now: dt.datetime | None = None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from . import instances, interactions, ledger
@@ -21,7 +22,7 @@ class Recovery:
 def open_data_dir(settings: Settings):
     """For every command: the log file and an up-to-date database."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    configure_file_log(settings.log_path)
+    configure_file_log(settings.log_path, settings.log_format)
     return open_database(settings.database_target, busy_timeout_ms=settings.busy_timeout_ms)
 
 
@@ -71,8 +72,16 @@ class OrphanSweeper:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._settings.orphan_sweep_s):
+        interval = self._settings.orphan_sweep_s
+        resume_at = 0.0
+        while not self._stopping.wait(interval):
             try:
+                if not instances.keep_liveness_lock():
+                    # The server restarted: every instance lost its lock and takes it again at its
+                    # next sweep. Sweeping before they have would release live instances' holds.
+                    resume_at = time.monotonic() + 2 * interval
+                if time.monotonic() < resume_at:
+                    continue
                 with transaction():
                     holds = _release_holds_of_gone_instances(self._settings, "released: its app instance is gone")
                     interactions.mark_interrupted([hold.request_id for hold in holds])

@@ -1,10 +1,13 @@
 """Session fixtures for the browser tests (tests/e2e/, tests/reliability/): one Chromium, a page per test.
 
 One plugin for the whole run, because two sync Playwright instances cannot be alive in one process.
+Without Chromium the browser tests are skipped, and the run ends with a line that says how many and
+how to install it; with GEMMA_CHAT_REQUIRE_BROWSER=1 (.ci/run sets it) they fail instead.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,15 +20,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+INSTALL_CHROMIUM = "sudo apt install chromium"
+REQUIRE_ENV = "GEMMA_CHAT_REQUIRE_BROWSER"
+MISSING = f"/usr/bin/chromium is missing (Debian/Ubuntu: {INSTALL_CHROMIUM})"
 
 
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(
-            "BROWSER TESTS SKIPPED: /usr/bin/chromium is missing (Debian/Ubuntu: sudo apt install chromium). "
-            ".ci/run installs it, so CI always runs them."
-        )
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{MISSING}, and {REQUIRE_ENV}=1 requires the browser tests to run")
+        pytest.skip(f"BROWSER TESTS SKIPPED: {MISSING}. .ci/run installs it, so CI always runs them.")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=30_000)  # a first answer on 2 busy cores can take seconds
@@ -56,3 +61,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+def pytest_unconfigure(config):
+    """A skipped browser test is a hole in the run: say so after the last line pytest prints."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = [r for r in reporter.stats.get("skipped", []) if "BROWSER TESTS SKIPPED" in str(r.longrepr)]
+    if skipped:
+        reporter.write_line(
+            f"{len(skipped)} browser tests were SKIPPED: {MISSING}. Install it and run make test again.",
+            yellow=True, bold=True,
+        )

@@ -6,17 +6,24 @@ file and on a fresh database of a real PostgreSQL server (tests/postgres.py).
 
 from __future__ import annotations
 
+import atexit
 import os
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gemma_chat.config import CACHE_DIR_ENV, environment_without_settings, load_settings
+from gemma_chat.store import db
 
-from gemma_chat.store import db  # noqa: E402
-from gemma_chat.config import load_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+# The suite is one machine: the extra-buffer probe's answer is learnt once per run, in a cache of the
+# run's own (inherited by every app and worker it starts), never in the developer's real one.
+_MACHINE_CACHE = tempfile.mkdtemp(prefix="gemma-chat-test-cache-")
+os.environ[CACHE_DIR_ENV] = _MACHINE_CACHE
+atexit.register(shutil.rmtree, _MACHINE_CACHE, ignore_errors=True)
 
 pytest_plugins = [
     "tests.model_fixtures",  # bundled_gguf, templated_gguf: real model files, built once
@@ -32,6 +39,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (CI still runs it)")
     config.addinivalue_line("markers", "browser: drives a real Chromium through Playwright")
     config.addinivalue_line("markers", "both_engines: runs on SQLite and on PostgreSQL")
+    config.addinivalue_line("markers", "worker: starts a real model worker; .ci/run also runs it on the simulated AMX CPU")
+
+
+# Whole-app tests (e2e/, reliability/) and the session engine start workers too.
+WORKER_DIRECTORIES = {"e2e", "reliability"}
+WORKER_FIXTURES = {"demo_engine"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.parent.name in WORKER_DIRECTORIES or WORKER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.worker)
 
 
 def pytest_generate_tests(metafunc):
@@ -72,7 +91,7 @@ def database(settings):
 
 def run_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for a subprocess of main.py: this test's data dir, fast bcrypt."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_CHAT_")}
+    env = environment_without_settings()
     env.update(
         {
             "GEMMA_CHAT_DATA_DIR": str(data_dir),
@@ -128,16 +147,19 @@ def chat_settings(data_dir: Path, database):
 # --- a browser's session, for calling the UI's callbacks in-process ---------------------------
 
 
-def browser_request(token: str | None = None, *, accept_language: str | None = None):
+def browser_request(token: str | None = None, *, accept_language: str | None = None, query: str = ""):
     """A gr.Request as Gradio builds it for an event from a browser holding this session cookie
-    (and sending this Accept-Language: a browser set to Russian sends "ru-RU,ru;q=0.9")."""
+    (and sending this Accept-Language: a browser set to Russian sends "ru-RU,ru;q=0.9"; `query`:
+    the page's URL parameters, "chat=12")."""
     import gradio as gr
     from starlette.requests import Request
 
     headers = [(b"cookie", f"gemma_session={token}".encode())] if token else []
     if accept_language is not None:
         headers.append((b"accept-language", accept_language.encode()))
-    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": b""}
+    scope = {
+        "type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": headers, "query_string": query.encode(),
+    }
     request = gr.Request(request=Request(scope))
     request.token = token
     return request
@@ -157,6 +179,14 @@ def signed_in_request(
     request = browser_request(token, accept_language=accept_language)
     request.user_id = auth.find_user(username).id
     return request
+
+
+def shown_after(updates) -> dict:
+    """What the page shows after a streamed event: its updates (outputs by name) merged in order."""
+    shown: dict = {}
+    for update in updates:
+        shown.update(update)
+    return shown
 
 
 def run_processes_together(count: int, target, args_for) -> list:

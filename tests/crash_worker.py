@@ -8,11 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gemma_chat import interactions, ledger  # noqa: E402
-from gemma_chat.store import db  # noqa: E402
-from gemma_chat.interactions import TurnOutcome  # noqa: E402
+from gemma_chat import interactions, ledger
+from gemma_chat.interactions import TurnOutcome
+from gemma_chat.store import db
 
 
 def main(db_path: str, journal_path: str, user_id: int) -> None:

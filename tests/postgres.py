@@ -51,6 +51,11 @@ class PostgresServer:
                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
             check=True, capture_output=True,
         )
+        self.resume()
+        self.admin_sql(f"CREATE DATABASE {TEMPLATE}")
+
+    def resume(self) -> None:
+        """Start the server on its existing data: after stop(), the same databases come back."""
         # fsync on is PostgreSQL's default: left off the command line, where it would outrank ALTER SYSTEM.
         options = f"-c listen_addresses='' -k {self.socket_dir}{'' if self.fsync else ' -c fsync=off'} -c max_connections=200"
         options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
@@ -59,7 +64,17 @@ class PostgresServer:
                           "-o", options, "start"]),
             check=True, capture_output=True,
         )
-        self.admin_sql(f"CREATE DATABASE {TEMPLATE}")
+
+    def stop_fast(self) -> None:
+        """What an operator's restart does first: every session is ended, each transaction rolled back."""
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: sessions ended, the server back with the same options."""
+        self._pg_ctl("-w", "-m", "fast", "-l", str(self.root / "server.log"), "restart")
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]), check=True, capture_output=True)
 
     def stop(self) -> None:
         subprocess.run(

@@ -248,3 +248,17 @@ def test_top_up_is_refused_on_the_server_when_self_topup_is_off(chat_settings, d
     message, _, _ = ui.top_up(alice, 50)
     assert message == "⚠ Top-ups are turned off here; ask an administrator for credits."
     assert ledger.get_balance(alice.user_id).balance == 10
+
+
+def test_another_account_changes_only_through_the_admin_service(settings, people):
+    """The lower writes are not a second door: auth keeps no function that sets a role, a disabled
+    flag, a lock-out or another account's password, so no caller can skip the last-administrator
+    rule or the admin_actions record (issue 21)."""
+    for name in ("set_admin", "set_disabled", "unlock_user", "change_password", "set_password_hash"):
+        assert not hasattr(auth, name), name
+    admin.set_disabled(None, "bob", True)
+    admin.set_disabled(None, "bob", False)
+    admin.set_admin(None, "bob", True)
+    admin.unlock(None, "bob")
+    admin.reset_password(settings, None, "bob", "another long pw")
+    assert [row[1] for row in audit()] == ["disable", "enable", "promote", "unlock", "reset_password"]

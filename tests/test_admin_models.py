@@ -14,7 +14,7 @@ from gemma_chat.engine import Engine
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.ui import ChatApp
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
 
 def wait_for(predicate, timeout=60.0):

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import browser_request
-from gemma_chat import auth, ledger, sessions
+from gemma_chat import admin, auth, ledger, sessions
 from gemma_chat.store.db import database
 from gemma_chat.errors import PermissionDeniedError, ValidationError
 from gemma_chat.ui import ChatApp
@@ -153,9 +153,9 @@ class AccountActions:
         for name in PEOPLE:
             user = account(name)
             if user.is_admin != (name == "root"):
-                auth.set_admin(name, name == "root")
+                admin.set_admin(None, name, name == "root")
             if user.is_disabled:
-                auth.set_disabled(name, False)
+                admin.set_disabled(None, name, False)
             if name not in self.tokens or sessions.resolve_session(self.settings, self.tokens[name], touch=False) is None:
                 self.tokens[name] = sessions.create_session(self.settings, user.id)
         if lock_carol and not locked("carol"):

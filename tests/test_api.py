@@ -25,6 +25,8 @@ from gemma_chat.verify import verify_database
 from gemma_chat.web.api import create_api_router, fold_messages, safe_length
 from reliability.conftest import FAULTS_HOOK, query, verify
 
+pytestmark = pytest.mark.worker  # starts real model workers: .ci/run runs it on the simulated AMX CPU too
+
 openai = pytest.importorskip("openai")
 
 

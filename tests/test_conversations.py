@@ -3,10 +3,14 @@ with the real bundled model (a recording wrapper shows the messages the engine w
 
 from __future__ import annotations
 
+import html
+import re
+
 import gradio as gr
 import pytest
+from markdown_it import MarkdownIt
 
-from conftest import signed_in_request
+from conftest import browser_request, shown_after, signed_in_request
 from gemma_chat import conversations
 from gemma_chat.store import db
 from gemma_chat.store.db import Conversation, Interaction
@@ -64,12 +68,14 @@ def app(chat_settings, demo_engine):
     return app
 
 
-def send(app, session, message, tier="mini"):
-    return list(app.send(session, tier, message, [], []))[-1]
+def send(app, session, message, tier="mini", system_prompt=None):
+    """What the page shows after one Send (its updates merged)."""
+    return shown_after(app.send(session, tier, message, [], [], system_prompt))
 
 
-def select(index) -> gr.SelectData:
-    return gr.SelectData(None, {"index": index, "value": None})
+def listed(shown: dict) -> list[tuple[int, str]]:
+    """The sidebar's chats (id, title), top to bottom, from its HTML."""
+    return [(int(id), html.unescape(title)) for id, title in re.findall(r'href="\?chat=(\d+)"[^>]* title="([^"]*)"', shown["chat_list"])]
 
 
 def test_a_chat_continues_with_its_context_and_survives_a_reload(app):
@@ -97,15 +103,14 @@ def test_new_chat_starts_without_context_and_opening_an_old_chat_continues_it(ap
     send(app, session, "Second chat.")
     assert app.engine.calls[-1] == [{"role": "user", "content": "Second chat."}]
 
-    listing = app.chats_page(session, 1, "")
-    assert list(listing["chats_table"]["Chat"]) == ["Second chat.", "First chat, first message."]  # newest first
-    picked = app.select_chat(session, listing["chats_ids"], select([1, 0]))
-    assert picked["chat_title"] == "First chat, first message."
-    opened = app.open_chat(session, picked["selected_chat"])
-    assert opened["chatbot"][0]["content"] == "First chat, first message."
+    chats = listed(app.search_chats(session, ""))
+    assert [title for _, title in chats] == ["Second chat.", "First chat, first message."]  # newest first
+    opened = app.chat_request(session, f"open:{chats[1][0]}:1", "")  # one click on its row
+    assert opened["chatbot"][0]["content"] == "First chat, first message." and opened["chat_id"] == str(chats[1][0])
+    assert 'class="gc-chat gc-open"><a class="gc-chat-link" href="?chat=%d"' % chats[1][0] in opened["chat_list"]
     send(app, session, "And a follow-up.")
     assert [m["content"] for m in app.engine.calls[-1][::2]] == ["First chat, first message.", "And a follow-up."]
-    assert app.chats_page(session, 1, "")["chats_table"].iloc[0]["Chat"] == "First chat, first message."  # used last
+    assert listed(app.search_chats(session, ""))[0][1] == "First chat, first message."  # used last: on top
 
 
 def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(app):
@@ -113,26 +118,40 @@ def test_rename_search_and_delete_touch_only_ones_own_chats_and_keep_the_report(
     bob = signed_in_request(app.settings, "bob")
     send(app, alice, "Tell me about whales.")
     send(app, bob, "Bob's secret question.")
-    listing = app.chats_page(alice, 1, "")
-    selected = app.select_chat(alice, listing["chats_ids"], select([0, 0]))["selected_chat"]
-    renamed = app.rename_chat(alice, 1, "", selected, "  Whales   and me ")
-    assert renamed["chats_message"] == "Renamed to “Whales and me”." and renamed["chats_table"].iloc[0]["Chat"] == "Whales and me"
-    assert len(app.chats_search(alice, "whales")["chats_table"]) == 1
-    assert len(app.chats_search(alice, "Tell me about")["chats_table"]) == 1  # the messages are searched too
-    assert "no chats found" in app.chats_search(alice, "secret")["chats_label"]  # not bob's
-    assert len(app.chats_search(alice, "%")["chats_table"]) == 0  # LIKE wildcards are text
+    ((whales, _),) = listed(app.search_chats(alice, ""))
+    asked = app.chat_request(alice, f"rename:{whales}:1", "")
+    assert asked["rename_row"]["visible"] is True and asked["rename_title"] == "Tell me about whales."
+    selected = asked["target_chat"]
+    assert app.rename_chat(alice, selected, "   ", "")["sidebar_notice"] == "⚠ Enter a title for the chat."  # inline
+    renamed = app.rename_chat(alice, selected, "  Whales   and me ", "")
+    assert renamed["sidebar_notice"] == "Renamed to “Whales and me”." and listed(renamed) == [(whales, "Whales and me")]
+    assert renamed["rename_row"]["visible"] is False
+    assert len(listed(app.search_chats(alice, "whales"))) == 1
+    assert len(listed(app.search_chats(alice, "Tell me about"))) == 1  # the messages are searched too
+    assert "No chats match." in app.search_chats(alice, "secret")["chat_list"]  # not bob's
+    assert listed(app.search_chats(alice, "%")) == []  # LIKE wildcards are text
 
-    # bob's page State cannot name alice's chat, and a forged id is not found
+    # bob's page cannot name alice's chat: by id it is not found, and her page State is not his
+    bobs_try = app.chat_request(bob, f"open:{whales}:2", "")
+    assert bobs_try["sidebar_notice"] == "⚠ That chat was not found." and "chatbot" not in bobs_try
     assert app.owned_by(bob.user_id, selected) == []
-    with pytest.raises(conversations.ConversationNotFoundError):
-        app.rename_chat(bob, 1, "", {"user_id": bob.user_id, "rows": app.owned_by(alice.user_id, selected)}, "mine")
-    with pytest.raises(conversations.ConversationNotFoundError):
-        app.open_chat(bob, {"user_id": bob.user_id, "rows": [10**30]})
+    forged = {"user_id": bob.user_id, "rows": app.owned_by(alice.user_id, selected)}
+    assert app.rename_chat(bob, forged, "mine", "")["sidebar_notice"] == "⚠ That chat was not found."
+    assert app.chat_request(bob, "open:1000000000000000000000000000000", "")["sidebar_notice"] == "⚠ That chat was not found."
+
+    # A title is shown as typed in the confirmation, which a gr.Markdown renders (issue 21, H).
+    trap = "![x](http://127.0.0.1:9/x.png) <img src=x>"
+    rendered = MarkdownIt("commonmark", {"html": True}).render(app.rename_chat(alice, 1, "", selected, trap)["chats_message"])
+    assert "<img" not in rendered and "<a " not in rendered and "x.png" in rendered
+    app.rename_chat(alice, 1, "", selected, "Whales and me")
 
     report = Reports().full()
-    deleted = app.delete_chat(alice, 1, "", selected)
-    assert deleted["chats_message"] == "Deleted “Whales and me”." and deleted["chatbot"] == []  # it was open
-    assert len(deleted["chats_table"]) == 0 and "no chats yet" in deleted["chats_label"]
+    asked = app.chat_request(alice, f"delete:{whales}:3", "")
+    assert asked["delete_row"]["visible"] is True and asked["delete_question"].startswith("Delete “Whales and me”?")
+    assert listed(app.search_chats(alice, "")) == [(whales, "Whales and me")]  # asking deleted nothing
+    deleted = app.delete_chat(alice, asked["target_chat"], "")
+    assert deleted["sidebar_notice"] == "Deleted “Whales and me”." and deleted["chatbot"] == []  # it was open
+    assert deleted["chat_id"] == "" and listed(deleted) == [] and "No chats yet" in deleted["chat_list"]
     assert app.restore(alice)["chatbot"] == []  # a reload shows a new chat
     assert Reports().full() == report  # the admin's numbers are unchanged
     assert Interaction.select().count() == 2 and Conversation.select().count() == 2  # hidden, not deleted
@@ -143,10 +162,11 @@ def test_chat_list_callbacks_need_a_session(app):
 
     nobody = browser_request(None)
     for call in (
-        lambda: app.chats_page(nobody, 1, ""),
-        lambda: app.open_chat(nobody, []),
-        lambda: app.rename_chat(nobody, 1, "", [], "x"),
-        lambda: app.delete_chat(nobody, 1, "", []),
+        lambda: app.search_chats(nobody, ""),
+        lambda: app.chat_request(nobody, "open:1", ""),
+        lambda: app.rename_chat(nobody, [], "x", ""),
+        lambda: app.delete_chat(nobody, [], ""),
+        lambda: app.new_chat_from_list(nobody, ""),
     ):
         with pytest.raises(Exception, match="log in"):
             call()
@@ -174,18 +194,21 @@ def browser_request_none():
     return browser_request(None)
 
 
-NOTHING_CHANGED = (gr.update(),) * 4  # a refused Regenerate or edit: the chat, box and balance stay
+def told(updates, message: str) -> bool:
+    """A refused Regenerate or edit: one update, saying why beside the box; the chat, box and balance stay."""
+    return len(updates) == 1 and message in updates[0]["chat_notice"] and not {"chatbot", "message", "balance"} & set(updates[0])
 
 
 def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
     session = signed_in_request(app.settings, "alice")
     assert app.regenerate_label(session, "pro") == {"regenerate_button": "Regenerate (3 credits)"}
-    with pytest.warns(UserWarning, match="no answer to regenerate"):
-        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    assert told(list(app.regenerate(session, "mini")), "no answer to regenerate")
     send(app, session, "My name is Ada.")
     send(app, session, "Name a colour.")
     old = Interaction.select().order_by(Interaction.id.desc()).get()
-    chatbot, box, balance, context = list(app.regenerate(session, "mini"))[-1]
+    regenerated = list(app.regenerate(session, "mini"))
+    shown = shown_after(regenerated)
+    chatbot, balance = shown["chatbot"], shown["balance"]
     new = Interaction.select().order_by(Interaction.id.desc()).get()
     assert (new.prompt, new.replaces_id, new.credits_charged) == ("Name a colour.", old.id, 1)
     first_answer = Interaction.get(Interaction.prompt == "My name is Ada.").answer
@@ -195,7 +218,7 @@ def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
         {"role": "user", "content": "Name a colour."},
     ]
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "Name a colour."]  # one answer shown
-    assert "Balance: 7 credits" in balance and box["__type__"] == "update"  # a draft in the box stays
+    assert "Balance: 7 credits" in balance and all(u.get("message", gr.update()) == gr.update() for u in regenerated)  # a draft stays
     assert app.restore(session)["chatbot"][3]["content"].startswith(new.answer)  # a reload shows the replacement
     send(app, session, "Thanks.")
     assert app.engine.calls[-1][3] == {"role": "assistant", "content": new.answer}
@@ -204,15 +227,15 @@ def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
 
 def test_edit_last_message_puts_it_back_and_send_replaces_the_turn(app):
     session = signed_in_request(app.settings, "alice")
-    with pytest.warns(UserWarning, match="no message to edit"):
-        assert app.edit_last(session) == {}
+    assert app.edit_last(session) == {"chat_notice": "⚠ There is no message to edit yet."}
     send(app, session, "Name a fruit.")
     old = Interaction.select().order_by(Interaction.id.desc()).get()
     edited = app.edit_last(session)
-    assert edited == {"message": "Name a fruit.", "edit_button": "Cancel edit"}
-    assert app.edit_last(session) == {"edit_button": "Edit last message"}  # pressed again: cancelled
+    assert edited == {"message": "Name a fruit.", "edit_button": "Cancel edit", "chat_notice": ""}
+    assert app.edit_last(session) == {"edit_button": "Edit last message", "chat_notice": ""}  # pressed again: cancelled
     app.edit_last(session)
-    chatbot, box, _, _ = send(app, session, "Name a vegetable.")
+    shown = send(app, session, "Name a vegetable.")
+    chatbot, box = shown["chatbot"], shown["message"]
     new = Interaction.select().order_by(Interaction.id.desc()).get()
     assert (new.prompt, new.replaces_id) == ("Name a vegetable.", old.id) and box == ""
     assert [m["content"] for m in chatbot[::2]] == ["Name a vegetable."]
@@ -232,11 +255,11 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
     user_id = app.current_user(session).id
     ledger.grant_credits(user_id, -9, actor_id=None)
     rows = Interaction.select().count()
-    with pytest.warns(UserWarning, match="Not enough credits"):
-        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
+    refused = list(app.regenerate(session, "mini"))
+    assert len(refused) == 1 and "Not enough credits" in refused[0]["chat_notice"] and "chatbot" not in refused[0]
     app.edit_last(session)
-    with pytest.warns(UserWarning, match="Not enough credits"):
-        assert list(app.send(session, "mini", "Name a nut.", [], [])) == [NOTHING_CHANGED]
+    refused = list(app.send(session, "mini", "Name a nut.", [], []))  # an edit refused: the text stays in the box
+    assert len(refused) == 1 and "Not enough credits" in refused[0]["chat_notice"] and "message" not in refused[0]
     assert app.edit_state(session) == {"edit_button": "Cancel edit"}  # still editing: nothing changed
     assert ledger.get_balance(user_id).balance == 0
     assert [t.prompt for t in conversations.conversation_turns(user_id, Interaction.get().conversation_id)] == ["Name a fruit."]
@@ -246,10 +269,8 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
     ledger.grant_credits(user_id, 5, actor_id=None)
     streaming = app.send(session, "mini", "Tell me about the sea.", [], [])
     next(streaming)  # held: the answer is on its way
-    with pytest.warns(UserWarning, match="Wait for the answer"):
-        assert list(app.regenerate(session, "mini")) == [NOTHING_CHANGED]
-    with pytest.warns(UserWarning, match="Wait for the answer"):
-        assert app.edit_last(session) == {}
+    assert told(list(app.regenerate(session, "mini")), "Wait for the answer")
+    assert app.edit_last(session) == {"chat_notice": "⚠ Wait for the answer to finish (or press Stop) first."}
     streaming.close()
     assert ledger.get_balance(user_id).balance == 5  # closed before any text: released
 
@@ -263,3 +284,91 @@ def test_an_edit_ends_when_another_chat_is_opened(app):
     send(app, session, "Name a tree.")
     assert [row.replaces_id for row in Interaction.select()] == [None, None]
     assert [row.title for row in Conversation.select()] == ["Name a fruit.", "Name a tree."]
+
+
+# --- issue 19: nothing typed is lost, per-chat settings, a chat's URL ------------------------------
+
+
+def test_a_message_refused_for_credits_stays_in_the_chat_and_retry_sends_that_message(app):
+    from gemma_chat import ledger
+
+    session = signed_in_request(app.settings, "alice")
+    send(app, session, "Name a fruit.")
+    ledger.grant_credits(session.user_id, -9, actor_id=None)  # nothing left
+    refused = send(app, session, "Name a planet.")
+    assert "Not enough credits" in refused["chat_notice"] and refused["message"] == ""  # the box is empty: the text is in the chat
+    assert refused["chatbot"][-2]["content"] == "Name a planet." and "Not sent" in refused["chatbot"][-1]["content"]
+    reloaded = app.restore(session)["chatbot"]  # a reload keeps it, marked refused
+    assert [m["content"] for m in reloaded[::2]] == ["Name a fruit.", "Name a planet."] and "Not sent" in reloaded[-1]["content"]
+    assert "does not pay" in app.restore(session)["chat_notice"]  # and says the balance is too low
+
+    ledger.grant_credits(session.user_id, 5, actor_id=None)  # topped up
+    calls = len(app.engine.calls)
+    retried = shown_after(app.regenerate(session, "mini"))  # ↻ on the refused message
+    assert app.engine.calls[calls][-1] == {"role": "user", "content": "Name a planet."}  # that message, not the one before
+    assert [m["content"] for m in retried["chatbot"][::2]] == ["Name a fruit.", "Name a planet."]
+    assert "Not sent" not in retried["chatbot"][-1]["content"]
+    assert ledger.get_balance(session.user_id).balance == 4  # one answer charged, the refusal never
+    reloaded = app.restore(session)["chatbot"]
+    assert len(reloaded) == 4 and "Not sent" not in reloaded[-1]["content"]
+
+
+def test_a_refused_first_message_starts_its_chat_so_a_reload_still_shows_it(app):
+    from gemma_chat import ledger
+
+    session = signed_in_request(app.settings, "alice")
+    ledger.grant_credits(session.user_id, -10, actor_id=None)
+    refused = send(app, session, "Hello there")
+    assert refused["chat_id"] and listed(app.search_chats(session, "")) == [(int(refused["chat_id"]), "Hello there")]
+    assert [m["content"] for m in app.restore(session)["chatbot"]][0] == "Hello there"
+
+
+def test_each_chat_keeps_its_system_prompt_and_model_and_the_prompt_reaches_the_model(app):
+    session = signed_in_request(app.settings, "alice")
+    app.save_default_system_prompt(session, "Answer in French.")
+    assert app.new_chat_from_list(session, "")["system_prompt"] == "Answer in French."  # new chats start with it
+    first = send(app, session, "Name a colour.", tier="pro", system_prompt="Answer like a pirate.")
+    assert app.engine.calls[-1] == [{"role": "user", "content": "Answer like a pirate.\n\nName a colour."}]
+    app.new_chat_from_list(session, "")
+    send(app, session, "Name a fish.", system_prompt="")
+    assert app.engine.calls[-1] == [{"role": "user", "content": "Name a fish."}]
+
+    reopened = app.restore(browser_request(session.token, query=f"chat={first['chat_id']}"))  # ?chat=ID: the URL's chat
+    assert reopened["chat_id"] == first["chat_id"] and reopened["chatbot"][0]["content"] == "Name a colour."
+    assert reopened["system_prompt"] == "Answer like a pirate." and reopened["model"]["value"] == "pro"
+    app.save_system_prompt(session, "pro", "Answer like a poet.")
+    send(app, session, "And a flower?", tier="pro", system_prompt="Answer like a poet.")
+    assert app.engine.calls[-1][-1] == {"role": "user", "content": "Answer like a poet.\n\nAnd a flower?"}
+    assert app.engine.calls[-1][0] == {"role": "user", "content": "Name a colour."}  # earlier turns as they were asked
+    assert app.restore(session)["system_prompt"] == "Answer like a poet."
+    too_long = send(app, session, "Hi", system_prompt="x" * 4001)
+    assert too_long["chat_notice"] == "⚠ A system prompt has at most 4,000 characters." and "message" not in too_long
+
+
+def test_a_url_naming_another_users_chat_opens_nothing_of_theirs(app):
+    alice, bob = (signed_in_request(app.settings, name) for name in ("alice", "bob"))
+    secret = send(app, bob, "Bob's secret question.")
+    shown = app.restore(browser_request(alice.token, query=f"chat={secret['chat_id']}"))
+    assert shown["chatbot"] == [] and shown["chat_id"] == ""
+    for junk in ("chat=abc", "chat=-1", "chat=" + "9" * 40, "chat=0"):
+        assert app.restore(browser_request(alice.token, query=junk))["chat_id"] == ""
+
+
+def test_an_empty_answer_says_so_after_a_reload_and_in_history(app):
+    from gemma_chat.backends.base import GenerationResult
+
+    tiers = app.engine.tiers()
+
+    class Silent:  # a model that answers nothing
+        def tiers(self):
+            return tiers
+
+        def generate(self, tier, messages, *, stop=None, sampling=None):
+            yield GenerationResult("", 1, 0, "stop", 0, 1, "silent")
+
+    app.engine = Silent()
+    session = signed_in_request(app.settings, "alice")
+    send(app, session, "Say nothing.")
+    note = "The model returned an empty answer. Nothing was charged."
+    assert note in app.restore(session)["chatbot"][-1]["content"]
+    assert list(app.history(session, 1)["history_table"]["Status"]) == ["empty answer"]

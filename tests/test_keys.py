@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, run_env
-from gemma_chat import auth, keys
+from gemma_chat import admin, auth, keys
 from gemma_chat.store.db import ApiKey
 from gemma_chat.errors import ValidationError
 
@@ -43,9 +43,9 @@ def test_revoked_keys_and_disabled_users_stop_at_once(settings, database):
     assert keys.resolve_key(first_key) is None
     assert keys.resolve_key(second_key).id == alice.id
     assert [k.label for k in keys.list_keys(alice.id)] == ["two"]
-    auth.set_disabled("alice", True)
+    admin.set_disabled(None, "alice", True)
     assert keys.resolve_key(second_key) is None
-    auth.set_disabled("alice", False)
+    admin.set_disabled(None, "alice", False)
     assert keys.resolve_key(second_key).id == alice.id
 
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from gemma_chat.markup import as_markdown
+from gemma_chat.ui.markup import as_literal, as_markdown
 
 # CommonMark with raw HTML on: if anything of ours were HTML to a renderer, it would show up here.
 RENDERER = MarkdownIt("commonmark", {"html": True}).enable("table")
@@ -59,3 +59,19 @@ def test_html_outside_code_is_text():
 @example("[a](`)\n`<A>`")  # a link's title may run on to the next line
 def test_no_text_becomes_html(text):
     assert html_tokens(as_markdown(text)) == []
+
+
+LITERAL_PIECES = PIECES + ["![x](http://127.0.0.1:9/x.png)", "**", "_", "#", "> ", "1. ", "http://x.test/a.png", "&amp;", "\\"]
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(LITERAL_PIECES), max_size=20).map("".join).map(lambda t: " ".join(t.split())))
+@example("![x](http://127.0.0.1:9/x.png)")
+@example("<img src=x onerror=alert(1)> **bold** [link](http://x.test) http://x.test/a.png")
+def test_a_literal_renders_as_exactly_the_text_typed(title):
+    """A chat title (or key name) inside a confirmation (issue 21, H): no image is fetched, no link,
+    no emphasis, no heading: the message shows the very characters the user typed."""
+    rendered = RENDERER.render(as_literal(title)) if title else ""
+    inline = rendered.removeprefix("<p>").removesuffix("</p>\n")
+    assert "<" not in inline.replace("&lt;", ""), rendered  # no tag of any kind
+    assert html.unescape(inline) == title

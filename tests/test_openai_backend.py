@@ -30,6 +30,8 @@ from gemma_chat.models import describe_models, format_models_table, statuses_as_
 from gemma_chat.verify import verify_database
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.worker  # starts real model workers: .ci/run runs it on the simulated AMX CPU too
+
 API_KEY = "sk-test-270m-not-a-secret"
 KEY_ENV = "GEMMA_CHAT_TEST_REMOTE_KEY"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -119,7 +121,7 @@ class ModelServer:
         ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
             )
         deadline = time.monotonic() + 60
         while True:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from gemma_chat import auth, sessions
+from gemma_chat import admin, auth, sessions
 from gemma_chat.store.db import WebSession, utcnow
 
 pytestmark = pytest.mark.both_engines
@@ -68,17 +68,17 @@ def test_revocation_one_and_all(settings, database):
 def test_account_changes_end_every_session(settings, database):
     user = new_user(settings)
     for change in [
-        lambda: auth.change_password(settings, "alice", "another long password"),
-        lambda: auth.set_disabled("alice", True),
-        lambda: auth.set_admin("alice", False),  # alice is the first account: an admin
+        lambda: admin.reset_password(settings, None, "alice", "another long password"),
+        lambda: admin.set_disabled(None, "alice", True),
+        lambda: admin.set_admin(None, "alice", False),  # alice is the first account: an admin
     ]:
-        auth.set_disabled("alice", False)
-        auth.set_admin("alice", True)
+        admin.set_disabled(None, "alice", False)
+        admin.set_admin(None, "alice", True)
         token = sessions.create_session(settings, user.id)
         change()
         assert sessions.resolve_session(settings, token) is None
     token = sessions.create_session(settings, user.id)
-    auth.set_admin("alice", True)  # a promotion keeps the session
+    admin.set_admin(None, "alice", True)  # a promotion keeps the session
     assert sessions.live_sessions(user.id, settings) == 1
 
 

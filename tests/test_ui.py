@@ -14,7 +14,7 @@ import datetime as dt
 import gradio as gr
 import pytest
 
-from conftest import browser_request, signed_in_request
+from conftest import browser_request, shown_after, signed_in_request
 from gemma_chat import ledger, sessions
 from gemma_chat.store.db import Interaction, LedgerEntry, WebSession
 from gemma_chat.ui import ChatApp, owned_by
@@ -31,6 +31,7 @@ def sign_up(app, username="alice", password="long enough pw"):
 
 
 def chat(app, session, message="What is the capital of France?", tier="mini", turns=None):
+    """The updates of one Send, each the outputs it changes, by name."""
     return list(app.send(session, tier, message, [], turns or []))
 
 
@@ -68,10 +69,13 @@ def test_chat_streams_and_updates_the_balance(app):
     session = sign_up(app)
     outputs = chat(app, session)
     assert len(outputs) > 2  # streamed, not one final message
-    chatbot, message_box, balance, turns = outputs[-1]
-    assert chatbot[-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
-    assert message_box == "" and "Balance: 9 credits" in balance
-    assert turns == [("What is the capital of France?", Interaction.get().answer)]
+    assert outputs[0]["message"] == "" and outputs[0]["send_button"]["visible"] is False  # held: the box empties, Send turns into Stop
+    assert all("message" not in update for update in outputs[1:-1])  # what is typed meanwhile stays in the box
+    shown = shown_after(outputs)
+    assert shown["chatbot"][-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
+    assert shown["message"] == "" and "Balance: 9 credits" in shown["balance"]
+    assert shown["send_button"]["visible"] is True and shown["stop_button"]["visible"] is False
+    assert shown["turns"] == [("What is the capital of France?", Interaction.get().answer)]
 
 
 def test_chat_without_a_session_or_with_an_expired_one_is_refused(app):
@@ -89,13 +93,13 @@ def test_chat_without_a_session_or_with_an_expired_one_is_refused(app):
         chat(app, session)
 
 
-def test_a_blank_message_is_refused_with_a_message(app):
-    with pytest.raises(gr.Error, match="Type a message"):
-        chat(app, sign_up(app), message="   ")
+def test_a_blank_message_is_refused_beside_the_box_and_nothing_is_marked_failed(app):
+    (refused,) = chat(app, sign_up(app), message="   ")
+    assert refused["chat_notice"] == "⚠ Type a message first." and "message" not in refused and "chatbot" not in refused
 
 
 def test_markup_is_shown_as_text_in_the_chat(app):
-    chatbot = chat(app, sign_up(app), message="<img src=x onerror=alert(1)>")[-1][0]
+    chatbot = shown_after(chat(app, sign_up(app), message="<img src=x onerror=alert(1)>"))["chatbot"]
     assert chatbot[0]["content"] == "&lt;img src=x onerror=alert(1)&gt;"
 
 
@@ -174,30 +178,31 @@ def test_admin_report_is_for_admins_only(app):
     assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
     assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
     assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
-    with pytest.raises(gr.Error, match="YYYY-MM-DD"):
-        app.admin_report(admin, "last week", "")
+    bad_date = app.admin_report(admin, "last week", "")  # said beside the dates; the charts stay as they were
+    assert bad_date == {"report_notice": "⚠ From must be a date as YYYY-MM-DD; got 'last week'."}
 
 
 def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
-    admin = sign_up(app, "alice")
-    auth.set_admin("alice", False)
+    alice = sign_up(app, "alice")
+    admin.set_admin(None, "alice", False)
     with pytest.raises(gr.Error, match="log in"):  # the demotion ended the session
-        app.admin_report(admin, "", "")
-    admin = signed_in_request(app.settings, "alice", register=False)
+        app.admin_report(alice, "", "")
+    alice = signed_in_request(app.settings, "alice", register=False)
     with pytest.raises(gr.Error, match="Administrators only"):
-        app.admin_report(admin, "", "")
+        app.admin_report(alice, "", "")
 
 
 def test_a_disabled_user_is_signed_out(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
     session = sign_up(app, "alice")
-    auth.set_disabled("alice", True)
-    with pytest.raises(gr.Error, match="log in"):
+    admin.set_disabled(None, "alice", True)
+    with pytest.raises(gr.Error, match="This account is disabled"):  # not "expired": the user is told why
         chat(app, session)
     assert app.check_session(session)[0]["visible"] is True  # the page returns to sign-in
+    assert app.restore(session)["login_message"] == "This account is disabled. Ask an administrator to enable it."
 
 
 def test_logout_ends_the_session(app):
@@ -211,14 +216,14 @@ def test_logout_ends_the_session(app):
 
 
 def test_log_out_everywhere_and_a_password_change_end_every_session(app):
-    from gemma_chat import auth
+    from gemma_chat import admin
 
     laptop, phone = sign_up(app), signed_in_request(app.settings, "alice", register=False)
     assert sessions.revoke_user_sessions(laptop.user_id) == 2
     for request in (laptop, phone):
         assert app.restore(request)["login_view"]["visible"] is True
     laptop, phone = (signed_in_request(app.settings, "alice", register=False) for _ in range(2))
-    auth.change_password(app.settings, "alice", "a new long password")
+    admin.reset_password(app.settings, None, "alice", "a new long password")
     for request in (laptop, phone):
         assert app.restore(request)["login_view"]["visible"] is True
 
@@ -234,14 +239,14 @@ def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, 
         outputs.append(output)
         if len(outputs) == 3:  # text is on screen: the user presses Stop
             app.stop(session)
-    chatbot, _, balance, _ = outputs[-1]
-    assert "Stopped." in chatbot[-1]["content"] and "Balance: 9 credits" in balance
+    shown = shown_after(outputs)
+    assert "Stopped." in shown["chatbot"][-1]["content"] and "Balance: 9 credits" in shown["balance"]
     assert Interaction.get().status == "stopped"
     assert len(outputs) < 50  # it really stopped, well before 400 tokens
 
 
 def test_the_answer_footer_shows_tokens_speed_and_time_above_model_and_price(app):
-    chatbot, *_ = chat(app, sign_up(app))[-1]
+    chatbot = shown_after(chat(app, sign_up(app)))["chatbot"]
     row = Interaction.get()
     figures, footer = chatbot[-1]["content"].split("\n\n")[-1].split("\n")
     seconds = row.duration_ms / 1000
@@ -254,7 +259,7 @@ def test_markdown_in_an_answer_is_kept_for_the_renderer_and_html_is_escaped(app,
 
     app.engine = EchoEngine(demo_engine)
     text = "**bold** `a<b` <img src=x onerror=alert(1)>"
-    chatbot, *_ = chat(app, sign_up(app), message=text)[-1]
+    chatbot = shown_after(chat(app, sign_up(app), message=text))["chatbot"]
     assert chatbot[0]["content"] == "**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;"
     assert chatbot[1]["content"].startswith("**bold** `a<b` &lt;img src=x onerror=alert(1)&gt;\n\n")
 
@@ -266,5 +271,5 @@ def test_a_chatbot_that_is_not_a_list_is_started_afresh(app, demo_engine):
     app.engine = EchoEngine(demo_engine)
     session = sign_up(app)
     for forged in (5, "text", {"role": "user"}, None):
-        chatbot, message_box, balance, _ = list(app.send(session, "mini", "hi", forged, []))[-1]
-        assert [bubble["role"] for bubble in chatbot] == ["user", "assistant"] and message_box == ""
+        shown = shown_after(app.send(session, "mini", "hi", forged, []))
+        assert [bubble["role"] for bubble in shown["chatbot"]] == ["user", "assistant"] and shown["message"] == ""

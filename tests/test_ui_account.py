@@ -8,7 +8,7 @@ import pytest
 from conftest import browser_request, signed_in_request
 from gemma_chat import keys
 from gemma_chat.ui import ChatApp
-from gemma_chat.ui_api_keys import build_api_keys_section
+from gemma_chat.ui.api_keys import build_api_keys_section
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request, signed_in_request
+from conftest import browser_request, shown_after, signed_in_request
 from gemma_chat import admin, conversations, ledger
 from gemma_chat.backends.base import GenerationResult, TierStatus
 from gemma_chat.store.db import database
@@ -244,9 +244,15 @@ class ChatPages:
                     assert new_turns[-1].id == row[0] and len(new_turns) == (len(turns) + 1 if open_id else 1)
                 seen["edited" if kind == "send" and replacing else "regenerated" if replacing else "sent"] += 1
             else:
-                assert [t.id for t in new_turns] == [t.id for t in turns]  # the chat on record as it was
-                bubble = outputs[-1][0][-1]["content"] if outputs and isinstance(outputs[-1][0], list) else ""
-                assert error or popups or "Not enough credits" in bubble  # and the user was told why
+                kept = [row[0] for row in new_rows if row[1] == "refused" and not replacing]
+                if kept:  # a new message refused for credits: in the chat, marked refused, to send again
+                    assert [t.id for t in new_turns] == ([t.id for t in turns] if open_id else []) + kept
+                else:
+                    assert [t.id for t in new_turns] == [t.id for t in turns]  # the chat on record as it was
+                told = shown_after(outputs or []).get("chat_notice", "")
+                assert error or popups or told.startswith("⚠ ")  # and the user was told why, beside the box
+                if told:
+                    clear(told)
                 seen["refused"] += 1
             if kind == "send":
                 self.pending[caller] = edit if applies and not took_effect else None
@@ -254,13 +260,13 @@ class ChatPages:
         assert new_rows == [] and after == before  # the other handlers never charge or answer
         if kind == "edit":
             if edit is not None:  # a second press cancels
-                assert outputs == {"edit_button": EDIT}
+                assert outputs == {"edit_button": EDIT, "chat_notice": ""}
                 self.pending[caller] = None
             elif last is not None:  # (no answer streams here: each handler ran to its end)
-                assert outputs == {"message": last.prompt, "edit_button": CANCEL}
+                assert outputs == {"message": last.prompt, "edit_button": CANCEL, "chat_notice": ""}
                 self.pending[caller] = (open_id, last.id)
             else:
-                assert outputs == {} and popups == ["There is no message to edit yet."]
+                assert outputs == {"chat_notice": "⚠ There is no message to edit yet."}
         elif kind == "edit_state":
             assert outputs == {"edit_button": CANCEL if applies else EDIT}
             if not applies:
@@ -269,7 +275,7 @@ class ChatPages:
             price = PRICES.get(args[0]) if isinstance(args[0], str) else None
             assert outputs == {"regenerate_button": f"Regenerate ({price} credit{'s' if price != 1 else ''})" if price else "Regenerate"}
         else:
-            assert outputs == ([], []) and new_open is None
+            assert outputs["chatbot"] == [] and outputs["chat_id"] == "" and new_open is None
 
     def refuse_stranger(self, kind, request, args) -> None:
         """A browser without a live session: refused, and nobody's chat or credits change."""

@@ -1,4 +1,4 @@
-"""The UI's words (ui_text.py): both languages have every key, every message the UI can receive from
+"""The UI's words (ui/text.py): both languages have every key, every message the UI can receive from
 the services has a Russian translation, and a browser that asks for Russian gets Russian messages
 while English stays exactly as it was."""
 
@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import ast
 import string
-import warnings
 
 import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ROOT, browser_request, signed_in_request
+from conftest import ROOT, browser_request, shown_after, signed_in_request
 from gemma_chat import admin
 from gemma_chat.ui import ChatApp
-from gemma_chat.ui_text import (
+from gemma_chat.ui.text import (
     MESSAGES,
     RUSSIAN_BY_ENGLISH,
     TRANSLATIONS,
@@ -94,13 +93,12 @@ def test_the_language_comes_from_accept_language(header, language):
 
 # --- every message that can reach the UI is in the catalogue ------------------------------------
 
-# Where the UI's messages come from: the services it calls, and its own modules.
+# Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
 MESSAGE_SOURCES = [
     "admin.py", "auth.py", "chat.py", "conversations.py", "engine.py", "history.py", "keys.py", "ledger.py",
-    "reports.py", "ui.py", "ui_account.py", "ui_admin_models.py", "ui_admin_users.py", "ui_api_keys.py", "ui_chats.py",
-    "ui_topup.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
+    "reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py",
-]
+] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))
 NOT_GEMMA_CHAT_ERRORS = {"ValueError", "RuntimeError", "OSError", "TypeError", "KeyError"}
 # A plausible value for a placeholder, by its expression; any other is a number.
 SAMPLES = {"what": "Credits", "what.lower()": "credits", "verb": "demote"}
@@ -154,7 +152,7 @@ def test_every_message_the_ui_can_receive_has_a_russian_translation():
     for message in (auth.WRONG_CREDENTIALS, chat.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
         if translated("ru", message) == message:
             untranslated.append(message)
-    assert untranslated == [], "add these to ui_text.RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
+    assert untranslated == [], "add these to ui/text.py's RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
     assert len(messages_in(ROOT / "gemma_chat" / "auth.py")) > 10  # the scan does find them
 
 
@@ -184,19 +182,18 @@ def test_the_balance_line_and_the_refusal_for_too_few_credits_follow_the_browser
     assert (shown["who"], shown["balance"]) == ("Signed in as **bob**", "**Balance: 10 credits**")
     for name in ("alice", "bob"):
         admin.grant_credits(None, name, -9)  # 1 credit left; pro costs 3
-    refusal = {}
+    refusal, marked = {}, {}
     for name, request in (("ru", russian), ("en", english)):
-        chatbot, box, balance, _ = list(app.send(request, "pro", "Hello?", [], []))[-1]
-        refusal[name] = chatbot[-1]["content"]
+        shown = shown_after(app.send(request, "pro", "Hello?", [], []))
+        refusal[name], marked[name] = shown["chat_notice"], shown["chatbot"][-1]["content"]
     label = "Gemma 3 270M (bundled demo) for pro"
     assert refusal["en"] == (
-        f"Not enough credits: {label} costs 3 credits per answer and you have 1. Add credits on the Top up tab."
-        f"\n\n— {label} · 0 credits"
+        f"⚠ Not enough credits: {label} costs 3 credits per answer and you have 1. Add credits on the Top up tab."
     )
     assert refusal["ru"] == (
-        f"Недостаточно кредитов: ответ модели {label} стоит 3 кредита, а у вас 1. Пополните баланс на вкладке «Пополнить»."
-        f"\n\n— {label} · 0 кредитов"
+        f"⚠ Недостаточно кредитов: ответ модели {label} стоит 3 кредита, а у вас 1. Пополните баланс на вкладке «Пополнить»."
     )
+    assert marked["en"].startswith("⚠ Not sent") and marked["ru"].startswith("⚠ Не отправлено")
 
 
 def test_top_up_password_change_and_popups_follow_the_browser(app, chat_settings):
@@ -221,10 +218,7 @@ def test_top_up_password_change_and_popups_follow_the_browser(app, chat_settings
     with pytest.raises(gr.Error) as refused:
         app.history(browser_request(None), 1)
     assert (refused.value.message, refused.value.title) == ("Please log in.", "Error")
-    with warnings.catch_warnings(record=True) as shown:  # outside Gradio's queue a warning popup is a warning
-        warnings.simplefilter("always")
-        list(app.regenerate(russian, "mini"))
-    assert [str(w.message) for w in shown] == ["Ещё нет ответа, который можно получить заново."]
+    assert list(app.regenerate(russian, "mini")) == [{"chat_notice": "⚠ Ещё нет ответа, который можно получить заново."}]
 
 
 def test_the_lists_and_the_statement_follow_the_browser(app, chat_settings):
@@ -234,7 +228,7 @@ def test_the_lists_and_the_statement_follow_the_browser(app, chat_settings):
     assert list(statement["statement_table"].columns) == ["Время (UTC)", "Вид", "Сумма", "Баланс после"]
     assert statement["statement_table"]["Вид"].tolist() == ["регистрация"]
     assert "| Регистрация | 1 | +10 |" in statement["statement_totals"]
-    assert app.chats_page(russian, 1, "")["chats_label"] == "Страница 1 из 1 — чатов пока нет"
+    assert "Чатов пока нет" in app.search_chats(russian, "")["chat_list"]
     users = app.users_state(russian, "", 1)
     assert users["users_page_label"] == "Страница 1 из 1 · 1 учётная запись"
     assert users["users_table"].values.tolist()[0][3:5] == ["администратор", "активна"]

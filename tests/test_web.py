@@ -177,7 +177,7 @@ def test_the_statement_csv_is_the_cookie_holder_s_own_and_nobody_else_s(web_sett
     from gemma_chat import auth, ledger
 
     app = create_app(web_settings, demo_engine).fastapi
-    alice, bob, anonymous = TestClient(app), TestClient(app), TestClient(app)
+    alice, bob, anonymous = (TestClient(app, base_url="http://127.0.0.1:7860") for _ in range(3))
     assert post(alice, "register", "alice")[0] == post(bob, "register", "bob")[0] == 200
     for amount in (1, 2):
         ledger.top_up(auth.find_user("alice").id, amount, maximum=1000)
@@ -198,6 +198,37 @@ def test_the_statement_csv_is_the_cookie_holder_s_own_and_nobody_else_s(web_sett
     assert anonymous.get("/statement.csv").status_code == 401
     token = alice.cookies.get("gemma_session")
     alice.post("/auth/logout")
-    replay = TestClient(app)
+    replay = TestClient(app, base_url="http://127.0.0.1:7860")
     replay.cookies.set("gemma_session", token)
     assert replay.get("/statement.csv").status_code == 401  # a logged-out cookie is worth nothing
+
+
+@pytest.mark.parametrize("trust, peer, believed", [
+    (False, "127.0.0.1", False),  # the desktop: uvicorn's default trusted 127.0.0.1 (finding B)
+    (True, "127.0.0.1", True),  # a proxy on this machine, trusted by forwarded_allow_ips
+    (True, "203.0.113.7", False),  # a client talking to the app directly, past the proxy
+])
+def test_forwarded_headers_are_believed_only_from_a_trusted_proxy(web_settings, demo_engine, trust, peer, believed):
+    settings = dataclasses.replace(web_settings, trust_proxy_headers=trust, forwarded_allow_ips="127.0.0.1", signin_attempts_per_minute=3)
+    client = TestClient(create_app(settings, demo_engine).fastapi, base_url="http://127.0.0.1:7860", client=(peer, 50000))
+    registered = client.post("/auth/register", json={"username": "proto", "password": "long enough pw"},
+                             headers={"x-forwarded-proto": "https", "x-forwarded-for": "192.0.2.50"})
+    assert registered.status_code == 200
+    assert ("Secure" in registered.headers["set-cookie"]) is believed  # it made the cookie Secure over http
+    client.cookies.clear()
+    statuses = [
+        client.post("/auth/login", json={"username": "nobody", "password": "wrong password"},
+                    headers={"x-forwarded-for": f"198.51.100.{n}"}).status_code
+        for n in range(5)
+    ]
+    assert statuses == ([400] * 5 if believed else [400, 400, 429, 429, 429])  # five addresses, or one
+
+
+def test_the_handlers_read_the_one_session_cookie_the_edge_accepted(client):
+    """Finding E: Starlette's request.cookies keeps the last of two cookies, the edge took the first."""
+    post(client, "register", "alice")
+    token = client.cookies["gemma_session"]
+    client.cookies.clear()
+    both = {"cookie": f"gemma_session={token}; gemma_session=another-token-that-is-long-enough"}
+    assert client.get("/statement.csv", headers=both).status_code == 400
+    assert client.get("/statement.csv", headers={"cookie": f"gemma_session={token}"}).status_code == 200

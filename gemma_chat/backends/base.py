@@ -84,10 +84,22 @@ class TierStatus:
     prompt_tokens_prefilled: int = 0
 
 
+@dataclass(frozen=True)
+class TierLoad:
+    """How busy a tier is now, for /metrics: generations running, waiting, its slots, its restarts."""
+
+    running: int
+    waiting: int
+    slots: int
+    restarts: int = 0
+
+
 class Backend(Protocol):
     """One tier's model, wherever it runs."""
 
     def status(self) -> TierStatus: ...
+
+    def load(self) -> TierLoad: ...
 
     def wait_until_loaded(self, timeout: float) -> None: ...
 
@@ -143,6 +155,10 @@ class TierQueue:
     @property
     def running(self) -> int:
         return self._running
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     def _free(self) -> bool:
         return self._running < self.slots

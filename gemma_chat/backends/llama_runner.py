@@ -9,6 +9,9 @@ processes or pipes (backends/worker.py does).
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -18,6 +21,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..errors import ContextTooLongError, GenerationError
 from .base import Message, Sampling
+from .cpu_features import simulating_amx_crash
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 N_BATCH = 512  # tokens one llama_decode takes: the slots' next tokens plus prefill chunks
@@ -138,6 +142,42 @@ def set_extra_buffers(enabled: bool) -> bool:
     module.llama_model_default_params = default_params
     llama_cpp.llama_model_default_params = default_params
     return True
+
+
+def simulate_amx_crash() -> None:
+    """Act as the AMX Xeon does (FIELD_NOTES), on any CPU: a model loaded with the extra buffer types
+    on dies of a real SIGSEGV at its first decode; with them off it works.
+
+    Turned on by GEMMA_CHAT_SIMULATE_AMX_CRASH=1 (tests and CI), in every process that loads a
+    model through this module: the workers, the bench's raw llama-cpp-python runs, the tests.
+    """
+    raw = llama_cpp.llama_cpp
+    if getattr(raw, "_gemma_chat_simulating_amx_crash", False):
+        return
+    raw._gemma_chat_simulating_amx_crash = True
+    load_model, decode = raw.llama_model_load_from_file, raw.llama_decode
+    crashing_models: set[int] = set()
+
+    def load_and_note_buffers(path_model, params):
+        model = load_model(path_model, params)
+        if model and params.use_extra_bufts:
+            crashing_models.add(model)
+        return model
+
+    def decode_or_fault(ctx, batch):
+        if raw.llama_get_model(ctx) in crashing_models:
+            sys.stderr.write("ggml_backend_amx_mul_mat: general protection fault (simulated AMX crash)\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return decode(ctx, batch)
+
+    for module in (raw, llama_cpp):  # llama_cpp re-exports the functions: patch both names
+        module.llama_model_load_from_file = load_and_note_buffers
+        module.llama_decode = decode_or_fault
+
+
+if simulating_amx_crash():
+    simulate_amx_crash()
 
 
 class LlamaRunner:

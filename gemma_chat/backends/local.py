@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from ..config import PROJECT_ROOT, Settings, TierSettings, physical_cores
+from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
 from ..models import ModelStatus, ensure_bundled_model
-from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 
 logger = logging.getLogger("gemma_chat")
@@ -193,6 +193,7 @@ class LocalWorkerBackend:
         self._changed = threading.Condition()
         self._worker: WorkerProcess | None = None
         self._crashes: collections.deque[float] = collections.deque()
+        self.restarts = 0  # worker crashes since start-up (each is followed by a restart or a "crashed" tier)
         self._restart_requested = threading.Event()
         self._closing = threading.Event()
         self._request_ids = itertools.count(1)
@@ -223,6 +224,9 @@ class LocalWorkerBackend:
             backend="local", state=self._state, slots=self._queue.slots, **dict(self._cache_counts),
         )
 
+    def load(self) -> TierLoad:
+        return TierLoad(self._queue.running, self._queue.waiting, self._queue.slots, self.restarts)
+
     def _set_state(self, state: str, reason: str | None = None) -> None:
         with self._changed:
             self._state = state
@@ -246,12 +250,6 @@ class LocalWorkerBackend:
             parallel=status.slots, prompt_cache_mb=tier.prompt_cache_mb,
         )
         return {"config": config, "probe": self.extra_buffers.probe}
-
-    @staticmethod
-    def _worker_env() -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        return env
 
     def _supervise(self) -> None:
         try:
@@ -285,7 +283,7 @@ class LocalWorkerBackend:
         """A new worker and how its load ended (ready, load_failed or exit), in one of LOAD_SLOTS."""
         slot = LOAD_SLOTS.acquire(timeout=LOAD_SLOT_WAIT_S)
         try:
-            worker = WorkerProcess(self.tier.name, self._start_message(), self._worker_env())
+            worker = WorkerProcess(self.tier.name, self._start_message(), dict(os.environ))
             self._worker = worker
             return worker, self._wait_for_ready(worker)
         finally:
@@ -334,10 +332,11 @@ class LocalWorkerBackend:
             self.extra_buffers = dataclasses.replace(
                 self.extra_buffers, enabled=False, reason="off — they crashed on this CPU"
             )
+            # Expected on such CPUs, and learnt once per machine: a line in the log, not an error row.
             self._log(f"{self.tier.name}: the worker crashed with CPU extra buffers on ({exit.description}); restarting with them off")
-            self._report_crash(exit, during="the CPU extra-buffer check")
             return
         now = time.monotonic()
+        self.restarts += 1
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.settings.worker_crash_window_s:
             self._crashes.popleft()

@@ -41,7 +41,7 @@ import httpx
 
 from ..config import Settings, TierSettings
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, QueueFullError
-from .base import GenerationResult, Message, Sampling, TierQueue, TierStatus, Waiting, ms_since, normalize_messages, stop_prefix_length
+from .base import GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages, stop_prefix_length
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
 
 TRIM_CHARS_PER_TOKEN = 3
@@ -225,6 +225,9 @@ class OpenAIBackend:
         self._thread.start()
 
     # --- availability ---
+
+    def load(self) -> TierLoad:
+        return TierLoad(self._queue.running, self._queue.waiting, self._queue.slots)
 
     def status(self) -> TierStatus:
         with self._lock:

@@ -136,6 +136,43 @@ def select_shown_turns(conversation_id: int, statuses: tuple[str, ...], limit: i
     return [Turn(*row) for row in database.execute_sql(sql, params).fetchall()]
 
 
+@dataclass(frozen=True)
+class ChatListRow:
+    id: int
+    title: str
+    updated_at: dt.datetime
+
+
+def select_chat_list(user_id: int, search: str | None, limit: int) -> list[ChatListRow]:
+    """The sidebar's rows: the user's chats (as count_conversations matches them), most recently
+    used first, without counting turns (the sidebar shows none)."""
+    where, params = _matching(user_id, search)
+    cursor = database.execute_sql(
+        f"SELECT c.id, c.title, c.updated_at FROM conversations c WHERE {where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+        params + [limit],
+    )
+    return [
+        ChatListRow(id, title, updated if isinstance(updated, dt.datetime) else dt.datetime.fromisoformat(updated))
+        for id, title, updated in cursor
+    ]
+
+
+# --- a chat's settings, and the user's default for new chats --------------------------------------
+
+
+def update_chat_settings(conversation_id: int, tier: str | None, system_prompt: str) -> None:
+    Conversation.update(tier=tier, system_prompt=system_prompt).where(Conversation.id == conversation_id).execute()
+
+
+def select_default_system_prompt(user_id: int) -> str:
+    row = database.execute_sql("SELECT default_system_prompt FROM users WHERE id = ?", (user_id,)).fetchone()
+    return row[0] if row else ""
+
+
+def update_default_system_prompt(user_id: int, system_prompt: str) -> None:
+    database.execute_sql("UPDATE users SET default_system_prompt = ? WHERE id = ?", (system_prompt, user_id))
+
+
 # --- the chat open in each signed-in browser ----------------------------------------------------
 
 

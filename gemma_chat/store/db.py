@@ -14,7 +14,13 @@ from typing import Callable, Iterator
 
 import peewee as pw
 
-from ..errors import DatabaseBusyError, DatabaseUnavailableError
+from ..errors import (
+    DatabaseBusyError,
+    DatabaseDisconnectedError,
+    DatabaseFullError,
+    DatabaseRetryableError,
+    DatabaseUnavailableError,
+)
 from .dialect import PostgresqlDialect, SqliteDialect, dialect_for
 from .schema import MIGRATIONS, Statement, statement_for
 
@@ -51,6 +57,7 @@ class User(BaseModel):
     locked_until = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     last_login_at = pw.DateTimeField(null=True)
+    default_system_prompt = pw.TextField(default="")  # new chats start with it (Account tab)
 
     class Meta:
         table_name = "users"
@@ -96,6 +103,8 @@ class Conversation(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
     deleted_at = pw.DateTimeField(null=True)
+    tier = pw.TextField(null=True)  # the model the chat last used or chose
+    system_prompt = pw.TextField(default="")
 
     class Meta:
         table_name = "conversations"
@@ -274,6 +283,20 @@ def close_database() -> None:
         database.close()
 
 
+def database_answers() -> bool:
+    """One trivial query (/readyz). A connection the server dropped is closed, so the next check
+    (and the next request) connects afresh once the server is back."""
+    try:
+        database.execute_sql("SELECT 1").fetchone()
+        return True
+    except (pw.DatabaseError, pw.InterfaceError, OSError):
+        try:
+            database.close()
+        except (pw.DatabaseError, pw.InterfaceError, OSError):
+            pass
+        return False
+
+
 def execute_many(sql: str, rows) -> None:
     """One statement (with the app's `?` placeholders) for each row, in one driver call."""
     cursor = database.cursor()
@@ -288,20 +311,39 @@ def is_busy_error(exc: BaseException) -> bool:
     return _dialect.is_busy_error(exc)
 
 
+def retryable_error(exc: BaseException) -> DatabaseRetryableError | None:
+    """The typed error for an engine failure that wrote nothing and can pass later, else None:
+    locked past the busy timeout, a full disk, a lost or refused server connection."""
+    if isinstance(exc, DatabaseRetryableError):
+        return exc
+    if not isinstance(exc, pw.PeeweeException):
+        return None
+    if _dialect.is_busy_error(exc):
+        return DatabaseBusyError()
+    if _dialect.is_full_error(exc):
+        return DatabaseFullError()
+    if _dialect.is_disconnect_error(exc):
+        return DatabaseDisconnectedError()
+    return None
+
+
 @contextlib.contextmanager
 def transaction() -> Iterator[None]:
     """A write transaction (BEGIN IMMEDIATE on SQLite at the top level, a savepoint when nested).
 
-    A database held locked by someone else past the busy timeout becomes DatabaseBusyError,
-    after a full rollback: nothing of the transaction is written.
+    A failure that can pass by itself becomes a DatabaseRetryableError after a full rollback, so
+    nothing of the transaction is written: the database held locked past the busy timeout
+    (DatabaseBusyError), a full disk (DatabaseFullError), a server restarted or gone
+    (DatabaseDisconnectedError; the next transaction connects again).
     """
     try:
         with database.atomic():
             yield
-    except (pw.OperationalError, pw.DatabaseError) as exc:
-        if is_busy_error(exc):
-            raise DatabaseBusyError("The database is busy; nothing was changed. Please try again.") from exc
-        raise
+    except pw.PeeweeException as exc:
+        typed = retryable_error(exc)
+        if typed is None:
+            raise
+        raise typed from exc
 
 
 @contextlib.contextmanager

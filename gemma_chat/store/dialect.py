@@ -15,7 +15,8 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import peewee as pw
-from playhouse.shortcuts import ReconnectMixin
+
+from ..errors import DatabaseDisconnectedError
 
 # A `?` outside quotes is a placeholder; psycopg reads every % (quoted or not) as one.
 _QMARK_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?")
@@ -44,13 +45,31 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception under Peewee's wrappers (each keeps what it wrapped as `orig`; a
+    failed connect inside a BEGIN is wrapped twice)."""
+    while isinstance(getattr(exc, "orig", None), BaseException):
+        exc = exc.orig
+    return exc
+
+
+class _SqliteDatabase(pw.SqliteDatabase):
+    def rollback(self):
+        """After SQLITE_FULL or an I/O error SQLite may have rolled the whole transaction back itself;
+        a ROLLBACK then fails ("no transaction is active") and would hide the error that matters."""
+        connection = self._state.conn
+        if connection is not None and not connection.in_transaction:
+            return
+        super().rollback()
+
+
 class SqliteDialect:
     name = "sqlite"
 
     def create_database(self, path, *, busy_timeout_ms: int) -> pw.Database:
         # lock_type IMMEDIATE makes every top-level transaction take the write lock at BEGIN, so a
         # check-then-write inside it can never race another writer.
-        return pw.SqliteDatabase(
+        return _SqliteDatabase(
             str(path),
             lock_type="IMMEDIATE",
             timeout=busy_timeout_ms / 1000,
@@ -64,6 +83,17 @@ class SqliteDialect:
 
     def is_busy_error(self, exc: BaseException) -> bool:
         return isinstance(exc, pw.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+    # SQLITE_FULL, and SQLITE_IOERR_WRITE / _FSYNC / _SHMSIZE: what a write to a full disk can be
+    # reported as (a WAL append is SQLITE_FULL; growing the -shm file or syncing it is an I/O error).
+    _FULL_CODES = {"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_SHMSIZE"}
+
+    def is_full_error(self, exc: BaseException) -> bool:
+        error = driver_error(exc)
+        return getattr(error, "sqlite_errorname", None) in self._FULL_CODES or "database or disk is full" in str(exc)
+
+    def is_disconnect_error(self, exc: BaseException) -> bool:
+        return False  # a file: there is no connection to lose
 
     @contextlib.contextmanager
     def exclusive(self, database: pw.Database, name: str) -> Iterator[None]:
@@ -129,22 +159,15 @@ def _register_sqlite_compatible_dumpers(connection) -> None:
     connection.adapters.register_loader("numeric", NumericAsSqliteLoader)
 
 
-class _PostgresqlDatabase(ReconnectMixin, pw.PostgresqlDatabase):
+class _PostgresqlDatabase(pw.PostgresqlDatabase):
     """Peewee's PostgreSQL database that takes the app's `?` statements and SQLite-shaped values.
 
-    A connection the server dropped (a restart, a failover, an idle timeout) is opened again on the
-    next statement or BEGIN outside a transaction; inside one the error stands (nothing is retried
-    half-way), and the transaction is rolled back as after any failure.
+    A connection the server dropped (a restart, a failover, an idle timeout) is opened again, once,
+    on the next statement or BEGIN outside a transaction. Inside one nothing is retried half-way:
+    the transaction fails with DatabaseDisconnectedError and the caller may run it again whole.
+    (Peewee's ReconnectMixin matches message fragments; psycopg 3's wording for a dead socket varies
+    with where it noticed, so the SQLSTATE-based test of PostgresqlDialect decides here.)
     """
-
-    reconnect_errors = (
-        (pw.OperationalError, "terminating connection"),
-        (pw.OperationalError, "the connection is closed"),
-        (pw.OperationalError, "server closed the connection"),
-        (pw.OperationalError, "consuming input failed"),
-        (pw.InterfaceError, "the connection is closed"),
-        (pw.InterfaceError, "connection already closed"),
-    )
 
     def __init__(self, *args, lock_timeout_ms: int, **kwargs):
         self._lock_timeout_ms = lock_timeout_ms
@@ -163,7 +186,36 @@ class _PostgresqlDatabase(ReconnectMixin, pw.PostgresqlDatabase):
     def execute_sql(self, sql, params=None, *args, **kwargs):
         if "?" in sql or "%s" not in sql:  # the app's statements; Peewee's own queries come with %s
             sql = qmark_to_format(sql)
-        return super().execute_sql(sql, params, *args, **kwargs)
+        return self._reconnecting(super().execute_sql, sql, params, *args, **kwargs)
+
+    def begin(self, *args, **kwargs):
+        return self._reconnecting(super().begin, *args, **kwargs)
+
+    def _reconnecting(self, run, *args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            if not _is_disconnect(exc):
+                raise
+            if self.in_transaction():
+                raise DatabaseDisconnectedError() from exc
+        if not self.is_closed():
+            self.close()  # this thread's dead connection; `run` opens a new one (autoconnect)
+        try:
+            return run(*args, **kwargs)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            if _is_disconnect(exc):  # the server is still away: reads and writes alike get the typed error
+                raise DatabaseDisconnectedError() from exc
+            raise
+
+    def rollback(self):
+        """A connection the server dropped has no transaction left to roll back (the server ended it):
+        close it, so that the transaction's own error is the one raised and the next statement reconnects."""
+        connection = self._state.conn
+        if connection is not None and connection.closed:
+            self.close()
+            return
+        super().rollback()
 
 
 class PostgresqlDialect:
@@ -178,9 +230,29 @@ class PostgresqlDialect:
         # connections): the threads are the app's bounded worker pool, so the connections are too.
         return _PostgresqlDatabase(url, lock_timeout_ms=busy_timeout_ms, autoconnect=True)
 
+    # disk_full; and the server going away: admin_shutdown (a fast restart), crash_shutdown,
+    # cannot_connect_now (starting up or shutting down), and the connection_exception class (08…).
+    _FULL_STATES = {"53100"}
+    _GONE_STATES = {"57P01", "57P02", "57P03"}
+
     def is_busy_error(self, exc: BaseException) -> bool:
         cause = exc.__cause__ or exc.__context__ or exc
         return getattr(cause, "sqlstate", None) in self._BUSY_STATES or getattr(exc, "sqlstate", None) in self._BUSY_STATES
+
+    def is_full_error(self, exc: BaseException) -> bool:
+        return getattr(driver_error(exc), "sqlstate", None) in self._FULL_STATES
+
+    def is_disconnect_error(self, exc: BaseException) -> bool:
+        """The server went away or cannot be reached: psycopg's own connection errors carry no
+        SQLSTATE ("server closed the connection unexpectedly", "the connection is closed",
+        "connection failed: …"); the server's last word on a restart does."""
+        import psycopg
+
+        error = driver_error(exc)
+        if not isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return False
+        state = getattr(error, "sqlstate", None)
+        return state is None or state.startswith("08") or state in self._GONE_STATES
 
     @contextlib.contextmanager
     def exclusive(self, database: pw.Database, name: str) -> Iterator[None]:
@@ -233,3 +305,7 @@ def advisory_key(name: str) -> int:
 
 def dialect_for(target) -> SqliteDialect | PostgresqlDialect:
     return PostgresqlDialect() if is_postgresql_url(target) else SqliteDialect()
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return PostgresqlDialect().is_disconnect_error(exc)

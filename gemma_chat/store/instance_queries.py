@@ -6,16 +6,44 @@ drops it when the process dies, however it dies (kill -9 included), so a free lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from .db import database, dialect
 
 
 class LivenessLock:
-    """An instance's liveness lock, held until released or until its process ends."""
+    """An instance's liveness lock, held until released or until its process ends.
 
-    def __init__(self, connection):
-        self._connection = connection
+    A server restart ends the session and the lock with it while the instance lives on: ensure_held()
+    notices and takes it again.
+    """
+
+    def __init__(self, database_url: str, instance_id: str):
+        self._url = database_url
+        self._instance_id = instance_id
+        self._connection = None
+        self._take()
+
+    def _take(self) -> None:
+        import psycopg
+
+        self._connection = psycopg.connect(self._url, autocommit=True, application_name=f"gemma-chat {self._instance_id}")
+        self._connection.execute("SELECT pg_advisory_lock(%s)", (liveness_key(self._instance_id),))
+
+    def ensure_held(self) -> bool:
+        """True when the lock is still held; False when its session was gone and the lock has just
+        been taken again. Raises the driver's error while the server cannot be reached."""
+        import psycopg
+
+        try:
+            self._connection.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                self._connection.close()
+        self._take()
+        return False
 
     def release(self) -> None:
         self._connection.close()  # the lock goes with the session
@@ -28,11 +56,7 @@ def liveness_key(instance_id: str) -> int:
 
 def take_liveness_lock(database_url: str, instance_id: str) -> LivenessLock:
     """Open a connection of the instance's own and take its liveness lock there."""
-    import psycopg
-
-    connection = psycopg.connect(database_url, autocommit=True, application_name=f"gemma-chat {instance_id}")
-    connection.execute("SELECT pg_advisory_lock(%s)", (liveness_key(instance_id),))
-    return LivenessLock(connection)
+    return LivenessLock(database_url, instance_id)
 
 
 def instance_is_gone(instance_id: str) -> bool:

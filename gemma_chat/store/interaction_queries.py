@@ -45,11 +45,12 @@ def finish_pending_interaction(
 
 def insert_refused_interaction(
     request_id: str, user_id: int, tier: str, model_name: str, prompt: str, *,
-    conversation_id: int | None, source: str,
+    conversation_id: int | None, source: str, replaces_id: int | None = None,
 ) -> Interaction:
     now = utcnow()
     return Interaction.create(
         conversation=conversation_id,
+        replaces=replaces_id,
         source=source,
         request_id=request_id,
         user=user_id,

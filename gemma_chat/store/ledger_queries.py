@@ -127,6 +127,12 @@ def find_active_holds(
     return list(query.order_by(Hold.created_at))
 
 
+def count_active_holds() -> tuple[int, int]:
+    """(holds open, credits they reserve), for /metrics."""
+    count, credits = database.execute_sql("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM holds WHERE status = 'active'").fetchone()
+    return int(count), int(credits)
+
+
 # --- what verify compares --------------------------------------------------------------------------
 
 

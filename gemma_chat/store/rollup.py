@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ..errors import DatabaseBusyError
+from ..errors import DatabaseRetryableError
 from .db import database, execute_many, read_snapshot, transaction, utcnow
 
 DAY = "substr(created_at, 1, 10)"  # the UTC day of a stored timestamp ('YYYY-MM-DD HH:MM:SS[.ffffff]')
@@ -150,7 +150,7 @@ def bring_up_to_date() -> dt.date | None:
                 "INSERT INTO report_rollup (id, through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET through = excluded.through",
                 (last.isoformat(),),
             )
-    except DatabaseBusyError:
+    except DatabaseRetryableError:  # locked, full, or the server away: the report reads up to the last roll-up
         return through
     return last
 

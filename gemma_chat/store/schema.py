@@ -315,6 +315,14 @@ _REPORT_RANGE_INDEXES = [
     "CREATE INDEX ledger_by_time ON ledger_entries (created_at, user_id, kind, amount)",
 ]
 
+# Issue 19: each chat keeps its own model and system prompt (restored when it is opened again), and
+# each user a system prompt that new chats start with.
+_CHAT_SETTINGS = [
+    "ALTER TABLE conversations ADD COLUMN tier TEXT CHECK (length(tier) <= 64)",
+    "ALTER TABLE conversations ADD COLUMN system_prompt TEXT NOT NULL DEFAULT '' CHECK (length(system_prompt) <= 4000)",
+    "ALTER TABLE users ADD COLUMN default_system_prompt TEXT NOT NULL DEFAULT '' CHECK (length(default_system_prompt) <= 4000)",
+]
+
 MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
@@ -325,4 +333,5 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0007_report_performance", _REPORT_PERFORMANCE),
     ("0008_hold_owners", _HOLD_OWNERS),
     ("0009_report_range_indexes", _REPORT_RANGE_INDEXES),
+    ("0010_chat_settings", _CHAT_SETTINGS),
 ]

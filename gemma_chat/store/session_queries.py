@@ -25,7 +25,7 @@ def touch_session(session_id: int, now: dt.datetime) -> None:
     WebSession.update(last_seen_at=now).where(WebSession.id == session_id).execute()
 
 
-_LIVENESS_COLUMNS = (WebSession.revoked_at, WebSession.expires_at, WebSession.last_seen_at, User.is_disabled)
+_LIVENESS_COLUMNS = (WebSession.revoked_at, WebSession.expires_at, WebSession.last_seen_at, User.is_disabled, WebSession.user)
 _TOKEN_HASH = "<token hash>"  # where the token's hash goes in the query's parameters (never a real hash)
 
 
@@ -37,9 +37,9 @@ def _liveness_query() -> tuple[str, tuple]:
     return sql, tuple(params)
 
 
-def find_session_liveness(token_hash: str) -> tuple[dt.datetime | None, dt.datetime, dt.datetime, bool] | None:
-    """(revoked_at, expires_at, last_seen_at, the user's is_disabled) of the session, at a fraction of
-    find_session_by_token_hash's cost: the edge asks on every queue request."""
+def find_session_liveness(token_hash: str) -> tuple[dt.datetime | None, dt.datetime, dt.datetime, bool, int] | None:
+    """(revoked_at, expires_at, last_seen_at, the user's is_disabled, user id) of the session, at a
+    fraction of find_session_by_token_hash's cost: the edge asks on every queue request."""
     sql, params = _liveness_query()
     row = database.execute_sql(sql, [token_hash if p == _TOKEN_HASH else p for p in params]).fetchone()
     if row is None:

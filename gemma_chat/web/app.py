@@ -18,12 +18,15 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from .. import metrics
 from ..config import Settings
 from ..error_log import log_error
 from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
-from .edge import Edge, client_address, request_scheme
+from .edge import Edge, client_address
+from .hosts import HostNames
+from .operations import CountApiResponses, create_operations_router
 
 # Set before gradio is imported anywhere: an offline desktop app does not phone home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -31,12 +34,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
 
 from .. import auth, sessions, statement  # noqa: E402
 from ..store.db import utcnow  # noqa: E402
-from ..ui import PAGE_JS, SESSION_COOKIE, ChatApp, use_served_route_app  # noqa: E402
-from ..ui_text import language_of, translated  # noqa: E402
+from ..ui import PAGE_JS, ChatApp, use_served_route_app  # noqa: E402
+from ..ui.text import language_of, translated  # noqa: E402
 
+SESSION_COOKIE = sessions.SESSION_COOKIE
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
 SIGNIN_NICE = 10  # the bcrypt threads' CPU priority below the event loop's (Linux: per thread)
@@ -95,9 +100,22 @@ class WebApp:
     lane: SignInLane
 
 
-def create_app(settings: Settings, engine) -> WebApp:
+# The queue holds what this many accounts at their events_per_user cap ask at once: the cap, not
+# the queue's size, is what keeps one account from crowding out the others.
+QUEUE_ACCOUNTS_AT_CAP = 32
+
+
+def session_cookie_of(request: Request) -> str | None:
+    """The request's one session token (the edge refuses two): the parser every handler uses."""
+    return sessions.session_token(request.headers.get("cookie"))
+
+
+def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp:
+    """`host` is what the server listens on (--host): a name the app answers to (web/hosts.py)."""
     chat = ChatApp(settings, engine)
     demo = chat.build()
+    queue = demo._queue  # Gradio internals, read-only but for max_size: tests/reliability/test_edge.py notices a change
+    queue.max_size = max(queue.max_size or 0, settings.events_per_user * QUEUE_ACCOUNTS_AT_CAP)
     lane = SignInLane(settings.signin_concurrency)
     per_client = RateLimiter(settings.signin_attempts_per_minute, 60)
     registrations = RateLimiter(settings.registrations_per_hour, 3600)
@@ -120,6 +138,7 @@ def create_app(settings: Settings, engine) -> WebApp:
     def refused(request: Request, exc: GemmaChatError) -> JSONResponse:
         """The sign-in form shows `message`, in the language the browser asks for."""
         message = translated(language_of(request), exc.message)
+        metrics.signin_refusals.labels("throttled" if isinstance(exc, ThrottledError) else "refused").inc()
         if isinstance(exc, ThrottledError):
             return JSONResponse(
                 {"ok": False, "message": message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
@@ -127,18 +146,18 @@ def create_app(settings: Settings, engine) -> WebApp:
         return JSONResponse({"ok": False, "message": message}, status_code=400)
 
     def signed_in(request: Request, token: str) -> JSONResponse:
-        old = request.cookies.get(SESSION_COOKIE)
+        old = session_cookie_of(request)
         if old:
             sessions.revoke_session(old)  # one session per browser: signing in again ends the last one
         response = JSONResponse({"ok": True, "message": ""})
         response.set_cookie(
             SESSION_COOKIE, token, max_age=settings.session_max_age_s, path="/", httponly=True, samesite="strict",
-            secure=request_scheme(request.scope, dict(request.scope["headers"]), settings) == "https",
+            secure=request.scope.get("scheme") == "https",  # behind a trusted proxy, its X-Forwarded-Proto
         )
         return response
 
     def client_of(request: Request) -> str:
-        return client_address(request.scope, dict(request.scope["headers"]), settings)
+        return client_address(request.scope)
 
     async def guarded(location: str, function, *args):
         try:
@@ -194,14 +213,14 @@ def create_app(settings: Settings, engine) -> WebApp:
 
     @api.post("/auth/logout")
     async def logout_route(request: Request):
-        token = request.cookies.get(SESSION_COOKIE)
+        token = session_cookie_of(request)
         if token:
             await asyncio.to_thread(sessions.revoke_session, token)
         return signed_out()
 
     @api.post("/auth/logout-all")
     async def logout_everywhere_route(request: Request):
-        token = request.cookies.get(SESSION_COOKIE)
+        token = session_cookie_of(request)
         found = await asyncio.to_thread(sessions.resolve_session, settings, token, touch=False) if token else None
         if found is not None:
             await asyncio.to_thread(sessions.revoke_user_sessions, found.user.id)
@@ -210,7 +229,7 @@ def create_app(settings: Settings, engine) -> WebApp:
     @api.get("/statement.csv")
     def statement_csv(request: Request):
         """The signed-in user's own statement (the Top up tab's link); a sync route: FastAPI runs it in a thread."""
-        token = request.cookies.get(SESSION_COOKIE)
+        token = session_cookie_of(request)
         found = sessions.resolve_session(settings, token) if token else None
         if found is None:
             return PlainTextResponse(translated(language_of(request), "Please log in."), status_code=401)
@@ -223,6 +242,7 @@ def create_app(settings: Settings, engine) -> WebApp:
         )
 
     api.include_router(create_api_router(settings, engine))  # before the UI, which is mounted at /
+    api.include_router(create_operations_router(settings, engine))
     api = gr.mount_gradio_app(
         api,
         demo,
@@ -239,8 +259,14 @@ def create_app(settings: Settings, engine) -> WebApp:
     api.add_middleware(
         Edge,
         settings=settings,
-        cookie_name=SESSION_COOKIE,
-        has_live_session=lambda token: sessions.has_live_session(settings, token),
+        live_user=lambda token: sessions.live_session_user(settings, token),
         signin_retry_after=per_client.retry_after,
+        queued_sessions=lambda: [event.session_hash for event in list(queue.event_ids_to_events.values())],
+        host_names=HostNames.for_server(host, settings.allowed_hosts),
     )
+    api.add_middleware(CountApiResponses)  # outside the edge: /v1 answers the edge refuses count too
+    if settings.trust_proxy_headers:
+        # Outside the edge, so the edge and the routes see the client's address and scheme; only from
+        # the proxies in forwarded_allow_ips (uvicorn's own check of the peer, nearest proxy last).
+        api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return WebApp(api, demo, chat, lane)

@@ -4,18 +4,25 @@ httptools and uvloop (uvicorn's own "standard" choice) when installed: a request
 away costs a third of the CPU it costs on h11 and asyncio's loop, which is what a flood is made of.
 
 - a connection must send a whole request head within HEADER_TIMEOUT_S of connecting (or of its
-  previous response): a half-open or trickling connection is closed;
+  previous response), and then the whole body within `body_timeout_s`: a half-open or trickling
+  connection is closed;
 - an idle keep-alive connection is closed after KEEP_ALIVE_S;
 - a request head is at most MAX_HEAD_BYTES;
+- one client address holds at most `connections_per_address` connections (a trusted proxy is not
+  counted: it carries everyone), so one address cannot take the MAX_CONNECTIONS that everyone shares;
 - at most MAX_CONNECTIONS connections and tasks at once, beyond that 503.
+
+X-Forwarded-* headers are never read here: web/app.py decides (uvicorn's proxy_headers is off).
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
 import uvicorn
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:
@@ -27,16 +34,67 @@ HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 MAX_HEAD_BYTES = 32 * 1024
 MAX_CONNECTIONS = 512
+BODY_TIMEOUT_S = 30.0  # the default; start_server takes the setting
+_TOO_MANY_BODY = b"Too many connections from your address; retry."
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+    b"connection: close\r\nretry-after: 5\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
+)
+
+
+class AddressCap:
+    """For a uvicorn HTTP protocol: at most `per_address` open connections from one peer address.
+
+    The class attributes are set per server by start_server (protocol_class); every connection of
+    a server runs on its one event loop, so the counter needs no lock. A refused connection gets a
+    short 503 and is closed before uvicorn counts it or parses a byte.
+    """
+
+    open_by_address: collections.Counter = collections.Counter()
+    per_address: int = 64
+    exempt: _TrustedHosts | None = None  # trusted proxies
+
+    def connection_made(self, transport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._address = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        self._refused = False
+        counted = self._address is not None and not (self.exempt is not None and self._address in self.exempt)
+        if counted and self.open_by_address[self._address] >= self.per_address:
+            self._refused = True
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        if counted:
+            self.open_by_address[self._address] += 1
+        else:
+            self._address = None
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def connection_lost(self, exc) -> None:
+        if self._refused:
+            return
+        if self._address is not None:
+            self.open_by_address[self._address] -= 1
+            if self.open_by_address[self._address] <= 0:
+                del self.open_by_address[self._address]
+        super().connection_lost(exc)
 
 
 class HeadDeadline:
     """For a uvicorn HTTP protocol: each request head must arrive whole within HEADER_TIMEOUT_S of
-    the connection (or of the previous response)."""
+    the connection (or of the previous response), and its body within body_timeout_s of the head."""
+
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._head_cycle = None
         self._head_timer = None
+        self._body_timer = None
         self._start_head_timer()
 
     def _start_head_timer(self) -> None:
@@ -56,8 +114,23 @@ class HeadDeadline:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.cycle is not None and self.cycle is not self._head_cycle:
-            self._cancel_head_timer()  # a whole request head arrived
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._head_cycle and self._head_timer is not None:
+            self._cancel_head_timer()  # a whole request head arrived: now its body has a deadline
+            if cycle.more_body:
+                self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timed_out, cycle)
+        if self._body_timer is not None and (cycle is None or not cycle.more_body):
+            self._cancel_body_timer()  # the whole body arrived
+
+    def _cancel_body_timer(self) -> None:
+        if getattr(self, "_body_timer", None) is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self, cycle) -> None:
+        self._body_timer = None
+        if self.cycle is cycle and cycle.more_body and not cycle.response_complete and not self.transport.is_closing():
+            self.transport.close()  # the body is being trickled: the app reads a disconnect
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -66,6 +139,7 @@ class HeadDeadline:
 
     def connection_lost(self, exc) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
 
@@ -114,13 +188,34 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
-def start_server(app, *, host: str, port: int) -> RunningServer:
-    """Serve `app` on host:port from a background thread; returns once it listens (OSError if it cannot)."""
+def protocol_class(*, connections_per_address: int, body_timeout_s: float, trusted_proxies: str | None):
+    """The HTTP protocol with this server's own limits and its own per-address counter."""
+    base = TimedHttpToolsProtocol or TimedH11Protocol
+    limits = {
+        "open_by_address": collections.Counter(),
+        "per_address": connections_per_address,
+        "exempt": _TrustedHosts(trusted_proxies) if trusted_proxies else None,
+        "body_timeout_s": body_timeout_s,
+    }
+    return type("EdgeHttpProtocol", (AddressCap, base), limits)
+
+
+def start_server(
+    app, *, host: str, port: int, connections_per_address: int = 64, body_timeout_s: float = BODY_TIMEOUT_S,
+    trusted_proxies: str | None = None,
+) -> RunningServer:
+    """Serve `app` on host:port from a background thread; returns once it listens (OSError if it cannot).
+
+    `trusted_proxies` (uvicorn's forwarded_allow_ips format) are exempt from the per-address cap.
+    """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=TimedHttpToolsProtocol or TimedH11Protocol,
+        http=protocol_class(
+            connections_per_address=connections_per_address, body_timeout_s=body_timeout_s, trusted_proxies=trusted_proxies
+        ),
+        proxy_headers=False,  # uvicorn's default (True) believed X-Forwarded-For from 127.0.0.1: web/app.py decides
         loop="auto",  # uvloop when installed
         ws="none",
         lifespan="on",

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST_BCRYPT, MODEL_CACHE, ROOT
+from gemma_chat.config import environment_without_settings
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -33,7 +34,7 @@ class RunningApp:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_CHAT_")}
+        environment = environment_without_settings()
         environment.update(
             GEMMA_CHAT_MODELS_DIR=str(MODEL_CACHE),
             GEMMA_CHAT_BCRYPT_ROUNDS=str(FAST_BCRYPT),

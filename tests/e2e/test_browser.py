@@ -32,7 +32,7 @@ def log_in(page: Page, url: str, username: str, password: str = "long enough pw"
 
 
 def choose_model(page: Page, tier_text: str) -> None:
-    page.get_by_label("Model").click()
+    page.locator("#model input").click()
     page.get_by_role("option", name=re.compile(tier_text)).click()
 
 
@@ -42,7 +42,7 @@ def expect_balance(page: Page, credits: int) -> None:
 
 
 def send(page: Page, text: str) -> None:
-    page.get_by_label("Message", exact=True).fill(text)
+    page.locator("#message textarea").fill(text)
     page.get_by_role("button", name="Send", exact=True).click()
 
 

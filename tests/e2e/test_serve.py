@@ -38,7 +38,10 @@ def test_ctrl_c_in_a_terminal_stops_the_app_and_its_workers_without_a_crash(tmp_
     assert alive == []
     log = app.log_path.read_text()
     assert "Shutting down" in log and "Traceback" not in log and "KeyboardInterrupt" not in log
-    assert "restarting" not in log and "worker stopped" not in log
+    # The first start on a CPU where llama.cpp's extra buffers crash restarts once with them off:
+    # expected there, and the only restart allowed.
+    restarts = [line for line in log.splitlines() if "restarting" in line and "CPU extra buffers" not in line]
+    assert restarts == [] and "worker stopped" not in log
 
 
 def test_a_second_app_on_the_same_data_dir_is_refused(tmp_path):

@@ -195,7 +195,8 @@ class GradioSession:
         return self.restore()
 
     def chat(self, tier: str, message: str, **kwargs) -> "ChatReply":
-        return ChatReply.of(self.call("chat", tier, message, [], None, **kwargs))
+        # model, message, chatbot, context State, the chat's system prompt (ui/chat.py CHAT_OUTPUTS for the outputs)
+        return ChatReply.of(self.call("chat", tier, message, [], None, "", **kwargs))
 
     def top_up(self, amount) -> str:
         outcome = self.call("top_up", amount)
@@ -210,17 +211,20 @@ BALANCE = re.compile(r"Balance: (\d+) credits?")
 @dataclass
 class ChatReply:
     outcome: Outcome
-    text: str = ""  # the answer bubble as the user sees it (or the error popup's text)
+    text: str = ""  # the notice beside the box, if any, then the answer bubble as the user sees it (or the error popup's text)
     charged: int | None = None  # credits in the bubble's footer; None when there is no footer
     balance: int | None = None  # the balance shown after the turn
+    notice: str = ""  # what the page says beside the box: a refusal's reason ("⚠ …"), a low balance
 
     @classmethod
     def of(cls, outcome: Outcome) -> "ChatReply":
         if not outcome.ok:
             return cls(outcome, text=outcome.error or "")
-        chatbot, _, balance, _ = outcome.data
-        content = chatbot[-1]["content"]
+        chatbot, _, balance, _, _, _, notice, *_ = outcome.data
+        notice = notice if isinstance(notice, str) else ""
+        content = chatbot[-1]["content"] if isinstance(chatbot, list) and chatbot else ""
         text = "".join(part.get("text", "") for part in content) if isinstance(content, list) else str(content)
         charged = CHARGED.search(text)
         shown = BALANCE.search(balance) if isinstance(balance, str) else None
-        return cls(outcome, text, int(charged.group(1)) if charged else None, int(shown.group(1)) if shown else None)
+        text = f"{notice}\n\n{text}" if notice and text else notice or text
+        return cls(outcome, text, int(charged.group(1)) if charged else None, int(shown.group(1)) if shown else None, notice)

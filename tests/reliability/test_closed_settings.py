@@ -38,7 +38,7 @@ def test_registration_is_refused_by_the_server_and_absent_from_the_page(closed_a
     assert response.json() == {"ok": False, "message": "Registration is closed; ask an administrator for an account."}
     assert "gemma_session" not in client.http.cookies
     assert snapshot(closed_app.data_dir) == before
-    def visible(key):  # a button's label is a translation key in the config (ui_text.py)
+    def visible(key):  # a button's label is a translation key in the config (ui/text.py)
         (button,) = [c for c in client.config["components"] if c["type"] == "button" and f'"key": "{key}"' in str(c["props"].get("value"))]
         return button["props"].get("visible")
 

@@ -6,8 +6,11 @@ Two attackers, each a tiny http.server on its own port:
   rules accept any loopback origin on a loopback host: the edge's Origin check is all that stands
   in between. This is the laptop case: any local dev server, or a page a local tool serves.
 - "another site": http://evil.test:<evil>/ against http://app.test:<app>/ (names mapped to
-  127.0.0.1 with Chromium's --host-resolver-rules). The Host is not loopback, so Gradio alone would
-  echo any Origin with credentials; the cookie stays home (SameSite=Strict) and the edge refuses.
+  127.0.0.1 with Chromium's --host-resolver-rules; app.test is in the app's allowed_hosts). The Host
+  is not loopback, so Gradio alone would echo any Origin with credentials; the cookie stays home
+  (SameSite=Strict) and the edge refuses.
+- DNS rebinding: http://rebound.test:<app>/, a name the attacker points at 127.0.0.1 after its page
+  loaded, so the page is same-origin with what it reaches. Only the Host header tells (issue 21, C).
 
 The attacker knows the app (its event indices are the same on every install) but not the victim's
 page. It tries fetch() with credentials, no-cors fetches that need no preflight, a text/plain form
@@ -33,7 +36,7 @@ from .gradio_http import endpoint_index, fetch_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-HOST_RULES = "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP app.test 127.0.0.1"
+HOST_RULES = "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP app.test 127.0.0.1, MAP rebound.test 127.0.0.1"
 
 # Every way a page elsewhere can send a request, run in the attacker's page. Each attempt reports
 # what the page could see: "read <status> <body>" would be a leak; "blocked" (fetch threw: no CORS
@@ -127,7 +130,7 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    running = start_app(tmp_path_factory.mktemp("cross-origin"))
+    running = start_app(tmp_path_factory.mktemp("cross-origin"), GEMMA_CHAT_ALLOWED_HOSTS="app.test")  # a LAN name
     yield running
     running.stop()
 
@@ -230,3 +233,38 @@ def test_a_page_from_another_origin_cannot_drive_or_read_the_signed_in_app(app, 
     finally:
         context.close()
 
+
+
+REBOUND_JS = """
+async () => {
+  const json = {'content-type': 'application/json'};
+  const account = (name) => JSON.stringify({username: name, password: 'long enough pw'});
+  const seen = [];
+  for (const [method, path, body] of [['GET', '/config'], ['GET', '/'], ['POST', '/auth/register', account('rebound_user')],
+                                     ['POST', '/auth/login', account('admin_victim')], ['POST', '/auth/login', account('admin_victim')]]) {
+    const response = await fetch(path, {method, headers: json, body, credentials: 'include'});
+    seen.push([path, response.status, (await response.text()).slice(0, 200)]);
+  }
+  return seen;
+}
+"""
+
+
+def test_a_rebound_name_reaches_nothing(app, mapped_browser):
+    """Finding C: a page on attacker.example resolving to 127.0.0.1 read /config, registered and
+    signed in, and locked the admin out of 127.0.0.1 with wrong passwords. Its requests are
+    same-origin (Origin matches Host), so only the Host allow-list stops them."""
+    context = mapped_browser.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        before = snapshot(app.data_dir)
+        first = page.goto(f"http://rebound.test:{app.port}/")
+        assert first.status == 400  # the app's page is not served under the attacker's name
+        seen = page.evaluate(REBOUND_JS)  # the attacker's script, same-origin with the app after the rebinding
+        assert [status for _, status, _ in seen] == [400] * 5, seen
+        assert not [text for _, _, text in seen if "gemma" in text.lower() or "dependencies" in text]
+        assert snapshot(app.data_dir) == before
+        assert not query(app.data_dir, "SELECT 1 FROM users WHERE username = 'rebound_user'")
+        assert not query(app.data_dir, "SELECT 1 FROM login_throttles WHERE username_key = 'admin_victim'")
+    finally:
+        context.close()

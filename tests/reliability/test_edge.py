@@ -3,6 +3,8 @@
 Issue 10's findings, each replayed: a signed-in browser's session_hash reused without its cookie,
 queued events called through /run/*, an anonymous sign-in flood, uploads, another origin, framing,
 a stranger locking the admin out, registration floods, half-open connections and malformed requests.
+Issue 21's (A-I): the queue reached through /call/*, X-Forwarded-For believed from 127.0.0.1, a
+foreign Host, one address's 500 sockets, a trickled body, two session cookies, /info and /openapi.json.
 Two clients on one machine are told apart by the socket's address: the client binds 127.0.0.2 …
 (the app never trusts X-Forwarded-For unless told to).
 """
@@ -22,8 +24,8 @@ import pytest
 
 from conftest import ROOT, run_env
 
-from .conftest import balance, query, scalar, session, signed_up, snapshot, start_app
-from .gradio_http import GradioSession, endpoint_index
+from .conftest import FAULTS_HOOK, balance, query, scalar, session, signed_up, snapshot, start_app
+from .gradio_http import GradioSession, endpoint_index, fetch_config
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +161,7 @@ def test_uploads_are_refused(app):
 
 
 def test_another_origin_gets_no_cors_permission_and_cannot_change_anything(app):
-    host = f"192.168.77.7:{app.port}"  # as if reached over the network: Gradio's own loopback rules do not apply
+    host = f"localhost:{app.port}"  # a name the app answers to; the page that asks is elsewhere
     evil = {"host": host, "origin": "https://evil.example"}
     with httpx.Client(timeout=30) as client:
         before = scalar(app.data_dir, "SELECT COUNT(*) FROM users")
@@ -171,7 +173,7 @@ def test_another_origin_gets_no_cors_permission_and_cannot_change_anything(app):
             app.url + "gradio_api/queue/join",
             headers={**evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type"},
         )
-        assert "access-control-allow-origin" not in preflight.headers
+        assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers
         assert "access-control-allow-credentials" not in preflight.headers
         assert scalar(app.data_dir, "SELECT COUNT(*) FROM users") == before
         # The app's own origin, at the same host, is served.
@@ -288,3 +290,206 @@ def test_a_request_head_too_large_is_refused_and_a_large_body_is_not(app):
     with httpx.Client(timeout=30) as client:
         big = client.post(app.url + "auth/login", json={"username": "nobody", "password": "x" * 1_000_000})
     assert big.status_code in (400, 401, 413, 422), big.text[:200]
+
+
+# --- issue 21: default deny, addresses, hosts, connections, one cookie, quiet failures ------------
+
+
+def anonymous_call_flood(url: str, seconds: float, threads: int = 4) -> dict[int, int]:
+    """What finding A did: threads without a cookie posting to Gradio's /call routes (each of which
+    joined the same queue as the page), for `seconds`, loopback only. Returns status -> count."""
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def run(n: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            while time.monotonic() < deadline:
+                for path in ("gradio_api/call/top_up", "gradio_api/call/v2/top_up", "gradio_api/call/chat"):
+                    status = client.post(url + path, json={"data": [5]}).status_code
+                    with lock:
+                        statuses[status] = statuses.get(status, 0) + 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, range(threads)))
+    return statuses
+
+
+def test_anonymous_clients_cannot_reach_the_queue_through_the_call_routes(app):
+    """Finding A: 4 threads without a cookie kept the queue at 72/72 through /gradio_api/call/*, and
+    a signed-in user's top-ups got 503 "Queue is full" 14 times out of 15. Finding F: each anonymous
+    /call/chat printed a traceback, /call/v2/top_up answered 500."""
+    user = client_at(app, "127.0.0.10")
+    assert user.register("queued") == ""
+    log_before = app.log_path.read_text()
+    with ThreadPoolExecutor(1) as pool:
+        flood = pool.submit(anonymous_call_flood, app.url, 4.0)
+        time.sleep(0.5)
+        top_ups = [user.top_up(1) for _ in range(15)]
+        statuses = flood.result()
+    assert all("Added 1 credit" in answer for answer in top_ups), top_ups
+    assert set(statuses) == {404} and sum(statuses.values()) > 30, statuses
+    time.sleep(0.5)
+    assert "Traceback" not in app.log_path.read_text()[len(log_before):]
+
+
+def test_the_api_descriptions_are_not_served(app):
+    """Finding I: /gradio_api/info (76 KB, every admin event named) and /openapi.json were public."""
+    admin_page = client_at(app, "127.0.0.11")
+    assert admin_page.register("describer") == ""
+    for client in (httpx.Client(timeout=10), admin_page.http):
+        for path in ("gradio_api/info", "gradio_api/openapi.json", "openapi.json", "docs", "gradio_api/info/"):
+            response = client.get(app.url + path)
+            assert response.status_code == 404 and "admin" not in response.text, (path, response.text[:100])
+
+
+def test_two_session_cookies_are_refused_not_split_between_edge_and_handlers(app):
+    """Finding E: with alice's cookie first and bob's last, the edge let the page in on alice's and
+    the handler ran as bob."""
+    alice, bob = client_at(app, "127.0.0.12"), client_at(app, "127.0.0.12")
+    assert alice.register("twocookie_a") == "" and bob.register("twocookie_b") == ""
+    both = f"gemma_session={alice.http.cookies['gemma_session']}; gemma_session={bob.http.cookies['gemma_session']}"
+    body = {"data": [1], "fn_index": endpoint_index(alice.config, "history"), "session_hash": alice.session_hash,
+            "event_data": None, "trigger_id": None}
+    with httpx.Client(timeout=10) as client:
+        joined = client.post(app.url + "gradio_api/queue/join", json=body, headers={"cookie": both})
+        statement = client.get(app.url + "statement.csv", headers={"cookie": both})
+        page = client.get(app.url, headers={"cookie": both})
+    assert joined.status_code == 400 and "event_id" not in joined.text
+    assert statement.status_code == 400 and "twocookie" not in statement.text
+    assert page.status_code == 400
+    assert alice.call("history", 1).ok  # each cookie alone still works
+
+
+@pytest.fixture(scope="module")
+def desktop_app(tmp_path_factory):
+    """The defaults a desktop runs with, and a short body deadline so the trickle test is quick."""
+    running = start_app(tmp_path_factory.mktemp("desktop"), GEMMA_CHAT_REQUEST_BODY_TIMEOUT_S="3", **DEFAULT_LIMITS)
+    yield running
+    running.stop()
+
+
+def test_x_forwarded_for_from_127_0_0_1_is_not_believed(desktop_app):
+    """Finding B: uvicorn's default proxy_headers believed X-Forwarded-For from 127.0.0.1 (the
+    desktop's own address), so rotating it beat every per-address limit; the earlier test connected
+    from 127.0.0.6, which uvicorn does not trust, and missed it."""
+    app = desktop_app
+    statuses = []
+    with httpx.Client(timeout=30) as client:  # from 127.0.0.1
+        for n in range(25):
+            response = client.post(
+                app.url + "auth/login", json={"username": f"nobody{n}", "password": "a wrong guess"},
+                headers={"x-forwarded-for": f"10.9.{n}.1"},
+            )
+            statuses.append(response.status_code)
+        assert statuses[:20] == [400] * 20 and set(statuses[20:]) == {429}, statuses  # one address: 20 a minute
+        # X-Forwarded-Proto made the cookie Secure over plain http (so the browser dropped it).
+        with httpx.Client(timeout=30, transport=httpx.HTTPTransport(local_address="127.0.0.13")) as other:
+            registered = other.post(app.url + "auth/register", json={"username": "proto", "password": "long enough pw"},
+                                    headers={"x-forwarded-proto": "https"})
+        assert registered.status_code == 200 and "secure" not in registered.headers["set-cookie"].lower()
+
+
+def test_a_foreign_host_is_refused_before_anything_else(desktop_app):
+    """Finding C, without a browser: a name that resolves to 127.0.0.1 (DNS rebinding) says its own
+    name in Host; with a matching Origin it passed the origin check (tests/reliability/
+    test_cross_origin_browser.py::test_a_rebound_name_reaches_nothing does it in Chromium)."""
+    app = desktop_app
+    rebound = {"host": f"attacker.example:{app.port}", "origin": f"http://attacker.example:{app.port}"}
+    with httpx.Client(timeout=10) as client:
+        for method, path in [("GET", ""), ("GET", "config"), ("POST", "auth/register"), ("POST", "auth/login")]:
+            response = client.request(method, app.url + path, headers=rebound, json={"username": "rebound", "password": "long enough pw"})
+            assert response.status_code == 400 and "gemma" not in response.text.lower(), (path, response.text[:100])
+        assert client.get(app.url + "config", headers={"host": f"localhost:{app.port}"}).status_code == 200
+    assert not query(app.data_dir, "SELECT 1 FROM users WHERE username = 'rebound'")
+
+
+def hold_sockets(port: int, address: str, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0)))
+        except OSError:
+            break
+    return held
+
+
+def test_one_address_with_500_sockets_does_not_deny_service_to_another(desktop_app):
+    """Finding D: ~520 sockets from one address filled limit_concurrency (global) and everyone got
+    503. Now one address holds at most connections_per_address (64); the rest are turned away."""
+    app = desktop_app
+    config = fetch_config(app.url)  # fetched from 127.0.0.1 before its sockets are taken
+    held = hold_sockets(app.port, "127.0.0.1", 500)
+    try:
+        assert len(held) == 500
+        time.sleep(0.5)
+        turned_away = 0
+        for connection in held:
+            connection.settimeout(0.05)
+            try:
+                if connection.recv(64).startswith(b"HTTP/1.1 503"):
+                    turned_away += 1
+            except OSError:
+                pass  # still open: one of the address's 64
+        assert turned_away >= 500 - 64, turned_away
+        # Another address loads the page, signs up and runs an event meanwhile.
+        other = GradioSession(app.url, config, local_address="127.0.0.2")
+        assert other.http.get(app.url).status_code == 200
+        assert other.register("elsewhere_d") == ""
+        assert "Added 2 credits" in other.top_up(2)
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_a_trickled_body_is_closed_at_its_deadline(desktop_app):
+    """Finding D's second half: a body trickled one byte every 4 s was never timed out."""
+    app = desktop_app
+    with socket.create_connection(("127.0.0.1", app.port), timeout=30, source_address=("127.0.0.14", 0)) as trickle:
+        trickle.sendall(f"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1:{app.port}\r\ncontent-type: application/json\r\n"
+                        "content-length: 1000\r\n\r\n".encode())
+        began = time.monotonic()
+        closed = False
+        while time.monotonic() - began < 15:
+            try:
+                trickle.sendall(b" ")
+            except OSError:
+                closed = True
+                break
+            trickle.settimeout(1.0)
+            try:
+                if trickle.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+        assert closed, "the server kept a trickled body open for 15 s"
+        assert time.monotonic() - began < 3 + 5  # the deadline (3 s here) and a little
+    with httpx.Client(timeout=10) as client:  # a body sent at once is still read
+        assert client.post(app.url + "auth/login", json={"username": "nobody", "password": "wrong password"}).status_code == 400
+
+
+def test_a_signed_in_account_cannot_fill_the_queue_with_fresh_pages(tmp_path):
+    """Finding A's second half: a free account joined the queue from fresh session_hashes without
+    limit. Now an account has at most events_per_user events queued or running over all its pages;
+    another user's events go on."""
+    app = start_app(tmp_path, GEMMA_CHAT_EVENTS_PER_USER="3", **FAULTS_HOOK)
+    try:
+        mallory = client_at(app, "127.0.0.15")
+        assert mallory.register("mallory") == ""
+        chat_index = endpoint_index(mallory.config, "chat")
+        statuses = []
+        for n in range(10):
+            mallory.session_hash = f"fresh-page-{n}"
+            mallory.restore()  # a page loads (outside the queue), then sends a slow chat and never reads it
+            body = {"data": ["mini", "[fault:slow] hold a place", [], None], "fn_index": chat_index,
+                    "session_hash": mallory.session_hash, "event_data": None, "trigger_id": None}
+            joined = mallory.http.post(app.url + "gradio_api/queue/join", json=body)
+            statuses.append((joined.status_code, joined.text[:120]))
+        assert [status for status, _ in statuses] == [200] * 3 + [429] * 7, statuses
+        assert "waiting or running" in statuses[-1][1]
+        alice = client_at(app, "127.0.0.16")
+        assert alice.register("alice_q") == ""
+        assert "Added 1 credit" in alice.top_up(1)  # the queue still has room for everyone else
+    finally:
+        app.stop()

@@ -90,6 +90,19 @@ TRANSLATIONS = {
         "regenerate": "Regenerate",
         "edit_last_message": "Edit last message",
         "download_statement": "Download statement (CSV)",
+        # issue 19: the chat screen
+        "chat_settings": "Chat settings",
+        "system_prompt": "System prompt",
+        "system_prompt_info": "Instructions the model gets with every message of this chat (they count toward its context).",
+        "default_system_prompt": "System prompt for new chats",
+        "default_system_prompt_info": "New chats start with it; each chat can change its own under Chat settings.",
+        "cancel": "Cancel",
+        "save": "Save",
+        "admin_reports": "Reports",
+        "admin_performance": "Model performance",
+        "admin_users": "Users",
+        "admin_models": "Models",
+        "admin_errors": "Errors",
         "page_1_of_1": "Page 1 of 1",
     },
     "ru": {
@@ -164,6 +177,18 @@ TRANSLATIONS = {
         "regenerate": "Ответить заново",
         "edit_last_message": "Изменить последнее сообщение",
         "download_statement": "Скачать выписку (CSV)",
+        "chat_settings": "Настройки чата",
+        "system_prompt": "Системная инструкция",
+        "system_prompt_info": "Указания, которые модель получает с каждым сообщением этого чата (они занимают часть контекста).",
+        "default_system_prompt": "Системная инструкция для новых чатов",
+        "default_system_prompt_info": "Новые чаты начинаются с неё; в каждом чате её можно изменить в настройках чата.",
+        "cancel": "Отмена",
+        "save": "Сохранить",
+        "admin_reports": "Отчёты",
+        "admin_performance": "Скорость моделей",
+        "admin_users": "Пользователи",
+        "admin_models": "Модели",
+        "admin_errors": "Ошибки",
         "page_1_of_1": "Страница 1 из 1",
     },
 }
@@ -297,6 +322,28 @@ MESSAGES = {
         # the sign-in form's fallback, shown by the browser when the /auth route cannot be reached
         "sign_in_failed": "Something went wrong; please try again.",
         "error_title": "Error",
+        # issue 19: the chat screen
+        "answer_refused": "⚠ Not sent: refused before the model ran (nothing was charged). Press ↻ Retry to send this message again.",
+        "only_last_editable": "Only the last message can be edited; the chat is as it was.",
+        "balance_low": "Balance low: {n} {n:credit|credits} left, {price} per answer with this model.",
+        "balance_too_low": "Your balance ({n} {n:credit|credits}) does not pay for an answer with this model ({price}): top up first.",
+        "system_prompt_saved": "This chat keeps the new system prompt.",
+        "default_prompt_saved": "Saved: new chats start with this system prompt.",
+        "day_today": "Today",
+        "day_yesterday": "Yesterday",
+        "chat_menu": "Chat actions",
+        "chat_menu_rename": "Rename",
+        "chat_menu_export_md": "Export (Markdown)",
+        "chat_menu_export_json": "Export (JSON)",
+        "chat_menu_delete": "Delete…",
+        "chat_request_unknown": "That action is not one the list offers.",
+        "delete_chat_question": "Delete “{title}”? Its answers stay in History and on your statement.",
+        "choose_chat_first": "Choose a chat in the list first.",
+        "no_chats_yet": "No chats yet: type a message to start one.",
+        "no_chats_found": "No chats match.",
+        "status_empty": "empty answer",
+        "from_date_name": "From",
+        "to_date_name": "To",
         "warning_title": "Warning",
     },
     "ru": {
@@ -416,6 +463,27 @@ MESSAGES = {
         "col_reason": "Причина",
         "sign_in_failed": "Что-то пошло не так; попробуйте снова.",
         "error_title": "Ошибка",
+        "answer_refused": "⚠ Не отправлено: отказано до запуска модели (ничего не списано). Нажмите ↻, чтобы отправить это сообщение снова.",
+        "only_last_editable": "Изменить можно только последнее сообщение; чат остался прежним.",
+        "balance_low": "Баланс на исходе: {n} {n:кредит|кредита|кредитов}, ответ этой модели стоит {price}.",
+        "balance_too_low": "Баланса ({n} {n:кредит|кредита|кредитов}) не хватает на ответ этой модели ({price}): сначала пополните.",
+        "system_prompt_saved": "Чат запомнил новую системную инструкцию.",
+        "default_prompt_saved": "Сохранено: новые чаты начинаются с этой системной инструкции.",
+        "day_today": "Сегодня",
+        "day_yesterday": "Вчера",
+        "chat_menu": "Действия с чатом",
+        "chat_menu_rename": "Переименовать",
+        "chat_menu_export_md": "Экспорт (Markdown)",
+        "chat_menu_export_json": "Экспорт (JSON)",
+        "chat_menu_delete": "Удалить…",
+        "chat_request_unknown": "Такого действия в списке нет.",
+        "delete_chat_question": "Удалить «{title}»? Его ответы останутся в истории и в выписке.",
+        "choose_chat_first": "Сначала выберите чат в списке.",
+        "no_chats_yet": "Чатов пока нет: напишите сообщение, чтобы начать.",
+        "no_chats_found": "Подходящих чатов нет.",
+        "status_empty": "пустой ответ",
+        "from_date_name": "«С»",
+        "to_date_name": "«По»",
         "warning_title": "Предупреждение",
     },
 }
@@ -423,7 +491,7 @@ MESSAGES = {
 # Messages that reach the UI as English text: raised by the services (and by the UI's own checks),
 # or a turn's message (chat.py). Keyed by the English template; `{reason}` is translated in turn.
 RUSSIAN_BY_ENGLISH = {
-    # sessions and rights (ui.py, admin.py)
+    # sessions and rights (ui/, admin.py)
     "Please log in.": "Пожалуйста, войдите.",
     "Your session has expired; please log in again.": "Сеанс истёк; войдите снова.",
     "Your session has ended; please log in again.": "Сеанс завершён; войдите снова.",
@@ -472,7 +540,7 @@ RUSSIAN_BY_ENGLISH = {
         "Примечание не может содержать управляющие символы или недопустимый текст.",
     "Credits to grant: a non-zero whole number from -{maximum} to {maximum}.":
         "Сколько кредитов начислить: целое ненулевое число от -{maximum} до {maximum}.",
-    # credits (ledger.py, ui.py)
+    # credits (ledger.py, ui/)
     "Credits must be a whole number.": "Количество кредитов должно быть целым числом.",
     "Credits must be a whole number, not {value}.": "Количество кредитов должно быть целым числом, а не {value}.",
     "Enter credits as a whole number from 1 to {maximum}.": "Введите количество кредитов — целое число от 1 до {maximum}.",
@@ -487,7 +555,7 @@ RUSSIAN_BY_ENGLISH = {
     "No hold for request {request_id}.": "Нет резерва для запроса {request_id}.",
     "Top-ups are turned off here; ask an administrator for credits.":
         "Пополнение здесь отключено; попросите кредиты у администратора.",
-    # a chat turn (chat.py) and the chats (conversations.py, ui_chats.py)
+    # a chat turn (chat.py) and the chats (conversations.py, ui/sidebar.py)
     "Unknown model {tier}.": "Неизвестная модель {tier}.",
     "Type a message first.": "Сначала введите сообщение.",
     "The message contains a NUL character; remove it and send again.":
@@ -520,13 +588,13 @@ RUSSIAN_BY_ENGLISH = {
     "Search for at most 200 characters of text.": "Искать можно не больше 200 символов текста.",
     "Choose a chat in the list first.": "Сначала выберите чат в списке.",
     "A page number is a whole number from 1.": "Номер страницы — целое число от 1.",
-    # API keys (keys.py, ui_api_keys.py)
+    # API keys (keys.py, ui/api_keys.py)
     "A key's name must be text.": "Название ключа должно быть текстом.",
     "A key's name is at most {n} characters.": "Название ключа — не больше {n} {n:символа|символов|символов}.",
     "A key's name cannot contain control characters.": "Название ключа не может содержать управляющие символы.",
     "No API key with id {key_id}.": "Нет ключа API с id {key_id}.",
     "Choose a key to revoke.": "Выберите ключ, который нужно отозвать.",
-    # the admin reports (reports.py) and models (engine.py, backends/, ui_admin_models.py)
+    # the admin reports (reports.py) and models (engine.py, backends/, ui/admin/models.py)
     "{what} must be a date as YYYY-MM-DD; got {value}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value}.",
     "The start date {since} is after the end date {until}.": "Начальная дата {since} позже конечной {until}.",
     "Choose the model to restart.": "Выберите модель для перезапуска.",
@@ -547,6 +615,9 @@ RUSSIAN_BY_ENGLISH = {
         "Сервер модели прислал ответ, который это приложение не может прочитать.",
     "The model server ended the answer before it began; if this chat is long, start a new one.":
         "Сервер модели оборвал ответ, не начав его; если чат длинный, начните новый.",
+    # a chat's settings (conversations.py)
+    "The system prompt contains an invalid character.": "Системная инструкция содержит недопустимый символ.",
+    "A system prompt has at most {n} characters.": "Системная инструкция — не длиннее {n} символов.",
 }
 
 LANGUAGES = ("en", "ru")

@@ -1,6 +1,6 @@
 """The Account tab's API keys section: keys for /v1 (create with a name, shown once; list; revoke).
 
-Built inside the Account tab (ui_account.py); its callbacks re-check the session like every other
+Built inside the Account tab (account.py); its callbacks re-check the session like every other
 callback, and return their outputs by component.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from . import keys
-from .errors import GemmaChatError
-from .ui_text import columns, language_of, text, translated
+from .. import keys
+from ..errors import GemmaChatError
+from .markup import as_literal
+from .text import columns, language_of, text, translated
 
 KEY_COLUMN_KEYS = ["col_name", "col_key", "col_created", "col_last_used"]
 KEY_COLUMNS = columns("en", KEY_COLUMN_KEYS)
@@ -65,7 +66,7 @@ class ApiKeysSection:
             table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
             return {self.message: f"⚠ {translated(language, exc.message)}"}
-        return {self.message: text(language, "key_revoked", name=row.label or row.prefix + "…"),
+        return {self.message: text(language, "key_revoked", name=as_literal(row.label or row.prefix + "…")),
                 self.table: table, self.revoke_choice: choices, self.shown_key: gr.update(value="", visible=False)}
 
     def build(self, tab: gr.Tab) -> None:

@@ -1,7 +1,7 @@
 """The Admin tab's Models section: each tier's backend, state and reason, and Restart model.
 
 A tier whose worker crashed too often, or whose model failed to load, stays down until an
-administrator restarts it here (or the app restarts). A mixin of ChatApp (ui.py): every callback
+administrator restarts it here (or the app restarts). A mixin of ChatApp (ui/app.py): every callback
 re-checks the administrator in the database, and returns its outputs by name.
 """
 
@@ -12,8 +12,8 @@ import logging
 import gradio as gr
 import pandas as pd
 
-from .errors import ValidationError
-from .ui_text import code_name, columns, language_of, text
+from ...errors import ValidationError
+from ..text import code_name, columns, language_of, text
 
 logger = logging.getLogger("gemma_chat")
 

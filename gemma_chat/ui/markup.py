@@ -24,6 +24,17 @@ def escape_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def as_literal(text: str) -> str:
+    """User text inside a message that a gr.Markdown renders (a chat title in "Renamed to …"):
+    shown exactly as typed, forming no markdown at all (no image fetched, no link, no emphasis).
+    CommonMark lets any ASCII punctuation be backslash-escaped; &, < and > become entities."""
+    escaped = _MARKDOWN_PUNCTUATION.sub(lambda m: m.group(1) if m.group(1) in "&<>" else "\\" + m.group(1), text)
+    return html.escape(escaped, quote=False)
+
+
 def as_markdown(text: str) -> str:
     """`text` (a prompt or an answer) as markdown whose only HTML is what markdown itself makes."""
     lines = text.split("\n")

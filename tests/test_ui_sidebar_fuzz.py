@@ -1,14 +1,14 @@
-"""The Chats tab's callbacks against anything a client can send (issue 11: ≥500 examples each).
+"""The sidebar's callbacks against anything a client can send (issues 11 and 19: ≥500 examples each).
 
-Gradio hands a callback whatever a page (or a script reusing its session_hash) posted: pages as
-text or floats, a forged State claiming another user's chat, a table click with any index. Each
-callback must answer or refuse with a message (GemmaChatError, shown as a popup): never another
+Gradio hands a callback whatever a page (or a script reusing its session_hash) posted: a search of
+any type, a list click ("open:12") made up or naming another user's chat, a forged State claiming
+another user's chat, any title. Each callback must answer (a mistake the user can fix is a notice in
+the sidebar, not a popup) or refuse with a message (GemmaChatError, shown as a popup): never another
 exception, and never a change to another user's chat.
 """
 
 from __future__ import annotations
 
-import gradio as gr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,15 +29,25 @@ anything = st.one_of(
 )
 
 
+class NoModels:
+    def tiers(self):
+        return []
+
+
 @pytest.fixture
 def world(chat_settings):
     """alice (the caller) with three chats, bob with one she must never reach."""
-    app = ChatApp(chat_settings, engine=None)  # these callbacks never generate
+    app = ChatApp(chat_settings, engine=NoModels())  # these callbacks never generate
     alice = signed_in_request(chat_settings, "alice")
     bob = signed_in_request(chat_settings, "bob")
     alice_chats = [conversations.create_conversation(alice.user_id, f"alice {n}") for n in range(3)]
     bob_chat = conversations.create_conversation(bob.user_id, "bob's secret chat")
     ids = alice_chats + [bob_chat, 0, -1, 10**12]
+    clicks = st.one_of(
+        st.tuples(st.sampled_from(["open", "rename", "delete", "export_md", "export_json", "new", "other"]), st.sampled_from(ids))
+        .map(lambda drawn: f"{drawn[0]}:{drawn[1]}:7"),
+        anything,
+    )
     # What a page holds (her own chat ids, tagged with her id), what a forger might send instead
     # (bob's chat under her id, her chats under bob's, garbage), and anything at all.
     well_formed = st.fixed_dictionaries({
@@ -46,7 +56,7 @@ def world(chat_settings):
     })
     forged = st.fixed_dictionaries({"user_id": st.sampled_from([alice.user_id, bob.user_id]), "rows": anything})
     states = st.one_of(well_formed, well_formed, forged, anything)
-    return app, alice, bob_chat, states
+    return app, alice, bob_chat, states, clicks
 
 
 def bob_untouched(bob_chat: int) -> None:
@@ -69,56 +79,52 @@ def answers_or_refuses(call) -> bool:
     return True
 
 
-def test_listing_paging_and_search_take_any_page_and_text(world):
-    app, alice, bob_chat, _ = world
+def test_search_takes_any_text(world):
+    app, alice, bob_chat, _, _ = world
 
     @FUZZ
-    @given(page=anything, search=anything, step=st.sampled_from([app.chats_previous, app.chats_next]))
-    def run(page, search, step):
-        answers_or_refuses(lambda: app.chats_page(alice, page, search))
-        answers_or_refuses(lambda: step(alice, page, search))
-        answers_or_refuses(lambda: app.chats_search(alice, search))
+    @given(search=anything)
+    def run(search):
+        assert answers_or_refuses(lambda: app.search_chats(alice, search))
+        assert "bob&#x27;s secret chat" not in app.search_chats(alice, search)["chat_list"]
 
     run()
     bob_untouched(bob_chat)
 
 
-def test_selecting_and_opening_take_any_state_and_click(world):
-    app, alice, bob_chat, states = world
+def test_list_clicks_take_anything_and_open_only_her_chats(world):
+    app, alice, bob_chat, _, clicks = world
 
     @FUZZ
-    @given(data=st.data())
-    def run(data):
-        ids = data.draw(states)
-        index = data.draw(st.one_of(anything, st.tuples(st.integers(-2, 5), st.integers(-2, 5)).map(list)))
-        picked = []
-
-        def select():
-            result = app.select_chat(alice, ids, gr.SelectData(None, {"index": index, "value": None}))
-            picked.append(result)
-            return result
-
-        answers_or_refuses(select)
-        if picked and picked[0]["chat_title"]:
-            assert picked[0]["chat_title"].startswith("alice")  # only her own chats are ever selected
-        answers_or_refuses(lambda: app.open_chat(alice, data.draw(states)))
+    @given(click=clicks, search=anything)
+    def run(click, search):
+        before = chats_of(alice.user_id)
+        shown = []
+        assert answers_or_refuses(lambda: shown.append(app.chat_request(alice, click, search)) or shown[0])
+        if "chatbot" in shown[0] and shown[0]["chatbot"]:
+            assert shown[0]["chatbot"][0]["content"] != "bob's secret chat"
+        if "download" in shown[0]:
+            assert "bob" not in shown[0]["download"]
+        assert chats_of(alice.user_id) == before  # a click only asks: renaming and deleting need their own button
 
     run()
     bob_untouched(bob_chat)
 
 
 def test_rename_and_delete_take_any_state_and_title_and_reach_only_her_chats(world):
-    app, alice, bob_chat, states = world
+    app, alice, bob_chat, states, _ = world
 
     @FUZZ
     @given(data=st.data())
     def run(data):
-        page, search = data.draw(anything), data.draw(anything)
+        search = data.draw(anything)
         title = data.draw(st.one_of(st.text(max_size=300), anything))
-        for change in (lambda: app.rename_chat(alice, page, search, data.draw(states), title),
-                       lambda: app.delete_chat(alice, page, search, data.draw(states))):
+        for change in (lambda: app.rename_chat(alice, data.draw(states), title, search),
+                       lambda: app.delete_chat(alice, data.draw(states), search)):
             before = chats_of(alice.user_id)
-            if not answers_or_refuses(change):
+            shown = []
+            assert answers_or_refuses(lambda: shown.append(change()) or shown[0])
+            if shown[0]["sidebar_notice"].startswith("⚠"):
                 assert chats_of(alice.user_id) == before  # a refusal changed nothing
         bob_untouched(bob_chat)
 

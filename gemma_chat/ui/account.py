@@ -1,17 +1,17 @@
-"""The Account tab: change one's own password (the other signed-in browsers are signed out), and the
-API keys section (ui_api_keys.py).
+"""The Account tab: the system prompt new chats start with, change one's own password (the other signed-in browsers are signed out), and the
+API keys section (api_keys.py).
 
-A mixin of ChatApp (ui.py), like the Chats tab: the user comes from the request's session cookie.
+A mixin of ChatApp (app.py), like the Chats tab: the user comes from the request's session cookie.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from . import auth
-from .errors import GemmaChatError
-from .ui_api_keys import build_api_keys_section
-from .ui_text import language_of, text, translated
+from .. import auth, conversations
+from ..errors import GemmaChatError
+from .api_keys import build_api_keys_section
+from .text import language_of, text, translated
 
 
 class AccountTab:
@@ -29,8 +29,24 @@ class AccountTab:
         message = text(language, "password_changed", n=ended) if ended else text(language, "password_changed_alone")
         return {**cleared, "account_message": message}
 
+    def save_default_system_prompt(self, request: gr.Request, system_prompt):
+        """The system prompt new chats start with (each chat keeps its own, changed in its settings)."""
+        language = language_of(request)
+        found = self.signed_in(request)
+        try:
+            saved = conversations.set_default_system_prompt(found.user.id, system_prompt)
+        except GemmaChatError as exc:
+            return {"default_prompt_message": f"⚠ {translated(language, exc.message)}"}
+        return {"default_system_prompt": saved, "default_prompt_message": text(language, "default_prompt_saved")}
+
     def build_account_tab(self, t, c: dict) -> None:
         with gr.Tab(t("account"), id="account") as tab:
+            c["default_system_prompt"] = gr.Textbox(
+                label=t("default_system_prompt"), info=t("default_system_prompt_info"), lines=2, max_lines=8,
+                elem_id="default-system-prompt",
+            )
+            c["save_default_prompt_button"] = gr.Button(t("save"), size="sm", elem_id="save-default-prompt")
+            c["default_prompt_message"] = gr.Markdown(elem_id="default-prompt-message")
             c["current_password"] = gr.Textbox(label=t("current_password"), type="password", max_lines=1)
             c["new_password"] = gr.Textbox(label=t("new_password"), type="password", max_lines=1)
             c["change_password_button"] = gr.Button(t("change_password"), variant="primary")
@@ -38,6 +54,10 @@ class AccountTab:
             self.api_keys = build_api_keys_section(self, tab)
 
     def wire_account_tab(self, c: dict) -> None:
+        self.wire(
+            c["save_default_prompt_button"].click, self.save_default_system_prompt, ["default_system_prompt"],
+            ["default_system_prompt", "default_prompt_message"], api_name="save_default_system_prompt",
+        )
         fields = ["current_password", "new_password"]
         # Refusals clear the password boxes too: nothing typed into them lingers on the page.
         self.wire(

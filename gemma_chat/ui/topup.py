@@ -1,6 +1,6 @@
 """The Top up tab's layout, and the user's statement: every ledger entry, paged, totals by kind, a CSV.
 
-A mixin of ChatApp (ui.py): every callback resolves the user from the request's session cookie, and
+A mixin of ChatApp (app.py): every callback resolves the user from the request's session cookie, and
 statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
 own whatever a client sends. Callbacks return their outputs by name (`ChatApp.named`).
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from . import statement
-from .history import neighbour_page
-from .ui_text import code_name, columns, language_of, text
+from .. import ledger, statement
+from ..errors import GemmaChatError, PermissionDeniedError
+from ..history import neighbour_page
+from .common import balance_text
+from .text import code_name, columns, language_of, text, translated
 
 LEDGER_COLUMN_KEYS = ["col_time", "col_kind", "col_amount", "col_balance_after"]
 # The CSV comes from the app's own route (web/app.py), which checks the session cookie itself: no
@@ -34,6 +36,20 @@ def totals_markdown(user_id: int, language: str = "en") -> str:
 
 class TopUpTab:
     LEDGER_COLUMNS = columns("en", LEDGER_COLUMN_KEYS)
+
+    def top_up(self, request: gr.Request, amount):
+        try:
+            user = self.current_user(request)
+            if not self.settings.self_topup:  # the tab hides the form; a raw call to this event is refused here
+                raise PermissionDeniedError("Top-ups are turned off here; ask an administrator for credits.")
+            entry = self._guarded("top_up", ledger.top_up, user.id, amount, maximum=self.settings.max_topup)
+        except GemmaChatError as exc:
+            return f"⚠ {translated(language_of(request), exc.message)}", gr.update(), gr.update()
+        language = language_of(request)
+        message = text(language, "topped_up", amount=entry.amount, balance=entry.balance_after)
+        # the statement follows (wire_topup_tab)
+        return message, balance_text(user.id, language), self.ledger_table(user.id, language)
+
 
     def statement_view(self, user_id: int, page=1, language: str = "en") -> tuple[pd.DataFrame, statement.StatementPage]:
         """One page of the user's entries as a table, newest first, and the page it turned out to be."""
@@ -76,7 +92,7 @@ class TopUpTab:
     def build_topup_tab(self, t, c: dict) -> None:
         """The tab's components go into `c` by name; wire_topup_tab wires their events."""
         with gr.Tab(t("top_up"), id="topup") as c["topup_tab"]:
-            # With self_topup off the form is hidden and the event refuses (ChatApp.top_up).
+            # With self_topup off the form is hidden and the event refuses (top_up).
             gr.Markdown(t("topup_closed"), visible=not self.settings.self_topup, elem_id="topup-closed")
             c["amount"] = gr.Number(label=t("credits_to_add"), value=10, precision=None, visible=self.settings.self_topup)
             c["topup_button"] = gr.Button(t("top_up"), variant="primary", visible=self.settings.self_topup)
@@ -98,7 +114,7 @@ class TopUpTab:
         wire(c["topup_tab"].select, self.statement_first, [], listing, api_name="statement")
         wire(c["statement_previous"].click, self.statement_previous, ["statement_page_state"], listing, api_name=False)
         wire(c["statement_next"].click, self.statement_next, ["statement_page_state"], listing, api_name=False)
-        # top_up (ui.py) answers with its message, the balance and the first page; then the rest follows.
+        # top_up answers with its message, the balance and the first page; then the rest follows.
         added = c["topup_button"].click(
             self.top_up, [c["amount"]], [c["topup_message"], c["balance"], c["statement_table"]],
             api_name="top_up", api_visibility="undocumented",

@@ -1,0 +1,1 @@
+"""The Admin tab's sections: reports, model performance, users, models, errors."""

@@ -1,0 +1,58 @@
+"""A chat as a file: Markdown to read, JSON to keep (its fields are the chat's, one object per turn).
+
+The file goes to the browser inside an event's output and is saved there (sidebar.py's DOWNLOAD_JS):
+nothing is written where Gradio would serve it by URL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from .. import conversations
+from ..store.db import utcnow
+
+FORMAT = "gemma-chat.chat/1"
+
+
+def chat_data(user_id: int, conversation_id: int) -> dict:
+    conversation = conversations.get_conversation(user_id, conversation_id)
+    turns = conversations.conversation_turns(user_id, conversation.id)
+    return {
+        "format": FORMAT,
+        "title": conversation.title,
+        "model": conversation.tier,
+        "system_prompt": conversation.system_prompt or "",
+        "exported_at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}",
+        "turns": [
+            {"prompt": t.prompt, "answer": t.answer, "status": t.status, "model": t.model_name, "credits": t.credits_charged}
+            for t in turns
+        ],
+    }
+
+
+def chat_markdown(data: dict) -> str:
+    lines = [f"# {data['title']}", ""]
+    if data["system_prompt"]:
+        lines += ["> System prompt: " + data["system_prompt"].replace("\n", "\n> "), ""]
+    for turn in data["turns"]:
+        lines += ["**You:**", "", turn["prompt"], "", f"**{turn['model']}:**", "", turn["answer"] or f"_({turn['status']})_", ""]
+    return "\n".join(lines)
+
+
+def file_name(title: str, extension: str) -> str:
+    stem = re.sub(r"[^\w.-]+", "-", title, flags=re.UNICODE).strip("-.")[:60] or "chat"
+    return f"{stem}.{extension}"
+
+
+def chat_file(user_id: int, conversation_id: int, kind: str) -> str:
+    """The payload DOWNLOAD_JS saves: the file's name, type and text (and when, so a second export
+    of the same chat is a change the page sees)."""
+    data = chat_data(user_id, conversation_id)
+    if kind == "json":
+        payload = {"name": file_name(data["title"], "json"), "type": "application/json",
+                   "text": json.dumps(data, ensure_ascii=False, indent=2)}
+    else:
+        payload = {"name": file_name(data["title"], "md"), "type": "text/markdown", "text": chat_markdown(data)}
+    return json.dumps({**payload, "at": time.time()}, ensure_ascii=False)

@@ -1,0 +1,310 @@
+"""The shell around the screens: the sign-in form, the header (who, balance, log out), the page's
+load event that shows one or the other, and the session timer.
+
+Signing in and out are not Gradio events: the buttons call the app's own /auth routes from the
+browser (web/app.py), which set or clear the HttpOnly cookie.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from .. import conversations, sessions
+from ..errors import GemmaChatError
+from .common import ACCOUNT_DISABLED, SESSION_COOKIE, balance_text, session_token
+from .text import MESSAGES, language_of, text, translated
+
+__all__ = ["PAGE_JS", "SESSION_COOKIE", "SessionPart"]
+
+# The sign-in buttons run in the browser: they post the form to the app's /auth routes, which set
+# the session cookie (a Gradio event cannot), and reload the page, whose load event shows the app.
+# The password box is cleared after every attempt; nothing of the form is kept in browser storage.
+# Its fallback message is in the page's language (navigator.language, as Gradio's labels).
+_POST_FORM_JS = """
+async (username, password) => {
+  let message = navigator.language.toLowerCase().startsWith("ru") ? %(ru)s : %(en)s;
+  try {
+    const response = await fetch("auth/%(route)s", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"content-type": "application/json"},
+      body: JSON.stringify({username: username ?? "", password: password ?? ""}),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok && body.ok) {
+      window.location.reload();
+      return [username, "", ""];
+    }
+    message = body.message || message;
+  } catch (error) {}
+  return [username, "", message];
+}
+"""
+_SIGN_IN_FAILED = {language: json.dumps(MESSAGES[language]["sign_in_failed"], ensure_ascii=False) for language in ("en", "ru")}
+LOGIN_JS = _POST_FORM_JS % {"route": "login", **_SIGN_IN_FAILED}
+REGISTER_JS = _POST_FORM_JS % {"route": "register", **_SIGN_IN_FAILED}
+# Log out: the route ends the session and clears the cookie; then the page loads afresh (without
+# ?chat=) on the sign-in form. A fresh page: the old one's session_hash belonged to the old cookie,
+# and anything it sent afterwards would be refused by the edge. The load event's callback also runs
+# at once, so the form shows even before the new page arrives.
+_POST_JS = """
+async () => {
+  try { await fetch("auth/%s", {method: "POST", credentials: "same-origin"}); } catch (error) {}
+  window.location.replace(window.location.pathname);
+}
+"""
+LOGOUT_JS = _POST_JS % "logout"
+LOGOUT_EVERYWHERE_JS = _POST_JS % "logout-all"
+
+
+# The page's own style: hidden helper boxes, the chat list, a transcript that fills the screen with
+# the composer pinned under it (on a phone too). Set by PAGE_JS, so web/app.py needs no css= of ours.
+PAGE_CSS = """
+.gc-hidden { display: none !important; }
+/* The system's own sans-serif: Gradio's web font is not fetched offline, and its stand-in lacked a
+   bold face (bold Latin letters came out as small capitals). */
+.gradio-container { --font: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif !important; }
+#chat-list .gc-day { font-size: 0.78rem; opacity: 0.7; margin: 0.9rem 0 0.2rem 0.4rem; }
+#chat-list .gc-chat { display: flex; align-items: center; border-radius: 6px; position: relative; }
+#chat-list .gc-chat:hover, #chat-list .gc-chat.gc-open { background: var(--background-fill-secondary); }
+#chat-list .gc-chat.gc-open { font-weight: 600; }
+#chat-list .gc-chat-link { flex: 1; min-width: 0; padding: 0.4rem 0.5rem; color: inherit; text-decoration: none;
+  overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+#chat-list .gc-chat-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem; border-radius: 4px; }
+#chat-list .gc-chat-menu summary::-webkit-details-marker { display: none; }
+#chat-list .gc-chat-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20; display: flex;
+  flex-direction: column; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
+  border-radius: 6px; box-shadow: var(--shadow-drop-lg); min-width: 9rem; }
+#chat-list .gc-chat-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none; border: 0; cursor: pointer; }
+#chat-list .gc-chat-menu button:hover { background: var(--background-fill-secondary); }
+#chat-list .gc-empty { opacity: 0.7; padding: 0.5rem; }
+#chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
+#composer { align-items: flex-end; }
+#chat-actions button { flex: 0 0 auto; }
+@media (max-width: 640px) {
+  #header { flex-wrap: nowrap !important; gap: 6px !important; align-items: center; }
+  #header > * { min-width: 0 !important; }
+  #who { display: none !important; }
+  #balance { flex: 1 1 0 !important; font-size: 0.9rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #header button { flex: 0 0 auto !important; font-size: 0.75rem; padding: 4px 8px; min-width: 0 !important; white-space: nowrap; }
+  #composer .form { flex: 1 1 0 !important; }
+  #send-button, #stop-button { font-size: 0 !important; width: 44px; }  /* an arrow and a square: room for the message */
+  #send-button::after { content: "➤"; font-size: 1.1rem; }
+  #stop-button::after { content: "■"; font-size: 1.1rem; }
+  #logout-everywhere-button { display: none !important; }  /* a phone keeps Log out; the laptop has both */
+  #composer, #composer .form { flex-wrap: nowrap !important; flex-direction: row !important; gap: 4px !important; }
+  #composer > *, #composer .form > * { min-width: 0 !important; }
+  #composer #message { flex: 1 1 auto !important; }
+  #composer #model { flex: 0 0 84px !important; }
+  #composer button { flex: 0 0 auto !important; min-width: 0 !important; padding: 6px 10px; }
+  #transcript { height: calc(100dvh - 290px) !important; }
+}
+"""
+
+# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc anywhere
+# presses Stop (harmless when nothing streams); a click in the chat list (or Back/Forward between
+# chats) becomes one `chat_request` event (sidebar.py): "open:12", "rename:12", …
+PAGE_JS = """
+() => {
+  const style = document.createElement("style");
+  style.textContent = %(css)s;
+  document.head.appendChild(style);
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.isComposing) return;
+    const stop = document.querySelector("#stop-button");
+    if (stop && stop.offsetParent !== null) stop.click();
+  });
+  let sent = 0;
+  const chatRequest = (action) => {
+    const box = document.querySelector("#chat-request textarea, #chat-request input");
+    const button = document.querySelector("#chat-request-button");
+    if (!box || !button) return;
+    box.value = action + ":" + (++sent);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => button.click(), 30);
+  };
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest("#chat-list [data-chat-action]");
+    if (!target) return;
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;  // a new tab: the link
+    event.preventDefault();
+    const menu = target.closest("details");
+    if (menu) menu.open = false;
+    const action = target.dataset.chatAction, id = target.dataset.chat;
+    if (action === "open") {
+      const url = new URL(window.location.href);
+      if (url.searchParams.get("chat") !== id) {
+        url.searchParams.set("chat", id);
+        window.history.pushState({chat: id}, "", url);
+      }
+    }
+    chatRequest(action + ":" + id);
+  });
+  // On a phone the chat list is a drawer: closed when the app appears, and after a chat is chosen.
+  const closeDrawerOnPhone = () => {
+    const bar = document.querySelector("#chats-sidebar");
+    if (!bar || window.innerWidth >= 700) return Boolean(bar);
+    if (bar.classList.contains("open")) bar.querySelector(".toggle-button")?.click();
+    return true;
+  };
+  let waited = 0;
+  const watch = setInterval(() => { if (closeDrawerOnPhone() || (waited += 200) > 60000) clearInterval(watch); }, 200);
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("#chat-list .gc-chat-link, #new-chat-button")) setTimeout(closeDrawerOnPhone, 50);
+  });
+  window.addEventListener("popstate", () => {
+    const id = new URL(window.location.href).searchParams.get("chat");
+    chatRequest(id ? "open:" + id : "new:0");
+  });
+}
+""" % {"css": json.dumps(PAGE_CSS)}
+
+
+def chat_in_url(request) -> int | None:
+    """The chat id of the page's URL (?chat=12), if it looks like one; ownership is checked by the caller."""
+    params = getattr(request, "query_params", None)
+    try:
+        value = params.get("chat") if params is not None else None
+    except Exception:  # noqa: BLE001 — a request without usable parameters names no chat
+        return None
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value) or None
+
+
+class SessionPart:
+    """The page's load event, the session timer and the sign-in form."""
+
+    def model_choices(self, language: str = "en") -> tuple[list[tuple[str, str]], str | None, str]:
+        """Dropdown choices (available tiers only), the default, and the reasons for the others."""
+        choices, notes = [], []
+        for status in self.engine.tiers():
+            if status.available:
+                choices.append((text(language, "model_choice", label=status.label, price=status.price), status.tier))
+            else:
+                notes.append(text(language, "model_unavailable", label=status.label, reason=status.reason))
+        default = choices[0][1] if choices else None
+        return choices, default, "\n\n".join(notes)
+
+    # In this order on the wire (a page's load event); the callbacks return them by name.
+    RESTORE_OUTPUTS = [
+        "login_view", "app_view", "password", "login_message", "who", "balance", "admin_tab", "model", "model_notes",
+        "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "sidebar", "chat_list",
+        "sidebar_notice", "default_system_prompt",
+    ]
+
+    def restore(self, request: gr.Request):
+        """Page load: a live session cookie shows the app (a reload keeps you signed in), with the
+        chat the URL names (?chat=ID: a reload, Back and a bookmark return to it) or the session's."""
+        try:
+            found = self._guarded("restore", self.signed_in, request, touch=False)
+        except GemmaChatError:
+            return self._signed_out(request)
+        user = found.user
+        language = language_of(request)
+        choices, default, notes = self.model_choices(language)
+        asked = chat_in_url(request)
+        if asked is not None:
+            try:
+                conversations.set_open_conversation(user.id, found.session_id, asked)
+            except GemmaChatError:
+                pass  # not (or no longer) this user's chat: the session's own chat shows instead
+        opened = self._guarded("restore", self.opened_chat, found, language)
+        model = opened.pop("model", default)
+        return {
+            **opened,
+            "login_view": gr.update(visible=False),
+            "app_view": gr.update(visible=True),
+            "password": "",
+            "login_message": "",
+            "who": text(language, "signed_in_admin" if user.is_admin else "signed_in", username=user.username),
+            "balance": balance_text(user.id, language),
+            "admin_tab": gr.update(visible=bool(user.is_admin)),
+            "model": gr.update(choices=choices, value=model),
+            "model_notes": notes,
+            "chat_notice": self.low_balance_hint(user.id, model, language),
+            "sidebar": gr.update(visible=True),
+            "chat_list": self.chat_list(user.id, found.session_id, None, language),
+            "sidebar_notice": "",
+            "default_system_prompt": conversations.default_system_prompt(user.id),
+        }
+
+    def _signed_out(self, request):
+        # The form's fields are left alone: on a slow machine this load event can answer after the
+        # user has started typing. The page's turns State is left too: a cookie-less caller may
+        # replay this page's session_hash here (web/edge.py) and must not change its State;
+        # signing in again reloads the page, which starts a fresh one. Nothing the page has wired
+        # a change event to is changed (the model picker): that event would be refused signed out.
+        token = session_token(request)
+        language = language_of(request)
+        if token is None:
+            message = gr.update()
+        elif sessions.ended_because_disabled(token):
+            message = translated(language, ACCOUNT_DISABLED)
+        else:
+            message = text(language, "session_expired")
+        return {
+            "login_view": gr.update(visible=True), "app_view": gr.update(visible=False), "password": gr.update(),
+            "login_message": message, "who": gr.update(), "balance": gr.update(), "admin_tab": gr.update(),
+            "model": gr.update(), "model_notes": "", "chatbot": [], "turns": gr.update(), "chat_id": gr.update(),
+            "system_prompt": "", "chat_notice": "", "settings_notice": "", "sidebar": gr.update(visible=False),
+            "chat_list": "", "sidebar_notice": "", "default_system_prompt": "",
+        }
+
+    def check_session(self, request: gr.Request):
+        """Timer tick: an expired or revoked session returns the page to sign-in."""
+        if session_token(request) is None:
+            return gr.update(), gr.update()
+        try:
+            self.current_user(request, touch=False)  # a timer tick is not activity
+            return gr.update(), gr.update()
+        except GemmaChatError:
+            return gr.update(visible=True), gr.update(visible=False)
+
+    def build_sign_in(self, t, c: dict) -> None:
+        """The sign-in form (shown without a session); its buttons post to /auth in the browser."""
+        with gr.Column(visible=True) as c["login_view"]:
+            gr.Markdown("# gemma-chat")
+            gr.Markdown(t("sign_in_intro" if self.settings.allow_registration else "sign_in_intro_closed"))
+            c["username"] = gr.Textbox(label=t("username"), max_lines=1, autofocus=True)
+            c["password"] = gr.Textbox(label=t("password"), type="password", max_lines=1)
+            with gr.Row():
+                c["login_button"] = gr.Button(t("log_in"), variant="primary")
+                # Hidden when registration is off; /auth/register refuses on the server too (web/app.py).
+                c["register_button"] = gr.Button(t("create_account"), visible=self.settings.allow_registration)
+            c["login_message"] = gr.Markdown(elem_id="login-message")
+
+    def build_header(self, t, c: dict) -> None:
+        """Who is signed in, the balance, and the two ways out (inside the app view)."""
+        with gr.Row(equal_height=True, elem_id="header"):
+            c["who"] = gr.Markdown(elem_id="who")
+            c["balance"] = gr.Markdown(elem_id="balance")
+            c["logout_button"] = gr.Button(t("log_out"), size="sm", scale=0)
+            c["logout_everywhere_button"] = gr.Button(
+                t("log_out_everywhere"), size="sm", scale=0, elem_id="logout-everywhere-button"
+            )
+
+    def wire_session(self, demo: gr.Blocks, c: dict) -> None:
+        # Sign-in and out run in the browser against /auth (web/app.py): no Gradio event, no queue.
+        sign_in_form = dict(
+            inputs=[c["username"], c["password"]], outputs=[c["username"], c["password"], c["login_message"]],
+            show_progress="hidden",
+        )
+        for trigger in (c["login_button"].click, c["password"].submit):
+            trigger(None, js=LOGIN_JS, **sign_in_form)
+        c["register_button"].click(None, js=REGISTER_JS, **sign_in_form)
+        # The page's load event and the session timer run outside the queue (queue=False): the
+        # queue is for signed-in work only, and web/app.py refuses anonymous callers at its door.
+        for button, js in ((c["logout_button"], LOGOUT_JS), (c["logout_everywhere_button"], LOGOUT_EVERYWHERE_JS)):
+            self.wire(
+                button.click(None, js=js).then, self.restore, [], self.RESTORE_OUTPUTS,
+                api_name="restore_after_log_out", api_visibility="private", queue=False,
+            )
+        self.wire(demo.load, self.restore, [], self.RESTORE_OUTPUTS, api_name="restore", api_visibility="undocumented", queue=False)
+        timer = gr.Timer(30)
+        timer.tick(
+            self.check_session, None, [c["login_view"], c["app_view"]], api_visibility="private", show_progress="hidden",
+            queue=False,
+        )

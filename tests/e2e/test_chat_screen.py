@@ -1,0 +1,257 @@
+"""The chat screen of issue 19 in Chromium, desktop (1280×800) and phone (390×844), English and Russian:
+nothing typed is lost, errors guide instead of popping up, the sidebar opens chats in one click, each
+chat has a URL, and its system prompt and model come back with it.
+
+One app for the module with the fault-injecting engine (tests/reliability/faults.py): "[fault:numbered]"
+answers at once, "[fault:hang]" streams until Stop, and every generation's messages are logged, so a
+test reads what the model was asked.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from e2e.test_browser import SHOTS, choose_model, expect_balance, sign_up
+from e2e.test_chat_product import message_box
+from e2e.test_chat_replace import prompts, replace_app  # noqa: F401 (replace_app: the module's app)
+from reliability.conftest import query
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def no_error_anywhere(page: Page) -> None:
+    """No popup and no red "Error" badge over any component."""
+    expect(page.locator(".toast-body")).to_have_count(0)
+    expect(page.get_by_text(re.compile(r"^\s*Error\s*$"))).to_have_count(0)
+
+
+def user_bubbles(page: Page):
+    return page.get_by_test_id("user")
+
+
+def chat_url_id(page: Page) -> str:
+    found = re.search(r"[?&]chat=(\d+)", page.url)
+    return found.group(1) if found else ""
+
+
+def top_up(page: Page, credits: int) -> None:
+    page.get_by_role("tab", name="Top up").click()
+    page.get_by_label("Credits to add").fill(str(credits))
+    page.get_by_role("button", name="Top up", exact=True).click()
+    expect(page.locator("#topup-message")).to_contain_text("Added")
+    page.get_by_role("tab", name="Chat", exact=True).click()
+
+
+def test_no_popup_on_arrival_and_log_out_lands_on_the_sign_in_form(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    page.goto(replace_app.url)
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.wait_for_timeout(1500)  # the page's first events have run
+    no_error_anywhere(page)
+    sign_up(page, replace_app.url, "arrival")
+    expect_balance(page, 10)
+    no_error_anywhere(page)
+    page.get_by_role("button", name="Log out", exact=True).click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.wait_for_timeout(1500)
+    no_error_anywhere(page)
+    expect(page.get_by_text("belongs to another sign-in")).to_have_count(0)
+
+
+def test_enter_while_an_answer_streams_keeps_the_message_and_send_is_stop_meanwhile(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "typist")
+    expect_balance(page, 10)
+    send_button, stop_button = page.locator("#send-button"), page.locator("#stop-button")
+    expect(stop_button).to_be_hidden()
+    message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
+    message_box(page).press("Enter")
+    expect(page.get_by_test_id("bot").last).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
+    expect(send_button).to_be_hidden()
+    expect(stop_button).to_be_visible()
+    message_box(page).fill("[fault:numbered] And the next question.")
+    message_box(page).press("Enter")  # while the answer streams
+    page.wait_for_timeout(800)
+    expect(message_box(page)).to_have_value("[fault:numbered] And the next question.")  # kept, not dropped
+    expect(user_bubbles(page)).to_have_count(1)
+    stop_button.click()
+    expect(page.get_by_test_id("bot").last).to_contain_text("Stopped.")
+    expect(send_button).to_be_visible()
+    expect(message_box(page)).to_have_value("[fault:numbered] And the next question.")
+    message_box(page).press("Enter")
+    expect(user_bubbles(page)).to_have_count(2)
+    expect(user_bubbles(page).last).to_have_text("[fault:numbered] And the next question.")
+    expect(message_box(page)).to_have_value("")
+    no_error_anywhere(page)
+
+
+def test_a_refused_message_stays_and_retry_after_a_top_up_sends_that_message(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "refused")
+    expect_balance(page, 10)
+    choose_model(page, "for pro")
+    for n in range(3):
+        message_box(page).fill(f"[fault:numbered] Question {n}.")
+        message_box(page).press("Enter")
+        expect_balance(page, 10 - 3 * (n + 1))
+    message_box(page).fill("[fault:numbered] Which planet is largest?")
+    message_box(page).press("Enter")
+    expect(page.locator("#chat-notice")).to_contain_text("Not enough credits")
+    expect(user_bubbles(page).last).to_have_text("[fault:numbered] Which planet is largest?")
+    expect(page.get_by_test_id("bot").last).to_contain_text("Not sent")
+    no_error_anywhere(page)
+    page.reload()
+    expect(user_bubbles(page).last).to_have_text("[fault:numbered] Which planet is largest?")  # kept over a reload
+    expect(page.get_by_test_id("bot").last).to_contain_text("Not sent")
+
+    top_up(page, 5)
+    expect_balance(page, 6)
+    asked = len(prompts(replace_app))
+    page.get_by_test_id("bot").last.hover()
+    page.get_by_role("button", name="Retry").last.click()
+    expect_balance(page, 3)
+    expect(page.get_by_test_id("bot").last).to_contain_text(re.compile(r"Answer number \d+\."))
+    assert prompts(replace_app)[asked][-1]["content"] == "[fault:numbered] Which planet is largest?"  # that message
+    expect(user_bubbles(page)).to_have_count(4)
+
+
+def test_one_click_opens_a_chat_and_reload_and_back_return_to_it_by_url(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "walker")
+    expect_balance(page, 10)
+    message_box(page).fill("[fault:numbered] First chat.")
+    message_box(page).press("Enter")
+    expect_balance(page, 9)
+    expect(page).to_have_url(re.compile(r"\?chat=\d+$"))
+    first = chat_url_id(page)
+    page.locator("#new-chat-button").click()
+    expect(user_bubbles(page)).to_have_count(0)
+    message_box(page).fill("[fault:numbered] Second chat.")
+    message_box(page).press("Enter")
+    expect_balance(page, 8)
+    expect(page).not_to_have_url(re.compile(rf"chat={first}$"))
+    second = chat_url_id(page)
+    links = page.locator("#chat-list .gc-chat-link")
+    expect(links).to_have_text(["[fault:numbered] Second chat.", "[fault:numbered] First chat."])  # newest first
+
+    links.filter(has_text="First chat.").click()  # one click
+    expect(user_bubbles(page)).to_have_text(["[fault:numbered] First chat."])
+    expect(page).to_have_url(re.compile(rf"\?chat={first}$"))
+    page.go_back()
+    expect(page).to_have_url(re.compile(rf"\?chat={second}$"))
+    expect(user_bubbles(page)).to_have_text(["[fault:numbered] Second chat."])
+    page.goto(replace_app.url + f"?chat={first}")  # a bookmark
+    expect(user_bubbles(page)).to_have_text(["[fault:numbered] First chat."])
+    page.reload()
+    expect(user_bubbles(page)).to_have_text(["[fault:numbered] First chat."])
+    no_error_anywhere(page)
+
+
+def test_rename_delete_and_invalid_actions_answer_beside_them_without_error_badges(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "tidy")
+    expect_balance(page, 10)
+    message_box(page).fill("[fault:numbered] Keep me.")
+    message_box(page).press("Enter")
+    expect_balance(page, 9)
+    row = page.locator("#chat-list .gc-chat").first
+    row.locator("summary").click()
+    row.get_by_role("button", name="Rename").click()
+    expect(page.locator("#rename-title input")).to_have_value("[fault:numbered] Keep me.")
+    page.locator("#rename-title input").fill("   ")
+    page.locator("#rename-save").click()
+    expect(page.locator("#sidebar-notice")).to_contain_text("Enter a title for the chat.")
+    no_error_anywhere(page)
+    page.locator("#rename-title input").fill("Kept")
+    page.locator("#rename-save").click()
+    expect(page.locator("#chat-list .gc-chat-link")).to_have_text(["Kept"])
+
+    row = page.locator("#chat-list .gc-chat").first
+    row.locator("summary").click()
+    row.get_by_role("button", name="Delete…").click()
+    expect(page.locator("#delete-question")).to_contain_text("Delete “Kept”?")
+    page.locator("#delete-cancel").click()
+    expect(page.locator("#chat-list .gc-chat-link")).to_have_text(["Kept"])  # asking deleted nothing
+    row.locator("summary").click()
+    row.get_by_role("button", name="Delete…").click()
+    page.locator("#delete-confirm").click()
+    expect(page.locator("#chat-list .gc-chat-link")).to_have_count(0)
+    expect(user_bubbles(page)).to_have_count(0)  # it was open
+    message_box(page).fill("   ")
+    message_box(page).press("Enter")
+    expect(page.locator("#chat-notice")).to_contain_text("Type a message first.")
+    no_error_anywhere(page)
+
+
+def test_a_chat_keeps_its_system_prompt_and_model_over_a_reload(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "settler")
+    expect_balance(page, 10)
+    page.get_by_text("Chat settings").click()
+    page.get_by_label("System prompt").fill("Answer like a pirate.")
+    choose_model(page, "for pro")
+    message_box(page).fill("[fault:numbered] Name a colour.")
+    message_box(page).press("Enter")
+    expect_balance(page, 7)
+    assert prompts(replace_app)[-1][-1]["content"] == "Answer like a pirate.\n\n[fault:numbered] Name a colour."
+    page.reload()
+    expect_balance(page, 7)
+    expect(page.locator("#model input")).to_have_value(re.compile("for pro"))
+    page.get_by_text("Chat settings").click()
+    expect(page.get_by_label("System prompt")).to_have_value("Answer like a pirate.")
+    page.locator("#new-chat-button").click()
+    expect(page.get_by_label("System prompt")).to_have_value("")
+
+
+def test_phone_the_composer_is_on_the_first_screen_and_the_chats_are_a_drawer(replace_app, browser):
+    context = browser.new_context(viewport=PHONE, locale="ru-RU")
+    page = context.new_page()
+    try:
+        page.set_default_timeout(30_000)
+        page.goto(replace_app.url)
+        page.get_by_label("Имя пользователя", exact=True).fill("pocket")
+        page.get_by_label("Пароль", exact=True).fill("long enough pw")
+        page.get_by_role("button", name="Создать учётную запись").click()
+        expect(page.locator("#balance")).to_contain_text("Баланс: 10")
+        message_box = page.locator("#message textarea")
+        message_box.fill("[fault:numbered] Привет!")
+        message_box.press("Enter")
+        expect(page.locator("#balance")).to_contain_text("Баланс: 9")
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / "screenshot-phone.png"))
+        for element in ("#message textarea", "#send-button"):
+            box = page.locator(element).bounding_box()
+            assert box is not None and box["y"] + box["height"] <= PHONE["height"], (element, box)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], width
+        no_error_anywhere(page)
+    finally:
+        context.close()
+
+
+def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "reader")
+    expect_balance(page, 10)
+    for n, text in enumerate(("[fault:markdown] Plan a trip, with a table.", "[fault:numbered] And a short summary?")):
+        message_box(page).fill(text)
+        message_box(page).press("Enter")
+        expect_balance(page, 9 - n)
+    page.locator("#new-chat-button").click()
+    message_box(page).fill("[fault:numbered] Name three rivers.")
+    message_box(page).press("Enter")
+    expect_balance(page, 7)
+    links = page.locator("#chat-list .gc-chat-link")
+    expect(links).to_have_count(2)  # the new chat has joined the list
+    links.last.click()
+    expect(user_bubbles(page)).to_have_count(2)
+    box = page.locator("#message textarea").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]  # the composer is on screen
+    chats = query(replace_app.data_dir, "SELECT COUNT(*) FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.username = 'reader'")
+    assert chats == [(2,)]
