@@ -20,7 +20,8 @@ from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_avera
 
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
-SECTIONS = ("generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge", "postgres", "soak")
+SECTIONS = ("generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
+            "postgres", "soak")
 ON_REQUEST = ("soak",)  # long: run only when named with --only
 
 
@@ -53,11 +54,12 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup
+    from . import batching, edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup
 
     functions = {
         "generation": generation.measure_in_process,
         "http": http.measure_http,
+        "batching": batching.measure_batching,
         "remote": remote.measure_remote,
         "extra_buffers": extra_buffers.measure_extra_buffers,
         "isolation": isolation.measure_isolation,
@@ -119,6 +121,17 @@ def evaluate_targets(results: dict) -> list[dict]:
     add("(e) /v1 streamed tokens/s vs raw", ratio_e, ">= 0.95", ratio_e is not None and ratio_e >= 0.95)
     added_e = _get(results, "http", "sides", "e_v1", "ttft_added_ms_median")
     add("(e) /v1 added time to first token, ms", added_e, "<= 20", added_e is not None and added_e <= 20)
+    for count, figures in (_get(results, "batching", "streams") or {}).items():
+        if str(count) != "1":
+            value = figures.get("vs_s_tg")
+            add(f"batching: {count} streams through /v1, aggregate tokens/s / llama-batched-bench S_TG", value, ">= 0.85",
+                value is not None and value >= 0.85)
+    one = _get(results, "batching", "one_stream_vs_raw")
+    add("batching: one stream through /v1 / raw llama-cpp-python, tokens/s", one, ">= 0.97", one is not None and one >= 0.97)
+    gap = _get(results, "batching", "prefill_gap", "ratio")
+    add("batching: p95 token gap while a 3,000-token prompt prefills / idle", gap, "<= 3", gap is not None and gap <= 3)
+    chats = _get(results, "batching", "two_long_chats", "ratio")
+    add("batching: two long chats taking turns, 2nd turn TTFT / 1st", chats, "<= 0.25", chats is not None and chats <= 0.25)
     ratio_r = _get(results, "remote", "sides", "b_engine", "tokens_per_s_ratio")
     add("remote tier over loopback tokens/s vs the server called directly", ratio_r, ">= 0.95",
         ratio_r is not None and ratio_r >= 0.95)
@@ -232,6 +245,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     if noop:
         rows.append(("gradio round trip of an empty event, ms", _fmt(noop["sse_median"]), "-",
                      f"gradio_client: {_fmt(noop['gradio_client_median'])} ms"))
+    rows += _batching_rows(results.get("batching", {}))
     remote = results.get("remote", {})
     raw_r = _get(remote, "sides", "a_direct") or {}
     for key in ("a_direct", "b_engine", "c_turn"):
@@ -335,6 +349,37 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("other processes' CPU during each section, cores",
                      ", ".join(f"{name} {_fmt(cores, 2)}" for name, cores in busy.items()), "-",
                      f"NOISY: {', '.join(noisy)}; rerun on an idle machine" if noisy else f"all below {NOISY_CORES}: quiet"))
+    return rows
+
+
+def _batching_rows(batching: dict) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for count, figures in (batching.get("streams") or {}).items():
+        rows.append((f"batching: {count} stream(s) through /v1, aggregate decode tokens/s",
+                     _fmt(figures["aggregate_tokens_per_s"]), _fmt(figures.get("llama_batched_bench_s_tg")),
+                     f"x{_fmt(figures.get('vs_s_tg'), 3)} of llama-batched-bench S_TG; speed-up over 1 stream: ours "
+                     f"x{_fmt(figures.get('speedup_vs_1'), 2)}, llama.cpp x{_fmt(figures.get('llama_speedup_vs_1'), 2)}"))
+    if "raw_single_stream_tokens_per_s" in batching:
+        rows.append(("batching: one stream through /v1 vs raw llama-cpp-python, tokens/s",
+                     _fmt(batching["streams"]["1"]["aggregate_tokens_per_s"] if "1" in batching["streams"]
+                          else batching["streams"][1]["aggregate_tokens_per_s"]),
+                     _fmt(batching["raw_single_stream_tokens_per_s"]), f"x{_fmt(batching.get('one_stream_vs_raw'), 3)}"))
+    if "ttft_with_3_streaming_ms" in batching:
+        rows.append(("batching: a new request's TTFT while 3 stream | idle, ms", _fmt(batching["ttft_with_3_streaming_ms"]),
+                     _fmt(batching["ttft_idle_ms"]), "median of 3"))
+    gap = batching.get("prefill_gap")
+    if gap:
+        rows.append(("batching: p95 token gap while a long prompt prefills | idle, ms", _fmt(gap["gap_p95_during_prefill_ms"]),
+                     _fmt(gap["idle_gap_p95_ms"]), f"x{_fmt(gap['ratio'], 2)}; the {gap['long_prompt_tokens']}-token prompt's "
+                     f"TTFT {_fmt(gap['long_prompt_ttft_ms'])} ms"))
+    chats = batching.get("two_long_chats")
+    if chats:
+        rows.append(("batching: two long chats taking turns, 2nd turn TTFT | 1st, ms",
+                     " / ".join(_fmt(t) for t in chats["second_turn_ttft_ms"]),
+                     " / ".join(_fmt(t) for t in chats["first_turn_ttft_ms"]),
+                     f"x{_fmt(chats['ratio'], 3)}; prompts {chats['prompt_tokens']} tokens"))
+    if batching.get("reference_note"):
+        rows.append(("batching: llama.cpp reference", batching["reference_note"][:80], "-", "-"))
     return rows
 
 

@@ -94,7 +94,7 @@ class TierSettings:
     max_tokens: int = 512
     n_ctx: int = 4096
     n_threads: int = 0  # 0 = physical cores
-    n_gpu_layers: int = 0  # -1 offloads every layer (Metal / CUDA builds)
+    n_gpu_layers: int | str = "auto"  # auto: every layer when llama.cpp was built for a GPU, else 0; -1 = all
     temperature: float | None = None  # None = the prompt format's recommended sampling; 0 = greedy
     required_quantization: str = ""  # e.g. "Q8_0"; empty accepts any
     # Where the model runs: "local" (a supervised llama.cpp worker process on this machine) or
@@ -105,11 +105,19 @@ class TierSettings:
     api_key_env: str = ""  # openai: the environment variable that holds the API key, if any
     api: str = "chat"  # openai: "chat" (/chat/completions) or "completions" (a base model, our own prompt)
     timeout_s: float = 60.0  # openai: connect and between-token timeout
-    max_concurrent: int = 1  # generations running at once on this tier (local workers run one)
+    max_concurrent: int = 1  # openai: generations sent to the server at once
+    # local: sequences the worker decodes together (continuous batching); auto = the most that fit
+    # in the memory plan, at most MAX_AUTO_PARALLEL. Beyond them requests queue.
+    parallel: int | str = "auto"
+    # local: RAM for conversations' KV state evicted from their slot, restored when they come back
+    prompt_cache_mb: int = 256
 
     def model_path(self, models_dir: Path) -> Path:
         path = Path(self.model_file).expanduser()
         return path if path.is_absolute() else models_dir / path
+
+
+MAX_AUTO_PARALLEL = 4  # llama-server's default too; more slots mostly split the same cores
 
 
 DEFAULT_TIERS = {
@@ -229,6 +237,10 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError
+        if kind == "int | str":  # a count or "auto" (parallel, n_gpu_layers)
+            if isinstance(value, str) and value.strip().lower() == "auto":
+                return "auto"
+            kind = "int"
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -288,6 +300,10 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"tiers.{tier.name}.model_file is required for a local backend.")
         if tier.max_concurrent < 1:
             raise ConfigError(f"tiers.{tier.name}.max_concurrent must be at least 1.")
+        if tier.parallel != "auto" and tier.parallel < 1:
+            raise ConfigError(f'tiers.{tier.name}.parallel must be "auto" or at least 1.')
+        if tier.prompt_cache_mb < 0:
+            raise ConfigError(f"tiers.{tier.name}.prompt_cache_mb cannot be negative (0 turns the RAM cache off).")
         if tier.price < 1:
             raise ConfigError(f"tiers.{tier.name}.price must be at least 1 credit.")
         if tier.max_tokens < 1 or tier.n_ctx <= tier.max_tokens:

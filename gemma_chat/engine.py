@@ -140,8 +140,10 @@ class Engine:
         """Stream one reply: Waiting(position)…, then text deltas, then one GenerationResult.
 
         ModelUnavailableError and QueueFullError are raised on the first `next()`; ContextTooLongError
-        before any text. History is trimmed oldest pair first; only a newest message too long on its
-        own is refused. Setting `stop` ends the stream promptly with finish_reason "stopped". Closing
+        before any text. A local tier runs up to `slots` generations at once (continuous batching in
+        its worker); beyond them, callers wait with their position. A history past the context loses
+        older turns in big steps (about half the budget at once, so later turns reuse the cached
+        prefix); only a newest message too long on its own is refused. Setting `stop` ends the stream promptly with finish_reason "stopped". Closing
         the generator early frees the tier. A crashed worker raises WorkerCrashedError. `sampling`
         overrides the tier's temperature / top_p for this request only (the /v1 API's).
         """

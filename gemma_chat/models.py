@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import Settings, TierSettings, running_from_checkout
+from .config import MAX_AUTO_PARALLEL, Settings, TierSettings, running_from_checkout
 from .errors import ModelFileError
 from .gguf import GGUFInfo, read_gguf_info
 from .memory import ModelRequest, estimate_model_bytes, format_bytes, plan_models
@@ -49,6 +49,7 @@ class ModelStatus:
     is_demo: bool
     has_chat_template: bool = False
     base_url: str = ""  # a remote tier's server; its `file` is then empty
+    slots: int = 1  # local: sequences its worker decodes together (the memory plan's choice)
 
     @property
     def location(self) -> str:
@@ -192,11 +193,10 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
     bundled_info = functools.cache(lambda: bundled_model_info(settings))  # read once for both tiers
     local = [tier for tier in settings.tiers.values() if tier.backend != "openai"]
     candidates = [_resolve(settings, tier, bundled_info) for tier in local]
-    estimates = {
-        c.tier.name: estimate_model_bytes(c.info, _n_ctx(c.tier, c.info)) for c in candidates if c.info is not None
-    }
+    slot_estimates = {c.tier.name: _slot_estimates(c.tier, c.info) for c in candidates if c.info is not None}
+    estimates = {name: options[0] for name, options in slot_estimates.items()}
     requests = [
-        ModelRequest(c.tier.name, c.label, estimates[c.tier.name], c.file.resolve())
+        ModelRequest(c.tier.name, c.label, estimates[c.tier.name], c.file.resolve(), tuple(slot_estimates[c.tier.name][1:]))
         for c in candidates
         if c.info is not None and not c.status
     ]
@@ -208,7 +208,9 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
         status, reason = c.status, c.reason
         bytes_needed = estimates[c.tier.name].total_bytes if info is not None else None
         bytes_available = None
+        slots = estimates[c.tier.name].slots if info is not None else 1
         if plan is not None:
+            slots = plan.slots
             status = (BUNDLED_DEMO if c.is_demo else FITS) if plan.fits else DOES_NOT_FIT
             reason = f"{c.reason}; {plan.reason}" if c.reason else plan.reason
             bytes_needed, bytes_available = plan.bytes_needed, plan.bytes_available
@@ -227,8 +229,16 @@ def describe_models(settings: Settings, available_bytes: int | None = None) -> l
             price=c.tier.price,
             is_demo=c.is_demo,
             has_chat_template=info.has_chat_template if info else False,
+            slots=slots,
         )
     return [statuses[name] for name in settings.tiers]
+
+
+def _slot_estimates(tier: TierSettings, info: GGUFInfo) -> list:
+    """The tier's memory with the slots it asks for (`auto`: MAX_AUTO_PARALLEL), then with each fewer."""
+    most = MAX_AUTO_PARALLEL if tier.parallel == "auto" else int(tier.parallel)
+    cache = tier.prompt_cache_mb * 1024**2
+    return [estimate_model_bytes(info, _n_ctx(tier, info), slots, cache) for slots in range(most, 0, -1)]
 
 
 def _remote_status(tier: TierSettings) -> ModelStatus:
@@ -244,7 +254,7 @@ def _remote_status(tier: TierSettings) -> ModelStatus:
 
 
 def statuses_as_json(statuses: Sequence[ModelStatus]) -> list[dict[str, Any]]:
-    keys = ("tier", "model", "file", "quantization", "bytes_needed", "bytes_available", "status", "reason")
+    keys = ("tier", "model", "file", "quantization", "bytes_needed", "bytes_available", "status", "reason", "slots")
     rows = []
     for status in statuses:
         row = {key: getattr(status, key) for key in keys}
@@ -260,11 +270,11 @@ def format_models_table(statuses: Sequence[ModelStatus]) -> str:
     def size(count: int | None) -> str:
         return format_bytes(count) if count is not None else "-"
 
-    header = ("TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "NEEDS", "FREE", "PRICE", "STATUS")
+    header = ("TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "SLOTS", "NEEDS", "FREE", "PRICE", "STATUS")
     rows = [
         (
             s.tier, s.model, s.architecture or "-", s.quantization or "-", str(s.n_ctx),
-            size(s.bytes_needed), size(s.bytes_available), str(s.price), s.status,
+            "-" if s.base_url else str(s.slots), size(s.bytes_needed), size(s.bytes_available), str(s.price), s.status,
         )
         for s in statuses
     ]

@@ -97,6 +97,9 @@ def run_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "GEMMA_CHAT_DATA_DIR": str(data_dir),
             "GEMMA_CHAT_BCRYPT_ROUNDS": str(FAST_BCRYPT),
             "GEMMA_CHAT_MODELS_DIR": str(MODEL_CACHE),
+            # One slot per tier, as in demo_settings: a second answer on a tier waits.
+            "GEMMA_CHAT_MINI_PARALLEL": "1",
+            "GEMMA_CHAT_PRO_PARALLEL": "1",
         },
         **extra,
     )
@@ -110,11 +113,17 @@ MODEL_CACHE = Path(os.environ.get("GEMMA_CHAT_TEST_MODELS", Path.home() / ".cach
 
 
 def demo_settings(data_dir: Path, **overrides):
-    """Settings whose tiers are both served by the bundled 270M, small enough to be quick."""
+    """Settings whose tiers are both served by the bundled 270M, small enough to be quick.
+
+    One slot per tier, so a second request on a tier waits (the tests of queueing, Stop and crashes
+    rely on it); tests/test_batching*.py ask for more slots."""
     import dataclasses
 
     settings = load_settings(data_dir=data_dir, env={}, bcrypt_rounds=FAST_BCRYPT, models_dir=MODEL_CACHE, **overrides)
-    tiers = {name: dataclasses.replace(tier, n_ctx=1024, max_tokens=24) for name, tier in settings.tiers.items()}
+    tiers = {
+        name: dataclasses.replace(tier, n_ctx=1024, max_tokens=24, parallel=1, n_gpu_layers=0)
+        for name, tier in settings.tiers.items()
+    }
     return dataclasses.replace(settings, tiers=tiers)
 
 

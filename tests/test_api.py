@@ -34,7 +34,8 @@ openai = pytest.importorskip("openai")
 
 
 class ScriptedEngine:
-    """Answers "Hello there, friend." in five pieces; `delay_s` before the first one (stop ends it)."""
+    """Answers "Hello there, friend." in five pieces, one model token each (a request's max_tokens
+    ends it early with "length", as the worker does); `delay_s` before the first one (stop ends it)."""
 
     PIECES = ["Hello", " there", ",", " friend", "."]
 
@@ -52,12 +53,16 @@ class ScriptedEngine:
         if stop is not None and stop.wait(self.delay_s):
             yield GenerationResult("", 3, 0, "stopped", None, 1, "Scripted")
             return
-        for piece in self.PIECES:
+        limit = sampling.max_tokens if sampling is not None and sampling.max_tokens else len(self.PIECES)
+        for count, piece in enumerate(self.PIECES, 1):
             if stop is not None and stop.is_set():
                 yield GenerationResult(text, 3, len(text.split()), "stopped", 1, 1, "Scripted")
                 return
             text += piece
             yield piece
+            if count == limit < len(self.PIECES):
+                yield GenerationResult(text, 3, count, "length", 1, 2, "Scripted")
+                return
         yield GenerationResult(text, 3, 5, "stop", 1, 2, "Scripted")
 
 

@@ -33,7 +33,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "targets:" in result.stdout  # the table is printed last
     document = json.loads(out.read_text())
     results = document["results"]
-    assert set(results) == {"generation", "http", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
+    assert set(results) == {"generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
                             "postgres"}
     assert not [name for name, section in results.items() if "error" in section]
 
@@ -46,6 +46,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         figures = results["generation"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"])
         assert figures["identical_outputs"], f"{side} streamed other text than raw llama-cpp-python"
+    batching = results["batching"]
+    assert all(number(figures["aggregate_tokens_per_s"]) for figures in batching["streams"].values())
+    assert number(batching["raw_single_stream_tokens_per_s"]) and number(batching["ttft_with_3_streaming_ms"])
     for side in ("d_client", "d_sse", "e_v1"):
         figures = results["http"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat.backends.llama_runner import Transcript, _safe_end, sampling_for
+from gemma_chat.backends.answer_text import _safe_end
+from gemma_chat.backends.llama_runner import Transcript, sampling_for
 from gemma_chat.engine import Engine, GenerationResult, Sampling, Waiting
 from gemma_chat.errors import ConfigError, ContextTooLongError, ModelUnavailableError, QueueFullError
 from tests.conftest import demo_settings
@@ -292,7 +293,7 @@ def test_text_that_may_start_a_stop_string_is_held_back(text, streamable):
 
 
 @pytest.mark.slow
-def test_history_is_trimmed_oldest_first(demo_engine):
+def test_history_is_trimmed_oldest_first_in_big_steps(demo_engine):
     history = []
     for turn in range(40):
         history += [
@@ -302,7 +303,9 @@ def test_history_is_trimmed_oldest_first(demo_engine):
     _, _, result = run(demo_engine, "mini", history + QUESTION)
     mini = demo_engine.tiers()[0]
     budget = mini.n_ctx - mini.max_tokens
-    assert budget - 140 < result.prompt_tokens <= budget  # only as many pairs dropped as needed
+    # Older turns go in big steps (cut points every half budget from the chat's start), so at least
+    # about half the budget is kept; tests/test_batching.py follows a chat turn by turn past its context.
+    assert budget // 2 - 140 < result.prompt_tokens <= budget
     assert result.finish_reason in ("stop", "length")
 
 

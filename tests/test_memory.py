@@ -36,8 +36,8 @@ GEMMA_270M = gemma3("Gemma 3 270M", 253_113_024, layers=18, heads=4, kv_heads=1,
         # FIELD_NOTES: 1B KV ≈ 104 MiB at 4096.
         (GEMMA_1B_Q8, 4096, 104 * MiB, "1.6 GB"),
         (GEMMA_1B_Q4, 4096, 104 * MiB, "1.4 GB"),
-        (GEMMA_270M, 4096, 72 * MiB, "796 MB"),
-        (GEMMA_270M, 1024, 18 * MiB, "689 MB"),
+        (GEMMA_270M, 4096, 72 * MiB, "797 MB"),  # one slot: its row of logits (1 MiB) included
+        (GEMMA_270M, 1024, 18 * MiB, "690 MB"),
     ],
 )
 def test_estimates_match_measured_numbers(info, n_ctx, kv_cache, total):
@@ -106,3 +106,32 @@ def test_two_tiers_on_one_file_count_its_weights_once():
 )  # fmt: skip
 def test_format_bytes(count, text):
     assert format_bytes(count) == text
+
+
+# --- slots -----------------------------------------------------------------------------------
+
+
+def slot_request(info: GGUFInfo, most: int, n_ctx: int = 4096, tier: str = "pro") -> ModelRequest:
+    options = [estimate_model_bytes(info, n_ctx, slots) for slots in range(most, 0, -1)]
+    return ModelRequest(tier, info.name, options[0], info.path, tuple(options[1:]))
+
+
+def test_every_slot_counts_its_kv_cache_and_logits():
+    one, four = estimate_model_bytes(GEMMA_12B_Q8, 4096, 1), estimate_model_bytes(GEMMA_12B_Q8, 4096, 4)
+    assert four.kv_cache_bytes == 4 * one.kv_cache_bytes == 6 * GiB  # 1.5 GiB per sequence with the full SWA cache
+    assert four.compute_bytes - one.compute_bytes == 3 * GEMMA_12B_Q8.vocab_size * 4
+    assert four.total_bytes - one.total_bytes == 3 * 1.5 * GiB + 3 * GEMMA_12B_Q8.vocab_size * 4
+
+
+def test_a_model_that_fits_one_slot_but_not_four_starts_with_what_fits_and_says_so():
+    one = estimate_model_bytes(GEMMA_12B_Q8, 4096, 1).total_bytes
+    (plan,) = plan_models([slot_request(GEMMA_12B_Q8, 4)], one + GiB)  # room for 1 slot, not 2
+    assert plan.fits and plan.slots == 1 and plan.bytes_needed == one
+    assert "with 1 slot (only that fits; 4 asked)" in plan.reason
+
+
+def test_auto_takes_the_most_slots_that_fit():
+    (plan,) = plan_models([slot_request(GEMMA_1B_Q8, 4, tier="mini")], 20 * GB)
+    assert plan.fits and plan.slots == 4 and "with 4 slots" in plan.reason
+    (none,) = plan_models([slot_request(GEMMA_12B_Q8, 4)], 5 * GB)
+    assert not none.fits and "no model can be offered" in none.reason

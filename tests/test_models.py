@@ -86,7 +86,8 @@ def test_a_12b_that_does_not_fit_leaves_mini_offered(tmp_path, cache_dir):
     assert pro.status == "does not fit"
     assert pro.file == pro_file and pro.quantization == "Q8_0"
     assert pro.bytes_needed > 200 * GB and pro.bytes_available == 9_900_000_000 - mini.bytes_needed
-    assert pro.reason.startswith("Gemma 3 12B Q8_0 needs ≈202.3 GB; 9.1 GB available — only Gemma 3 1B is offered")
+    # mini takes 4 slots and its RAM prompt cache first (parallel = auto); pro would need 202.5 GB even with 1 slot
+    assert pro.reason.startswith("Gemma 3 12B Q8_0 needs ≈202.5 GB even with 1 slot; 8.6 GB available — only Gemma 3 1B is offered")
 
 
 def test_a_12b_sized_file_fits_when_memory_allows(tmp_path):
@@ -94,8 +95,12 @@ def test_a_12b_sized_file_fits_when_memory_allows(tmp_path):
     models_dir.mkdir()
     write_gguf(models_dir / "gemma-3-12b-it-Q8_0.gguf", gemma3_metadata(file_type=7), size=12_510_212_576)
     pro = by_tier(describe_models(make_settings(tmp_path, models_dir), available_bytes=32 * GB))["pro"]
-    assert pro.status == "fits"
-    assert models.format_bytes(pro.bytes_needed) == "14.8 GB"
+    assert pro.status == "fits" and pro.slots == 4  # parallel = auto: 4 slots of 1.5 GiB KV each fit
+    assert models.format_bytes(pro.bytes_needed) == "19.9 GB"
+    assert "with 4 slots" in pro.reason
+    squeezed = by_tier(describe_models(make_settings(tmp_path, models_dir), available_bytes=17 * GB))["pro"]
+    assert squeezed.status == "fits" and squeezed.slots == 1  # fits with 1 slot, not 4: starts with 1 and says so
+    assert "with 1 slot (only that fits; 4 asked)" in squeezed.reason
 
 
 def test_pro_refuses_a_file_of_the_wrong_quantization(tmp_path, bundled_gguf):
@@ -141,13 +146,14 @@ def test_json_and_table(tmp_path, cache_dir):
     statuses = describe_models(make_settings(tmp_path, cache_dir), available_bytes=20 * GB)
     rows = statuses_as_json(statuses)
     assert json.loads(json.dumps(rows)) == rows
-    keys = {"tier", "model", "file", "base_url", "quantization", "bytes_needed", "bytes_available", "status", "reason"}
+    keys = {"tier", "model", "file", "base_url", "quantization", "bytes_needed", "bytes_available", "status", "reason",
+            "slots"}
     assert set(rows[0]) == keys
     assert rows[0]["file"] == str(cache_dir / BUNDLED_FILE_NAME)
 
     table = format_models_table(statuses)
     header, mini_row, pro_row = table.splitlines()[:3]
-    assert header.split() == ["TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "NEEDS", "FREE", "PRICE", "STATUS"]
+    assert header.split() == ["TIER", "MODEL", "ARCH", "QUANT", "N_CTX", "SLOTS", "NEEDS", "FREE", "PRICE", "STATUS"]
     assert mini_row.startswith("mini  Gemma 3 270M (bundled demo) for mini") and mini_row.endswith("bundled demo")
     assert "20.0 GB" in mini_row
     assert statuses[1].reason in table

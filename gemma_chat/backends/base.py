@@ -39,6 +39,11 @@ class GenerationResult:
     duration_ms: int  # from the start of work to the end
     model_label: str
     queued_ms: int = 0
+    # The local worker's prompt cache: where the reused prefix came from ("slot": still in the
+    # conversation's slot, "ram": restored from RAM, "": a miss) and how many prompt tokens were
+    # reused rather than prefilled.
+    cache: str = ""
+    prompt_tokens_reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,12 @@ class Sampling:
 
     temperature: float | None = None  # 0 = greedy
     top_p: float | None = None
+    max_tokens: int | None = None  # model tokens, at most the tier's max_tokens (the /v1 API's)
 
     def as_dict(self) -> dict[str, float]:
         """The fields that are set: what travels to the worker and to a remote server."""
-        return {name: value for name, value in (("temperature", self.temperature), ("top_p", self.top_p)) if value is not None}
+        fields = (("temperature", self.temperature), ("top_p", self.top_p), ("max_tokens", self.max_tokens))
+        return {name: value for name, value in fields if value is not None}
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,13 @@ class TierStatus:
     n_ctx: int
     backend: str = "local"  # local | openai
     state: str = ""  # loading | ready | restarting | failed | unreachable (free text for the admin view)
+    slots: int = 1  # generations running at once (a local worker's batch slots)
+    # A local worker's prompt cache since the app started (for the admin's model performance view):
+    # answers, how many found their prefix cached (in their slot or in RAM), prompt tokens reused / read.
+    answers: int = 0
+    cache_hits: int = 0
+    prompt_tokens_reused: int = 0
+    prompt_tokens_prefilled: int = 0
 
 
 @dataclass(frozen=True)

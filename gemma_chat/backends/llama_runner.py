@@ -1,28 +1,32 @@
-"""One tier's llama.cpp model, inside its worker process — the only module that imports llama_cpp.
+"""One tier's llama.cpp model, inside its worker process: loading, prompt formats, trimming, decoding.
 
-Loads the GGUF, formats and trims the conversation with the model's own tokenizer, and streams one
-generation at a time. A native fault here kills only the worker; backends/local.py sees it and
-restarts the worker. Nothing here knows about processes or pipes (backends/worker.py does).
+Loads the GGUF with a context of `parallel` sequences (one per slot, each with the tier's n_ctx),
+formats and trims conversations with the model's own tokenizer, and owns the one call to
+llama_decode. The decode loop over the slots is backends/batch_loop.py. A native fault here kills
+only the worker; backends/local.py sees it and restarts the worker. Nothing here knows about
+processes or pipes (backends/worker.py does).
 """
 
 from __future__ import annotations
 
-import codecs
 import os
 import signal
 import sys
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import llama_cpp
+from llama_cpp import _internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..errors import ContextTooLongError, GenerationError
-from .base import GenerationResult, Message, Sampling, ms_since, stop_prefix_length
+from .base import Message, Sampling
 from .cpu_features import simulating_amx_crash
 from .prompts import TRANSCRIPT_SAMPLING, TRANSCRIPT_STOP, transcript_prompt
+
+N_BATCH = 512  # tokens one llama_decode takes: the slots' next tokens plus prefill chunks
+# Llama() builds a context of its own before we build the batched one; the probe runs on ours.
+FIRST_CONTEXT_N_CTX = 64
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,12 @@ class RunnerConfig:
     label: str
     n_ctx: int
     n_threads: int
-    n_gpu_layers: int
+    n_gpu_layers: int | str  # "auto": every layer when llama.cpp was built with GPU offload, else 0
     max_tokens: int
     temperature: float | None
     extra_buffers: bool  # llama.cpp's extra CPU buffer types (AMX, …): they crash some CPUs
+    parallel: int = 1  # slots: sequences decoded together, each with n_ctx of its own
+    prompt_cache_mb: int = 0  # host RAM for evicted slots' KV state
 
 
 # --- prompt formats --------------------------------------------------------------------------
@@ -175,31 +181,73 @@ if simulating_amx_crash():
 
 
 class LlamaRunner:
-    """A loaded model and its generation loop. Not thread-safe: one generation at a time."""
+    """A loaded model, its batched context and its tokenizer. Not thread-safe: one decode loop at a time."""
 
     def __init__(self, config: RunnerConfig):
         self.config = config
         self.llama: llama_cpp.Llama | None = None
+        self.ctx = None  # the batched llama_context: `parallel` sequences of n_ctx each
         self.prompt_format: ChatTemplate | Transcript | None = None
-        self._stop: threading.Event | None = None  # the running generation's, read by the abort callback
-        self._abort_callback = llama_cpp.ggml_abort_callback(lambda _data: self._stop_requested())
+        self.gpu = ""  # where the layers run, for the start-up line
+
+    @property
+    def n_ctx(self) -> int:
+        """Each slot's context (the tier's n_ctx)."""
+        return self.config.n_ctx
+
+    @property
+    def n_threads(self) -> int:
+        return self.config.n_threads
 
     def load(self) -> None:
         set_extra_buffers(self.config.extra_buffers)
-        llama = llama_cpp.Llama(
-            model_path=self.config.model_path,
-            n_ctx=self.config.n_ctx,
-            n_threads=self.config.n_threads,
-            n_threads_batch=self.config.n_threads,
-            n_gpu_layers=self.config.n_gpu_layers,
-            verbose=False,
-        )
+        layers, self.gpu = gpu_layers(self.config.n_gpu_layers)
+        try:
+            llama = self._load_llama(layers)
+        except (ValueError, RuntimeError) as exc:
+            if layers == 0:
+                raise
+            llama = self._load_llama(0)  # a GPU that is absent, too small or broken: the CPU still works
+            self.gpu = f"CPU: loading on the GPU failed ({exc})"
         try:
             self.prompt_format = choose_prompt_format(llama)
+            self.ctx = self._batched_context(llama)
         except Exception:  # e.g. a template that is not valid Jinja: free the weights we just mapped
             llama.close()
             raise
         self.llama = llama
+
+    def _load_llama(self, layers: int) -> llama_cpp.Llama:
+        return llama_cpp.Llama(
+            model_path=self.config.model_path,
+            n_ctx=FIRST_CONTEXT_N_CTX,
+            n_threads=self.config.n_threads,
+            n_threads_batch=self.config.n_threads,
+            n_gpu_layers=layers,
+            verbose=False,
+        )
+
+    def _batched_context(self, llama: llama_cpp.Llama):
+        """Replace Llama's single-sequence context with one of `parallel` sequences.
+
+        Not unified: each sequence gets its own n_ctx of KV cells, so a busy slot can never run
+        out of room because of the others. swa_full (the C default, set here explicitly): Gemma 3's
+        sliding-window layers keep the whole context, so cutting a sequence back to any prefix
+        (prompt reuse) or restoring a saved one is exact — tests/test_batching.py proves it.
+        Flash attention stays off, as Llama() has it, so numbers match the plan and the bench.
+        """
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.config.n_ctx * self.config.parallel
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_seq_max = self.config.parallel
+        params.n_threads = params.n_threads_batch = self.config.n_threads
+        params.kv_unified = False
+        params.swa_full = True
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        llama._ctx.close()  # Llama's own small context; its weights stay
+        llama._ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        return llama._ctx.ctx
 
     def probe(self) -> None:
         """Evaluate a short prompt and decode a token: where a broken CPU buffer type crashes."""
@@ -210,37 +258,47 @@ class LlamaRunner:
         finally:
             stream.close()
         self.llama.reset()
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
 
     def close(self) -> None:
         if self.llama is not None:
             self.llama.close()
             self.llama = None
+            self.ctx = None
 
-    def _stop_requested(self) -> bool:
-        stop = self._stop
-        return stop is not None and stop.is_set()
+    # --- the two hooks the decode loop calls (tests/reliability/worker_faults.py wraps them) ---
 
-    def _watch_for_abort(self, on: bool) -> None:
-        """Let `stop` interrupt llama_decode between graph nodes — used only during prefill.
+    def decode(self, batch, requests: Sequence[Any]) -> None:
+        """One llama_decode of the step's batch; `requests` are those with tokens in it."""
+        code = llama_cpp.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
 
-        The callback runs Python once per graph node (~450 times a token for the 270M), which costs
-        ~12% of decode speed, and decode is stopped between tokens anyway.
-        """
-        callback = self._abort_callback if on else llama_cpp.ggml_abort_callback()
-        llama_cpp.llama_set_abort_callback(self.llama.ctx, callback, None)
+    def on_text(self, request: Any, text: str) -> None:
+        """Called after each text delta of `request` is sent."""
+
+    # --- prompts ---
 
     def fit(self, turns: list[dict[str, str]]) -> list[int]:
-        """The prompt's tokens, dropping the oldest user/assistant pairs until reply room remains."""
+        """The prompt's tokens; a conversation past n_ctx − max_tokens loses older turns in big steps.
+
+        The cut points sit on a grid of half the budget, counted from the conversation's first turn,
+        so they do not move from one turn to the next: after one cut the next turns share the
+        prompt's prefix (the prompt cache reuses it) until the chat reaches the budget again and
+        drops about half of it at once. Dropping one pair per turn would change the prefix every
+        turn and re-prefill the whole context each time.
+        """
         llama, max_tokens, label = self.llama, self.config.max_tokens, self.config.label
-        budget = llama.n_ctx() - max_tokens
+        budget = self.n_ctx - max_tokens
         try:
-            while True:
-                tokens = self.prompt_format.tokenize(llama, turns)
+            tokens = self.prompt_format.tokenize(llama, turns)
+            if len(tokens) <= budget:
+                return tokens
+            for start in _cut_points(self._turn_sizes(turns), budget // 2):
+                tokens = self.prompt_format.tokenize(llama, turns[start:])
                 if len(tokens) <= budget:
                     return tokens
-                if len(turns) == 1:
-                    break
-                turns = turns[2:]
+            turns = turns[-1:]
         except ValueError as exc:  # the template's raise_exception, or a tokenizer failure
             raise GenerationError("The conversation could not be formatted for the model.", detail=str(exc)) from exc
         content = turns[0]["content"]
@@ -250,87 +308,38 @@ class LlamaRunner:
         raise ContextTooLongError(
             f"Your message is too long for {label}: it is about {content_tokens:,} tokens and at most "
             f"{allowed:,} fit (roughly {allowed_chars:,} characters). Please shorten it.",
-            detail=f"prompt {len(tokens)} tokens + max_tokens {max_tokens} > n_ctx {llama.n_ctx()}",
+            detail=f"prompt {len(tokens)} tokens + max_tokens {max_tokens} > n_ctx {self.n_ctx}",
         )
 
-    def generate(
-        self, turns: list[dict[str, str]], stop: threading.Event, sampling: Sampling | None = None
-    ) -> Iterator[str | GenerationResult]:
-        """Text deltas, then one GenerationResult (queued_ms 0: the app adds its own queueing)."""
-        started = time.monotonic()
-        tokens = self.fit(turns)
-        llama, prompt_format, max_tokens = self.llama, self.prompt_format, self.config.max_tokens
-        vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        stops = prompt_format.stop
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text, emitted, completion, first_token_at = "", 0, 0, None
-        yielded = False  # until the first delta, leading blanks are skipped, not streamed
-        finish = "length"
-        self._stop = stop
-        stream = llama.generate(tokens, **sampling_for(prompt_format, self.config.temperature, sampling))
-        try:
-            while completion < max_tokens:
-                if stop.is_set():
-                    finish = "stopped"
-                    break
-                prefill = completion == 0
-                if prefill:
-                    self._watch_for_abort(True)
-                try:
-                    token = next(stream)
-                finally:
-                    if prefill:
-                        self._watch_for_abort(False)
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                completion += 1
-                text += decoder.decode(llama.detokenize([token]))
-                cut = _find_stop(text, stops)
-                if cut is not None:
-                    text, finish = text[:cut], "stop"
-                    break
-                if not yielded:  # answers start after "A:" with a space
-                    emitted = len(text) - len(text.lstrip())
-                safe = _safe_end(text, stops)
-                if safe > emitted:
-                    yielded = True
-                    yield text[emitted:safe]
-                    emitted = safe
-        except RuntimeError as exc:  # llama_decode returned N; 2 means our abort callback fired
-            if not stop.is_set():
-                raise GenerationError("The model failed while generating; please try again.", detail=str(exc)) from exc
-            finish = "stopped"
-        except ValueError as exc:
-            raise ContextTooLongError("The conversation is too long for the model.", detail=str(exc)) from exc
-        finally:
-            stream.close()
-            self._stop = None
+    def _turn_sizes(self, turns: list[dict[str, str]]) -> list[int]:
+        return [len(self.llama.tokenize(t["content"].encode("utf-8"), add_bos=False)) + 4 for t in turns]
 
-        text = text.rstrip()  # bytes of a character cut off by the stop are dropped, not shown as "\ufffd"
-        if not yielded:
-            emitted = len(text) - len(text.lstrip())
-        if len(text) > emitted:
-            yield text[emitted:]
-        yield GenerationResult(
-            text=text.lstrip(),
-            prompt_tokens=len(tokens),
-            completion_tokens=completion,
-            finish_reason=finish,
-            ttft_ms=int(round((first_token_at - started) * 1000)) if first_token_at is not None else None,
-            duration_ms=ms_since(started),
-            model_label=self.config.label,
-        )
+    def token_piece(self, token: int) -> bytes:
+        return self.llama.detokenize([token])
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llama.model), token)
 
 
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
-    found = [text.find(s) for s in stops if s and s in text]
-    return min(found) if found else None
+def _cut_points(sizes: list[int], step: int):
+    """Where a too-long conversation may start (indices of user turns, oldest first): the first
+    user turn at or after each multiple of `step` tokens, counted from the first turn; and
+    finally the last turn alone."""
+    cumulative, points, threshold = 0, [], step
+    for index, size in enumerate(sizes[:-1]):
+        if index % 2 == 0 and index > 0 and cumulative >= threshold:
+            points.append(index)
+            while threshold <= cumulative:
+                threshold += step
+        cumulative += size
+    return points
 
 
-def _safe_end(text: str, stops: Sequence[str]) -> int:
-    """How much of `text` can be streamed: hold back a tail that may begin a stop string,
-    and trailing whitespace, which is dropped if the answer ends there."""
-    return min(len(text.rstrip()), len(text) - stop_prefix_length(text, stops))
+def gpu_layers(setting: int | str) -> tuple[int, str]:
+    """The n_gpu_layers to load with and a phrase for the start-up line."""
+    if setting == "auto":
+        if llama_cpp.llama_supports_gpu_offload():
+            return -1, "GPU: every layer (n_gpu_layers auto)"
+        return 0, "CPU (this llama.cpp has no GPU offload)"
+    layers = int(setting)
+    return layers, ("CPU" if layers == 0 else f"GPU: n_gpu_layers {layers}")

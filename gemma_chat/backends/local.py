@@ -5,7 +5,9 @@ worker: the answer in flight fails with WorkerCrashedError (the chat turn releas
 error table gets the exit signal and the worker's last stderr lines, and the worker restarts with
 backoff while waiting users see that it is restarting. After `worker_crash_limit` crashes within
 `worker_crash_window_s` the tier stays unavailable, with the reason, until `restart()` (the Admin
-tab) or an app restart. The per-tier queue, Stop and trimming work as they did in-process.
+tab) or an app restart. The worker decodes up to `slots` requests together (the memory plan's
+choice, see models.py); the tier's queue admits that many and keeps the rest waiting with their
+positions. A crash fails every request in flight, each on its own.
 """
 
 from __future__ import annotations
@@ -195,8 +197,10 @@ class LocalWorkerBackend:
         self._restart_requested = threading.Event()
         self._closing = threading.Event()
         self._request_ids = itertools.count(1)
+        self._cache_counts = collections.Counter()  # answers, cache_hits, prompt_tokens_reused / _prefilled
+        self._cache_counts_lock = threading.Lock()
         self._queue = TierQueue(
-            self.label, slots=1, max_waiting=settings.queue_size, restarting=lambda: self._state != READY
+            self.label, slots=status.slots, max_waiting=settings.queue_size, restarting=lambda: self._state != READY
         )
         self._supervisor = threading.Thread(target=self._supervise, name=f"worker-{tier.name}", daemon=True)
         self._supervisor.start()
@@ -217,7 +221,7 @@ class LocalWorkerBackend:
             tier=self.tier.name, label=self.label, price=self.tier.price,
             available=self._state in (LOADING, READY, RESTARTING), reason=self._reason,
             is_demo=self.model_status.is_demo, max_tokens=self.tier.max_tokens, n_ctx=self._n_ctx,
-            backend="local", state=self._state,
+            backend="local", state=self._state, slots=self._queue.slots, **dict(self._cache_counts),
         )
 
     def load(self) -> TierLoad:
@@ -243,6 +247,7 @@ class LocalWorkerBackend:
             model_path=str(path.resolve()), label=self.label, n_ctx=status.n_ctx,
             n_threads=tier.n_threads or physical_cores(), n_gpu_layers=tier.n_gpu_layers,
             max_tokens=tier.max_tokens, temperature=tier.temperature, extra_buffers=self.extra_buffers.enabled,
+            parallel=status.slots, prompt_cache_mb=tier.prompt_cache_mb,
         )
         return {"config": config, "probe": self.extra_buffers.probe}
 
@@ -299,9 +304,11 @@ class LocalWorkerBackend:
                 self.settings, self.extra_buffers.enabled, detail=getattr(self, "_probe_crash_detail", "")
             )
         self._set_state(READY, self.model_status.reason)
+        slots = event.get("slots", 1)
         self._log(
             f"{self.tier.name}: {self.label} loaded in {time.monotonic() - began:.1f} s "
-            f"(worker pid {worker.pid}, n_ctx {event['n_ctx']}, {event['n_threads']} threads) — {self.model_status.reason}"
+            f"(worker pid {worker.pid}, n_ctx {event['n_ctx']}, {event['n_threads']} threads, "
+            f"{slots} slot{'s' if slots != 1 else ''}, {event.get('gpu') or 'CPU'}) — {self.model_status.reason}"
         )
 
     def _fail(self, reason: str) -> None:
@@ -413,11 +420,13 @@ class LocalWorkerBackend:
                     continue
                 finished = True
                 if kind == "done":
+                    self._count_cache(event)
                     yield GenerationResult(
                         text=event["text"], prompt_tokens=event["prompt_tokens"],
                         completion_tokens=event["completion_tokens"], finish_reason=event["finish_reason"],
                         ttft_ms=event["ttft_ms"], duration_ms=event["duration_ms"], model_label=self.label,
-                        queued_ms=queued_ms,
+                        queued_ms=queued_ms, cache=event.get("cache", ""),
+                        prompt_tokens_reused=event.get("prompt_tokens_reused", 0),
                     )
                     return
                 if kind == "error":
@@ -428,6 +437,14 @@ class LocalWorkerBackend:
             if not finished:  # the consumer went away mid-answer: the worker stops at its next token
                 worker.send({"op": "stop", "id": request_id})
             worker.unregister(request_id)
+
+    def _count_cache(self, event: dict) -> None:
+        reused = event.get("prompt_tokens_reused", 0)
+        with self._cache_counts_lock:
+            self._cache_counts.update(
+                answers=1, cache_hits=int(bool(event.get("cache"))), prompt_tokens_reused=reused,
+                prompt_tokens_prefilled=event.get("prompt_tokens_prefilled", event["prompt_tokens"] - reused),
+            )
 
     def close(self) -> None:
         self._closing.set()

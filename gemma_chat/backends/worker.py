@@ -2,9 +2,11 @@
 
 Started and supervised by backends/local.py. The wire format is one JSON object per line:
 the app writes a config, then `generate` (with the request's optional `sampling`: temperature,
-top_p) and `stop` commands, on stdin; the worker writes events on stdout (`probing`, `ready`,
-`load_failed`, then per request `text`… and `done` or `error`). llama.cpp and Python write their
-logs to stderr, which the app keeps the tail of: it is what the error table shows after a crash.
+top_p, max_tokens) and `stop` commands, on stdin; the worker writes events on stdout (`probing`,
+`ready`, `load_failed`, then per request `text`… and `done` or `error`). Up to `parallel` requests
+are decoded together (backends/batch_loop.py); their events interleave, each with its id.
+llama.cpp and Python write their logs to stderr, which the app keeps the tail of: it is what the
+error table shows after a crash.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class _Wire:
             self._out.write(line + "\n")
 
 
-def _read_commands(commands: queue.Queue, stops: dict[int, threading.Event], stops_lock: threading.Lock) -> None:
-    """stdin → `generate` commands for the main loop; `stop` is applied at once, even mid-prefill."""
+def _read_commands(
+    commands: queue.Queue, stops: dict[int, threading.Event], stops_lock: threading.Lock, closing: threading.Event
+) -> None:
+    """stdin → `generate` commands for the decode loop; `stop` sets the request's event at once."""
     for line in sys.stdin:
         try:
             command = json.loads(line)
@@ -50,7 +54,8 @@ def _read_commands(commands: queue.Queue, stops: dict[int, threading.Event], sto
                 stops.setdefault(command["id"], threading.Event()).set()
         else:
             commands.put(command)
-    commands.put({"op": "exit"})  # the app went away: so do we
+    closing.set()  # the app went away: so do we (a prefill in progress is aborted)
+    commands.put({"op": "exit"})
 
 
 def main() -> int:
@@ -77,45 +82,51 @@ def main() -> int:
     if probe:
         wire.send("probing")
         runner.probe()
-    wire.send("ready", load_ms=load_ms, n_ctx=runner.llama.n_ctx(), n_threads=runner.llama.n_threads)
-
-    commands: queue.Queue = queue.Queue()
-    stops: dict[int, threading.Event] = {}
-    stops_lock = threading.Lock()
-    threading.Thread(target=_read_commands, args=(commands, stops, stops_lock), daemon=True).start()
-    while True:
-        command = commands.get()
-        if command.get("op") != "generate":
-            break
-        request_id = command["id"]
-        with stops_lock:
-            stop = stops.setdefault(request_id, threading.Event())
-        _serve(wire, runner, request_id, command["messages"], stop, command.get("sampling"))
-        with stops_lock:
-            stops.pop(request_id, None)
+    wire.send(
+        "ready", load_ms=load_ms, n_ctx=runner.n_ctx, n_threads=runner.n_threads, slots=config.parallel,
+        gpu=runner.gpu,
+    )
+    _serve(wire, runner)
     runner.close()
     return 0
 
 
-def _serve(wire: _Wire, runner, request_id: int, messages, stop: threading.Event, sampling: dict | None) -> None:
-    from ..errors import ContextTooLongError, ModelError
-    from .base import GenerationResult, Sampling
+def _serve(wire: _Wire, runner) -> None:
+    """Feed commands to the decode loop until stdin closes: block while idle, poll while decoding."""
+    from .batch_loop import BatchLoop
 
+    commands: queue.Queue = queue.Queue()
+    stops: dict[int, threading.Event] = {}
+    stops_lock = threading.Lock()
+    closing = threading.Event()
+    threading.Thread(target=_read_commands, args=(commands, stops, stops_lock, closing), daemon=True).start()
+
+    def send(event: str, **fields) -> None:
+        if event in ("done", "error"):  # the request is over: forget its Stop
+            with stops_lock:
+                stops.pop(fields["id"], None)
+        wire.send(event, **fields)
+
+    loop = BatchLoop(runner, send, closing=closing)
     try:
-        for item in runner.generate(messages, stop, Sampling(**sampling) if sampling else None):
-            if isinstance(item, GenerationResult):
-                wire.send(
-                    "done", id=request_id, text=item.text, prompt_tokens=item.prompt_tokens,
-                    completion_tokens=item.completion_tokens, finish_reason=item.finish_reason,
-                    ttft_ms=item.ttft_ms, duration_ms=item.duration_ms,
-                )
-            else:
-                wire.send("text", id=request_id, text=item)
-    except ModelError as exc:
-        kind = "context" if isinstance(exc, ContextTooLongError) else "generation"
-        wire.send("error", id=request_id, kind=kind, message=exc.message, detail=exc.detail)
-    except Exception as exc:  # noqa: BLE001 — an unexpected failure ends this answer, not the worker
-        wire.send("error", id=request_id, kind="generation", message="The model failed to answer.", detail=repr(exc))
+        while not closing.is_set():
+            try:
+                command = commands.get(block=not loop.busy)
+            except queue.Empty:
+                command = None
+            while command is not None:
+                if command.get("op") != "generate":
+                    return
+                with stops_lock:
+                    stop = stops.setdefault(command["id"], threading.Event())
+                loop.submit(command["id"], command["messages"], stop, command.get("sampling"))
+                command = commands.get_nowait() if not commands.empty() else None
+            try:
+                loop.step()
+            except Exception as exc:  # noqa: BLE001 — a bug ends the answers in flight, not the worker
+                loop.fail_all(exc)
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":

@@ -174,7 +174,11 @@ def parse_completion(body: dict, settings: Settings, tiers: dict) -> CompletionR
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad_request(f"{name} must be a whole number from 1.", name)
         max_tokens = min(value, cap)
-    sampling = Sampling(temperature=_number(body, "temperature", 0, 2), top_p=_number(body, "top_p", 0, 1))
+    # max_tokens counts model tokens: the model enforces it and says "length" when it ended the answer.
+    sampling = Sampling(
+        temperature=_number(body, "temperature", 0, 2), top_p=_number(body, "top_p", 0, 1),
+        max_tokens=max_tokens if max_tokens < cap else None,
+    )
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise bad_request("Only n = 1 is supported.", "n")
@@ -235,7 +239,7 @@ class Completion:
         self.loop = loop
         self.stop = threading.Event()
         self.updates: asyncio.Queue = asyncio.Queue()
-        self.finish_reason: str | None = None  # set when max_tokens or a stop sequence ended the answer
+        self.finish_reason: str | None = None  # set when a stop sequence ended the answer
         self.created = int(time.time())
         self.request_id: str | None = None
 
@@ -243,7 +247,6 @@ class Completion:
         threading.Thread(target=self._run, name="api-completion", daemon=True).start()
 
     def _run(self) -> None:
-        pieces = 0
         final = None
         try:
             for update in chat.run_turn(
@@ -252,12 +255,8 @@ class Completion:
             ):
                 self.request_id = update.request_id or self.request_id
                 if update.status == "streaming" and self.finish_reason is None:
-                    pieces += 1
                     if cut_at_stop(update.answer, self.request.stops)[1]:
                         self.finish_reason = "stop"
-                        self.stop.set()
-                    elif pieces >= self.request.max_tokens:
-                        self.finish_reason = "length"
                         self.stop.set()
                 if update.final:
                     final = update

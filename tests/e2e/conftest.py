@@ -42,6 +42,9 @@ class RunningApp:
             GEMMA_CHAT_PRO_MAX_TOKENS="24",
             GEMMA_CHAT_MINI_N_CTX="1024",
             GEMMA_CHAT_PRO_N_CTX="1024",
+            # One slot per tier, as in tests.conftest.demo_settings: a second answer waits (busy/queue tests).
+            GEMMA_CHAT_MINI_PARALLEL="1",
+            GEMMA_CHAT_PRO_PARALLEL="1",
             # Tests sign many users in from one address; tests/reliability/test_edge.py runs the defaults.
             GEMMA_CHAT_SIGNIN_ATTEMPTS_PER_MINUTE="100000",
             GEMMA_CHAT_REGISTRATIONS_PER_HOUR="100000",

@@ -9,6 +9,8 @@ user's newest message picks the fault; any other message is answered by the real
   [fault:abort]   after two streamed deltas the worker calls os.abort() (SIGABRT, like a GGML_ASSERT)
   [fault:segv]    after two streamed deltas the worker dies of SIGSEGV
   [fault:hang]    after two streamed deltas the worker stops producing tokens until stopped or killed
+                  (the whole decode loop hangs: every slot of that worker waits)
+  [fault:endless] the answer ignores the prompt format's stop strings: it runs to max_tokens
   [fault:slow]    every delta takes 0.15 s in the worker too, so the worker is busy for the whole
                   answer (tests/reliability/faults.py slows the app's side of the same answer)
 
@@ -31,57 +33,37 @@ EXTRA_BUFFERS_WORK_ENV = "GEMMA_CHAT_TEST_EXTRA_BUFFERS_WORK"
 
 
 def install(runner) -> None:
-    pending = {"decode": False}
-
     if os.environ.get(EXTRA_BUFFERS_WORK_ENV) == "1":
         runner.config = dataclasses.replace(runner.config, extra_buffers=False)
 
-    real_load = runner.load
+    # The decode loop (gemma_chat/backends/batch_loop.py) calls runner.decode once per step with the
+    # requests in that batch, and runner.on_text after each text delta it sends.
+    real_decode = runner.decode
 
-    def load():
-        real_load()
-        real_llama_generate = runner.llama.generate
+    def decode(batch, requests):
+        for request in requests:
+            if "[fault:decode]" in request.newest_message and request.completion == FAULT_AFTER:
+                raise RuntimeError("llama_decode returned -3")
+        real_decode(batch, requests)
 
-        def llama_generate(tokens, **kwargs):
-            stream = real_llama_generate(tokens, **kwargs)
-            if not pending["decode"]:
-                return stream
-            pending["decode"] = False
+    runner.decode = decode
+    deltas: dict[int, int] = {}
 
-            def failing():
-                try:
-                    for count, token in enumerate(stream):
-                        if count == FAULT_AFTER:
-                            raise RuntimeError("llama_decode returned -3")
-                        yield token
-                finally:
-                    stream.close()
+    def on_text(request, text):
+        message = request.newest_message
+        if "[fault:endless]" in message:
+            request.answer.stops = []
+        if "[fault:slow]" in message:
+            time.sleep(SLOW_DELTA_S)
+        deltas[request.id] = count = deltas.get(request.id, 0) + 1
+        if count == FAULT_AFTER:
+            if "[fault:abort]" in message:
+                print("GGML_ASSERT: simulated failed assertion", flush=True)
+                os.abort()
+            if "[fault:segv]" in message:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if "[fault:hang]" in message:
+                while not request.stop.is_set():
+                    time.sleep(0.01)
 
-            return failing()
-
-        runner.llama.generate = llama_generate
-
-    runner.load = load
-    real_generate = runner.generate
-
-    def generate(turns, stop, sampling=None):
-        text = turns[-1]["content"]
-        pending["decode"] = "[fault:decode]" in text
-        deltas = 0
-        slow = "[fault:slow]" in text
-        for item in real_generate(turns, stop, sampling):
-            if slow and isinstance(item, str):
-                time.sleep(SLOW_DELTA_S)
-            yield item
-            deltas += isinstance(item, str)
-            if deltas == FAULT_AFTER:
-                if "[fault:abort]" in text:
-                    print("GGML_ASSERT: simulated failed assertion", flush=True)
-                    os.abort()
-                if "[fault:segv]" in text:
-                    os.kill(os.getpid(), signal.SIGSEGV)
-                if "[fault:hang]" in text:
-                    while not stop.is_set():
-                        time.sleep(0.01)
-
-    runner.generate = generate
+    runner.on_text = on_text
