@@ -28,7 +28,7 @@ QUESTIONS = [
     "How do bees make honey?",
 ]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.worker]  # real workers: .ci/run runs them on the simulated AMX CPU too
 
 
 def four_slot_settings(settings, **tier_overrides):
