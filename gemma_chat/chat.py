@@ -154,10 +154,7 @@ def run_turn(
             if replaces_id is not None:  # checked in the write transaction: two replacements cannot both pass
                 conversations.check_replaceable(user_id, chat_id, replaces_id)
             ledger.hold_credits(user_id, tier_settings.price, request_id)
-            if chat_id is None and new_conversation:
-                chat_id = conversations.create_conversation(user_id, prompt)
-            elif chat_id is not None:
-                conversations.touch_conversation(chat_id)
+            chat_id = _chat_for_turn(user_id, chat_id, new_conversation, prompt)
             interactions.start_interaction(
                 request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, replaces_id=replaces_id,
                 source=source,
@@ -166,10 +163,7 @@ def run_turn(
     except InsufficientCreditsError as exc:
         chat_id = conversation_id  # the hold's transaction rolled back, a new chat with it
         with transaction():
-            if chat_id is None and new_conversation:
-                chat_id = conversations.create_conversation(user_id, prompt)
-            elif chat_id is not None:
-                conversations.touch_conversation(chat_id)
+            chat_id = _chat_for_turn(user_id, chat_id, new_conversation, prompt)
             interactions.log_refused(
                 request_id, user_id, tier, status.label, prompt, conversation_id=chat_id, source=source,
                 replaces_id=replaces_id,
@@ -278,6 +272,15 @@ DATABASE_GONE_MESSAGE = "The database could not be reached, so this answer was n
 RELEASE_RETRY_S = 1.0
 SETTLE_RETRY_S = 0.2
 RELEASE_REASONS = {DatabaseFullError: "disk full", DatabaseDisconnectedError: "database unreachable"}
+
+
+def _chat_for_turn(user_id: int, chat_id: int | None, new_conversation: bool, prompt: str) -> int | None:
+    """Inside the turn's transaction: the chat the turn belongs to, created by its first message."""
+    if chat_id is None and new_conversation:
+        return conversations.create_conversation(user_id, prompt)
+    if chat_id is not None:
+        conversations.touch_conversation(chat_id)
+    return chat_id
 
 
 def not_recorded_message(error: DatabaseRetryableError) -> str:

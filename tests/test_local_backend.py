@@ -201,14 +201,7 @@ def test_extra_buffers_that_crash_the_probe_are_turned_off_and_remembered(chat_s
     record = json.loads((chat_settings.data_dir / RECORD_FILE).read_text())[machine_key()]
     assert record["works"] is False and "SIGSEGV" in record["detail"]
 
-    lines.clear()  # the next start uses what was learnt: no probe, no crash
-    engine = start_engine(chat_settings, lines)
-    try:
-        assert lines[0].startswith("CPU extra buffers: off — they crashed on this CPU (checked ")
-        assert not any("crashed with CPU extra buffers" in line for line in lines)
-        assert answer(engine, "mini").text
-    finally:
-        engine.close()
+    starts_with_them_off_without_a_crash(chat_settings)  # the next start uses what was learnt: no probe
 
 
 def test_a_machine_that_crashed_once_starts_every_new_data_dir_with_them_off(tmp_path, worker_env, new_machine):
@@ -220,8 +213,12 @@ def test_a_machine_that_crashed_once_starts_every_new_data_dir_with_them_off(tmp
     record = json.loads((new_machine / RECORD_FILE).read_text())[machine_key()]
     assert record["works"] is False and "SIGSEGV" in record["detail"]
 
-    lines.clear()  # another data dir (another test, another user of this machine): no crash again
-    engine = start_engine(second, lines)
+    starts_with_them_off_without_a_crash(second)  # another data dir (another test, another user of this machine)
+
+
+def starts_with_them_off_without_a_crash(settings) -> None:
+    lines: list[str] = []
+    engine = start_engine(settings, lines)
     try:
         assert lines[0].startswith("CPU extra buffers: off — they crashed on this CPU (checked ")
         assert not any("crashed with CPU extra buffers" in line for line in lines)
