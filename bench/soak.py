@@ -229,7 +229,7 @@ class Person:
         from tests.reliability.gradio_http import ChatReply
 
         self._fresh_chat()
-        return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None)))
+        return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, "")))
 
     def ui_stop(self, tier: str, prompt: str) -> str:
         """Stop from the same browser (its cookie) after the first streamed update, as the button does."""
@@ -246,7 +246,7 @@ class Person:
                 threading.Thread(target=stopper.call, args=("stop",), daemon=True).start()
 
         try:
-            return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, on_update=stop)))
+            return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, "", on_update=stop)))
         finally:
             stopper.close()
 
@@ -255,7 +255,7 @@ class Person:
         self._fresh_chat()
         page = self.page
         index = next(i for i, d in enumerate(page.config["dependencies"]) if d.get("api_name") == "chat")
-        body = {"data": [tier, prompt, [], None], "fn_index": index, "session_hash": page.session_hash,
+        body = {"data": [tier, prompt, [], None, ""], "fn_index": index, "session_hash": page.session_hash,
                 "event_data": None, "trigger_id": page.config["dependencies"][index]["targets"][0][0]}
         joined = page.http.post(page.url + "gradio_api/queue/join", json=body)
         if joined.status_code != 200:

@@ -25,6 +25,7 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
     assert register(app.url, "member").status_code == 200
 
     page.get_by_role("tab", name="Admin").click()
+    page.get_by_role("tab", name="Users").click()  # the Admin tab shows one section at a time
     table = page.locator("#users-table")
     member_row = table.get_by_role("row").filter(has_text="member")
     expect(member_row).to_contain_text(re.compile(r"member\s+10\s+0\s+user\s+active"))

@@ -31,6 +31,13 @@ def log_in(page: Page, url: str, username: str, password: str = "long enough pw"
     page.get_by_role("button", name="Log in").click()
 
 
+def log_out(page: Page) -> None:
+    """Log out loads the page afresh on the sign-in form: wait for that page, not just the form."""
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
 def choose_model(page: Page, tier_text: str) -> None:
     page.locator("#model input").click()
     page.get_by_role("option", name=re.compile(tier_text)).click()
@@ -76,15 +83,14 @@ def test_a_user_signs_up_chats_with_both_models_tops_up_and_the_admin_sees_it(ap
     expect_balance(page, 11)
     expect(page.get_by_text("Added 5 credits")).to_be_visible()
 
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    log_out(page)
 
     sign_up(page, app.url, "bob")
     expect_balance(page, 10)
     expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
     page.get_by_role("tab", name="History").click()
     expect(page.get_by_text("no chats yet")).to_be_visible()
-    page.get_by_role("button", name="Log out").click()
+    log_out(page)
 
     log_in(page, app.url, "alice")
     page.get_by_role("tab", name="Admin").click()
@@ -127,14 +133,14 @@ def test_the_password_never_reaches_browser_storage(app, page):
     expect_balance(page, 10)
     stored = page.evaluate("() => JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
     assert "secret password 123" not in stored
-    page.get_by_role("button", name="Log out").click()
+    log_out(page)
     expect(page.get_by_label("Password", exact=True)).to_have_value("")  # cleared after the attempt
 
 
 def test_a_wrong_password_is_shown_inline_and_cleared(app, page):
     sign_up(page, app.url, "frank")
     expect_balance(page, 10)
-    page.get_by_role("button", name="Log out").click()
+    log_out(page)
     log_in(page, app.url, "frank", "not the password")
     expect(page.get_by_text("Wrong username or password.")).to_be_visible()
     expect(page.get_by_label("Password", exact=True)).to_have_value("")

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from conftest import MODEL_CACHE
 from e2e.conftest import RunningApp
-from e2e.test_browser import expect_balance, sign_up
+from e2e.test_browser import expect_balance, log_out, sign_up
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,8 +43,7 @@ def test_a_user_tops_up_pages_the_statement_sees_totals_and_downloads_only_their
     expect_balance(page, 10)
     page.get_by_role("tab", name="Top up").click()
     top_up(page, 99, 109)
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    log_out(page)
 
     sign_up(page, statement_app.url, "payer")
     expect_balance(page, 10)

@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e.test_browser import expect_balance, log_in, send, sign_up
+from e2e.test_browser import expect_balance, log_in, log_out, send, sign_up
 
 from .faults import HTML_ANSWER
 
@@ -57,7 +57,7 @@ def test_markup_in_a_prompt_and_an_answer_is_shown_as_text_and_never_runs(fault_
 def test_after_a_login_the_password_is_in_no_browser_storage(fault_app, page):
     sign_up(page, fault_app.url, "trent", "trent's secret 123")
     expect_balance(page, 10)
-    page.get_by_role("button", name="Log out").click()
+    log_out(page)
     log_in(page, fault_app.url, "trent", "a wrong secret 456")
     expect(page.locator("#login-message")).to_have_text("Wrong username or password.")
     log_in(page, fault_app.url, "trent", "trent's secret 123")

@@ -22,6 +22,10 @@ def test_two_minutes_of_eight_users_and_worker_kills_keep_the_books_exact_and_me
     assert result["tracebacks_in_app_output"] == 0
     # Every kind of request ran, and a killed worker failed some answers cleanly.
     assert set(result["requests_by_action"]) >= {"ui_chat", "ui_stop", "ui_disconnect", "v1_chat", "v1_stream", "v1_disconnect"}
+    # ...and people got answers, in the page and through /v1 (a page event of the wrong shape is
+    # refused, and a soak of refusals would keep the books exact too)
+    assert result["outcomes"].get("ui_chat: answered", 0) > 0, result["outcomes"]
+    assert result["outcomes"].get("v1_chat: answered", 0) + result["outcomes"].get("v1_stream: answered", 0) > 0, result["outcomes"]
     assert result["holds_left"] == 0
     assert result["lost_credits"] == 0 and result["doubled_credits"] == 0
     assert result["charges_match_turns"]
