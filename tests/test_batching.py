@@ -207,9 +207,16 @@ def test_an_evicted_conversation_comes_back_from_ram(bundled_gguf):
                      {"role": "user", "content": "Say that again."}]  # fmt: skip
         loop.ask(3, follow_up)
         loop.run()
-        loop.close()
         back = loop.done(3)
         assert back["cache"] == "ram" and back["prompt_tokens_reused"] >= first["prompt_tokens"]
+        # The restore overwrote the whole slot: the conversation it held went to RAM in turn, though
+        # it was shorter than the one restored (it was dropped, and prefilled again whole, before).
+        second = loop.done(2)
+        loop.ask(4, [{"role": "user", "content": words(300, 4)}, {"role": "assistant", "content": second["text"]},
+                     {"role": "user", "content": "Say that again."}])  # fmt: skip
+        loop.run()
+        loop.close()
+        assert loop.done(4)["cache"] == "ram" and loop.done(4)["prompt_tokens_reused"] >= second["prompt_tokens"]
     finally:
         one_slot.close()
 

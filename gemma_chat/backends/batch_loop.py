@@ -167,7 +167,10 @@ class BatchLoop:
             request = self.waiting.popleft()
             placement = place(request.prompt, free, self.saved, self._preamble)
             slot = placement.slot
-            if self.saved.wants(slot.cached[placement.reuse:]):  # a conversation would lose its tail: keep it in RAM
+            # What the slot loses: its tail beyond the reused prefix, or all of it when another
+            # conversation is restored over it. A conversation would lose that: keep it in RAM.
+            lost = slot.cached if placement.restore is not None else slot.cached[placement.reuse:]
+            if self.saved.wants(lost):
                 self.saved.add(list(slot.cached), save_sequence(self.ctx, slot.seq_id))
             reuse, hit = placement.reuse, placement.hit
             if placement.restore is not None:
