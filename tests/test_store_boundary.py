@@ -25,9 +25,10 @@ MODELS = {name for name, value in vars(db).items() if isinstance(value, type) an
 QUERY_METHODS = {"select", "insert", "insert_many", "replace", "update", "delete", "create", "get", "get_or_none",
                  "get_by_id", "bulk_create", "bulk_update", "raw", "get_or_create"}
 CONNECTION_METHODS = {"execute_sql", "execute_many", "atomic", "cursor", "save", "delete_instance"}
-# What a service may take from store.db: units of work, the clock, lifecycle, and the rows' types.
+# What a service may take from store.db: units of work, the clock, lifecycle, what an engine error
+# means (busy, full, gone), and the rows' types.
 ALLOWED_FROM_DB = {"transaction", "joined_transaction", "read_snapshot", "utcnow", "open_database", "close_database",
-                   "check_integrity", "is_busy_error", "applied_migrations", "database_answers"} | MODELS
+                   "check_integrity", "is_busy_error", "retryable_error", "applied_migrations", "database_answers"} | MODELS
 
 
 def _violations(path: Path) -> list[str]:
