@@ -174,10 +174,20 @@ def test_admin_report_is_for_admins_only(app):
     by_model, by_user, performance, active = (
         shown[name] for name in ("model_table", "user_table", "performance_table", "active_table")
     )
-    assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
-    assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
-    assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
-    assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
+    assert by_model.iloc[0]["Requests"] == 1 and by_model.iloc[0]["Credits"] == 3
+    assert performance.iloc[0]["Requests"] == 1 and performance.iloc[0]["Error rate"] == 0
+    assert performance.iloc[0]["Tokens/s"] > 0 and list(active["Active users"]) == [1]
+    assert by_user.set_index("User").loc["bob", "Credits spent"] == 3
+    # Readable headers in both languages, never the report's snake_case names.
+    assert list(performance.columns) == [
+        "Model", "Requests", "Error rate", "First token, median (ms)", "First token, p95 (ms)", "Tokens/s",
+        "Answer, median (ms)", "Answer, p95 (ms)",
+    ]
+    russian = app.admin_report(browser_request(admin.token, accept_language="ru-RU,ru;q=0.9"), "", "")
+    assert list(russian["user_table"].columns) == [
+        "Пользователь", "Потрачено кредитов", "Пополнено", "Начислено", "Баланс", "Запросов"
+    ]
+    assert not [name for name in shown["errors_table"].columns if "_" in name]
     bad_date = app.admin_report(admin, "last week", "")  # said beside the dates; the charts stay as they were
     assert bad_date == {"report_notice": "⚠ From must be a date as YYYY-MM-DD; got 'last week'."}
 

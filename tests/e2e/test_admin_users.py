@@ -25,6 +25,12 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
     assert register(app.url, "member").status_code == 200
 
     page.get_by_role("tab", name="Admin").click()
+    # Reports, the first section: headers a reader understands, not the report's column names.
+    expect(page.locator("#model-table")).to_contain_text("Answered")
+    page.get_by_role("tab", name="Model performance").click()
+    expect(page.locator("#performance-table")).to_contain_text("First token, median (ms)")
+    expect(page.locator("#performance-table")).not_to_contain_text("ttft")
+    page.get_by_role("tab", name="Users").click()
     table = page.locator("#users-table")
     member_row = table.get_by_role("row").filter(has_text="member")
     expect(member_row).to_contain_text(re.compile(r"member\s+10\s+0\s+user\s+active"))
@@ -38,12 +44,15 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
     expect(page.locator("#users-message")).to_have_text("Granted +25 credits to member; balance now 35.")
     expect(member_row).to_contain_text(re.compile(r"member\s+35\s+0\s+user\s+active"))
     actions = page.locator("#admin-actions-table").get_by_role("row")
-    expect(actions.filter(has_text="grant")).to_contain_text(re.compile(r"root\s+grant\s+member\s+\+25 credits: welcome gift"))
+    # Readable action names, not the audit table's codes (grant, create_user).
+    expect(actions.filter(has_text="credits granted")).to_contain_text(
+        re.compile(r"root\s+credits granted\s+member\s+\+25 credits: welcome gift")
+    )
 
     page.get_by_role("button", name="Disable", exact=True).click()
     expect(page.locator("#users-message")).to_contain_text("member disabled")
     expect(member_row).to_contain_text(re.compile(r"member\s+35\s+0\s+user\s+disabled"))
-    expect(actions.filter(has_text="disable")).to_contain_text(re.compile(r"root\s+disable\s+member"))
+    expect(actions.filter(has_text="disabled")).to_contain_text(re.compile(r"root\s+disabled\s+member"))
 
     # The member's session (from registering) ended, and a new sign-in is refused.
     refused = httpx.post(app.url + "auth/login", json={"username": "member", "password": "long enough pw"}, timeout=60)
