@@ -255,3 +255,23 @@ def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app
     assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]  # the composer is on screen
     chats = query(replace_app.data_dir, "SELECT COUNT(*) FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.username = 'reader'")
     assert chats == [(2,)]
+
+
+def test_copy_on_an_answer_copies_the_answer_without_its_figures_and_price(replace_app, browser):
+    context = browser.new_context(viewport=DESKTOP, locale="en-US")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=replace_app.url.rstrip("/"))
+    page = context.new_page()
+    try:
+        sign_up(page, replace_app.url, "copier")
+        expect_balance(page, 10)
+        message_box(page).fill("[fault:numbered] Copy this one.")
+        message_box(page).press("Enter")
+        bot = page.get_by_test_id("bot").last
+        expect(bot).to_contain_text("· 1 credit")  # the figures and price are on the page, under the answer
+        answer = re.search(r"Answer number \d+\.", bot.inner_text()).group(0)
+        bot.hover()
+        page.get_by_role("button", name="Copy message").last.click()
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied == answer
+    finally:
+        context.close()
