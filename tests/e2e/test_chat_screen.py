@@ -275,3 +275,43 @@ def test_copy_on_an_answer_copies_the_answer_without_its_figures_and_price(repla
         assert copied == answer
     finally:
         context.close()
+
+
+def test_export_a_chat_from_its_menu_and_all_chats_from_the_account_tab(replace_app, page, tmp_path):
+    import json
+
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "exporter")
+    expect_balance(page, 10)
+    for question in ("[fault:numbered] First exported chat.", "[fault:numbered] Second exported chat."):
+        page.locator("#new-chat-button").click()
+        message_box(page).fill(question)
+        message_box(page).press("Enter")
+        expect(page.get_by_test_id("bot").last).to_contain_text(re.compile(r"Answer number \d+\."))
+    rows = page.locator("#chat-list .gc-chat")
+    expect(rows).to_have_count(2)
+
+    first = rows.filter(has_text="First exported chat")
+    first.locator("summary").click()
+    with page.expect_download() as download:
+        first.get_by_role("button", name="Export (JSON)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    one = json.loads(saved.read_text(encoding="utf-8"))
+    assert one["format"] == "gemma-chat.chat/1"
+    assert [turn["prompt"] for turn in one["turns"]] == ["[fault:numbered] First exported chat."]
+
+    page.get_by_role("tab", name="Account").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export all chats (JSON)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    everything = json.loads(saved.read_text(encoding="utf-8"))
+    assert everything["format"] == "gemma-chat.chats/1" and saved.name.startswith("gemma-chat-chats-")
+    assert [chat["turns"][0]["prompt"] for chat in everything["chats"]] == [
+        "[fault:numbered] Second exported chat.", "[fault:numbered] First exported chat.",  # newest first
+    ]
+    # Each chat in the whole file is the very object its own export gives.
+    without_time = lambda chat: {k: v for k, v in chat.items() if k != "exported_at"}  # noqa: E731
+    assert without_time(everything["chats"][1]) == without_time(one)
+    no_error_anywhere(page)
