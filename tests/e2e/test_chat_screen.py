@@ -100,6 +100,9 @@ def test_a_refused_message_stays_and_retry_after_a_top_up_sends_that_message(rep
         message_box(page).fill(f"[fault:numbered] Question {n}.")
         message_box(page).press("Enter")
         expect_balance(page, 10 - 3 * (n + 1))
+        if n == 1:  # 4 credits left, 3 an answer: the hint comes before the refusal does
+            expect(page.locator("#chat-notice")).to_contain_text("Balance low: 4 credits left, 3 per answer")
+    expect(page.locator("#chat-notice")).to_contain_text("does not pay for an answer with this model")
     message_box(page).fill("[fault:numbered] Which planet is largest?")
     message_box(page).press("Enter")
     expect(page.locator("#chat-notice")).to_contain_text("Not enough credits")
