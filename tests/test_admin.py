@@ -204,7 +204,7 @@ def test_the_users_section_lists_accounts_and_acts_as_the_signed_in_admin(ui, ch
     granted = ui.grant_account_credits(root, "bob", 15, "prize", "", 1)
     assert granted["users_message"] == "Granted +15 credits to bob; balance now 25."
     assert granted["users_table"].set_index("User").loc["bob", "Balance"] == 25
-    assert granted["admin_actions_table"].values.tolist()[0][1:] == ["root", "grant", "bob", "+15 credits: prize"]
+    assert granted["admin_actions_table"].values.tolist()[0][1:] == ["root", "credits granted", "bob", "+15 credits: prize"]
     assert granted["grant_note"] == ""
     refused = ui.demote_account(root, "root", "", 1)
     assert refused["users_message"].startswith("⚠ Cannot demote root: they are the only enabled administrator")
@@ -212,8 +212,12 @@ def test_the_users_section_lists_accounts_and_acts_as_the_signed_in_admin(ui, ch
     assert disabled["users_table"].set_index("User").loc["bob", "State"] == "disabled"
     reset = ui.reset_account_password(root, "bob", "short", "", 1)
     assert reset["users_message"] == "⚠ A password needs at least 8 characters." and reset["admin_password"] == ""
+    refused = ui.create_account(root, "carol", "short", "", 1)  # the dialog stays, with the name, for a retry
+    assert refused["users_message"].startswith("⚠") and "create_user_dialog" not in refused
+    assert refused["new_user_password"] == "" and "new_username" not in refused
     created = ui.create_account(root, "carol", "long enough pw", "", 1)
     assert created["users_message"] == "Created carol with 10 credits."
+    assert created["new_username"] == created["new_user_password"] == "" and not created["create_user_dialog"]["visible"]
     assert ui.users_next(root, "", 2**63)["users_page_label"] == "Page 1 of 1 · 3 accounts"
 
 

@@ -16,6 +16,7 @@ from gemma_chat.store import db
 from gemma_chat.store.db import Conversation, Interaction
 from gemma_chat.reports import Reports
 from gemma_chat.ui import ChatApp
+from gemma_chat.ui.markup import FOOTER_MARK
 
 pytestmark = pytest.mark.both_engines
 
@@ -90,7 +91,7 @@ def test_a_chat_continues_with_its_context_and_survives_a_reload(app):
     ]
     chatbot = app.restore(session)["chatbot"]  # a reload: the load event shows the open chat again
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "What is my name?"]
-    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
+    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_MARK)
     (chat,) = Conversation.select()
     assert chat.title == "My name is Ada."
 

@@ -18,6 +18,7 @@ from conftest import browser_request, shown_after, signed_in_request
 from gemma_chat import ledger, sessions
 from gemma_chat.store.db import Interaction, LedgerEntry, WebSession
 from gemma_chat.ui import ChatApp, owned_by
+from gemma_chat.ui.markup import FOOTER_MARK
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_chat_streams_and_updates_the_balance(app):
     assert outputs[0]["message"] == "" and outputs[0]["send_button"]["visible"] is False  # held: the box empties, Send turns into Stop
     assert all("message" not in update for update in outputs[1:-1])  # what is typed meanwhile stays in the box
     shown = shown_after(outputs)
-    assert shown["chatbot"][-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit")
+    assert shown["chatbot"][-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_MARK)
     assert shown["message"] == "" and "Balance: 9 credits" in shown["balance"]
     assert shown["send_button"]["visible"] is True and shown["stop_button"]["visible"] is False
     assert shown["turns"] == [("What is the capital of France?", Interaction.get().answer)]
@@ -174,10 +175,20 @@ def test_admin_report_is_for_admins_only(app):
     by_model, by_user, performance, active = (
         shown[name] for name in ("model_table", "user_table", "performance_table", "active_table")
     )
-    assert by_model.iloc[0]["requests"] == 1 and by_model.iloc[0]["credits"] == 3
-    assert performance.iloc[0]["requests"] == 1 and performance.iloc[0]["error_rate"] == 0
-    assert performance.iloc[0]["tokens_per_s"] > 0 and list(active["active_users"]) == [1]
-    assert by_user.set_index("username").loc["bob", "credits_spent"] == 3
+    assert by_model.iloc[0]["Requests"] == 1 and by_model.iloc[0]["Credits"] == 3
+    assert performance.iloc[0]["Requests"] == 1 and performance.iloc[0]["Error rate"] == 0
+    assert performance.iloc[0]["Tokens/s"] > 0 and list(active["Active users"]) == [1]
+    assert by_user.set_index("User").loc["bob", "Credits spent"] == 3
+    # Readable headers in both languages, never the report's snake_case names.
+    assert list(performance.columns) == [
+        "Model", "Requests", "Error rate", "First token, median (ms)", "First token, p95 (ms)", "Tokens/s",
+        "Answer, median (ms)", "Answer, p95 (ms)",
+    ]
+    russian = app.admin_report(browser_request(admin.token, accept_language="ru-RU,ru;q=0.9"), "", "")
+    assert list(russian["user_table"].columns) == [
+        "Пользователь", "Потрачено кредитов", "Пополнено", "Начислено", "Баланс", "Запросов"
+    ]
+    assert not [name for name in shown["errors_table"].columns if "_" in name]
     bad_date = app.admin_report(admin, "last week", "")  # said beside the dates; the charts stay as they were
     assert bad_date == {"report_notice": "⚠ From must be a date as YYYY-MM-DD; got 'last week'."}
 
@@ -248,7 +259,10 @@ def test_stop_ends_a_streaming_answer_and_charges_what_was_shown(chat_settings, 
 def test_the_answer_footer_shows_tokens_speed_and_time_above_model_and_price(app):
     chatbot = shown_after(chat(app, sign_up(app)))["chatbot"]
     row = Interaction.get()
-    figures, footer = chatbot[-1]["content"].split("\n\n")[-1].split("\n")
+    answer, bracketed = chatbot[-1]["content"].rsplit("\n\n", 1)
+    # Between the marks the page's copy leaves out (session.py): copy takes the answer only.
+    assert bracketed[0] == bracketed[-1] == FOOTER_MARK and FOOTER_MARK not in answer
+    figures, footer = bracketed.strip(FOOTER_MARK).split("\n")
     seconds = row.duration_ms / 1000
     assert figures == f"{row.completion_tokens} tokens · {row.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
     assert footer == "— Gemma 3 270M (bundled demo) for mini · 1 credit"

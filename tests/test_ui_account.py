@@ -45,3 +45,22 @@ def test_the_tab_needs_a_session_and_a_sane_name(settings, tab):
     alice = signed_in_request(settings, "alice")
     assert tab.create(alice, "x" * 100)[tab.message].startswith("⚠")
     assert tab.revoke(alice, None)[tab.message] == "⚠ Choose a key to revoke."
+
+
+def test_export_all_chats_holds_every_chat_of_the_user_and_no_one_elses(settings, database):
+    import json
+
+    from gemma_chat import conversations
+
+    app = ChatApp(settings, engine=None)
+    alice, bob = signed_in_request(settings, "alice"), signed_in_request(settings, "bob")
+    for n in range(3):
+        conversations.create_conversation(alice.user_id, f"alice chat {n}")
+    conversations.create_conversation(bob.user_id, "bob's secret")
+    shown = app.export_all_chats(alice)
+    payload = json.loads(shown["download"])
+    data = json.loads(payload["text"])
+    assert payload["type"] == "application/json" and data["format"] == "gemma-chat.chats/1"
+    assert sorted(chat["title"] for chat in data["chats"]) == ["alice chat 0", "alice chat 1", "alice chat 2"]
+    with pytest.raises(Exception, match="log in"):
+        app.export_all_chats(browser_request(None))

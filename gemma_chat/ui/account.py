@@ -1,5 +1,5 @@
-"""The Account tab: the system prompt new chats start with, change one's own password (the other signed-in browsers are signed out), and the
-API keys section (api_keys.py).
+"""The Account tab: the system prompt new chats start with, all of one's chats as one file, change
+one's own password (the other signed-in browsers are signed out), and the API keys section (api_keys.py).
 
 A mixin of ChatApp (app.py), like the Chats tab: the user comes from the request's session cookie.
 """
@@ -10,6 +10,7 @@ import gradio as gr
 
 from .. import auth, conversations
 from ..errors import GemmaChatError
+from . import export
 from .api_keys import build_api_keys_section
 from .text import language_of, text, translated
 
@@ -39,6 +40,11 @@ class AccountTab:
             return {"default_prompt_message": f"⚠ {translated(language, exc.message)}"}
         return {"default_system_prompt": saved, "default_prompt_message": text(language, "default_prompt_saved")}
 
+    def export_all_chats(self, request: gr.Request):
+        """All of the user's chats as one JSON file, saved by the browser (sidebar.py's DOWNLOAD_JS)."""
+        found = self.signed_in(request)
+        return {"download": export.all_chats_file(found.user.id)}
+
     def build_account_tab(self, t, c: dict) -> None:
         with gr.Tab(t("account"), id="account") as tab:
             c["default_system_prompt"] = gr.Textbox(
@@ -47,6 +53,7 @@ class AccountTab:
             )
             c["save_default_prompt_button"] = gr.Button(t("save"), size="sm", elem_id="save-default-prompt")
             c["default_prompt_message"] = gr.Markdown(elem_id="default-prompt-message")
+            c["export_all_button"] = gr.Button(t("export_all_chats"), size="sm", elem_id="export-all-chats")
             c["current_password"] = gr.Textbox(label=t("current_password"), type="password", max_lines=1)
             c["new_password"] = gr.Textbox(label=t("new_password"), type="password", max_lines=1)
             c["change_password_button"] = gr.Button(t("change_password"), variant="primary")
@@ -58,6 +65,7 @@ class AccountTab:
             c["save_default_prompt_button"].click, self.save_default_system_prompt, ["default_system_prompt"],
             ["default_system_prompt", "default_prompt_message"], api_name="save_default_system_prompt",
         )
+        self.wire(c["export_all_button"].click, self.export_all_chats, [], ["download"], api_name=False)
         fields = ["current_password", "new_password"]
         # Refusals clear the password boxes too: nothing typed into them lingers on the page.
         self.wire(

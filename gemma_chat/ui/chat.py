@@ -16,7 +16,7 @@ from .. import chat, conversations, ledger, sessions
 from ..error_log import log_error
 from ..errors import DatabaseRetryableError, GemmaChatError
 from .common import balance_text, notice, popup, session_token, shows_errors
-from .markup import as_markdown
+from .markup import as_markdown, with_footer
 from .text import language_of, text, translated
 
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
@@ -70,7 +70,7 @@ def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
     figures = turn_figures(
         chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )
-    return as_text("\n\n".join(parts + [f"{figures}\n{footer}" if figures else footer]))
+    return as_text(with_footer("\n\n".join(parts), f"{figures}\n{footer}" if figures else footer))
 
 
 def chat_messages(turns: list[conversations.Turn], language: str = "en") -> list[dict]:
@@ -352,7 +352,7 @@ class ChatPart:
             parts.append(translated(language, update.message))
         if figures := turn_figures(update, language):
             footer = f"{figures}\n{footer}"
-        return "\n\n".join(parts + [footer])
+        return with_footer("\n\n".join(parts), footer)
 
     @shows_errors
     def stop(self, request: gr.Request):

@@ -1,4 +1,5 @@
-"""A chat as a file: Markdown to read, JSON to keep (its fields are the chat's, one object per turn).
+"""A chat as a file: Markdown to read, JSON to keep (its fields are the chat's, one object per turn);
+and all of a user's chats as one JSON file (the Account tab), each chat as its own export has it.
 
 The file goes to the browser inside an event's output and is saved there (sidebar.py's DOWNLOAD_JS):
 nothing is written where Gradio would serve it by URL.
@@ -14,6 +15,8 @@ from .. import conversations
 from ..store.db import utcnow
 
 FORMAT = "gemma-chat.chat/1"
+ALL_FORMAT = "gemma-chat.chats/1"
+ALL_PAGE_SIZE = 100
 
 
 def chat_data(user_id: int, conversation_id: int) -> dict:
@@ -56,3 +59,23 @@ def chat_file(user_id: int, conversation_id: int, kind: str) -> str:
     else:
         payload = {"name": file_name(data["title"], "md"), "type": "text/markdown", "text": chat_markdown(data)}
     return json.dumps({**payload, "at": time.time()}, ensure_ascii=False)
+
+
+def all_chats_data(user_id: int) -> dict:
+    """Every chat of the user, most recently used first."""
+    chats, page = [], 1
+    while True:
+        listing = conversations.list_conversations(user_id, page=page, page_size=ALL_PAGE_SIZE)
+        chats += [chat_data(user_id, row.id) for row in listing.rows]
+        if page >= listing.total_pages:
+            break
+        page += 1
+    return {"format": ALL_FORMAT, "exported_at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}", "chats": chats}
+
+
+def all_chats_file(user_id: int) -> str:
+    """The payload DOWNLOAD_JS saves, as chat_file's: all of the user's chats in one JSON file."""
+    data = all_chats_data(user_id)
+    name = f"gemma-chat-chats-{data['exported_at'][:10]}.json"
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    return json.dumps({"name": name, "type": "application/json", "text": text, "at": time.time()}, ensure_ascii=False)

@@ -20,6 +20,18 @@ _INLINE_SPECIAL = re.compile(r"[\\`]")  # what _inline looks at: a backslash and
 _BLANK_LINE = re.compile(r"(\n[ \t]*\n)")  # ends a paragraph: no code span or link crosses it
 
 
+# Brackets an answer's footer (its figures, model and price): invisible on the page, it lets the page's
+# copy take the answer only (session.py PAGE_JS). Never part of the model's own text (as_answer).
+FOOTER_MARK = "\u2063"  # INVISIBLE SEPARATOR
+
+
+def with_footer(body: str, footer: str) -> str:
+    """An answer bubble's text: the body, then the footer between two FOOTER_MARKs (as markdown text)."""
+    body = body.replace(FOOTER_MARK, "")
+    footer = f"{FOOTER_MARK}{footer.replace(FOOTER_MARK, '')}{FOOTER_MARK}"
+    return f"{body}\n\n{footer}" if body else footer
+
+
 def escape_text(text: str) -> str:
     return html.escape(text, quote=False)
 

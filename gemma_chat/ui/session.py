@@ -14,6 +14,7 @@ import gradio as gr
 from .. import conversations, sessions
 from ..errors import GemmaChatError
 from .common import ACCOUNT_DISABLED, SESSION_COOKIE, balance_text, session_token
+from .markup import FOOTER_MARK
 from .text import MESSAGES, language_of, text, translated
 
 __all__ = ["PAGE_JS", "SESSION_COOKIE", "SessionPart"]
@@ -158,8 +159,16 @@ PAGE_JS = """
     const id = new URL(window.location.href).searchParams.get("chat");
     chatRequest(id ? "open:" + id : "new:0");
   });
+  // Copy takes the answer only: an answer's figures and price sit between two invisible marks
+  // (markup.py FOOTER_MARK), and the Chatbot's copy buttons copy a message's raw text.
+  const clipboard = navigator.clipboard;
+  if (clipboard && clipboard.writeText) {
+    const writeText = clipboard.writeText.bind(clipboard);
+    const footer = new RegExp("\\\\s*" + %(mark)s + "[^" + %(mark)s + "]*" + %(mark)s, "g");
+    clipboard.writeText = (value) => writeText(typeof value === "string" ? value.replace(footer, "") : value);
+  }
 }
-""" % {"css": json.dumps(PAGE_CSS)}
+""" % {"css": json.dumps(PAGE_CSS), "mark": json.dumps(FOOTER_MARK)}
 
 
 def chat_in_url(request) -> int | None:

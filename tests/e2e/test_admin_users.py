@@ -25,12 +25,22 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
     assert register(app.url, "member").status_code == 200
 
     page.get_by_role("tab", name="Admin").click()
-    page.get_by_role("tab", name="Users").click()  # the Admin tab shows one section at a time
+    # Reports, the first section: headers a reader understands, not the report's column names.
+    expect(page.locator("#model-table")).to_contain_text("Answered")
+    page.get_by_role("tab", name="Model performance").click()
+    expect(page.locator("#performance-table")).to_contain_text("First token, median (ms)")
+    expect(page.locator("#performance-table")).not_to_contain_text("ttft")
+    page.get_by_role("tab", name="Users").click()
     table = page.locator("#users-table")
     member_row = table.get_by_role("row").filter(has_text="member")
     expect(member_row).to_contain_text(re.compile(r"member\s+10\s+0\s+user\s+active"))
     expect(table.get_by_role("row").filter(has_text="root")).to_contain_text(re.compile(r"root\s+10\s+0\s+admin\s+active"))
 
+    # An action with no account chosen says so beside the actions: no popup, no red badge.
+    page.locator("#disable-button").click()
+    expect(page.locator("#users-message")).to_contain_text("Choose an account first")
+    expect(page.locator("#users-confirm:visible")).to_have_count(0)
+    expect(page.locator(".toast-body")).to_have_count(0)
     member_row.get_by_role("gridcell").first.click()
     expect(page.get_by_label("Account", exact=True)).to_have_value("member")
     page.get_by_label("Credits to grant").fill("25")
@@ -39,12 +49,26 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
     expect(page.locator("#users-message")).to_have_text("Granted +25 credits to member; balance now 35.")
     expect(member_row).to_contain_text(re.compile(r"member\s+35\s+0\s+user\s+active"))
     actions = page.locator("#admin-actions-table").get_by_role("row")
-    expect(actions.filter(has_text="grant")).to_contain_text(re.compile(r"root\s+grant\s+member\s+\+25 credits: welcome gift"))
+    # Readable action names, not the audit table's codes (grant, create_user).
+    expect(actions.filter(has_text="credits granted")).to_contain_text(
+        re.compile(r"root\s+credits granted\s+member\s+\+25 credits: welcome gift")
+    )
 
-    page.get_by_role("button", name="Disable", exact=True).click()
+    # Disable asks first; Cancel changes nothing, the confirming button disables. (Gradio may keep a
+    # hidden copy of a group it showed and hid again: "none on screen" is what a user sees.)
+    page.locator("#disable-button").click()
+    expect(page.locator("#confirm-question")).to_have_text("Disable: member?")
+    page.locator("#confirm-cancel").click()
+    expect(page.locator("#users-confirm:visible")).to_have_count(0)
+    expect(member_row).to_contain_text(re.compile(r"member\s+35\s+0\s+user\s+active"))
+    page.locator("#disable-button").click()
+    expect(page.locator("#enable-confirm")).to_be_hidden()
+    page.locator("#disable-confirm").click()
     expect(page.locator("#users-message")).to_contain_text("member disabled")
+    expect(page.locator("#users-confirm:visible")).to_have_count(0)
+
     expect(member_row).to_contain_text(re.compile(r"member\s+35\s+0\s+user\s+disabled"))
-    expect(actions.filter(has_text="disable")).to_contain_text(re.compile(r"root\s+disable\s+member"))
+    expect(actions.filter(has_text="disabled")).to_contain_text(re.compile(r"root\s+disabled\s+member"))
 
     # The member's session (from registering) ended, and a new sign-in is refused.
     refused = httpx.post(app.url + "auth/login", json={"username": "member", "password": "long enough pw"}, timeout=60)
@@ -59,3 +83,14 @@ def test_an_admin_grants_credits_and_disables_an_account_from_the_users_table(ap
         grant = connection.execute("SELECT amount, actor_id, note FROM ledger_entries WHERE kind = 'grant'").fetchall()
     assert rows == [("root", "grant", "member", "+25 credits: welcome gift"), ("root", "disable", "member", "")]
     assert live == 0 and grant == [(25, 1, "welcome gift")]
+
+    # Create user is its own dialog: it opens, creates, and closes; the account box is left alone.
+    expect(page.locator("#create-user-dialog:visible")).to_have_count(0)
+    page.locator("#create-user-button").click()
+    page.get_by_label("Username of the new account").fill("newcomer")
+    page.get_by_label("Its password").fill("long enough pw")
+    page.locator("#create-user-confirm").click()
+    expect(page.locator("#users-message")).to_have_text("Created newcomer with 10 credits.")
+    expect(page.locator("#create-user-dialog:visible")).to_have_count(0)
+    expect(table.get_by_role("row").filter(has_text="newcomer")).to_contain_text(re.compile(r"newcomer\s+10\s+0\s+user\s+active"))
+    expect(page.get_by_label("Account", exact=True)).to_have_value("member")

@@ -100,6 +100,9 @@ def test_a_refused_message_stays_and_retry_after_a_top_up_sends_that_message(rep
         message_box(page).fill(f"[fault:numbered] Question {n}.")
         message_box(page).press("Enter")
         expect_balance(page, 10 - 3 * (n + 1))
+        if n == 1:  # 4 credits left, 3 an answer: the hint comes before the refusal does
+            expect(page.locator("#chat-notice")).to_contain_text("Balance low: 4 credits left, 3 per answer")
+    expect(page.locator("#chat-notice")).to_contain_text("does not pay for an answer with this model")
     message_box(page).fill("[fault:numbered] Which planet is largest?")
     message_box(page).press("Enter")
     expect(page.locator("#chat-notice")).to_contain_text("Not enough credits")
@@ -255,3 +258,63 @@ def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app
     assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]  # the composer is on screen
     chats = query(replace_app.data_dir, "SELECT COUNT(*) FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.username = 'reader'")
     assert chats == [(2,)]
+
+
+def test_copy_on_an_answer_copies_the_answer_without_its_figures_and_price(replace_app, browser):
+    context = browser.new_context(viewport=DESKTOP, locale="en-US")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=replace_app.url.rstrip("/"))
+    page = context.new_page()
+    try:
+        sign_up(page, replace_app.url, "copier")
+        expect_balance(page, 10)
+        message_box(page).fill("[fault:numbered] Copy this one.")
+        message_box(page).press("Enter")
+        bot = page.get_by_test_id("bot").last
+        expect(bot).to_contain_text("· 1 credit")  # the figures and price are on the page, under the answer
+        answer = re.search(r"Answer number \d+\.", bot.inner_text()).group(0)
+        bot.hover()
+        page.get_by_role("button", name="Copy message").last.click()
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied == answer
+    finally:
+        context.close()
+
+
+def test_export_a_chat_from_its_menu_and_all_chats_from_the_account_tab(replace_app, page, tmp_path):
+    import json
+
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "exporter")
+    expect_balance(page, 10)
+    for question in ("[fault:numbered] First exported chat.", "[fault:numbered] Second exported chat."):
+        page.locator("#new-chat-button").click()
+        message_box(page).fill(question)
+        message_box(page).press("Enter")
+        expect(page.get_by_test_id("bot").last).to_contain_text(re.compile(r"Answer number \d+\."))
+    rows = page.locator("#chat-list .gc-chat")
+    expect(rows).to_have_count(2)
+
+    first = rows.filter(has_text="First exported chat")
+    first.locator("summary").click()
+    with page.expect_download() as download:
+        first.get_by_role("button", name="Export (JSON)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    one = json.loads(saved.read_text(encoding="utf-8"))
+    assert one["format"] == "gemma-chat.chat/1"
+    assert [turn["prompt"] for turn in one["turns"]] == ["[fault:numbered] First exported chat."]
+
+    page.get_by_role("tab", name="Account").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export all chats (JSON)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    everything = json.loads(saved.read_text(encoding="utf-8"))
+    assert everything["format"] == "gemma-chat.chats/1" and saved.name.startswith("gemma-chat-chats-")
+    assert [chat["turns"][0]["prompt"] for chat in everything["chats"]] == [
+        "[fault:numbered] Second exported chat.", "[fault:numbered] First exported chat.",  # newest first
+    ]
+    # Each chat in the whole file is the very object its own export gives.
+    without_time = lambda chat: {k: v for k, v in chat.items() if k != "exported_at"}  # noqa: E731
+    assert without_time(everything["chats"][1]) == without_time(one)
+    no_error_anywhere(page)

@@ -204,7 +204,7 @@ class GradioSession:
         return outcome.data[0]
 
 
-CHARGED = re.compile(r"· (\d+) credits?$")
+CHARGED = re.compile(r"· (\d+) credits?\u2063?$")  # the footer ends with its mark (ui/markup.py FOOTER_MARK)
 BALANCE = re.compile(r"Balance: (\d+) credits?")
 
 

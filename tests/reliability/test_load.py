@@ -129,7 +129,7 @@ def test_twenty_users_chatting_and_topping_up_in_parallel_keep_exact_books(app, 
     report = admin.call("admin_report", "", "")
     assert report.ok, report.error
     by_user = report.data[2]
-    column = by_user["headers"].index("credits_spent")
+    column = by_user["headers"].index("Credits spent")
     report_total = sum(row[column] for row in by_user["data"])
     assert log_total == ledger_total == report_total >= sum(charged.values())
     per_user = {row[0]: row[column] for row in by_user["data"]}

@@ -15,6 +15,25 @@ from ..common import notice, owned, owned_by, shows_errors
 from ..text import language_of, text, translated
 
 
+# A report column's header: the key of its text (text.py) where it is not simply "col_" + its name.
+HEADER_KEYS = {"username": "col_user", "created_at": "col_time"}
+
+
+def header(name: str, language: str) -> str:
+    return text(language, HEADER_KEYS.get(name, f"col_{name}"))
+
+
+def readable(frame: pd.DataFrame, language: str) -> pd.DataFrame:
+    """A report table with headers in `language` ("Credits spent", not credits_spent); the charts keep the
+    report's own column names, which their axes are bound to."""
+    return frame.rename(columns={name: header(name, language) for name in frame.columns})
+
+
+def plotted(frame: pd.DataFrame, x: str, y: str, language: str) -> dict:
+    """A chart's data with its axes titled in `language`."""
+    return gr.update(value=frame, x_title=header(x, language), y_title=header(y, language))
+
+
 class AdminReportsSection:
     ADMIN_REPORT_OUTPUTS = [
         "model_plot", "model_table", "user_table", "user_plot", "day_plot", "errors_table", "error_tracebacks",
@@ -45,11 +64,14 @@ class AdminReportsSection:
         )
         active = pd.DataFrame(report["active_users_by_day"], columns=["day", "active_users"])
         return {
-            "model_plot": by_model, "model_table": by_model, "user_table": by_user, "user_plot": by_user,
-            "day_plot": per_day, "errors_table": error_table,
+            "model_plot": plotted(by_model, "model", "requests", language), "model_table": readable(by_model, language),
+            "user_table": readable(by_user, language), "user_plot": plotted(by_user, "username", "credits_spent", language),
+            "day_plot": plotted(per_day, "day", "requests", language), "errors_table": readable(error_table, language),
             "error_tracebacks": owned(user.id, errors["traceback"].tolist()), "error_text": "",
-            "performance_table": performance, "performance_plot": performance, "active_table": active,
-            "active_plot": active, "report_notice": "",
+            "performance_table": readable(performance, language),
+            "performance_plot": plotted(performance, "model", "tokens_per_s", language),
+            "active_table": readable(active, language), "active_plot": plotted(active, "day", "active_users", language),
+            "report_notice": "",
         }
 
     @shows_errors

@@ -16,9 +16,11 @@ import pandas as pd
 from ... import admin
 from ...errors import GemmaChatError
 from ...history import page_bounds
+from ..markup import as_literal
 from ..text import code_name, columns, language_of, text, translated
 
 USERS_PAGE_SIZE = 20
+ACCOUNT_ACTIONS = ("disable", "enable", "promote", "demote", "unlock")  # each asks before it acts
 MAX_SEARCH_CHARS = 64
 USER_COLUMN_KEYS = ["col_user", "col_balance", "col_held", "col_role", "col_state", "col_last_login", "col_requests"]
 ACTION_COLUMN_KEYS = ["col_time", "col_by", "col_action", "col_account", "col_detail"]
@@ -54,6 +56,20 @@ class AdminUsersSection:
         label = text(language, "users_page_matching" if search else "users_page", page=page, pages=pages, total=total, search=search)
         return {"users_table": table, "users_page_label": label, "users_page": page, "admin_actions_table": actions}
 
+    def _shower(self, dialog: str, visible: bool):
+        """Open or close a dialog of the section; like every event here, for an administrator only."""
+        def show(request: gr.Request):
+            self.current_user(request, admin=True)
+            return {dialog: gr.update(visible=visible)}
+
+        return show
+
+    def _asker(self, action: str):
+        def ask(request: gr.Request, target):
+            return self.ask_to_confirm(request, target, action)
+
+        return ask
+
     def users_state(self, request: gr.Request, search, page):
         self.current_user(request, admin=True)
         return {**self._users_view(search, page, language_of(request)), "users_message": ""}
@@ -74,6 +90,21 @@ class AdminUsersSection:
         if isinstance(row, (list, tuple)) and row and isinstance(row[0], str):
             return {"admin_target": row[0]}
         return {}
+
+    def ask_to_confirm(self, request: gr.Request, target, action: str) -> dict:
+        """An account action's button: the question, with the one button that does it; nothing is done yet.
+        Without an account chosen, the reason is said under the actions instead."""
+        self.current_user(request, admin=True)
+        language = language_of(request)
+        username = target.strip() if isinstance(target, str) else ""
+        hidden = {f"{name}_confirm": gr.update(visible=False) for name in ACCOUNT_ACTIONS}
+        if not username:
+            return {"users_confirm": gr.update(visible=False), "users_message": f"⚠ {text(language, 'choose_account_first')}", **hidden}
+        question = text(language, "confirm_account_action", action=text(language, f"{action}_account"), username=as_literal(username))
+        return {
+            "users_confirm": gr.update(visible=True), "confirm_question": question, "users_message": "",
+            **hidden, f"{action}_confirm": gr.update(visible=True),
+        }
 
     def _act(self, request, search, page, location: str, action) -> dict:
         """Run one action as the signed-in administrator; its message, and the table as it is now."""
@@ -131,11 +162,18 @@ class AdminUsersSection:
         return {**self._act(request, search, page, "admin:reset_password", reset), "admin_password": ""}
 
     def create_account(self, request: gr.Request, target, new_password, search, page):
+        """Create user's dialog: created, it closes and empties; refused, it stays with the name for a retry."""
+        created = []
+
         def create(by, language):
             user = admin.create_user(self.settings, by, target, new_password)
+            created.append(user)
             return text(language, "user_created", username=user.username, balance=user.balance)
 
-        return {**self._act(request, search, page, "admin:create_user", create), "admin_password": ""}
+        shown = {**self._act(request, search, page, "admin:create_user", create), "admin_password": "", "new_user_password": ""}
+        if created:
+            shown.update(new_username="", create_user_dialog=gr.update(visible=False))
+        return shown
 
     def build_admin_users(self, t, c: dict) -> None:
         gr.Markdown(t("users_section"))
@@ -154,12 +192,28 @@ class AdminUsersSection:
             c["grant_note"] = gr.Textbox(label=t("grant_note"), max_lines=1, scale=3)
             c["grant_button"] = gr.Button(t("grant_credits"), variant="primary", scale=1)
         with gr.Row():
-            for name in ("disable", "enable", "promote", "demote", "unlock"):
-                c[f"{name}_button"] = gr.Button(t(f"{name}_account"), size="sm")
+            for name in ACCOUNT_ACTIONS:
+                c[f"{name}_button"] = gr.Button(t(f"{name}_account"), size="sm", elem_id=f"{name}-button")
+        # An account action asks first: the question, the button that does it, and Cancel.
+        with gr.Group(visible=False, elem_id="users-confirm") as c["users_confirm"]:
+            c["confirm_question"] = gr.Markdown(elem_id="confirm-question")
+            with gr.Row():
+                for name in ACCOUNT_ACTIONS:
+                    c[f"{name}_confirm"] = gr.Button(
+                        t(f"{name}_account"), variant="stop", size="sm", visible=False, elem_id=f"{name}-confirm"
+                    )
+                c["confirm_cancel"] = gr.Button(t("cancel"), size="sm", elem_id="confirm-cancel")
         with gr.Row():
             c["admin_password"] = gr.Textbox(label=t("password_to_set"), type="password", max_lines=1, scale=3)
             c["reset_password_button"] = gr.Button(t("set_password"), scale=1)
-            c["create_user_button"] = gr.Button(t("create_user"), scale=1)
+            c["create_user_button"] = gr.Button(t("create_user"), scale=1, elem_id="create-user-button")
+        # Create user is a small form of its own, not the boxes of the account being changed.
+        with gr.Group(visible=False, elem_id="create-user-dialog") as c["create_user_dialog"]:
+            c["new_username"] = gr.Textbox(label=t("new_account_name"), max_lines=1, elem_id="new-username")
+            c["new_user_password"] = gr.Textbox(label=t("new_account_password"), type="password", max_lines=1)
+            with gr.Row():
+                c["create_user_confirm"] = gr.Button(t("create_user"), variant="primary", size="sm", elem_id="create-user-confirm")
+                c["create_user_cancel"] = gr.Button(t("cancel"), size="sm", elem_id="create-user-cancel")
         c["users_message"] = gr.Markdown(elem_id="users-message")
         gr.Markdown(t("admin_actions_section"))
         c["admin_actions_table"] = gr.Dataframe(headers=self.ACTION_COLUMNS, interactive=False, wrap=True, elem_id="admin-actions-table")
@@ -178,16 +232,28 @@ class AdminUsersSection:
             c["grant_button"].click, self.grant_account_credits, ["admin_target", "grant_amount", "grant_note"] + paging,
             view + ["grant_note"], api_name="admin_grant", api_visibility="undocumented",
         )
-        for name in ("disable", "enable", "promote", "demote", "unlock"):
+        confirm = ["users_confirm", "confirm_question", "users_message"] + [f"{name}_confirm" for name in ACCOUNT_ACTIONS]
+        for name in ACCOUNT_ACTIONS:
+            self.wire(c[f"{name}_button"].click, self._asker(name), ["admin_target"], confirm, api_name=False)
             self.wire(
-                c[f"{name}_button"].click, getattr(self, f"{name}_account"), ["admin_target"] + paging, view,
+                c[f"{name}_confirm"].click, getattr(self, f"{name}_account"), ["admin_target"] + paging, view,
                 api_name=f"admin_{name}", api_visibility="undocumented",
             )
-        for button, callback, api_name in (
-            ("reset_password_button", self.reset_account_password, "admin_set_password"),
-            ("create_user_button", self.create_account, "admin_create_user"),
-        ):
-            self.wire(
-                c[button].click, callback, ["admin_target", "admin_password"] + paging, view + ["admin_password"],
-                api_name=api_name, api_visibility="undocumented",
-            )
+            self.wire(c[f"{name}_confirm"].click, self._shower("users_confirm", False), [], ["users_confirm"], api_name=False)
+        close_question = self._shower("users_confirm", False)
+        self.wire(c["confirm_cancel"].click, close_question, [], ["users_confirm"], api_name=False)
+        # A different account chosen: the question asked about the old one goes.
+        self.wire(c["admin_target"].change, close_question, [], ["users_confirm"], api_name=False)
+        self.wire(
+            c["reset_password_button"].click, self.reset_account_password, ["admin_target", "admin_password"] + paging,
+            view + ["admin_password"], api_name="admin_set_password", api_visibility="undocumented",
+        )
+        self.wire(c["create_user_button"].click, self._shower("create_user_dialog", True), [], ["create_user_dialog"], api_name=False)
+        self.wire(
+            c["create_user_cancel"].click, self._shower("create_user_dialog", False), [], ["create_user_dialog"], api_name=False
+        )
+        self.wire(
+            c["create_user_confirm"].click, self.create_account, ["new_username", "new_user_password"] + paging,
+            view + ["admin_password", "new_username", "new_user_password", "create_user_dialog"],
+            api_name="admin_create_user", api_visibility="undocumented",
+        )
