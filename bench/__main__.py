@@ -390,7 +390,9 @@ def _batching_rows(batching: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("batching: a new request's TTFT while 3 stream | idle, ms", _fmt(batching["ttft_with_3_streaming_ms"]),
                      _fmt(batching["ttft_idle_ms"]), "median of 3" + limit))
     gap = batching.get("prefill_gap")
-    if gap:
+    if gap and "error" in gap:
+        rows.append(("batching: p95 token gap while a long prompt prefills: FAILED", gap["error"][:80], "-", "-"))
+    elif gap:
         rows.append(("batching: p95 token gap while a long prompt prefills | idle, ms", _fmt(gap["gap_p95_during_prefill_ms"]),
                      _fmt(gap["idle_gap_p95_ms"]), f"x{_fmt(gap['ratio'], 2)}; the {gap['long_prompt_tokens']}-token prompt's "
                      f"TTFT {_fmt(gap['long_prompt_ttft_ms'])} ms"))

@@ -159,6 +159,8 @@ def measure_batching(options: Options) -> dict:
             "prompt_cache_mb": 512}  # fmt: skip
     env = app_environment(data_dir, {"mini": tier}, GEMMA_CHAT_STARTING_BALANCE="1000000",
                           GEMMA_CHAT_API_RATE_PER_MINUTE="1000000", GEMMA_CHAT_PRO_BACKEND="openai",
+                          # the ~3,000-token prompt is one message of ~19,000 characters (default limit 8,000)
+                          GEMMA_CHAT_MAX_MESSAGE_CHARS="24000",
                           GEMMA_CHAT_PRO_BASE_URL="http://127.0.0.1:9/v1")  # fmt: skip
     options.say(f"  starting the app (mini: {tier['parallel']} slots)…")
     app = AppProcess(data_dir, env, options.work_dir / "batching-app.log")
@@ -256,14 +258,17 @@ def _gap_during_long_prefill(v1: V1, prompt: str) -> dict:
     """p95 gap between a streaming user's tokens, idle and while a ~3,000-token prompt is prefilled."""
     idle = v1.stream([{"role": "user", "content": prompt}], 128)
     gaps_idle = [b - a for a, b in zip(idle["stamps"], idle["stamps"][1:])]
-    long_prompt = [{"role": "user", "content": _words(2600, 99) + "?"}]
+    long_prompt = [{"role": "user", "content": _words(2850, 99) + "?"}]  # one token a word, + the preamble
     results: dict = {}
 
     def stream() -> None:
         results["stream"] = v1.stream([{"role": "user", "content": prompt}], 256)
 
     def prefill() -> None:
-        results["long"] = v1.stream(long_prompt, 4)
+        try:
+            results["long"] = v1.stream(long_prompt, 4)
+        except httpx.HTTPError as exc:  # recorded below; the streaming user's figures are still read
+            results["long_error"] = f"{exc}: {getattr(getattr(exc, 'response', None), 'text', '')[:300]}"
 
     streaming = threading.Thread(target=stream)
     streaming.start()
@@ -272,6 +277,9 @@ def _gap_during_long_prefill(v1: V1, prompt: str) -> dict:
     prefilling.start()
     prefilling.join()
     streaming.join()
+    if "long" not in results:
+        return {"error": results.get("long_error", "the long prompt's request failed"),
+                "idle_gap_p95_ms": ms(percentile(gaps_idle, 0.95))}
     long_run = results["long"]
     window = (long_run["started"], long_run["stamps"][0] if long_run["stamps"] else now())
     stamps = results["stream"]["stamps"]
