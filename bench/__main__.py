@@ -126,12 +126,27 @@ def evaluate_targets(results: dict) -> list[dict]:
             value = figures.get("vs_s_tg")
             add(f"batching: {count} streams through /v1, aggregate tokens/s / llama-batched-bench S_TG", value, ">= 0.85",
                 value is not None and value >= 0.85)
+            if "llama_server_tokens_per_s" in figures:
+                versus = figures.get("vs_llama_server")
+                add(f"batching: {count} streams through /v1, aggregate tokens/s / llama-server -np {count}", versus, ">= 1",
+                    versus is not None and versus >= 1)
     one = _get(results, "batching", "one_stream_vs_raw")
     add("batching: one stream through /v1 / raw llama-cpp-python, tokens/s", one, ">= 0.97", one is not None and one >= 0.97)
+    busy_ttft, limit = _get(results, "batching", "ttft_with_3_streaming_ms"), _get(results, "batching", "ttft_limit_ms")
+    if limit is not None:
+        add("batching: a new request's TTFT while 3 stream, ms", busy_ttft, f"<= idle + 2 decode steps = {limit:,.1f}",
+            busy_ttft is not None and busy_ttft <= limit)
     gap = _get(results, "batching", "prefill_gap", "ratio")
     add("batching: p95 token gap while a 3,000-token prompt prefills / idle", gap, "<= 3", gap is not None and gap <= 3)
     chats = _get(results, "batching", "two_long_chats", "ratio")
     add("batching: two long chats taking turns, 2nd turn TTFT / 1st", chats, "<= 0.25", chats is not None and chats <= 0.25)
+    if _get(results, "batching", "prompt_cache") is not None:
+        eight = _get(results, "batching", "prompt_cache", "eight_chats_four_slots", "ratio")
+        add("batching: 8 long chats over 4 slots (restored from RAM), 2nd turn TTFT / 1st", eight, "<= 0.4",
+            eight is not None and eight <= 0.4)
+        past = _get(results, "batching", "prompt_cache", "past_context", "ratio")
+        add("batching: a chat past its context, mean TTFT of the next 10 turns / a full re-prefill", past, "<= 0.3",
+            past is not None and past <= 0.3)
     ratio_r = _get(results, "remote", "sides", "b_engine", "tokens_per_s_ratio")
     add("remote tier over loopback tokens/s vs the server called directly", ratio_r, ">= 0.95",
         ratio_r is not None and ratio_r >= 0.95)
@@ -355,20 +370,29 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
 def _batching_rows(batching: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for count, figures in (batching.get("streams") or {}).items():
+        server = ""
+        if "llama_server_tokens_per_s" in figures:
+            server = (f"; llama-server -np {count} {_fmt(figures['llama_server_tokens_per_s'])} tok/s, ours "
+                      f"x{_fmt(figures.get('vs_llama_server'), 3)}")
         rows.append((f"batching: {count} stream(s) through /v1, aggregate decode tokens/s",
                      _fmt(figures["aggregate_tokens_per_s"]), _fmt(figures.get("llama_batched_bench_s_tg")),
                      f"x{_fmt(figures.get('vs_s_tg'), 3)} of llama-batched-bench S_TG; speed-up over 1 stream: ours "
-                     f"x{_fmt(figures.get('speedup_vs_1'), 2)}, llama.cpp x{_fmt(figures.get('llama_speedup_vs_1'), 2)}"))
+                     f"x{_fmt(figures.get('speedup_vs_1'), 2)}, llama.cpp x{_fmt(figures.get('llama_speedup_vs_1'), 2)}"
+                     + server))
     if "raw_single_stream_tokens_per_s" in batching:
         rows.append(("batching: one stream through /v1 vs raw llama-cpp-python, tokens/s",
                      _fmt(batching["streams"]["1"]["aggregate_tokens_per_s"] if "1" in batching["streams"]
                           else batching["streams"][1]["aggregate_tokens_per_s"]),
                      _fmt(batching["raw_single_stream_tokens_per_s"]), f"x{_fmt(batching.get('one_stream_vs_raw'), 3)}"))
     if "ttft_with_3_streaming_ms" in batching:
+        limit = (f"; limit idle + 2 decode steps of {_fmt(batching['decode_step_with_3_streaming_ms'])} ms = "
+                 f"{_fmt(batching['ttft_limit_ms'])} ms" if batching.get("ttft_limit_ms") is not None else "")
         rows.append(("batching: a new request's TTFT while 3 stream | idle, ms", _fmt(batching["ttft_with_3_streaming_ms"]),
-                     _fmt(batching["ttft_idle_ms"]), "median of 3"))
+                     _fmt(batching["ttft_idle_ms"]), "median of 3" + limit))
     gap = batching.get("prefill_gap")
-    if gap:
+    if gap and "error" in gap:
+        rows.append(("batching: p95 token gap while a long prompt prefills: FAILED", gap["error"][:80], "-", "-"))
+    elif gap:
         rows.append(("batching: p95 token gap while a long prompt prefills | idle, ms", _fmt(gap["gap_p95_during_prefill_ms"]),
                      _fmt(gap["idle_gap_p95_ms"]), f"x{_fmt(gap['ratio'], 2)}; the {gap['long_prompt_tokens']}-token prompt's "
                      f"TTFT {_fmt(gap['long_prompt_ttft_ms'])} ms"))
@@ -378,8 +402,34 @@ def _batching_rows(batching: dict) -> list[tuple[str, str, str, str]]:
                      " / ".join(_fmt(t) for t in chats["second_turn_ttft_ms"]),
                      " / ".join(_fmt(t) for t in chats["first_turn_ttft_ms"]),
                      f"x{_fmt(chats['ratio'], 3)}; prompts {chats['prompt_tokens']} tokens"))
+    cache = batching.get("prompt_cache") or {}
+    eight = cache.get("eight_chats_four_slots")
+    if eight:
+        second, first = eight["second_turns"], eight["first_turns"]
+        rows.append(("batching: 8 long chats over 4 slots, 2nd turn TTFT | 1st, mean ms",
+                     _fmt(sum(t["ttft_ms"] for t in second) / len(second)), _fmt(sum(t["ttft_ms"] for t in first) / len(first)),
+                     f"x{_fmt(eight['ratio'], 3)}; 2nd turns' cache {'/'.join(t['cache'] or 'miss' for t in second)}, "
+                     f"prompt tokens reused {sum(t['prompt_tokens_reused'] for t in second):,}, prefilled "
+                     f"{sum(t['prompt_tokens_prefilled'] for t in second):,} (1st turns prefilled "
+                     f"{sum(t['prompt_tokens_prefilled'] for t in first):,})"))
+    past = cache.get("past_context")
+    if past and past.get("after_cut"):
+        after = past["after_cut"]
+        rows.append((f"batching: a chat past its context ({past['n_ctx']:,}), mean TTFT of the next 10 turns | full prefill, ms",
+                     _fmt(past["mean_ttft_after_cut_ms"]), _fmt(past["full_prefill_ttft_ms"]),
+                     f"x{_fmt(past['ratio'], 3)}; cut at turn {past['turns_until_cut'] + 1}, whose TTFT "
+                     f"{_fmt(past['turns'][past['turns_until_cut']]['ttft_ms'])} ms; the 10 turns: cache hits "
+                     f"{sum(1 for t in after if t['cache'])}/10, prompt tokens {after[0]['prompt_tokens']:,}–"
+                     f"{after[-1]['prompt_tokens']:,}, reused {sum(t['prompt_tokens_reused'] for t in after):,}, prefilled "
+                     f"{sum(t['prompt_tokens_prefilled'] for t in after):,}; full prefill of "
+                     f"{past['full_prefill'][0]['prompt_tokens']:,} tokens"))
+    if cache.get("error"):
+        rows.append(("batching: prompt cache runs FAILED", cache["error"][:80], "-", "-"))
     if batching.get("reference_note"):
         rows.append(("batching: llama.cpp reference", batching["reference_note"][:80], "-", "-"))
+    if batching.get("llama_server_note") or _get(batching, "llama_server", "error"):
+        why = _get(batching, "llama_server", "error") or batching["llama_server_note"]
+        rows.append(("batching: llama-server reference", why[:80], "-", "-"))
     return rows
 
 

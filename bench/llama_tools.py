@@ -1,13 +1,15 @@
 """llama.cpp's own tools, built once from the llama.cpp the installed llama-cpp-python vendors.
 
-The wheel does not build `llama-batched-bench`; its sdist holds all of llama.cpp (FIELD_NOTES,
-"Batching and prompt caching"). We download that sdist (or reuse a copy in the cache), build the
-tool with cmake, and keep the binary under ~/.cache/gemma-chat/llama-tools/<version>/. Building
-takes minutes on 2 cores; every later run reuses it. `python -m bench.llama_tools` builds it alone.
+The wheel builds neither `llama-batched-bench` nor `llama-server`; its sdist holds all of llama.cpp
+(FIELD_NOTES, "Batching and prompt caching"). We download that sdist (or reuse a copy in the cache),
+build the tools that are missing with cmake, and keep the binaries under
+~/.cache/gemma-chat/llama-tools/<version>/. Building takes minutes on 2 cores (llama-server the
+most); every later run reuses them. `python -m bench.llama_tools [NAME…]` builds them alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -18,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("GEMMA_CHAT_TOOLS_CACHE", Path.home() / ".cache" / "gemma-chat"))
-TOOLS = ("llama-batched-bench",)
+TOOLS = ("llama-batched-bench", "llama-server")
 
 
 def llama_cpp_version() -> str:
@@ -50,12 +52,26 @@ def _sdist(version: str, say) -> Path:
     return cached
 
 
-def build_tools(say=print, jobs: int = 2) -> tuple[Path | None, str]:
-    """(the directory holding the tools, "") once built; (None, why not) when building is impossible."""
-    if all(tool_path(name) for name in TOOLS):
+def build_tools(say=print, jobs: int = 2, names: tuple[str, ...] = TOOLS) -> tuple[Path | None, str]:
+    """(the directory holding the named tools, "") once built; (None, why not) when building is impossible.
+
+    Only the missing ones are built, so a cached llama-batched-bench is not rebuilt for llama-server.
+    """
+    missing = [name for name in names if not tool_path(name)]
+    if not missing:
         return tools_dir(), ""
     if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
-        return None, "cmake and a C++ compiler are needed to build llama-batched-bench"
+        return None, f"cmake and a C++ compiler are needed to build {', '.join(missing)}"
+    tools_dir().mkdir(parents=True, exist_ok=True)
+    with open(tools_dir() / ".build.lock", "w") as lock:
+        try:  # another bench run is building: do not build twice on 2 cores, nor wait minutes for it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None, f"another process is building {', '.join(missing)} now; skipped in this run"
+        return _build(missing, say, jobs)
+
+
+def _build(missing: list[str], say, jobs: int) -> tuple[Path | None, str]:
     version = llama_cpp_version()
     try:
         archive = _sdist(version, say)
@@ -65,20 +81,22 @@ def build_tools(say=print, jobs: int = 2) -> tuple[Path | None, str]:
                 tar.extractall(work, members=members, filter="data")
             source = next(Path(work).glob("*/vendor/llama.cpp"))
             build = Path(work) / "build"
-            say(f"  building {', '.join(TOOLS)} from llama.cpp in llama-cpp-python {version} (minutes, once)")
+            say(f"  building {', '.join(missing)} from llama.cpp in llama-cpp-python {version} (minutes, once)")
             subprocess.run(
                 ["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
                  "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                 "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"],
+                 # llama-server embeds a web UI: neither npm nor a download from Hugging Face, an empty one
+                 f"-DLLAMA_BUILD_SERVER={'ON' if 'llama-server' in missing else 'OFF'}", "-DLLAMA_BUILD_UI=OFF",
+                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF"],
                 check=True, capture_output=True, text=True,
             )
             subprocess.run(
-                ["cmake", "--build", str(build), "--target", *TOOLS, "-j", str(jobs)],
+                ["cmake", "--build", str(build), "--target", *missing, "-j", str(jobs)],
                 check=True, capture_output=True, text=True,
             )
             target = tools_dir()
             target.mkdir(parents=True, exist_ok=True)
-            for name in TOOLS:
+            for name in missing:
                 shutil.copy2(next(build.rglob(name)), target / name)
     except (subprocess.CalledProcessError, OSError, StopIteration, tarfile.TarError) as exc:
         output = getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or ""
@@ -87,6 +105,6 @@ def build_tools(say=print, jobs: int = 2) -> tuple[Path | None, str]:
 
 
 if __name__ == "__main__":
-    where, why = build_tools()
+    where, why = build_tools(names=tuple(sys.argv[1:]) or TOOLS)
     print(where or why)
     sys.exit(0 if where else 1)
