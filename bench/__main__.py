@@ -48,7 +48,7 @@ def parse_args(argv):
 
 def default_model() -> Path:
     from gemma_chat.config import load_settings
-    from gemma_chat.models import ensure_bundled_model
+    from gemma_chat.inference.model_files import ensure_bundled_model
 
     return ensure_bundled_model(load_settings(env={}))
 

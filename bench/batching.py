@@ -425,8 +425,8 @@ def _engine_turn(engine, tier: str, messages: list[dict], max_tokens: int = 16) 
 
 def _prompt_cache(options: Options, threads: int) -> dict:
     """The prompt cache's two harder cases, on our engine in this process (two worker processes)."""
-    from gemma_chat.engine import Engine
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.inference.engine import Engine
+    from gemma_chat.ops.startup import open_data_dir
 
     from .generation import bench_settings, bench_tier
 

@@ -64,7 +64,7 @@ def run(work_dir: Path, rounds: int = 40) -> dict:
 
     import gradio as gr
 
-    from gemma_chat import auth, sessions
+    from gemma_chat.accounts import auth, sessions
     from gemma_chat.config import load_settings
     from gemma_chat.store import db
     from gemma_chat.ui import ChatApp

@@ -89,7 +89,7 @@ def measure_chats(options: Options, dataset: dict) -> dict:
     """Time the Chats list and opening the long chat; the database is open (gemma_chat.db)."""
     import gradio as gr
 
-    from gemma_chat import conversations
+    from gemma_chat.chats import conversations
     from gemma_chat.ui import chat_messages
 
     chats_per_user = dataset["chats_per_user"]

@@ -56,10 +56,10 @@ FLOOD_CORE = _CORES[-1] if len(_CORES) > 1 else None
 
 
 def measure_session_check(options: Options) -> dict:
-    from gemma_chat import sessions
+    from gemma_chat.accounts import sessions
     from gemma_chat.store import db
     from gemma_chat.config import load_settings
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
     from gemma_chat.web.app import SESSION_COOKIE, register_with_session
     from gemma_chat.web.edge import Edge
 

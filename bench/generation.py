@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import llama_cpp
 
-from gemma_chat import engine as engine_module
+from gemma_chat.inference import engine as engine_module
 from gemma_chat.backends import llama_runner
 from gemma_chat.config import Settings, TierSettings, load_settings, physical_cores
 
@@ -210,13 +210,13 @@ def engine_run(engine, tier: str, run: Run, message: str) -> Run:
 
 
 def turn_run(settings: Settings, engine, user_id: int, tier: str, run: Run, message: str) -> Run:
-    """A full chat turn: session check, hold, stream, capture, interaction log (chat.run_turn)."""
-    from gemma_chat import chat
+    """A full chat turn: session check, hold, stream, capture, interaction log (turn.run_turn)."""
+    from gemma_chat.chats import turn
     from gemma_chat.store.db import Interaction
 
     run.started = now()
     final = None
-    for update in chat.run_turn(settings, engine, user_id, tier, message):
+    for update in turn.run_turn(settings, engine, user_id, tier, message):
         stamp = now()
         if update.status == "streaming":
             if run.first_text is None:
@@ -309,10 +309,10 @@ def interleave(options: Options, sides: dict[str, Callable[[Run, str], Run]]) ->
 
 def measure_in_process(options: Options) -> dict:
     """(a) raw token loop, (a') create_completion, (b) engine, (c) full chat turn."""
-    from gemma_chat import auth
+    from gemma_chat.accounts import auth
     from gemma_chat.store.db import close_database
-    from gemma_chat.engine import Engine
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.inference.engine import Engine
+    from gemma_chat.ops.startup import open_data_dir
 
     data_dir = options.work_dir / "generation-data"
     # (b) runs on tier "mini", (c) on tier "pro": two resident copies of the same model, so that

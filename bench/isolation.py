@@ -62,7 +62,7 @@ def _ttfts(options: Options, first_text) -> list[float]:
 
 
 def measure_isolation(options: Options) -> dict:
-    from gemma_chat.engine import Engine
+    from gemma_chat.inference.engine import Engine
 
     tiers = {
         "mini": bench_tier("mini", options.model, MINI_MAX_TOKENS, n_threads=options.n_threads),

@@ -3,7 +3,7 @@
 One cycle is what a chat turn writes: a transaction that holds the price and logs the turn as
 pending, then a transaction that captures the hold as a charge and finishes the turn. Our side
 calls the app's own functions (ledger.hold_credits, interactions.start_interaction,
-ledger.capture_hold, interactions.finish_interaction, as chat.run_turn does); the raw side sends
+ledger.capture_hold, interactions.finish_interaction, as turn.run_turn does); the raw side sends
 the same writes through sqlite3 with the same pragmas (WAL, synchronous=FULL, busy_timeout,
 foreign keys, BEGIN IMMEDIATE). Each worker has its own user; afterwards `verify_ledger()` and an
 exact count of credits check that nothing was lost or doubled.
@@ -36,7 +36,8 @@ def _timestamp() -> str:
 
 def prepare_database(path: Path, workers: int) -> list[int]:
     """A fresh database with the app's schema and one funded user per worker."""
-    from gemma_chat import auth, ledger
+    from gemma_chat.accounts import auth
+    from gemma_chat.billing import ledger
     from gemma_chat.store.db import close_database, open_database
     from gemma_chat.config import load_settings
 
@@ -57,10 +58,11 @@ def prepare_database(path: Path, workers: int) -> list[int]:
 
 
 def ours_cycle(user_id: int) -> None:
-    """One cycle through the app's functions, as chat.run_turn calls them."""
-    from gemma_chat import interactions, ledger
+    """One cycle through the app's functions, as turn.run_turn calls them."""
+    from gemma_chat.billing import ledger
+    from gemma_chat.chats import interactions
     from gemma_chat.store.db import transaction
-    from gemma_chat.interactions import TurnOutcome
+    from gemma_chat.chats.interactions import TurnOutcome
 
     request_id = ledger.new_request_id()
     with transaction():
@@ -230,7 +232,7 @@ def run_config(side: str, mode: str, workers: int, duration: float, directory: P
 def check_money(path: Path, cycles_by_user: dict[int, int]) -> dict:
     """verify_ledger() on the file, and every user's credits against the cycles their worker counted."""
     from gemma_chat.store.db import close_database, database, open_database
-    from gemma_chat.ledger import verify_ledger
+    from gemma_chat.billing.ledger import verify_ledger
 
     open_database(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
     try:

@@ -468,7 +468,7 @@ def _pages(dataset: dict, counts: dict, calls: int, page_size: int, seed: int) -
 def _history_clients(url: str, side: str, calls: list[tuple[int, int]], clients: int, page_size: int) -> dict:
     """`calls` shared out over `clients` threads; pages/s and each call's latency."""
     from gemma_chat.store.db import database
-    from gemma_chat.history import list_history
+    from gemma_chat.chats.history import list_history
 
     shares = [calls[i::clients] for i in range(clients)]
     times: list[list[float]] = [[] for _ in range(clients)]
@@ -513,7 +513,7 @@ def app_connection_history(user_id: int, page: int, page_size: int) -> list[tupl
 
 def measure_history(url: str, dataset: dict, options: Options, page_size: int) -> dict:
     from gemma_chat.store.db import database
-    from gemma_chat.history import list_history
+    from gemma_chat.chats.history import list_history
 
     counts = dict(database.execute_sql("SELECT user_id, COUNT(*) FROM interactions GROUP BY user_id").fetchall())
     heaviest = max(counts, key=counts.get)
@@ -599,7 +599,7 @@ def explain(cursor, sql: str, params) -> dict:
 
 
 def measure_report(url: str, since, until, options: Options) -> dict:
-    from gemma_chat.reports import Reports
+    from gemma_chat.ops.reports import Reports
 
     report = Reports.for_range(since, until)
     repeats = 1 if options.quick else 3

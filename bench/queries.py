@@ -255,15 +255,15 @@ def _history_sample(rng: random.Random, dataset: dict, calls: int) -> list[tuple
 
 def measure_queries(options: Options) -> dict:
     from gemma_chat.config import load_settings
-    from gemma_chat.conversations import conversation_turns, list_conversations
+    from gemma_chat.chats.conversations import conversation_turns, list_conversations
     from gemma_chat.store.db import close_database, database, open_database
-    from gemma_chat.history import list_history
-    from gemma_chat.ledger import verify_ledger
+    from gemma_chat.chats.history import list_history
+    from gemma_chat.billing.ledger import verify_ledger
     from gemma_chat.store.db import check_integrity
     from gemma_chat.store import rollup
-    from gemma_chat.reports import Reports
-    from gemma_chat.statement import list_statement, totals_by_kind
-    from gemma_chat.verify import verify_database
+    from gemma_chat.ops.reports import Reports
+    from gemma_chat.billing.statement import list_statement, totals_by_kind
+    from gemma_chat.ops.verify import verify_database
 
     users, turns = QUICK_SCALE if options.quick else FULL_SCALE
     path = options.work_dir / "scale" / "gemma_chat.db"

@@ -157,10 +157,10 @@ class DirectSide:
 
 
 def measure_remote(options: Options) -> dict:
-    from gemma_chat import auth
+    from gemma_chat.accounts import auth
     from gemma_chat.store.db import close_database
-    from gemma_chat.engine import Engine
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.inference.engine import Engine
+    from gemma_chat.ops.startup import open_data_dir
 
     from .__main__ import default_model
 

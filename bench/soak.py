@@ -126,7 +126,7 @@ def run_soak(model: Path, work_dir: Path, *, minutes: float, users: int = USERS,
     output = app.log()
     from gemma_chat.config import load_settings
     from gemma_chat.store import db
-    from gemma_chat.verify import verify_database
+    from gemma_chat.ops.verify import verify_database
 
     db.open_database(data_dir / "gemma_chat.db")
     try:
@@ -329,7 +329,7 @@ class Person:
 def make_api_keys(data_dir: Path, usernames: list[str]) -> dict[str, str]:
     """An API key for each user, made on the app's database as `python main.py keys create` does
     (in this process: eight CLI start-ups cost a minute on a busy machine)."""
-    from gemma_chat import auth, keys
+    from gemma_chat.accounts import auth, keys
     from gemma_chat.store import db
 
     db.open_database(data_dir / "gemma_chat.db")

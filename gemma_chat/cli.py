@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import admin, auth, ledger
+from .accounts import admin, auth
+from .billing import ledger
 from .config import Settings, default_paths, load_settings, package_version
 from .errors import ConfigError, GemmaChatError, ValidationError
-from .reports import Reports
+from .ops.reports import Reports
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DOWNLOAD_TIERS = ("mini", "pro")
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open(settings: Settings) -> None:
-    from .startup import open_data_dir
+    from .ops.startup import open_data_dir
 
     open_data_dir(settings)
 
@@ -215,7 +216,7 @@ def _download(settings: Settings, args) -> int:
     from huggingface_hub.utils import logging as hf_logging
     from huggingface_hub.utils import tqdm
 
-    from .download import describe_plan, download_model, plan_download, source_for
+    from .inference.download import describe_plan, download_model, plan_download, source_for
 
     # Retry chatter from huggingface_hub would break the one-line-per-outcome output.
     hf_logging.set_verbosity_error()
@@ -256,7 +257,7 @@ def cmd_paths(settings: Settings, args) -> int:
 
 def cmd_models(settings: Settings, args) -> int:
     from .backends.cpu_features import decide_extra_buffers
-    from .models import describe_models, format_models_table, statuses_as_json
+    from .inference.model_files import describe_models, format_models_table, statuses_as_json
 
     statuses = [_with_server_check(settings, status) for status in describe_models(settings)]
     extra_buffers = decide_extra_buffers(settings)
@@ -414,7 +415,7 @@ def cmd_credits(settings: Settings, args) -> int:
 
 
 def cmd_keys(settings: Settings, args) -> int:
-    from . import keys
+    from .accounts import keys
 
     _open(settings)
     if args.keys_command == "create":
@@ -440,7 +441,7 @@ def cmd_keys(settings: Settings, args) -> int:
 
 
 def cmd_verify(settings: Settings, args) -> int:
-    from .verify import verify_database
+    from .ops.verify import verify_database
 
     _open(settings)
     problems = verify_database(settings)
@@ -465,12 +466,12 @@ def cmd_db(settings: Settings, args) -> int:
         print(f"{settings.database_label}: schema up to date ({len(applied)} migrations, the last {applied[-1]}).")
         return EXIT_OK
     if args.db_command == "copy":
-        from .transfer import copy_to_postgresql
+        from .ops.transfer import copy_to_postgresql
 
         print(copy_to_postgresql(settings, args.to).summary)
         return EXIT_OK
-    from .backup import backup_database
-    from .verify import verify_database
+    from .ops.backup import backup_database
+    from .ops.verify import verify_database
 
     if settings.database_url:
         raise GemmaChatError("db backup copies the SQLite file; back up PostgreSQL with pg_dump (docs/DEPLOY.md).")

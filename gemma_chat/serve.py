@@ -11,11 +11,11 @@ import signal
 import threading
 
 from .config import Settings
-from .error_log import announce
+from .ops.error_log import announce
 from .store.db import close_database
 from .errors import GemmaChatError
-from .instances import start_instance, stop_instance
-from .startup import OrphanSweeper, open_data_dir, recover_after_crash
+from .ops.instances import start_instance, stop_instance
+from .ops.startup import OrphanSweeper, open_data_dir, recover_after_crash
 
 
 def _is_loopback(host: str) -> bool:
@@ -30,7 +30,7 @@ def _is_loopback(host: str) -> bool:
 def _lock_data_dir(settings: Settings):
     """One running app per SQLite data dir: start-up releases every hold, so a second one must not start.
 
-    On PostgreSQL several instances share the database; each owns its holds (instances.py).
+    On PostgreSQL several instances share the database; each owns its holds (ops/instances.py).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database_url:
@@ -70,7 +70,7 @@ def serve_app(settings: Settings, *, host: str, port: int, open_browser: bool) -
         announce("database", f"Database: {settings.database_label} (this instance: {instance_id[:8]})")
         sweeper = OrphanSweeper(settings).start()
 
-    from .engine import Engine
+    from .inference.engine import Engine
 
     # The workers load the models while this process imports gradio and builds the UI (most of the
     # start-up time); the server listens once the models are ready.

@@ -2,7 +2,7 @@
 
 A sliding window per key: at most `limit` events in `window_s`; beyond it the caller is told how
 long to wait. In memory on purpose: these limits guard the CPU of one running app; the lock-outs
-that must outlive a restart (and that `users unlock` ends) are in the database (auth.py).
+that must outlive a restart (and that `users unlock` ends) are in the database (accounts/auth.py).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def settings(data_dir: Path, database_url: str):
 @pytest.fixture
 def database(settings):
     """The shared Peewee database opened on this test's file, closed after."""
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
 
     open_data_dir(settings)
     yield db.database
@@ -130,7 +130,7 @@ def demo_settings(data_dir: Path, **overrides):
 @pytest.fixture(scope="session")
 def demo_engine(tmp_path_factory):
     """One resident Engine for the session: mini and pro both the bundled 270M."""
-    from gemma_chat.engine import Engine
+    from gemma_chat.inference.engine import Engine
 
     MODEL_CACHE.mkdir(parents=True, exist_ok=True)
     engine = Engine.load(demo_settings(tmp_path_factory.mktemp("engine-data")), log=lambda line: None)
@@ -169,7 +169,7 @@ def signed_in_request(
     settings, username: str, password: str = "long enough pw", *, register: bool = True, accept_language: str | None = None
 ):
     """Register (or log in) through the same functions as the /auth routes; the browser's request after."""
-    from gemma_chat import auth
+    from gemma_chat.accounts import auth
     from gemma_chat.web.app import login_with_session, register_with_session
 
     if register:

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from gemma_chat import interactions, ledger
-from gemma_chat.interactions import TurnOutcome
+from gemma_chat.billing import ledger
+from gemma_chat.chats import interactions
+from gemma_chat.chats.interactions import TurnOutcome
 from gemma_chat.store import db
 
 

@@ -89,7 +89,7 @@ def copy_with_metadata(source: Path, target: Path, extra: dict[str, Any]) -> Pat
     import mmap
     import shutil
 
-    from gemma_chat.gguf import _Header, _parse
+    from gemma_chat.inference.gguf import _Header, _parse
 
     with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         header = _Header(data, source)

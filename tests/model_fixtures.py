@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat.gguf import read_gguf_info
-from gemma_chat.models import ensure_bundled_model
+from gemma_chat.inference.gguf import read_gguf_info
+from gemma_chat.inference.model_files import ensure_bundled_model
 from tests.conftest import MODEL_CACHE, demo_settings
 from tests.gguf_fixtures import GEMMA3_CHAT_TEMPLATE, copy_with_metadata
 

@@ -1,4 +1,4 @@
-"""Administrator actions (admin.py) on a real SQLite file: each action, its audit row, the re-check of
+"""Administrator actions (accounts/admin.py) on a real SQLite file: each action, its audit row, the re-check of
 the acting administrator, the last-administrator guard, and the Admin tab's Users section callbacks."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import admin, auth, keys, ledger, sessions
+from gemma_chat.accounts import admin, auth, keys, sessions
+from gemma_chat.billing import ledger
 from gemma_chat.store import db
 from gemma_chat.store.db import AdminAction, LedgerEntry, User
 from gemma_chat.errors import (
@@ -18,7 +19,7 @@ from gemma_chat.errors import (
     ValidationError,
 )
 from gemma_chat.ui import ChatApp
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 
 pytestmark = pytest.mark.both_engines
 

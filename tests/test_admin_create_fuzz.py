@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemma_chat import auth, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
 from gemma_chat.errors import PermissionDeniedError, ValidationError
 from gemma_chat.ui import ChatApp

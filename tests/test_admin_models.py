@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import signed_in_request
-from gemma_chat.engine import Engine
+from gemma_chat.inference.engine import Engine
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.ui import ChatApp
 

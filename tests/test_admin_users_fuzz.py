@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import browser_request
-from gemma_chat import admin, auth, ledger, sessions
+from gemma_chat.accounts import admin, auth, sessions
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
 from gemma_chat.errors import PermissionDeniedError, ValidationError
 from gemma_chat.ui import ChatApp

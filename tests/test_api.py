@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from conftest import MODEL_CACHE, run_in_own_loop
 from e2e.conftest import RunningApp
-from gemma_chat import auth, keys, ledger
+from gemma_chat.accounts import auth, keys
+from gemma_chat.billing import ledger
 from gemma_chat.store import db
-from gemma_chat.engine import GenerationResult, Sampling, TierStatus
-from gemma_chat.verify import verify_database
+from gemma_chat.inference.engine import GenerationResult, Sampling, TierStatus
+from gemma_chat.ops.verify import verify_database
 from gemma_chat.web.api import create_api_router, fold_messages, safe_length
 from reliability.conftest import FAULTS_HOOK, query, verify
 
@@ -105,8 +106,8 @@ def test_completion_usage_stop_and_max_tokens_in_process(settings, api_user):
     assert short.json()["choices"][0]["message"]["content"] == "Hello there"
     assert short.json()["choices"][0]["finish_reason"] == "length"
     assert ledger.get_balance(alice.id).balance == 7 and verify_database(settings) == []
-    from gemma_chat.history import list_history
-    from gemma_chat.reports import Reports
+    from gemma_chat.chats.history import list_history
+    from gemma_chat.ops.reports import Reports
 
     assert {row.source for row in list_history(alice.id).rows} == {"api"}
     assert Reports().full()["requests_by_source"] == [{"source": "api", "model": "Scripted", "requests": 3, "credits": 3}]

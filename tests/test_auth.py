@@ -8,7 +8,8 @@ import datetime as dt
 import bcrypt
 import pytest
 
-from gemma_chat import admin, auth, ledger
+from gemma_chat.accounts import admin, auth
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import LedgerEntry, User, utcnow
 from gemma_chat.errors import (
     AccountDisabledError,
@@ -59,7 +60,7 @@ def test_password_rules(settings, database):
 
 def test_hashes_are_bcrypt_at_the_configured_cost(data_dir):
     from gemma_chat.config import load_settings
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
 
     settings = load_settings(data_dir=data_dir, env={})
     assert settings.bcrypt_rounds == 12
@@ -81,7 +82,7 @@ def test_first_account_is_admin_and_gets_the_starting_balance(settings, database
 
 def test_configured_starting_balance(data_dir):
     from gemma_chat.config import load_settings
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
 
     settings = load_settings(data_dir=data_dir, env={"GEMMA_CHAT_STARTING_BALANCE": "25"}, bcrypt_rounds=4)
     open_data_dir(settings)

@@ -15,10 +15,12 @@ import time
 
 import pytest
 
-from gemma_chat import auth, chat, ledger
-from gemma_chat.engine import Engine, GenerationResult
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.chats import turn as chat_turn
+from gemma_chat.inference.engine import Engine, GenerationResult
 from gemma_chat.errors import WorkerCrashedError
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 from tests.conftest import demo_settings
 
 QUESTIONS = [
@@ -138,11 +140,11 @@ def test_a_crash_with_four_answers_in_flight_fails_all_four_and_charges_nothing(
     try:
         users = [auth.register_user(settings, f"user{i}", "long enough pw") for i in range(4)]
         streaming: set[int] = set()
-        finals: dict[int, chat.TurnUpdate] = {}
+        finals: dict[int, chat_turn.TurnUpdate] = {}
 
         def turn(index: int) -> None:
             message = f"[fault:slow] [fault:endless] Count from one to a hundred in words ({index})."
-            for update in chat.run_turn(settings, engine, users[index].id, "mini", message):
+            for update in chat_turn.run_turn(settings, engine, users[index].id, "mini", message):
                 if update.status == "streaming":
                     streaming.add(index)
                 finals[index] = update
@@ -175,7 +177,7 @@ def test_a_crash_with_four_answers_in_flight_fails_all_four_and_charges_nothing(
         while engine.tiers()[0].state != "ready" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert engine.backend("mini").worker_pid != pid
-        final = list(chat.run_turn(settings, engine, users[0].id, "mini", QUESTIONS[0]))[-1]
+        final = list(chat_turn.run_turn(settings, engine, users[0].id, "mini", QUESTIONS[0]))[-1]
         assert final.status == "ok" and final.credits_charged == 1
     finally:
         engine.close()
@@ -190,7 +192,7 @@ def test_ten_turns_at_once_with_credits_for_three_charge_exactly_three(chat_sett
     lock = threading.Lock()
 
     def turn() -> None:
-        final = list(chat.run_turn(chat_settings, engine, user.id, "mini", QUESTIONS[2]))[-1]
+        final = list(chat_turn.run_turn(chat_settings, engine, user.id, "mini", QUESTIONS[2]))[-1]
         with lock:
             finals.append(final)
 

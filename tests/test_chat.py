@@ -10,10 +10,12 @@ import threading
 
 import pytest
 
-from gemma_chat import auth, chat, conversations, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.chats import conversations, turn as chat_turn
 from gemma_chat.store.db import ErrorEvent, Interaction
 from gemma_chat.errors import GenerationError, QueueFullError
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 
 pytestmark = pytest.mark.both_engines
 
@@ -24,7 +26,7 @@ def alice(chat_settings):
 
 
 def run(settings, engine, user, tier="mini", message="What is the capital of France?", **kwargs):
-    updates = list(chat.run_turn(settings, engine, user.id, tier, message, **kwargs))
+    updates = list(chat_turn.run_turn(settings, engine, user.id, tier, message, **kwargs))
     assert updates and updates[-1].final and not any(u.final for u in updates[:-1])
     return updates
 
@@ -115,7 +117,7 @@ def test_stop_before_any_text_releases(chat_settings, demo_engine, alice):
 def test_stop_after_text_is_charged_as_stopped(chat_settings, demo_engine, alice):
     stop = threading.Event()
     updates = []
-    for update in chat.run_turn(chat_settings, demo_engine, alice.id, "mini", "Tell me about the sea.", stop=stop):
+    for update in chat_turn.run_turn(chat_settings, demo_engine, alice.id, "mini", "Tell me about the sea.", stop=stop):
         updates.append(update)
         if update.status == "streaming":
             stop.set()
@@ -127,7 +129,7 @@ def test_stop_after_text_is_charged_as_stopped(chat_settings, demo_engine, alice
 
 @pytest.mark.parametrize("close_after_text, charged", [(False, 0), (True, 1)])
 def test_a_closed_tab_settles_like_stop(chat_settings, demo_engine, alice, close_after_text, charged):
-    turn = chat.run_turn(chat_settings, demo_engine, alice.id, "mini", "Tell me about the sea.")
+    turn = chat_turn.run_turn(chat_settings, demo_engine, alice.id, "mini", "Tell me about the sea.")
     for update in turn:
         if not close_after_text or update.status == "streaming":
             break
@@ -165,7 +167,7 @@ def test_a_full_queue_says_busy_and_charges_nothing(chat_settings, demo_engine, 
 
 def test_a_locked_database_fails_cleanly(data_dir, demo_engine):
     from conftest import demo_settings
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
 
     settings = demo_settings(data_dir, busy_timeout_ms=200)
     open_data_dir(settings)
@@ -185,7 +187,7 @@ def test_a_row_locked_past_the_timeout_on_postgresql_is_the_same_busy_message(da
     import psycopg
 
     from conftest import demo_settings
-    from gemma_chat.startup import open_data_dir
+    from gemma_chat.ops.startup import open_data_dir
 
     settings = demo_settings(data_dir, busy_timeout_ms=200, database_url=postgres_url)
     open_data_dir(settings)

@@ -11,10 +11,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 from conftest import browser_request, shown_after, signed_in_request
-from gemma_chat import conversations
+from gemma_chat.chats import conversations
 from gemma_chat.store import db
 from gemma_chat.store.db import Conversation, Interaction
-from gemma_chat.reports import Reports
+from gemma_chat.ops.reports import Reports
 from gemma_chat.ui import ChatApp
 from gemma_chat.ui.markup import FOOTER_MARK
 
@@ -177,7 +177,7 @@ def test_chat_list_callbacks_need_a_session(app):
 
 
 def test_a_password_change_needs_the_current_password_and_ends_only_the_other_sessions(app):
-    from gemma_chat import auth, sessions
+    from gemma_chat.accounts import auth, sessions
 
     laptop = signed_in_request(app.settings, "alice")
     phone = signed_in_request(app.settings, "alice", register=False)
@@ -252,7 +252,7 @@ def test_edit_last_message_puts_it_back_and_send_replaces_the_turn(app):
 
 
 def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
-    from gemma_chat import ledger
+    from gemma_chat.billing import ledger
 
     session = signed_in_request(app.settings, "alice")
     send(app, session, "Name a fruit.")
@@ -294,7 +294,7 @@ def test_an_edit_ends_when_another_chat_is_opened(app):
 
 
 def test_a_message_refused_for_credits_stays_in_the_chat_and_retry_sends_that_message(app):
-    from gemma_chat import ledger
+    from gemma_chat.billing import ledger
 
     session = signed_in_request(app.settings, "alice")
     send(app, session, "Name a fruit.")
@@ -318,7 +318,7 @@ def test_a_message_refused_for_credits_stays_in_the_chat_and_retry_sends_that_me
 
 
 def test_a_refused_first_message_starts_its_chat_so_a_reload_still_shows_it(app):
-    from gemma_chat import ledger
+    from gemma_chat.billing import ledger
 
     session = signed_in_request(app.settings, "alice")
     ledger.grant_credits(session.user_id, -10, actor_id=None)

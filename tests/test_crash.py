@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from gemma_chat import auth
+from gemma_chat.accounts import auth
 from gemma_chat.store import db
 from gemma_chat.store.db import Interaction, LedgerEntry
-from gemma_chat.startup import recover_after_crash
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.startup import recover_after_crash
+from gemma_chat.ops.verify import verify_database
 from tests.conftest import ROOT
 
 

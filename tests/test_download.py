@@ -1,4 +1,4 @@
-"""scripts/download_models.py and gemma_chat.download against a local stand-in for the Hugging Face Hub.
+"""scripts/download_models.py and gemma_chat.inference.download against a local stand-in for the Hugging Face Hub.
 
 The fake hub answers like the real one (huggingface_hub 2.x reads exactly these headers): HEAD on
 /{repo}/resolve/main/{file} gives 302 + X-Repo-Commit, X-Linked-Etag (sha256), X-Linked-Size and a
@@ -21,9 +21,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gemma_chat import download
+from gemma_chat.inference import download
 from gemma_chat.config import load_settings
-from gemma_chat.download import ModelSource, download_model, plan_download
+from gemma_chat.inference.download import ModelSource, download_model, plan_download
 from gemma_chat.errors import DownloadError
 from tests.gguf_fixtures import gemma3_metadata, gguf_header_bytes
 

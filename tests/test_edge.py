@@ -13,7 +13,7 @@ import json
 import pytest
 
 from conftest import run_in_own_loop
-from gemma_chat import sessions
+from gemma_chat.accounts import sessions
 from gemma_chat.config import load_settings
 from gemma_chat.web import edge as edge_module
 from gemma_chat.web.edge import LIVE_SESSION_MEMO_S, Edge

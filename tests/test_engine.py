@@ -1,4 +1,4 @@
-"""gemma_chat.engine against the real bundled Gemma 3 270M: streaming, limits, queueing, stopping, failures."""
+"""gemma_chat.inference.engine against the real bundled Gemma 3 270M: streaming, limits, queueing, stopping, failures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from gemma_chat.backends.answer_text import _safe_end
 from gemma_chat.backends.llama_runner import Transcript, sampling_for
-from gemma_chat.engine import Engine, GenerationResult, Sampling, Waiting
+from gemma_chat.inference.engine import Engine, GenerationResult, Sampling, Waiting
 from gemma_chat.errors import ConfigError, ContextTooLongError, ModelUnavailableError, QueueFullError
 from tests.conftest import demo_settings
 from tests.gguf_fixtures import gemma3_metadata, write_gguf

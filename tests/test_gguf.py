@@ -1,4 +1,4 @@
-"""gemma_chat.gguf: header facts from real and synthetic GGUF files, and clear errors for bad ones."""
+"""gemma_chat.inference.gguf: header facts from real and synthetic GGUF files, and clear errors for bad ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gemma_chat.errors import ModelFileError
-from gemma_chat.gguf import quantization_name, read_gguf_info
+from gemma_chat.inference.gguf import quantization_name, read_gguf_info
 from tests.gguf_fixtures import gemma3_metadata, gguf_header_bytes, write_gguf
 
 

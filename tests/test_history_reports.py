@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_chat import auth, interactions, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.chats import interactions
 from gemma_chat.store import db
-from gemma_chat.error_log import log_error
+from gemma_chat.ops.error_log import log_error
 from gemma_chat.errors import ValidationError
-from gemma_chat.history import list_history
-from gemma_chat.interactions import TurnOutcome
-from gemma_chat.reports import Reports
+from gemma_chat.chats.history import list_history
+from gemma_chat.chats.interactions import TurnOutcome
+from gemma_chat.ops.reports import Reports
 
 pytestmark = pytest.mark.both_engines
 
 
 def chat_turn(user_id: int, tier: str, price: int, prompt: str, *, ok: bool = True) -> str:
-    """The ledger side of a chat turn, as chat.py does it."""
+    """The ledger side of a chat turn, as chats/turn.py does it."""
     request_id = ledger.new_request_id()
     with db.transaction():
         ledger.hold_credits(user_id, price, request_id)

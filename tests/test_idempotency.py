@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from gemma_chat import auth, idempotency
+from gemma_chat.accounts import auth
+from gemma_chat.billing import idempotency
 from gemma_chat.store.db import IdempotentRequest
 
 pytestmark = pytest.mark.both_engines

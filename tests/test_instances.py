@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from gemma_chat import auth, instances, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.ops import instances
 from gemma_chat.store import db
 from gemma_chat.config import load_settings
-from gemma_chat.startup import recover_after_crash
+from gemma_chat.ops.startup import recover_after_crash
 
 from tests.conftest import FAST_BCRYPT
 

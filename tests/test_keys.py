@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, run_env
-from gemma_chat import admin, auth, keys
+from gemma_chat.accounts import admin, auth, keys
 from gemma_chat.store.db import ApiKey
 from gemma_chat.errors import ValidationError
 

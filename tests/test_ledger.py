@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from gemma_chat import auth, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
 from gemma_chat.store import db
 from gemma_chat.store.db import Hold, LedgerEntry
 from gemma_chat.errors import InsufficientCreditsError, ValidationError

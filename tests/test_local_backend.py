@@ -16,13 +16,15 @@ import time
 
 import pytest
 
-from gemma_chat import auth, chat, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.chats import turn
 from gemma_chat.backends.cpu_features import RECORD_FILE, machine_key
 from gemma_chat.config import CACHE_DIR_ENV, SIMULATE_AMX_CRASH_ENV
 from gemma_chat.store.db import ErrorEvent
-from gemma_chat.engine import Engine, GenerationResult, Waiting
+from gemma_chat.inference.engine import Engine, GenerationResult, Waiting
 from gemma_chat.errors import ModelUnavailableError, WorkerCrashedError
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 from tests.conftest import demo_settings
 from tests.reliability.worker_faults import EXTRA_BUFFERS_WORK_ENV
 
@@ -90,7 +92,7 @@ def test_a_worker_killed_mid_answer_fails_that_turn_only_and_restarts(chat_setti
     mini_pid = engine.backend("mini").worker_pid
 
     updates = []
-    for update in chat.run_turn(chat_settings, engine, user.id, "mini", STORY[0]["content"]):
+    for update in turn.run_turn(chat_settings, engine, user.id, "mini", STORY[0]["content"]):
         updates.append(update)
         if update.status == "streaming" and len(updates) == 2:
             os.kill(mini_pid, sig)
@@ -115,7 +117,7 @@ def test_a_worker_killed_mid_answer_fails_that_turn_only_and_restarts(chat_setti
 
 def test_an_abort_in_the_worker_keeps_its_stderr_for_the_error_table(chat_settings, engine):
     user = auth.register_user(chat_settings, "aborted", "long enough pw")
-    final = list(chat.run_turn(chat_settings, engine, user.id, "mini", "[fault:abort] Tell me about the sea."))[-1]
+    final = list(turn.run_turn(chat_settings, engine, user.id, "mini", "[fault:abort] Tell me about the sea."))[-1]
     assert final.status == "error" and final.credits_charged == 0 and final.answer  # text was shown, still free
     assert "The model stopped unexpectedly. Nothing was charged." in final.message
     error = ErrorEvent.get(ErrorEvent.request_id == final.request_id)

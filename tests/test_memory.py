@@ -1,4 +1,4 @@
-"""gemma_chat.memory: estimates against measured numbers, and which tiers fit."""
+"""gemma_chat.inference.memory: estimates against measured numbers, and which tiers fit."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat.gguf import GGUFInfo
-from gemma_chat.memory import ModelRequest, estimate_model_bytes, format_bytes, plan_models
+from gemma_chat.inference.gguf import GGUFInfo
+from gemma_chat.inference.memory import ModelRequest, estimate_model_bytes, format_bytes, plan_models
 
 GiB, MiB = 1024**3, 1024**2
 

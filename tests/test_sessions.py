@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from gemma_chat import admin, auth, sessions
+from gemma_chat.accounts import admin, auth, sessions
 from gemma_chat.store.db import WebSession, utcnow
 
 pytestmark = pytest.mark.both_engines

@@ -7,9 +7,10 @@ import io
 
 import pytest
 
-from gemma_chat import auth, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
 from gemma_chat.errors import ValidationError
-from gemma_chat.statement import CSV_COLUMNS, KindTotal, list_statement, totals_by_kind, write_statement_csv
+from gemma_chat.billing.statement import CSV_COLUMNS, KindTotal, list_statement, totals_by_kind, write_statement_csv
 
 pytestmark = pytest.mark.both_engines
 

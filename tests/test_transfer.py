@@ -1,4 +1,4 @@
-"""`db copy --to URL` (transfer.py): a SQLite database with every kind of row into a real, empty PostgreSQL."""
+"""`db copy --to URL` (ops/transfer.py): a SQLite database with every kind of row into a real, empty PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import sqlite3
 import psycopg
 import pytest
 
-from gemma_chat import admin, auth, conversations, idempotency, interactions, keys, ledger, sessions, transfer
+from gemma_chat.accounts import admin, auth, keys, sessions
+from gemma_chat.billing import idempotency, ledger
+from gemma_chat.chats import conversations, interactions
+from gemma_chat.ops import transfer
 from gemma_chat.store import db
-from gemma_chat.error_log import log_error
+from gemma_chat.ops.error_log import log_error
 from gemma_chat.errors import GemmaChatError, LoginError
-from gemma_chat.interactions import TurnOutcome
-from gemma_chat.startup import open_data_dir, recover_after_crash
+from gemma_chat.chats.interactions import TurnOutcome
+from gemma_chat.ops.startup import open_data_dir, recover_after_crash
 from gemma_chat.store import copy as store_copy
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 
 PASSWORD = "long enough pw"
 

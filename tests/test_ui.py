@@ -15,7 +15,8 @@ import gradio as gr
 import pytest
 
 from conftest import browser_request, shown_after, signed_in_request
-from gemma_chat import ledger, sessions
+from gemma_chat.accounts import sessions
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import Interaction, LedgerEntry, WebSession
 from gemma_chat.ui import ChatApp, owned_by
 from gemma_chat.ui.markup import FOOTER_MARK
@@ -194,7 +195,7 @@ def test_admin_report_is_for_admins_only(app):
 
 
 def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
-    from gemma_chat import admin
+    from gemma_chat.accounts import admin
 
     alice = sign_up(app, "alice")
     admin.set_admin(None, "alice", False)
@@ -206,7 +207,7 @@ def test_a_demoted_admin_loses_the_admin_reports_at_once(app):
 
 
 def test_a_disabled_user_is_signed_out(app):
-    from gemma_chat import admin
+    from gemma_chat.accounts import admin
 
     session = sign_up(app, "alice")
     admin.set_disabled(None, "alice", True)
@@ -227,7 +228,7 @@ def test_logout_ends_the_session(app):
 
 
 def test_log_out_everywhere_and_a_password_change_end_every_session(app):
-    from gemma_chat import admin
+    from gemma_chat.accounts import admin
 
     laptop, phone = sign_up(app), signed_in_request(app.settings, "alice", register=False)
     assert sessions.revoke_user_sessions(laptop.user_id) == 2

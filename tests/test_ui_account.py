@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import keys
+from gemma_chat.accounts import keys
 from gemma_chat.ui import ChatApp
 from gemma_chat.ui.api_keys import build_api_keys_section
 
@@ -50,7 +50,7 @@ def test_the_tab_needs_a_session_and_a_sane_name(settings, tab):
 def test_export_all_chats_holds_every_chat_of_the_user_and_no_one_elses(settings, database):
     import json
 
-    from gemma_chat import conversations
+    from gemma_chat.chats import conversations
 
     app = ChatApp(settings, engine=None)
     alice, bob = signed_in_request(settings, "alice"), signed_in_request(settings, "bob")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import auth, sessions
+from gemma_chat.accounts import auth, sessions
 from gemma_chat.store.db import AdminAction, User, WebSession, database
 from gemma_chat.ui import ChatApp
 

@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import browser_request, shown_after, signed_in_request
-from gemma_chat import admin, conversations, ledger
+from gemma_chat.accounts import admin
+from gemma_chat.billing import ledger
+from gemma_chat.chats import conversations
 from gemma_chat.backends.base import GenerationResult, TierStatus
 from gemma_chat.store.db import database
 from gemma_chat.ui import ChatApp

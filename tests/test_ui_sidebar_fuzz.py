@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import signed_in_request
-from gemma_chat import conversations
+from gemma_chat.chats import conversations
 from gemma_chat.store.db import Conversation
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.ui import ChatApp

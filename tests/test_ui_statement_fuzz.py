@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import browser_request, signed_in_request
-from gemma_chat import ledger, statement
+from gemma_chat.billing import ledger, statement
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.ui import ChatApp
 from tests.test_admin_users_fuzz import FUZZ, anything, hostile_text, mostly

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ROOT, browser_request, shown_after, signed_in_request
-from gemma_chat import admin
+from gemma_chat.accounts import admin
 from gemma_chat.ui import ChatApp
 from gemma_chat.ui.text import (
     MESSAGES,
@@ -95,8 +95,8 @@ def test_the_language_comes_from_accept_language(header, language):
 
 # Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
 MESSAGE_SOURCES = [
-    "admin.py", "auth.py", "chat.py", "conversations.py", "engine.py", "history.py", "keys.py", "ledger.py",
-    "reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
+    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
+    "ops/reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py",
 ] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))
 NOT_GEMMA_CHAT_ERRORS = {"ValueError", "RuntimeError", "OSError", "TypeError", "KeyError"}
@@ -141,7 +141,8 @@ def messages_in(path) -> list[tuple[int, str]]:
 
 
 def test_every_message_the_ui_can_receive_has_a_russian_translation():
-    from gemma_chat import auth, chat
+    from gemma_chat.accounts import auth
+    from gemma_chat.chats import turn
     from gemma_chat.backends import local
 
     untranslated = []
@@ -149,11 +150,11 @@ def test_every_message_the_ui_can_receive_has_a_russian_translation():
         for line, message in messages_in(ROOT / "gemma_chat" / name):
             if translated("ru", message) == message:
                 untranslated.append(f"gemma_chat/{name}:{line}: {message}")
-    for message in (auth.WRONG_CREDENTIALS, chat.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
+    for message in (auth.WRONG_CREDENTIALS, turn.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
         if translated("ru", message) == message:
             untranslated.append(message)
     assert untranslated == [], "add these to ui/text.py's RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
-    assert len(messages_in(ROOT / "gemma_chat" / "auth.py")) > 10  # the scan does find them
+    assert len(messages_in(ROOT / "gemma_chat" / "accounts/auth.py")) > 10  # the scan does find them
 
 
 def test_a_message_inside_a_message_is_translated_and_an_unknown_one_stays_english():

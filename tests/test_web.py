@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from conftest import run_in_own_loop
 
-from gemma_chat import sessions
+from gemma_chat.accounts import sessions
 from gemma_chat.store.db import User, WebSession
 from gemma_chat.web.app import SIGNIN_NICE, SignInLane, create_app
 
@@ -174,7 +174,8 @@ def test_an_address_learns_at_most_registrations_per_hour_taken_names(chat_setti
 
 
 def test_the_statement_csv_is_the_cookie_holder_s_own_and_nobody_else_s(web_settings, demo_engine):
-    from gemma_chat import auth, ledger
+    from gemma_chat.accounts import auth
+    from gemma_chat.billing import ledger
 
     app = create_app(web_settings, demo_engine).fastapi
     alice, bob, anonymous = (TestClient(app, base_url="http://127.0.0.1:7860") for _ in range(3))

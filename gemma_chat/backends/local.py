@@ -6,7 +6,7 @@ error table gets the exit signal and the worker's last stderr lines, and the wor
 backoff while waiting users see that it is restarting. After `worker_crash_limit` crashes within
 `worker_crash_window_s` the tier stays unavailable, with the reason, until `restart()` (the Admin
 tab) or an app restart. The worker decodes up to `slots` requests together (the memory plan's
-choice, see models.py); the tier's queue admits that many and keeps the rest waiting with their
+choice, see inference/model_files.py); the tier's queue admits that many and keeps the rest waiting with their
 positions. A crash fails every request in flight, each on its own.
 """
 
@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 
 from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
-from ..models import ModelStatus, ensure_bundled_model
+from ..inference.model_files import ModelStatus, ensure_bundled_model
 from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 

@@ -1,5 +1,5 @@
 """Accounts in the database: the users rows (names, passwords, admin and disabled flags, the first-admin
-lock) and login_throttles, the failed sign-ins of one username from one client (auth.py)."""
+lock) and login_throttles, the failed sign-ins of one username from one client (accounts/auth.py)."""
 
 from __future__ import annotations
 

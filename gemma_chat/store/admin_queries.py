@@ -1,5 +1,5 @@
 """The administrator's tables: admin_actions (append-only), and the per-account figures the Admin tab's
-accounts list shows beside each user (admin.py)."""
+accounts list shows beside each user (accounts/admin.py)."""
 
 from __future__ import annotations
 

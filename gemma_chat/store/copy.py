@@ -4,7 +4,7 @@ Which tables, in foreign-key order (read from PostgreSQL's catalog, so a new mig
 copied without a change here); each table's rows with their ids through COPY; the identity
 sequences moved past the copied ids; and the figures ("the books") that must read the same on both
 sides. The target is the open database (db.database); the source, a SQLite file read at one
-instant (read_source). gemma_chat/transfer.py runs it inside one transaction on the target.
+instant (read_source). gemma_chat/ops/transfer.py runs it inside one transaction on the target.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def copy_table(reader: sqlite3.Connection, table: str) -> int:
 
 
 # No app instance ever runs under this id, so its liveness lock is never held: the first instance
-# to start on the copy releases these holds, as it does a crashed instance's (instances.py).
+# to start on the copy releases these holds, as it does a crashed instance's (ops/instances.py).
 COPIED_HOLDS_OWNER = "copied-from-sqlite"
 
 

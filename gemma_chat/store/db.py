@@ -75,7 +75,7 @@ class Hold(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     settled_at = pw.DateTimeField(null=True)
     release_reason = pw.TextField(null=True)
-    instance_id = pw.TextField(null=True)  # the app instance whose generation owns it (instances.py)
+    instance_id = pw.TextField(null=True)  # the app instance whose generation owns it (ops/instances.py)
 
     class Meta:
         table_name = "holds"
@@ -150,7 +150,7 @@ class ErrorEvent(BaseModel):
 
 
 class WebSession(BaseModel):
-    """A signed-in browser: the cookie's token is kept only as its sha256 (sessions.py)."""
+    """A signed-in browser: the cookie's token is kept only as its sha256 (accounts/sessions.py)."""
 
     token_hash = pw.TextField(unique=True)
     user = pw.ForeignKeyField(User, backref="sessions")
@@ -164,7 +164,7 @@ class WebSession(BaseModel):
 
 
 class ApiKey(BaseModel):
-    """A user's key for /v1 (keys.py): stored only as its sha256, shown once when made."""
+    """A user's key for /v1 (accounts/keys.py): stored only as its sha256, shown once when made."""
 
     user = pw.ForeignKeyField(User, backref="api_keys")
     label = pw.TextField(default="")
@@ -195,7 +195,7 @@ class IdempotentRequest(BaseModel):
 
 
 class LoginThrottle(BaseModel):
-    """Failed sign-ins of one username from one client (auth.py): a lock-out that is not everyone's."""
+    """Failed sign-ins of one username from one client (accounts/auth.py): a lock-out that is not everyone's."""
 
     username_key = pw.TextField()  # the lowercased username, whether or not such an account exists
     client = pw.TextField()  # the client's IP address
@@ -212,7 +212,7 @@ class LoginThrottle(BaseModel):
 
 
 class AdminAction(BaseModel):
-    """One administrator action on an account (admin.py): who, when, what, to whom. Append-only."""
+    """One administrator action on an account (accounts/admin.py): who, when, what, to whom. Append-only."""
 
     actor = pw.ForeignKeyField(User, null=True, backref="+")  # null: the command line
     actor_name = pw.TextField()  # the admin's username then, or "command line"

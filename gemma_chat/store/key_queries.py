@@ -1,4 +1,4 @@
-"""API keys in the database: the api_keys rows, found by id or by the sha256 of a key (keys.py)."""
+"""API keys in the database: the api_keys rows, found by id or by the sha256 of a key (accounts/keys.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The money's SQL: users' balance and held totals, the ledger entries and the holds.
 
-Each write is one guarded statement that reports whether its guard let it through; ledger.py decides
+Each write is one guarded statement that reports whether its guard let it through; billing/ledger.py decides
 what a refusal means and holds the transaction. The per-turn statements are plain SQL: building them
 with the ORM cost more than SQLite's own work (bench/ledger.py).
 """

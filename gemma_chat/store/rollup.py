@@ -4,7 +4,7 @@ active users, and every user's credits and turns, summed once when the day has s
 A day settles an hour after it ends, once none of its turns is pending. Rows are written with
 the time they are written at, inside a transaction of milliseconds, so an hour later nothing more
 arrives with that date; and its rows never change again: only pending turns are finished
-(interactions.py), ledger entries are append-only. Whatever edits a finished turn, or
+(chats/interactions.py), ledger entries are append-only. Whatever edits a finished turn, or
 writes a date in the past, must call clear_rollup(); the next report sums the days again.
 Reports read settled days here and the days after them from the log itself (report_queries.py).
 """

@@ -1,4 +1,4 @@
-"""Web sessions in the database: the sessions rows, found by the sha256 of a cookie's token (sessions.py)."""
+"""Web sessions in the database: the sessions rows, found by the sha256 of a cookie's token (accounts/sessions.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import auth, conversations
+from ..accounts import auth
+from ..chats import conversations
 from ..errors import GemmaChatError
 from . import export
 from .api_keys import build_api_keys_section

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import keys
+from ..accounts import keys
 from ..errors import GemmaChatError
 from .markup import as_literal
 from .text import columns, language_of, text, translated

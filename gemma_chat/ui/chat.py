@@ -1,8 +1,8 @@
 """The chat: the transcript, the composer (model, message, Send, Stop), and the actions on the last
-turn (Regenerate, Edit last message). One turn runs through chat.run_turn, as the API's do.
+turn (Regenerate, Edit last message). One turn runs through turn.run_turn, as the API's do.
 
 The chat shown and the context the model sees always come from the server (the session's open
-chat, conversations.py), never from what the page sends.
+chat, chats/conversations.py), never from what the page sends.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import time
 
 import gradio as gr
 
-from .. import chat, conversations, ledger, sessions
-from ..error_log import log_error
+from ..accounts import sessions
+from ..billing import ledger
+from ..chats import conversations, turn as chat_turn
+from ..ops.error_log import log_error
 from ..errors import DatabaseRetryableError, GemmaChatError
 from .common import balance_text, notice, popup, session_token, shows_errors
 from .markup import as_markdown, with_footer
@@ -42,7 +44,7 @@ def as_text(text: str) -> str:
     return as_markdown(text)
 
 
-def turn_figures(update: chat.TurnUpdate, language: str = "en") -> str:
+def turn_figures(update: chat_turn.TurnUpdate, language: str = "en") -> str:
     """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
     if not update.completion_tokens or not update.duration_ms:
         return ""
@@ -59,7 +61,7 @@ def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
         return as_text(text(language, "answer_refused"))
     parts = [turn.answer] if turn.answer else []
     if turn.status == "ok" and not turn.answer:
-        parts.append(translated(language, chat.EMPTY_ANSWER_MESSAGE))
+        parts.append(translated(language, chat_turn.EMPTY_ANSWER_MESSAGE))
     elif turn.status == "stopped":
         parts.append(text(language, "answer_stopped"))
     elif turn.status in ("error", "interrupted"):
@@ -68,7 +70,7 @@ def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
         parts.append("…")
     footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
     figures = turn_figures(
-        chat.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
+        chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )
     return as_text(with_footer("\n\n".join(parts), f"{figures}\n{footer}" if figures else footer))
 
@@ -183,7 +185,7 @@ class ChatPart:
         stop.clear()
         update = None
         sent_text_at = None  # the first text goes out at once, later text at most every STREAM_INTERVAL_S
-        turn = chat.run_turn(
+        turn = chat_turn.run_turn(
             self.settings, self.engine, user.id, tier, message, context, stop=stop,
             conversation_id=open_id, new_conversation=open_id is None, replaces_id=replaces_id,
             system_prompt=system_prompt,
@@ -333,11 +335,11 @@ class ChatPart:
             return conversations.chat_settings(found.user.id, open_id).system_prompt
 
     @staticmethod
-    def _bubble(update: chat.TurnUpdate, language: str = "en") -> str:
+    def _bubble(update: chat_turn.TurnUpdate, language: str = "en") -> str:
         return as_text(ChatPart._bubble_text(update, language))
 
     @staticmethod
-    def _bubble_text(update: chat.TurnUpdate, language: str = "en") -> str:
+    def _bubble_text(update: chat_turn.TurnUpdate, language: str = "en") -> str:
         if update.status == "waiting":
             if update.restarting:
                 return text(language, "model_restarting", model=update.model_label)

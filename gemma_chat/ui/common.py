@@ -13,8 +13,9 @@ import inspect
 
 import gradio as gr
 
-from .. import ledger, sessions
-from ..error_log import log_error
+from ..accounts import sessions
+from ..billing import ledger
+from ..ops.error_log import log_error
 from ..errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
 from ..store.db import User
 from .text import language_of, text, translated

@@ -11,7 +11,7 @@ import json
 import re
 import time
 
-from .. import conversations
+from ..chats import conversations
 from ..store.db import utcnow
 
 FORMAT = "gemma-chat.chat/1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..history import list_history, parse_page
+from ..chats.history import list_history, parse_page
 from .common import owned, owned_by, shorten, shows_errors
 from .text import code_name, columns, language_of, text
 

@@ -11,7 +11,8 @@ import json
 
 import gradio as gr
 
-from .. import conversations, sessions
+from ..accounts import sessions
+from ..chats import conversations
 from ..errors import GemmaChatError
 from .common import ACCOUNT_DISABLED, SESSION_COOKIE, balance_text, session_token
 from .markup import FOOTER_MARK

@@ -15,7 +15,7 @@ import html
 
 import gradio as gr
 
-from .. import conversations
+from ..chats import conversations
 from ..errors import GemmaChatError
 from ..store.db import utcnow
 from . import export

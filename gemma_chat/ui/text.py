@@ -4,7 +4,7 @@ Three tables. TRANSLATIONS: the fixed labels, which Gradio translates in the bro
 the browser's language). MESSAGES: what the callbacks compose (the balance line, confirmations, page
 labels, table headers), rendered on the server in the language of the request's Accept-Language (Gradio
 translates only static text, not values a callback returns). RUSSIAN_BY_ENGLISH: the messages that
-reach the UI as English text (errors the services raise, a turn's message from chat.py), keyed by their
+reach the UI as English text (errors the services raise, a turn's message from chats/turn.py), keyed by their
 English template the way gettext keys its catalogue by the English string: domain code stays English
 and knows nothing of languages; the UI translates at its edge, once.
 
@@ -539,15 +539,15 @@ MESSAGES = {
 }
 
 # Messages that reach the UI as English text: raised by the services (and by the UI's own checks),
-# or a turn's message (chat.py). Keyed by the English template; `{reason}` is translated in turn.
+# or a turn's message (chats/turn.py). Keyed by the English template; `{reason}` is translated in turn.
 RUSSIAN_BY_ENGLISH = {
-    # sessions and rights (ui/, admin.py)
+    # sessions and rights (ui/, accounts/admin.py)
     "Please log in.": "Пожалуйста, войдите.",
     "Your session has expired; please log in again.": "Сеанс истёк; войдите снова.",
     "Your session has ended; please log in again.": "Сеанс завершён; войдите снова.",
     "Administrators only.": "Только для администраторов.",
     "Something went wrong (error {error_id}).": "Что-то пошло не так (ошибка {error_id}).",
-    # signing in and accounts (auth.py, web/app.py)
+    # signing in and accounts (accounts/auth.py, web/app.py)
     "Enter a username.": "Введите имя пользователя.",
     "A username has 3 to 32 characters: letters A–Z, digits, and . _ - (no spaces).":
         "Имя пользователя — от 3 до 32 символов: латинские буквы A–Z, цифры и . _ - (без пробелов).",
@@ -577,7 +577,7 @@ RUSSIAN_BY_ENGLISH = {
         "Регистрация закрыта; попросите администратора создать вам учётную запись.",
     "Too many new accounts from your address; try again in {minutes} {minutes:minute|minutes}.":
         "С вашего адреса создано слишком много учётных записей; попробуйте снова через {minutes} {minutes:минуту|минуты|минут}.",
-    # administrator actions (admin.py)
+    # administrator actions (accounts/admin.py)
     "Cannot demote {username}: they are the only enabled administrator. Promote another account first.":
         "Нельзя снять права администратора с {username}: это единственный активный администратор. "
         "Сначала назначьте администратором другую учётную запись.",
@@ -590,7 +590,7 @@ RUSSIAN_BY_ENGLISH = {
         "Примечание не может содержать управляющие символы или недопустимый текст.",
     "Credits to grant: a non-zero whole number from -{maximum} to {maximum}.":
         "Сколько кредитов начислить: целое ненулевое число от -{maximum} до {maximum}.",
-    # credits (ledger.py, ui/)
+    # credits (billing/ledger.py, ui/)
     "Credits must be a whole number.": "Количество кредитов должно быть целым числом.",
     "Credits must be a whole number, not {value}.": "Количество кредитов должно быть целым числом, а не {value}.",
     "Enter credits as a whole number from 1 to {maximum}.": "Введите количество кредитов — целое число от 1 до {maximum}.",
@@ -605,7 +605,7 @@ RUSSIAN_BY_ENGLISH = {
     "No hold for request {request_id}.": "Нет резерва для запроса {request_id}.",
     "Top-ups are turned off here; ask an administrator for credits.":
         "Пополнение здесь отключено; попросите кредиты у администратора.",
-    # a chat turn (chat.py) and the chats (conversations.py, ui/sidebar.py)
+    # a chat turn (chats/turn.py) and the chats (chats/conversations.py, ui/sidebar.py)
     "Unknown model {tier}.": "Неизвестная модель {tier}.",
     "Type a message first.": "Сначала введите сообщение.",
     "The message contains a NUL character; remove it and send again.":
@@ -638,13 +638,13 @@ RUSSIAN_BY_ENGLISH = {
     "Search for at most 200 characters of text.": "Искать можно не больше 200 символов текста.",
     "Choose a chat in the list first.": "Сначала выберите чат в списке.",
     "A page number is a whole number from 1.": "Номер страницы — целое число от 1.",
-    # API keys (keys.py, ui/api_keys.py)
+    # API keys (accounts/keys.py, ui/api_keys.py)
     "A key's name must be text.": "Название ключа должно быть текстом.",
     "A key's name is at most {n} characters.": "Название ключа — не больше {n} {n:символа|символов|символов}.",
     "A key's name cannot contain control characters.": "Название ключа не может содержать управляющие символы.",
     "No API key with id {key_id}.": "Нет ключа API с id {key_id}.",
     "Choose a key to revoke.": "Выберите ключ, который нужно отозвать.",
-    # the admin reports (reports.py) and models (engine.py, backends/, ui/admin/models.py)
+    # the admin reports (ops/reports.py) and models (inference/engine.py, backends/, ui/admin/models.py)
     "{what} must be a date as YYYY-MM-DD; got {value}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value}.",
     "The start date {since} is after the end date {until}.": "Начальная дата {since} позже конечной {until}.",
     "Choose the model to restart.": "Выберите модель для перезапуска.",
@@ -665,7 +665,7 @@ RUSSIAN_BY_ENGLISH = {
         "Сервер модели прислал ответ, который это приложение не может прочитать.",
     "The model server ended the answer before it began; if this chat is long, start a new one.":
         "Сервер модели оборвал ответ, не начав его; если чат длинный, начните новый.",
-    # a chat's settings (conversations.py)
+    # a chat's settings (chats/conversations.py)
     "The system prompt contains an invalid character.": "Системная инструкция содержит недопустимый символ.",
     "A system prompt has at most {n} characters.": "Системная инструкция — не длиннее {n} символов.",
 }

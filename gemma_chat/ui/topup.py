@@ -1,7 +1,7 @@
 """The Top up tab's layout, and the user's statement: every ledger entry, paged, totals by kind, a CSV.
 
 A mixin of ChatApp (app.py): every callback resolves the user from the request's session cookie, and
-statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
+billing/statement.py reads only that user's entries, so the table, the totals and the CSV are the caller's
 own whatever a client sends. Callbacks return their outputs by name (`ChatApp.named`).
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import ledger, statement
+from ..billing import ledger, statement
 from ..errors import GemmaChatError, PermissionDeniedError
-from ..history import neighbour_page
+from ..chats.history import neighbour_page
 from .common import balance_text
 from .text import code_name, columns, language_of, text, translated
 

@@ -1,7 +1,7 @@
 """/v1: an OpenAI-compatible API on the app's own port, billed to the same balance as the chat window.
 
-A request is authenticated by its API key (`Authorization: Bearer gck_...`, keys.py), never by a
-cookie. A completion is one chat turn through chat.run_turn (hold → stream → capture or release),
+A request is authenticated by its API key (`Authorization: Bearer gck_...`, accounts/keys.py), never by a
+cookie. A completion is one chat turn through turn.run_turn (hold → stream → capture or release),
 run in its own thread: a client that goes away sets the turn's stop event, so a disconnect before
 any text is released and one after text is charged as Stop, exactly as in the UI.
 
@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .. import chat, idempotency, keys, ledger
+from ..accounts import keys
+from ..billing import idempotency, ledger
+from ..chats import turn
 from ..backends.base import Sampling, stop_prefix_length
 from ..config import Settings
-from ..error_log import log_error
+from ..ops.error_log import log_error
 from ..errors import GemmaChatError, ValidationError
 from ..throttle import RateLimiter
 
@@ -227,7 +229,7 @@ def safe_length(text: str, stops) -> int:
 
 
 class Completion:
-    """chat.run_turn in a thread, its updates handed to the event loop; `stop` ends it (as Stop does)."""
+    """turn.run_turn in a thread, its updates handed to the event loop; `stop` ends it (as Stop does)."""
 
     def __init__(self, settings: Settings, engine, user_id: int, request: CompletionRequest, loop,
                  idempotency_key: str | None = None):
@@ -249,7 +251,7 @@ class Completion:
     def _run(self) -> None:
         final = None
         try:
-            for update in chat.run_turn(
+            for update in turn.run_turn(
                 self.settings, self.engine, self.user_id, self.request.tier, self.request.prompt,
                 self.request.history, stop=self.stop, source="api", sampling=self.request.sampling,
             ):
@@ -263,18 +265,18 @@ class Completion:
                 self._hand_over(update)
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is ours
             error_id = log_error("api:completion", exc, user_id=self.user_id)
-            final = chat.TurnUpdate("error", message=f"Something went wrong (error {error_id}).")
+            final = turn.TurnUpdate("error", message=f"Something went wrong (error {error_id}).")
             self._hand_over(final)
         if self.idempotency_key is not None:
             self._remember(final)
 
-    def _hand_over(self, update: chat.TurnUpdate) -> None:
+    def _hand_over(self, update: turn.TurnUpdate) -> None:
         try:
             self.loop.call_soon_threadsafe(self.updates.put_nowait, update)
         except RuntimeError:  # the event loop is gone (shutting down): the turn still settles here
             pass
 
-    def _remember(self, final: chat.TurnUpdate | None) -> None:
+    def _remember(self, final: turn.TurnUpdate | None) -> None:
         """Keep the outcome for a retry with the same key: here, so a client that left still gets it."""
         try:
             error = turn_error(final) if final is not None else ApiError(503, "No outcome.")
@@ -293,11 +295,11 @@ class Completion:
     def id(self) -> str:
         return f"chatcmpl-{self.request_id or 'none'}"
 
-    def usage(self, final: chat.TurnUpdate) -> dict:
+    def usage(self, final: turn.TurnUpdate) -> dict:
         prompt, completion = final.prompt_tokens or 0, final.completion_tokens or 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    def result(self, final: chat.TurnUpdate) -> dict:
+    def result(self, final: turn.TurnUpdate) -> dict:
         reason = self.finish_reason or ("length" if final.finish_reason == "length" else "stop")
         return {
             "id": self.id,
@@ -313,7 +315,7 @@ class Completion:
         }
 
 
-def turn_error(final: chat.TurnUpdate) -> ApiError | None:
+def turn_error(final: turn.TurnUpdate) -> ApiError | None:
     """The HTTP error for a turn that did not answer; None for an answer (empty or not)."""
     if final.status in ("ok", "stopped"):
         return None
@@ -480,7 +482,7 @@ def create_api_router(settings: Settings, engine) -> APIRouter:
     async def complete(request: Request, user_id: int, parsed: CompletionRequest, key: str | None):
         completion = Completion(settings, engine, user_id, parsed, asyncio.get_running_loop(), key)
 
-        async def next_update() -> chat.TurnUpdate:
+        async def next_update() -> turn.TurnUpdate:
             """The next update; a client gone meanwhile stops the turn (released, or charged as Stop)."""
             while True:
                 try:
@@ -509,7 +511,7 @@ def create_api_router(settings: Settings, engine) -> APIRouter:
             return TurnStream(whole_stream(completion, update, parsed), completion, media_type="text/event-stream",
                               headers={"X-Credits-Remaining": remaining})
 
-        async def streamed(first: chat.TurnUpdate):
+        async def streamed(first: turn.TurnUpdate):
             sent = 0
             update = first
             yield chunk(completion, {"role": "assistant", "content": ""}, usage=parsed.include_usage)
@@ -543,7 +545,7 @@ def create_api_router(settings: Settings, engine) -> APIRouter:
         return error_response(ApiError(404, f"No endpoint {request.method} /v1/{path[:60]} here; this server has "
                                             "GET /v1/models and POST /v1/chat/completions.", code="unknown_url"))
 
-    async def whole_stream(completion: Completion, final: chat.TurnUpdate, parsed: CompletionRequest):
+    async def whole_stream(completion: Completion, final: turn.TurnUpdate, parsed: CompletionRequest):
         """An answer that ended before any text was sent (an empty one): its whole stream at once."""
         for line in replayed_stream(completion.result(final), parsed.include_usage):
             yield line

@@ -18,9 +18,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .. import metrics
+from ..ops import metrics
 from ..config import Settings
-from ..error_log import log_error
+from ..ops.error_log import log_error
 from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
@@ -36,7 +36,8 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse, Response  # noqa: E402
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
 
-from .. import auth, sessions, statement  # noqa: E402
+from ..accounts import auth, sessions  # noqa: E402
+from ..billing import statement  # noqa: E402
 from ..store.db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, ChatApp, use_served_route_app  # noqa: E402
 from ..ui.text import language_of, translated  # noqa: E402

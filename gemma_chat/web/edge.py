@@ -35,9 +35,9 @@ from urllib.parse import parse_qs
 
 import anyio
 
-from .. import sessions
+from ..accounts import sessions
 from ..config import Settings
-from ..error_log import logger
+from ..ops.error_log import logger
 from ..ui.text import language_of, translated
 from .hosts import HostNames, is_foreign
 from .routes import Route, classify, heartbeat_session

@@ -12,9 +12,11 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import keys, ledger, metrics
+from ..accounts import keys
+from ..billing import ledger
+from ..ops import metrics
 from ..config import Settings
-from ..health import check_readiness
+from ..ops.health import check_readiness
 from .edge import client_address
 
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")

@@ -17,7 +17,7 @@ from e2e.conftest import RunningApp
 
 from gemma_chat.store import db
 from gemma_chat.config import load_settings
-from gemma_chat.verify import verify_database
+from gemma_chat.ops.verify import verify_database
 
 from .gradio_http import GradioSession
 

@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from gemma_chat.engine import GenerationResult
+from gemma_chat.inference.engine import GenerationResult
 
 MARKDOWN_ANSWER = """## Plan
 

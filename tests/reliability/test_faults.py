@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import MODEL_CACHE
-from gemma_chat.models import BUNDLED_FILE_NAME
+from gemma_chat.inference.model_files import BUNDLED_FILE_NAME
 
 from .conftest import FAULTS_HOOK, balance, query, session, signed_up, snapshot, start_app, verify
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from gemma_chat.store import db
-from gemma_chat.ledger import verify_ledger
+from gemma_chat.billing.ledger import verify_ledger
 
 from postgres import REQUIRE_ENV, PostgresServer, postgres_available
 

@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import browser_request, demo_settings, signed_in_request
-from gemma_chat import auth, ledger, sessions
+from gemma_chat.accounts import auth, sessions
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
-from gemma_chat.engine import Engine, GenerationResult
+from gemma_chat.inference.engine import Engine, GenerationResult
 from gemma_chat.errors import GemmaChatError
 from gemma_chat.ui.markup import as_markdown
 from gemma_chat.ui import ChatApp, owned_by

@@ -7,7 +7,7 @@ import pytest
 
 from bench.soak import run_soak
 from conftest import MODEL_CACHE
-from gemma_chat.models import BUNDLED_FILE_NAME
+from gemma_chat.inference.model_files import BUNDLED_FILE_NAME
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from gemma_chat.store import db
-from gemma_chat.ledger import verify_ledger
+from gemma_chat.billing.ledger import verify_ledger
 
 from .conftest import FAULTS_HOOK, signed_up, start_app
 

@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from ...errors import ValidationError
-from ...reports import Reports
+from ...ops.reports import Reports
 from ..common import notice, owned, owned_by, shows_errors
 from ..text import language_of, text, translated
 

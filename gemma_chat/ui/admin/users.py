@@ -3,7 +3,7 @@ the actions on one account (grant credits, disable, enable, promote, demote, unl
 create an account), with the latest administrator actions below.
 
 A mixin of ChatApp (ui/app.py): every callback resolves the administrator from the request's session
-cookie and re-checks it in the database (admin.py checks again inside each action's transaction).
+cookie and re-checks it in the database (accounts/admin.py checks again inside each action's transaction).
 A refusal of the caller is a popup; a refused action (the last administrator, a bad amount) is the
 section's message.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ... import admin
+from ...accounts import admin
 from ...errors import GemmaChatError
-from ...history import page_bounds
+from ...chats.history import page_bounds
 from ..markup import as_literal
 from ..text import code_name, columns, language_of, text, translated
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from .errors import ValidationError
-from .store import report_queries as queries
-from .store import rollup
-from .store.db import read_snapshot
+from ..errors import ValidationError
+from ..store import report_queries as queries
+from ..store import rollup
+from ..store.db import read_snapshot
 
 
 def parse_date(value: str | None, what: str) -> dt.date | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from .store import instance_queries
+from ..store import instance_queries
 
 _current_id: str | None = None
 _liveness_lock: instance_queries.LivenessLock | None = None

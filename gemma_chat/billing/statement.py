@@ -9,10 +9,10 @@ import csv
 from dataclasses import dataclass
 from typing import TextIO
 
-from .history import page_bounds, parse_page
+from ..chats.history import page_bounds, parse_page
 from .ledger import KINDS
-from .store.db import LedgerEntry
-from .store.history_queries import count_ledger_entries, iter_ledger_entries, select_statement_page, sum_ledger_by_kind
+from ..store.db import LedgerEntry
+from ..store.history_queries import count_ledger_entries, iter_ledger_entries, select_statement_page, sum_ledger_by_kind
 
 CSV_COLUMNS = ["entry", "created_at_utc", "kind", "amount", "balance_after", "request_id", "note"]
 # A spreadsheet runs a cell that starts like a formula; a note is free text an admin typed.

@@ -13,10 +13,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from .config import Settings
-from .errors import DatabaseRetryableError
-from .store import session_queries
-from .store.db import User, transaction, utcnow
+from ..config import Settings
+from ..errors import DatabaseRetryableError
+from ..store import session_queries
+from ..store.db import User, transaction, utcnow
 
 SESSION_COOKIE = "gemma_session"
 

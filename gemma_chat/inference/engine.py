@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from .backends.base import Backend, GenerationResult, Message, Sampling, TierStatus, Waiting  # noqa: F401 — the engine's vocabulary
-from .backends.cpu_features import ExtraBuffers, decide_extra_buffers
-from .config import Settings
-from .error_log import log_error
-from .errors import ModelUnavailableError
-from .models import ModelStatus, describe_models
+from ..backends.base import Backend, GenerationResult, Message, Sampling, TierStatus, Waiting  # noqa: F401 — the engine's vocabulary
+from ..backends.cpu_features import ExtraBuffers, decide_extra_buffers
+from ..config import Settings
+from ..ops.error_log import log_error
+from ..errors import ModelUnavailableError
+from .model_files import ModelStatus, describe_models
 
 LOAD_TIMEOUT_S = 600.0  # the 12B takes a while from a cold disk; the app starts anyway after this
 
@@ -77,11 +77,11 @@ class Engine:
         for status in statuses:
             tier = settings.tier(status.tier)
             if tier.backend == "openai":
-                from .backends.openai import OpenAIBackend
+                from ..backends.openai import OpenAIBackend
 
                 backends[status.tier] = OpenAIBackend(settings, tier, log=log)
             elif status.loadable:
-                from .backends.local import LocalWorkerBackend
+                from ..backends.local import LocalWorkerBackend
 
                 backends[status.tier] = LocalWorkerBackend(
                     settings, tier, status, extra_buffers, log=log, record_crash=_record_crash

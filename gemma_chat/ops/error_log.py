@@ -16,8 +16,8 @@ import sys
 import traceback as tb
 from pathlib import Path
 
-from .store import error_queries
-from .store.db import retryable_error
+from ..store import error_queries
+from ..store.db import retryable_error
 
 logger = logging.getLogger("gemma_chat")
 

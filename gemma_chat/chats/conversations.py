@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .history import page_bounds, parse_page
-from .store import conversation_queries as queries
-from .store.conversation_queries import ChatListRow, ConversationRow, Turn
-from .store.db import Conversation, transaction, utcnow
+from ..store import conversation_queries as queries
+from ..store.conversation_queries import ChatListRow, ConversationRow, Turn
+from ..store.db import Conversation, transaction, utcnow
 
 TITLE_CHARS = 60
 MAX_TITLE_CHARS = 200

@@ -11,10 +11,10 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from . import instances, metrics
-from .store import history_queries, ledger_queries
-from .store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
-from .errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
+from ..ops import instances, metrics
+from ..store import history_queries, ledger_queries
+from ..store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
+from ..errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
 
 KINDS = ("signup", "topup", "grant", "charge")
 
@@ -200,7 +200,7 @@ def release_stale_holds(
 
 
 def release_holds_of(instance_ids: list[str], *, reason: str) -> list[Hold]:
-    """Release every active hold of these app instances (they are gone: instances.py)."""
+    """Release every active hold of these app instances (they are gone: ops/instances.py)."""
     if not instance_ids:
         return []
     with transaction():

@@ -16,11 +16,12 @@ import re
 
 import bcrypt
 
-from . import ledger, sessions
-from .config import Settings
-from .store import account_queries
-from .store.db import User, transaction, utcnow
-from .errors import (
+from ..billing import ledger
+from . import sessions
+from ..config import Settings
+from ..store import account_queries
+from ..store.db import User, transaction, utcnow
+from ..errors import (
     AccountDisabledError,
     AccountLockedError,
     LoginError,

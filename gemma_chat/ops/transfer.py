@@ -14,12 +14,12 @@ import fcntl
 from dataclasses import dataclass
 from typing import Iterator
 
-from .config import Settings
-from .errors import DatabaseRefusedError, GemmaChatError
-from .ledger import verify_ledger
-from .store import copy as store_copy
-from .store import db
-from .store.dialect import is_postgresql_url, redact_url
+from ..config import Settings
+from ..errors import DatabaseRefusedError, GemmaChatError
+from ..billing.ledger import verify_ledger
+from ..store import copy as store_copy
+from ..store import db
+from ..store.dialect import is_postgresql_url, redact_url
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ValidationError
-from .store.history_queries import HistoryRow, count_history, select_history_page
+from ..errors import ValidationError
+from ..store.history_queries import HistoryRow, count_history, select_history_page
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import datetime as dt
 import hashlib
 import secrets
 
-from .store import account_queries, key_queries
-from .store.db import ApiKey, User, transaction, utcnow
-from .errors import UnknownUserError, ValidationError
+from ..store import account_queries, key_queries
+from ..store.db import ApiKey, User, transaction, utcnow
+from ..errors import UnknownUserError, ValidationError
 
 KEY_PREFIX = "gck_"
 MAX_LABEL_CHARS = 64

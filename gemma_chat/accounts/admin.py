@@ -16,12 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from . import auth, ledger, sessions
-from .config import Settings
-from .store import account_queries, admin_queries
-from .store.db import User, transaction, utcnow
-from .errors import LastAdministratorError, PermissionDeniedError, ValidationError
-from .history import page_bounds
+from ..billing import ledger
+from . import auth, sessions
+from ..config import Settings
+from ..store import account_queries, admin_queries
+from ..store.db import User, transaction, utcnow
+from ..errors import LastAdministratorError, PermissionDeniedError, ValidationError
+from ..chats.history import page_bounds
 
 COMMAND_LINE = "command line"
 MAX_NOTE_CHARS = 200

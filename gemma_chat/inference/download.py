@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Settings, TierSettings
-from .errors import DownloadError, ModelFileError
+from ..config import Settings, TierSettings
+from ..errors import DownloadError, ModelFileError
 from .gguf import QUANTIZATION_NAMES, read_gguf_info
 
 

@@ -6,10 +6,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import instances, interactions, ledger
-from .config import Settings
-from .store import instance_queries
-from .store.db import open_database, transaction
+from ..billing import ledger
+from ..chats import interactions
+from . import instances
+from ..config import Settings
+from ..store import instance_queries
+from ..store.db import open_database, transaction
 from .error_log import configure_file_log, logger
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .config import Settings
-from .store.db import check_integrity
-from .ledger import verify_ledger
+from ..config import Settings
+from ..store.db import check_integrity
+from ..billing.ledger import verify_ledger
 
 
 def verify_database(settings: Settings) -> list[str]:

@@ -13,13 +13,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from . import conversations, interactions, ledger, metrics
-from .auth import get_user
-from .backends.base import Sampling
-from .config import Settings
-from .store.db import transaction
-from .error_log import log_error, logger
-from .errors import (
+from ..billing import ledger
+from ..ops import metrics
+from . import conversations, interactions
+from ..accounts.auth import get_user
+from ..backends.base import Sampling
+from ..config import Settings
+from ..store.db import transaction
+from ..ops.error_log import log_error, logger
+from ..errors import (
     DatabaseDisconnectedError,
     DatabaseFullError,
     DatabaseRetryableError,

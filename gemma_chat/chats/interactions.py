@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .store import interaction_queries
-from .store.db import Interaction, joined_transaction, transaction
+from ..store import interaction_queries
+from ..store.db import Interaction, joined_transaction, transaction
 
 STATUSES = ("pending", "ok", "stopped", "error", "refused", "interrupted")
 

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatabaseRefusedError, GemmaChatError
-from .store.backup import copy_sqlite_database
+from ..errors import DatabaseRefusedError, GemmaChatError
+from ..store.backup import copy_sqlite_database
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .store.db import database_answers
+from ..store.db import database_answers
 
 
 def check_readiness(engine) -> tuple[bool, dict]:

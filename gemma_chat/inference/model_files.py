@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import MAX_AUTO_PARALLEL, Settings, TierSettings, running_from_checkout
-from .errors import ModelFileError
+from ..config import MAX_AUTO_PARALLEL, Settings, TierSettings, running_from_checkout
+from ..errors import ModelFileError
 from .gguf import GGUFInfo, read_gguf_info
 from .memory import ModelRequest, estimate_model_bytes, format_bytes, plan_models
 from .memory import available_bytes as free_memory_bytes

@@ -12,9 +12,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .store import idempotency_queries
-from .store.db import transaction, utcnow
-from .errors import ValidationError
+from ..store import idempotency_queries
+from ..store.db import transaction, utcnow
+from ..errors import ValidationError
 
 MAX_KEY_CHARS = 255
 KEEP_S = 24 * 3600  # a key is remembered this long (as Stripe's are); then it may be used afresh

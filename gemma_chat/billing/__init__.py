@@ -1,0 +1,1 @@
+"""The money: the ledger, statements, idempotent requests."""

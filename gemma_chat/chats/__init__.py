@@ -1,0 +1,1 @@
+"""Chats: one turn end to end, conversations, history, the interaction log."""

@@ -1,0 +1,1 @@
+"""Running models: the engine, the GGUF model files and their tiers, memory, downloads."""
