@@ -243,12 +243,18 @@ class Person:
         def stop(updates: int) -> None:
             if updates >= 2 and not stopped.is_set():
                 stopped.set()
-                threading.Thread(target=stopper.call, args=("stop",), daemon=True).start()
+                threading.Thread(target=self._send_stop, args=(stopper,), daemon=True).start()
 
         try:
             return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, "", on_update=stop)))
         finally:
             stopper.close()
+
+    @staticmethod
+    def _send_stop(stopper) -> None:
+        """Stop, as the button sends it; the answer may end first and its session close under it."""
+        with contextlib.suppress(httpx.HTTPError):
+            stopper.call("stop")
 
     def ui_disconnect(self, tier: str, prompt: str) -> str:
         """Join the chat event, read its first update, then close the stream: a tab closed mid-answer."""
