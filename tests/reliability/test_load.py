@@ -66,7 +66,7 @@ def test_ten_pro_requests_at_once_with_credits_for_one_charge_exactly_one(app, a
     replies = at_once([lambda c=c: c.chat("pro", "Name a planet.") for c in sessions])
 
     answered = [r for r in replies if r.charged == 3]
-    refused = [r for r in replies if r.charged == 0]
+    refused = [r for r in replies if r.outcome.ok and not r.charged]  # kept in the chat, unbilled: no price line
     assert len(answered) == 1 and len(refused) == 9, [r.text for r in replies]
     for reply in refused:
         assert "Not enough credits" in reply.text and "costs 3 credits" in reply.text, reply.text
@@ -114,10 +114,11 @@ def test_twenty_users_chatting_and_topping_up_in_parallel_keep_exact_books(app, 
             outcomes["topup"] += 1
         else:
             price = 1 if kind == "mini" else 3
-            assert result.charged in (0, price), result.text  # every reply says what it cost
-            if result.charged == 0:
+            # An answer says what it cost; a refusal is said beside the box and costs nothing.
+            assert result.outcome.ok and result.charged in (None, 0, price), result.text
+            if not result.charged:
                 assert "Not enough credits" in result.text or "empty answer" in result.text, result.text
-            charged[name] += result.charged
+            charged[name] += result.charged or 0
             outcomes[f"{kind} {'charged' if result.charged else 'not charged'}"] += 1
     assert outcomes["mini charged"] + outcomes["pro charged"] > 50, outcomes
 
@@ -153,9 +154,9 @@ def small_queue_app(tmp_path_factory):
 def test_past_the_queue_size_requests_are_refused_busy_at_once_never_hang(small_queue_app):
     """40 requests at once for one model: two are answered, the rest are told busy — none waits.
 
-    Past the model's queue, the chat bubble says the model is busy, try again. Past Gradio's own queue
-    (16 events) the join is refused with HTTP 503, which Gradio's page shows as "This application is
-    currently busy. Please try again."
+    Past the model's queue, the page says the model is busy, try again. Each account here has 10
+    pages: past its `events_per_user` (8) events waiting or running, the edge refuses the join with
+    429 at once (issue 21; Gradio's own queue is sized to hold every account at its cap).
     """
     app = small_queue_app
     clients = []
@@ -179,16 +180,17 @@ def test_past_the_queue_size_requests_are_refused_busy_at_once_never_hang(small_
     elapsed = time.monotonic() - began
 
     answered = [r for r in replies if r.charged == 1]
-    model_busy = [r for r in replies if r.charged == 0]
-    queue_full = [r for r in replies if r.outcome.status_code == 503]
-    assert len(answered) + len(model_busy) + len(queue_full) == len(replies), [r.text for r in replies]
-    assert answered and model_busy and queue_full and len(answered) < len(replies) // 4, [r.text for r in replies]
+    model_busy = [r for r in replies if r.outcome.ok and not r.charged]
+    over_cap = [r for r in replies if r.outcome.status_code == 429]
+    assert len(answered) + len(model_busy) + len(over_cap) == len(replies), [(r.outcome.status_code, r.text) for r in replies]
+    assert answered and model_busy and len(answered) < len(replies) // 4, [r.text for r in replies]
     for reply in model_busy:
         assert "is busy; please try again" in reply.text, reply.text
-    for reply in queue_full:
-        assert reply.text.startswith("Queue is full"), reply.text
+    for reply in over_cap:
+        assert "waiting or running" in reply.text, reply.text
     # Every refusal comes back at once; only the answered ones wait for the slow model.
-    assert all(seconds < SLOW_MIN_S for seconds, reply in timings if reply.charged != 1), timings
+    slow_refusals = [(seconds, reply.text[:80]) for seconds, reply in timings if reply.charged != 1 and seconds >= SLOW_MIN_S]
+    assert slow_refusals == []
     assert elapsed < 30, elapsed
     total = sum(balance(app.data_dir, f"queuer{n}")[0] for n in range(4))
     assert total == 4 * 10 - len(answered)
