@@ -209,7 +209,7 @@ class Person:
     def _fresh_chat(self) -> None:
         self.turns_in_chat += 1
         if self.turns_in_chat >= 4:  # a chat's context stays short: the soak is about time, not context
-            self.page.call("new_chat")
+            self.page.call("new_chat", "")  # the sidebar's search box, as the page sends it
             self.turns_in_chat = 0
 
     def _page_outcome(self, reply) -> str:
