@@ -235,14 +235,13 @@ class ChatPart:
         if update is not None and update.status in ("ok", "stopped") and update.answer:
             context = context + [(message.strip(), update.answer)]
         try:
-            balance = balance_text(user.id, language)
+            balance, hint = balance_text(user.id, language), self.low_balance_hint(user.id, tier, language)
         except DatabaseRetryableError:  # the database went away with the turn: its bubble says what happened
-            balance = gr.update()
+            balance, hint = gr.update(), ""
         # Not the box: what was typed while the answer streamed stays there.
         yield {
             "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}],
-            "balance": balance, "turns": context, "chat_id": str(open_id or ""),
-            "chat_notice": self.low_balance_hint(user.id, tier, language), **IDLE,
+            "balance": balance, "turns": context, "chat_id": str(open_id or ""), "chat_notice": hint, **IDLE,
         }
         return True
 
