@@ -188,7 +188,8 @@ class AccountActions:
             with pytest.raises(PermissionDeniedError) as refused:  # the wiring shows it as a popup
                 call()
             assert refused.value.message in (
-                "Administrators only.", "Please log in.", "Your session has expired; please log in again."
+                "Administrators only.", "Please log in.", "Your session has expired; please log in again.",
+                "This account is disabled. Ask an administrator to enable it.",  # the acting admin was disabled
             )
             assert world_rows() == before
             seen["not an admin"] += 1

@@ -179,7 +179,8 @@ def test_credits_grant_without_by_records_the_command_line_as_the_actor(cli, dat
 # Tops alice up once a millisecond until killed: the app writing while the backup runs.
 BUSY_WRITER = """
 import sys
-from gemma_chat import auth, ledger
+from gemma_chat.accounts import auth
+from gemma_chat.billing import ledger
 from gemma_chat.store.db import open_database
 open_database(sys.argv[1])
 alice = auth.find_user("alice")

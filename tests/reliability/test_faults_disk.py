@@ -101,7 +101,7 @@ def test_a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers_when_space_re
         balance_shown = shown_balance(client)
         history = history_prompts(client)
 
-        assert refused.charged == 0 and FULL_MESSAGE in refused.text, refused.text
+        assert not refused.charged and FULL_MESSAGE in refused.text, refused.text  # said beside the box, no price line
         assert top_up == f"⚠ {FULL_MESSAGE}"
         assert balance_shown == 9 and "What is the capital of France?" in history
         assert balance(app.data_dir, "alice") == (9, 0)

@@ -357,7 +357,7 @@ def test_hostile_requests_over_http_get_clear_answers_and_change_nothing_when_re
         refused_sign_in("register", username, password)
         refused_sign_in("login", username, password, check="Wrong username or password.")
     for message in [surrogate, f"hi {surrogate}", nul, huge, "   ", None]:
-        refused(user, "chat", "mini", message, [], None)
+        refused(user, "chat", "mini", message, [], None, "")  # model, message, chatbot, context, system prompt
     for amount in [surrogate, nul, huge, -5, 0, 10**30, 1e308, 2.5, "five", None, [1], {"a": 1}, True]:
         refused(user, "top_up", amount)
     for day in [surrogate, nul, huge, "2026-13-45", "' OR 1=1 --"]:
