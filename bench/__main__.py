@@ -114,8 +114,8 @@ def evaluate_targets(results: dict) -> list[dict]:
     add("(c) chat turn tokens/s vs raw", ratio_c, ">= 0.97", ratio_c is not None and ratio_c >= 0.97)
     added_c = _get(results, "generation", "sides", "c_turn", "ttft_added_ms_median")
     add("(c) chat turn added time to first token, ms", added_c, "<= 15", added_c is not None and added_c <= 15)
-    ratio_d = _get(results, "http", "sides", "d_client", "tokens_per_s_ratio")
-    add("(d) chat over HTTP (gradio_client, model in its worker) tokens/s vs raw", ratio_d, ">= 0.90",
+    ratio_d = _get(results, "http", "sides", "d_sse", "tokens_per_s_ratio")
+    add("(d') chat over HTTP (the page's queue events, model in its worker) tokens/s vs raw", ratio_d, ">= 0.90",
         ratio_d is not None and ratio_d >= 0.90)
     ratio_e = _get(results, "http", "sides", "e_v1", "tokens_per_s_ratio")
     add("(e) /v1 streamed tokens/s vs raw", ratio_e, ">= 0.95", ratio_e is not None and ratio_e >= 0.95)
@@ -245,7 +245,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append(_speed_row(side, raw))
     http = results.get("http", {})
     raw_h = _get(http, "sides", "a_raw") or {}
-    for key in ("d_client", "d_sse", "e_v1"):
+    for key in ("d_sse", "e_v1"):
         side = _get(http, "sides", key)
         if side:
             rows.append(_speed_row(side, raw_h))
@@ -258,8 +258,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      _fmt(raw_h.get("tokens_per_s")), f"x{_fmt(http['app_engine_tokens_per_s_ratio'], 3)}"))
     noop = _get(http, "gradio_noop_event_ms")
     if noop:
-        rows.append(("gradio round trip of an empty event, ms", _fmt(noop["sse_median"]), "-",
-                     f"gradio_client: {_fmt(noop['gradio_client_median'])} ms"))
+        rows.append(("gradio round trip of an empty event, ms", _fmt(noop["sse_median"]), "-", "queue/join + queue/data"))
     rows += _batching_rows(results.get("batching", {}))
     remote = results.get("remote", {})
     raw_r = _get(remote, "sides", "a_direct") or {}

@@ -1,14 +1,15 @@
-"""Generation through the running app's HTTP API: (d) gradio_client, (d') a plain SSE reader,
-(e) the OpenAI-compatible /v1 API streamed with an API key.
+"""Generation through the running app's HTTP API: (d') a plain SSE reader (the requests a browser
+makes), (e) the OpenAI-compatible /v1 API streamed with an API key.
 
 The model runs in the tier's worker process, so its decode no longer competes with Gradio for the
 web process's GIL; the CPU each answer costs in the web process and in the workers is recorded.
 
 The app runs as `python main.py` in a subprocess with both tiers serving the benchmark model at
 temperature 0. Raw llama-cpp-python runs in this process, taking turns with the app prompt by
-prompt, so (d) is compared with a reference measured at the same time. gradio_client drains its
-event stream with 50 ms sleeps when idle, which a browser does not; the plain SSE reader (httpx,
-the same requests a browser makes) shows what gradio's queue and SSE themselves add.
+prompt, so each side is compared with a reference measured at the same time. (d), gradio_client,
+is gone: it needs /gradio_api/info, which the edge no longer serves (issue 21), and the SSE reader
+(httpx, the same requests a browser makes) measured what gradio's queue and SSE add without its
+50 ms idle sleeps anyway.
 """
 
 from __future__ import annotations
@@ -43,60 +44,35 @@ def _has_text(chatbot) -> bool:
 
 class HttpSides:
     def __init__(self, app: AppProcess):
-        from gradio_client import Client
+        from tests.reliability.gradio_http import GradioSession
 
         self.app = app
-        # Signing in is the app's /auth route (it sets the session cookie); both clients send that cookie.
-        registered = httpx.post(app.url + "auth/register", json={"username": "bench", "password": "bench-password"}, timeout=60)
-        token = registered.cookies.get("gemma_session")
-        if registered.status_code != 200 or not token:
-            raise RuntimeError(f"could not register the benchmark user: {registered.status_code} {registered.text}")
-        cookie = {"Cookie": f"gemma_session={token}"}
-        self.client = Client(app.url, verbose=False, headers=cookie)
-        result = self.client.predict(api_name="/restore")  # the page's load event: the signed-in screen
-        if "Signed in" not in " ".join(str(x) for x in result):
-            raise RuntimeError(f"the benchmark user is not signed in: {result}")
-        deps = {d.get("api_name"): d["id"] for d in self.client.config["dependencies"]}
+        # A page as the browser has it: /auth/register sets the session cookie, the page loads.
+        self.page = GradioSession(app.url)
+        refused = self.page.register("bench", "bench-password")
+        if refused:
+            raise RuntimeError(f"could not register the benchmark user: {refused}")
+        deps = {d.get("api_name"): d["id"] for d in self.page.config["dependencies"]}
         self.chat_fn, self.new_chat_fn = deps["chat"], deps["new_chat"]
-        self.http = httpx.Client(timeout=httpx.Timeout(120.0), headers=cookie)
+        self.http = self.page.http
         self.api = httpx.Client(timeout=httpx.Timeout(120.0), headers={"Authorization": f"Bearer {_api_key(app)}"})
         self.calls: list[tuple[str, int, int, str]] = []  # (side, round, prompt, tier) in the order the app ran them
 
     def close(self) -> None:
         self.api.close()
-        self.http.close()
-        self.client.close()
-
-    # --- gradio_client ---
-
-    def client_chat(self, run: Run, message: str, tier: str = "mini") -> Run:
-        self.client.predict(api_name="/new_chat")  # a fresh chat: no history in the prompt
-        self.calls.append((run.side, run.round, run.prompt, tier))
-        run.started = now()
-        job = self.client.submit(tier, message, [], api_name="/chat")
-        last = None
-        for output in job:
-            stamp = now()
-            if run.first_text is None and _has_text(output[0]):
-                run.first_text = stamp
-            if _has_text(output[0]):
-                run.last_text = stamp
-            last = (stamp, output)
-        run.ended = last[0]
-        run.extra["final_bubble"] = _answer_text(last[1][0])
-        return run
+        self.page.close()
 
     # --- a plain SSE reader: POST queue/join, GET queue/data ---
 
     def _event(self, fn_index: int, data: list, on_message) -> None:
-        session = self.client.session_hash
+        session = self.page.session_hash
         joined = self.http.post(
-            self.client.sse_data_url,
+            self.app.url + "gradio_api/queue/join",
             json={"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session},
         )
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
-        with self.http.stream("GET", self.client.sse_url, params={"session_hash": session}) as response:
+        with self.http.stream("GET", self.app.url + "gradio_api/queue/data", params={"session_hash": session}) as response:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -112,18 +88,13 @@ class HttpSides:
     def sse_noop(self) -> float:
         """One queued event that does nearly nothing (new_chat): gradio's own round trip."""
         started = now()
-        self._event(self.new_chat_fn, [], lambda *_: None)
-        return now() - started
-
-    def client_noop(self) -> float:
-        started = now()
-        self.client.predict(api_name="/new_chat")
+        self._event(self.new_chat_fn, [""], lambda *_: None)  # input: the sidebar's search box
         return now() - started
 
     def sse_chat(self, run: Run, message: str, tier: str = "pro") -> Run:
         from gradio_client.utils import apply_diff
 
-        self._event(self.new_chat_fn, [], lambda *_: None)
+        self._event(self.new_chat_fn, [""], lambda *_: None)  # a fresh chat: no history in the prompt
         self.calls.append((run.side, run.round, run.prompt, tier))
         state = {"outputs": None}
 
@@ -143,8 +114,8 @@ class HttpSides:
             run.ended = stamp
 
         run.started = now()
-        # inputs: model, message, chatbot, turns (State, ignored from clients); who: the cookie
-        self._event(self.chat_fn, [tier, message, [], None], on_message)
+        # inputs: model, message, chatbot, turns (State, ignored from clients), system prompt; who: the cookie
+        self._event(self.chat_fn, [tier, message, [], None, ""], on_message)
         run.extra["final_bubble"] = _answer_text(state["outputs"][0]) if state["outputs"] else ""
         return run
 
@@ -243,9 +214,8 @@ def measure_http(options: Options) -> dict:
                 load_raw_llama(options.model, n_ctx, options.n_threads),
                 bench_tier("mini", options.model, options.max_tokens, n_threads=options.n_threads),
             )
-            noop_client = [sides.client_noop() for _ in range(5 if options.quick else 20)]
             noop_sse = [sides.sse_noop() for _ in range(5 if options.quick else 20)]
-            functions = {"a_raw": raw.token_loop, "d_client": sides.client_chat, "d_sse": sides.sse_chat, "e_v1": sides.v1_chat}
+            functions = {"a_raw": raw.token_loop, "d_sse": sides.sse_chat, "e_v1": sides.v1_chat}
             for name, function in functions.items():
                 function(Run(name, -1, -1, now()), WARM_UP)
             runs = {name: [] for name in functions}
@@ -269,7 +239,6 @@ def measure_http(options: Options) -> dict:
     reference = {(r.round, r.prompt): r for r in runs["a_raw"]}
     labels = {
         "a_raw": "(a) raw llama-cpp-python token loop, measured alongside the app",
-        "d_client": "(d) the app over HTTP: gradio_client submit('/chat')",
         "d_sse": "(d') the app over HTTP: plain SSE reader (what a browser does)",
         "e_v1": "(e) the app's /v1 API, streamed (what the openai package does)",
     }
@@ -279,7 +248,7 @@ def measure_http(options: Options) -> dict:
     engine_ttft = [r.extra.get("app_engine_ttft_ms") for r in runs["d_sse"] if r.extra.get("app_engine_ttft_ms") is not None]
     # The model's own pace inside the app (from its interaction log), against raw: what HTTP delivery adds is the rest.
     decode = {}
-    for r in runs["d_client"] + runs["d_sse"]:
+    for r in runs["d_sse"]:
         decode.setdefault(r.prompt, []).append(r.extra["app_engine_decode_ms"] / 1000)
     raw_decode = {}
     for r in runs["a_raw"]:
@@ -287,16 +256,15 @@ def measure_http(options: Options) -> dict:
     tokens = sum(max(0, reference[(0, p)].completion_tokens - 1) for p in decode)
     app_engine_rate = tokens / sum(statistics.median(v) for v in decode.values())
     raw_rate = tokens / sum(statistics.median(v) for v in raw_decode.values())
-    answers = len(runs["d_client"]) + len(runs["d_sse"])
+    answers = len(runs["d_sse"])
     return {
         "sides": summaries,
-        # CPU seconds per answer through the app (gradio_client and SSE alike), over the measured rounds:
+        # CPU seconds per answer through the app's page events, over the measured rounds:
         # the web process (Gradio, billing, the pipe reader) and the tiers' worker processes (the model).
         "cpu_s_per_answer": {
             part: round((cpu_after[part] - cpu_before[part]) / answers, 4) for part in ("web_process", "workers")
         },
         "gradio_noop_event_ms": {
-            "gradio_client_median": ms(statistics.median(noop_client)),
             "sse_median": ms(statistics.median(noop_sse)),
         },
         "app_engine_ttft_ms_median": statistics.median(engine_ttft) if engine_ttft else None,

@@ -49,7 +49,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     batching = results["batching"]
     assert all(number(figures["aggregate_tokens_per_s"]) for figures in batching["streams"].values())
     assert number(batching["raw_single_stream_tokens_per_s"]) and number(batching["ttft_with_3_streaming_ms"])
-    for side in ("d_client", "d_sse", "e_v1"):
+    for side in ("d_sse", "e_v1"):
         figures = results["http"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]
     for side in ("a_direct", "b_engine", "c_turn"):
