@@ -311,7 +311,7 @@ def _flood_at(page: "SignedInPage", web, url: str, rate: float | None, network: 
 
     def block(side: str, into: list) -> None:
         began_cpu, began = _cpu_s(web), time.monotonic()
-        into.extend(page.call("new_chat") for _ in range(n // blocks))
+        into.extend(page.call("new_chat", [""]) for _ in range(n // blocks))  # input: the sidebar's search box
         cpu[side] += _cpu_s(web) - began_cpu
         spent[side] += time.monotonic() - began
 
@@ -375,7 +375,7 @@ def measure_flood(options: Options) -> dict:
         try:
             n, blocks = (20, 2) if options.quick else (60, 6)
             for _ in range(5):
-                page.call("new_chat")
+                page.call("new_chat", [""])
             web = psutil.Process(app.process.pid)
             _keep_off_the_flood_core(web)
             floods = [("auth", rate) for rate in FLOOD_RATES] + [(route, None) for route in OTHER_FLOOD_ROUTES]
