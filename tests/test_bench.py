@@ -45,13 +45,18 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for side in ("a_raw", "a_completion", "b_engine", "c_turn"):
         figures = results["generation"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"])
-        assert figures["identical_outputs"], f"{side} streamed other text than raw llama-cpp-python"
+        assert isinstance(figures["identical_outputs"], bool)
+    # Raw llama-cpp-python's own paths stream its text exactly. Through the batched worker (issue 20)
+    # greedy text can part from raw llama-cpp-python's at a near-tie: its multi-sequence context sums
+    # attention in another order (tests/test_batching.py bounds the logit difference), so there the
+    # bench reports identity rather than requiring it.
+    assert results["generation"]["sides"]["a_completion"]["identical_outputs"]
     batching = results["batching"]
     assert all(number(figures["aggregate_tokens_per_s"]) for figures in batching["streams"].values())
     assert number(batching["raw_single_stream_tokens_per_s"]) and number(batching["ttft_with_3_streaming_ms"])
     for side in ("d_sse", "e_v1"):
         figures = results["http"]["sides"][side]
-        assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]
+        assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and isinstance(figures["identical_outputs"], bool)
     for side in ("a_direct", "b_engine", "c_turn"):
         figures = results["remote"]["sides"][side]
         assert number(figures["tokens_per_s"]) and number(figures["ttft_ms_median"]) and figures["identical_outputs"]
