@@ -45,7 +45,7 @@ def add_conversations(path: Path) -> dict:
         connection.execute("BEGIN")
         assignments, chat_of, seen = [], {}, {}
         chats = []
-        long_shown = long_end = 0  # the long chat: LONG_CHAT_TURNS turns a reader sees (not refused)
+        long_shown = long_end = 0  # the long chat: LONG_CHAT_TURNS turns a reader sees (refused ones too, since issue 19)
         for interaction_id, user, prompt, created, status in rows:
             index = seen.get(user, 0)
             seen[user] = index + 1
@@ -53,7 +53,7 @@ def add_conversations(path: Path) -> dict:
             if user == heaviest:  # its first chat is the long one, the rest as for anyone
                 if long_shown < LONG_CHAT_TURNS:
                     chat, long_end = 0, index + 1
-                    long_shown += status != "refused"
+                    long_shown += 1
                 else:
                     chat = 1 + (index - long_end) // per_chat
             else:
