@@ -44,13 +44,18 @@ def words(count: int, seed: int) -> str:
     return " ".join(rng.choice(vocabulary) for _ in range(count))
 
 
-@pytest.fixture(scope="module")
-def runner(bundled_gguf):
+def loaded_runner(gguf, *, parallel: int, max_tokens: int) -> LlamaRunner:
     runner = LlamaRunner(RunnerConfig(
-        model_path=str(bundled_gguf), label="270M", n_ctx=1024, n_threads=physical_cores(), n_gpu_layers=0,
-        max_tokens=12, temperature=0.0, extra_buffers=False, parallel=4, prompt_cache_mb=64,
+        model_path=str(gguf), label="270M", n_ctx=1024, n_threads=physical_cores(), n_gpu_layers=0,
+        max_tokens=max_tokens, temperature=0.0, extra_buffers=False, parallel=parallel, prompt_cache_mb=64,
     ))  # fmt: skip
     runner.load()
+    return runner
+
+
+@pytest.fixture(scope="module")
+def runner(bundled_gguf):
+    runner = loaded_runner(bundled_gguf, parallel=4, max_tokens=12)
     yield runner
     runner.close()
 
@@ -189,11 +194,7 @@ def test_a_second_turn_after_another_users_turn_prefills_only_its_suffix(runner)
 
 
 def test_an_evicted_conversation_comes_back_from_ram(bundled_gguf):
-    one_slot = LlamaRunner(RunnerConfig(
-        model_path=str(bundled_gguf), label="270M", n_ctx=1024, n_threads=physical_cores(), n_gpu_layers=0,
-        max_tokens=8, temperature=0.0, extra_buffers=False, parallel=1, prompt_cache_mb=64,
-    ))  # fmt: skip
-    one_slot.load()
+    one_slot = loaded_runner(bundled_gguf, parallel=1, max_tokens=8)
     try:
         loop = Recording(one_slot)
         long_question = words(400, 3) + "?"
