@@ -226,15 +226,11 @@ class Person:
         return "answered" if reply.charged else "no charge"
 
     def ui_chat(self, tier: str, prompt: str) -> str:
-        from tests.reliability.gradio_http import ChatReply
-
         self._fresh_chat()
-        return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, "")))
+        return self._page_outcome(self.page.chat(tier, prompt))
 
     def ui_stop(self, tier: str, prompt: str) -> str:
         """Stop from the same browser (its cookie) after the first streamed update, as the button does."""
-        from tests.reliability.gradio_http import ChatReply
-
         self._fresh_chat()
         stopper = self.session_class(self.app.url, self.page.config)
         stopper.http.cookies = self.page.http.cookies
@@ -246,7 +242,7 @@ class Person:
                 threading.Thread(target=self._send_stop, args=(stopper,), daemon=True).start()
 
         try:
-            return self._page_outcome(ChatReply.of(self.page.call("chat", tier, prompt, [], None, "", on_update=stop)))
+            return self._page_outcome(self.page.chat(tier, prompt, on_update=stop))
         finally:
             stopper.close()
 
