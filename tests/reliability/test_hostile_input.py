@@ -365,7 +365,8 @@ def test_hostile_requests_over_http_get_clear_answers_and_change_nothing_when_re
         refused(user, "admin_report", day, "", check="Administrators only.")
     for text in ["alice'; DROP TABLE users; --", "<img src=x onerror=alert(1)>", "\u202e\ufeff\x1b[31m"]:
         reply = user.chat("mini", text)  # accepted: stored as it is, shown as text
-        assert reply.charged == 1, reply.text
+        # The base model may answer an invisible prompt with whitespace only: then it says so and charges nothing.
+        assert reply.charged == (0 if "empty answer" in reply.text else 1), reply.text
         shown = reply.outcome.data[0][-2]["content"]
         assert "".join(part["text"] for part in shown) == html.escape(text, quote=False)
         assert scalar(fault_app.data_dir, "SELECT prompt FROM interactions ORDER BY id DESC LIMIT 1") == text
