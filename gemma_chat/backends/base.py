@@ -12,6 +12,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import ModelUnavailableError, QueueFullError
@@ -19,6 +20,17 @@ from ..errors import ModelUnavailableError, QueueFullError
 WAIT_POLL_S = 0.5  # how often a queued generation re-reports its position
 
 Message = Mapping[str, str]
+
+
+class ModelPlan(Protocol):
+    """What a local tier needs of the start-up plan (inference/model_files.ModelStatus is one)."""
+
+    model: str  # the label users see
+    file: Path
+    reason: str
+    n_ctx: int
+    slots: int
+    is_demo: bool
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
-from ..inference.model_files import ModelStatus, ensure_bundled_model
-from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import (
+    WAIT_POLL_S, GenerationResult, Message, ModelPlan, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since,
+    normalize_messages,
+)
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 
 logger = logging.getLogger("gemma_chat")
@@ -177,13 +180,15 @@ class LocalWorkerBackend:
         self,
         settings: Settings,
         tier: TierSettings,
-        status: ModelStatus,
+        status: ModelPlan,
         extra_buffers: ExtraBuffers,
         *,
+        model_path: Callable[[], Path],
         log: Callable[[str], None] = print,
         record_crash: Callable[[str, BaseException, str], None] | None = None,
     ):
         self.settings, self.tier, self.model_status = settings, tier, status
+        self._model_path = model_path  # called at each worker start: the bundled demo may need unpacking first
         self.label = status.model
         self.extra_buffers = extra_buffers
         self._log = log
@@ -242,9 +247,8 @@ class LocalWorkerBackend:
 
     def _start_message(self) -> dict:
         status, tier = self.model_status, self.tier
-        path = ensure_bundled_model(self.settings) if status.is_demo else status.file
         config = dict(
-            model_path=str(path.resolve()), label=self.label, n_ctx=status.n_ctx,
+            model_path=str(self._model_path().resolve()), label=self.label, n_ctx=status.n_ctx,
             n_threads=tier.n_threads or physical_cores(), n_gpu_layers=tier.n_gpu_layers,
             max_tokens=tier.max_tokens, temperature=tier.temperature, extra_buffers=self.extra_buffers.enabled,
             parallel=status.slots, prompt_cache_mb=tier.prompt_cache_mb,
