@@ -22,7 +22,7 @@ from ..config import Settings
 from ..store import account_queries, admin_queries
 from ..store.db import User, transaction, utcnow
 from ..errors import LastAdministratorError, PermissionDeniedError, ValidationError
-from ..chats.history import page_bounds
+from ..numbers import page_bounds, whole_number
 
 COMMAND_LINE = "command line"
 MAX_NOTE_CHARS = 200
@@ -80,11 +80,8 @@ def validate_note(note) -> str:
 
 def parse_grant(value) -> int:
     """A non-zero whole number of credits (negative corrects), from an int or typed text."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and value.strip().isascii() and len(value.strip()) <= 12:
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or abs(value) > MAX_GRANT:
+    value = whole_number(value)
+    if value is None or value == 0 or abs(value) > MAX_GRANT:
         raise ValidationError(f"Credits to grant: a non-zero whole number from -{MAX_GRANT:,} to {MAX_GRANT:,}.")
     return value
 

@@ -15,6 +15,7 @@ from ..ops import instances, metrics
 from ..store import history_queries, ledger_queries
 from ..store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
 from ..errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
+from ..numbers import whole_number
 
 KINDS = ("signup", "topup", "grant", "charge")
 
@@ -46,21 +47,16 @@ def new_request_id() -> str:
 
 def parse_credits(value, *, maximum: int, what: str = "Credits") -> int:
     """A whole number of credits from 1 to `maximum`, from an int or the text a person typed."""
-    if isinstance(value, bool):
-        raise ValidationError(f"{what} must be a whole number.")
-    if isinstance(value, float):
-        if not value.is_integer():
+    number = whole_number(value)
+    if number is None:
+        if isinstance(value, bool):
+            raise ValidationError(f"{what} must be a whole number.")
+        if isinstance(value, float):
             raise ValidationError(f"{what} must be a whole number, not {value:g}.")
-        value = int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
+        if isinstance(value, str) and not value.strip():
             raise ValidationError(f"Enter {what.lower()} as a whole number from 1 to {maximum:,}.")
-        if not (text.isascii() and text.lstrip("+-").isdigit()) or len(text) > 12:
-            raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}.")
-        value = int(text)
-    if not isinstance(value, int):
         raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}.")
+    value = number
     if not 1 <= value <= maximum:
         raise ValidationError(f"{what} must be from 1 to {maximum:,}; got {value:,}.")
     return value

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ValidationError
-from .history import page_bounds, parse_page
+from ..numbers import page_bounds, parse_page
 from ..store import conversation_queries as queries
 from ..store.conversation_queries import ChatListRow, ConversationRow, Turn
 from ..store.db import Conversation, transaction, utcnow

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..billing import ledger, statement
 from ..errors import GemmaChatError, PermissionDeniedError
-from ..chats.history import neighbour_page
+from ..numbers import neighbour_page
 from .common import balance_text
 from .text import code_name, columns, language_of, text, translated
 

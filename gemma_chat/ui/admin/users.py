@@ -15,7 +15,7 @@ import pandas as pd
 
 from ...accounts import admin
 from ...errors import GemmaChatError
-from ...chats.history import page_bounds
+from ...numbers import page_bounds
 from ..markup import as_literal
 from ..text import code_name, columns, language_of, text, translated
 
