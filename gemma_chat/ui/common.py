@@ -69,11 +69,6 @@ def notice(message: str) -> str:
     return f"⚠ {message}" if message else ""
 
 
-def warn(language: str, message: str) -> None:
-    """A warning popup: unlike an error, it leaves the event's outputs as they are."""
-    gr.Warning(message, title=text(language, "warning_title"))
-
-
 def popup(request, exc: GemmaChatError) -> gr.Error:
     """A refusal as an error popup, in the language of the request."""
     return error_popup(language_of(request), exc.message)

@@ -372,7 +372,6 @@ MESSAGES = {
         "choose_account_first": "Choose an account first: click its row in the table.",
         "from_date_name": "From",
         "to_date_name": "To",
-        "warning_title": "Warning",
     },
     "ru": {
         "balance": "**Баланс: {n} {n:кредит|кредита|кредитов}**",
@@ -534,7 +533,6 @@ MESSAGES = {
         "choose_account_first": "Сначала выберите учётную запись: нажмите на её строку в таблице.",
         "from_date_name": "«С»",
         "to_date_name": "«По»",
-        "warning_title": "Предупреждение",
     },
 }
 
