@@ -374,7 +374,9 @@ class LocalWorkerBackend:
     ) -> Iterator[Waiting | str | GenerationResult]:
         turns = normalize_messages(messages)
         if self._state in (FAILED, CRASHED, CLOSED):
-            raise ModelUnavailableError(f"The {self.label} model is not available: {self._reason}", detail=self._reason)
+            raise ModelUnavailableError(
+                "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
+            )
         queued_at = time.monotonic()
         yield from self._queue.acquire()
         try:
@@ -390,7 +392,9 @@ class LocalWorkerBackend:
                 if self._state == READY and worker is not None and worker.exit is None:
                     return worker
                 if self._state in (FAILED, CRASHED, CLOSED):
-                    raise ModelUnavailableError(f"The {self.label} model is not available: {self._reason}", detail=self._reason)
+                    raise ModelUnavailableError(
+                "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
+            )
             yield Waiting(1, restarting=True)
             with self._changed:
                 self._changed.wait(WAIT_POLL_S)
@@ -431,7 +435,8 @@ class LocalWorkerBackend:
                     return
                 if kind == "error":
                     error = ContextTooLongError if event["kind"] == "context" else GenerationError
-                    raise error(event["message"], detail=event["detail"])
+                    # the template and its parameters come along so that the UI can translate it
+                    raise error(event.get("template", event["message"]), detail=event["detail"], **event.get("params", {}))
                 raise WorkerCrashedError(CRASH_MESSAGE, detail=worker.exit.detail)
         finally:
             if not finished:  # the consumer went away mid-answer: the worker stops at its next token
