@@ -340,7 +340,7 @@ class LocalWorkerBackend:
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.settings.worker_crash_window_s:
             self._crashes.popleft()
-        self._report_crash(exit, during="")
+        self._report_crash(exit)
         if len(self._crashes) >= self.settings.worker_crash_limit:
             minutes = self.settings.worker_crash_window_s / 60
             times = "once" if len(self._crashes) == 1 else f"{len(self._crashes)} times"
@@ -357,10 +357,10 @@ class LocalWorkerBackend:
         self._log(f"{self.tier.name}: the worker stopped ({exit.description}); restarting in {delay:g} s")
         self._closing.wait(delay)
 
-    def _report_crash(self, exit: WorkerExit, *, during: str) -> None:
+    def _report_crash(self, exit: WorkerExit) -> None:
         if self._record_crash is not None:
-            where = f" during {during}" if during else ""
-            self._record_crash(f"worker:{self.tier.name}", WorkerCrashedError(f"The {self.label} worker stopped{where}."), exit.detail)
+            crashed = WorkerCrashedError("The {label} worker stopped.", label=self.label)
+            self._record_crash(f"worker:{self.tier.name}", crashed, exit.detail)
 
     def restart(self) -> None:
         """An administrator's restart: brings a crashed or failed tier back (a running one is left alone)."""
