@@ -179,18 +179,18 @@ class TierQueue:
         ticket = object()
         with self._cond:
             if self._closing:
-                raise ModelUnavailableError(f"The {self.label} model is shutting down.")
+                raise ModelUnavailableError("The {label} model is shutting down.", label=self.label)
             if self._free() and not self._waiting:
                 self._running += 1
                 return
             if len(self._waiting) >= self.max_waiting:
-                raise QueueFullError(f"The {self.label} model is busy; please try again in a moment.")
+                raise QueueFullError("The {label} model is busy; please try again in a moment.", label=self.label)
             self._waiting.append(ticket)
         try:
             while True:
                 with self._cond:
                     if self._closing:
-                        raise ModelUnavailableError(f"The {self.label} model is shutting down.")
+                        raise ModelUnavailableError("The {label} model is shutting down.", label=self.label)
                     if self._free() and self._waiting[0] is ticket:
                         self._waiting.popleft()
                         self._running += 1

@@ -45,27 +45,27 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def parse_credits(value, *, maximum: int, what: str = "Credits") -> int:
+def parse_credits(value, *, maximum: int) -> int:
     """A whole number of credits from 1 to `maximum`, from an int or the text a person typed."""
     number = whole_number(value)
     if number is None:
         if isinstance(value, bool):
-            raise ValidationError(f"{what} must be a whole number.")
+            raise ValidationError("Credits must be a whole number.")
         if isinstance(value, float):
-            raise ValidationError(f"{what} must be a whole number, not {value:g}.")
+            raise ValidationError("Credits must be a whole number, not {value:g}.", value=value)
         if isinstance(value, str) and not value.strip():
-            raise ValidationError(f"Enter {what.lower()} as a whole number from 1 to {maximum:,}.")
-        raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}.")
+            raise ValidationError("Enter credits as a whole number from 1 to {maximum:,}.", maximum=maximum)
+        raise ValidationError("Credits must be a whole number from 1 to {maximum:,}.", maximum=maximum)
     value = number
     if not 1 <= value <= maximum:
-        raise ValidationError(f"{what} must be from 1 to {maximum:,}; got {value:,}.")
+        raise ValidationError("Credits must be from 1 to {maximum:,}; got {value:,}.", maximum=maximum, value=value)
     return value
 
 
 def get_balance(user_id: int) -> Balance:
     row = ledger_queries.read_balance(user_id)
     if row is None:
-        raise UnknownUserError(f"No user with id {user_id}.")
+        raise UnknownUserError("No user with id {user_id}.", user_id=user_id)
     return Balance(balance=row[0], held=row[1])
 
 
@@ -89,7 +89,7 @@ def _append_entry(
     if entry is None:
         available = get_balance(user_id).available  # raises UnknownUserError for a missing user
         raise InsufficientCreditsError(
-            f"Not enough credits: this needs {-amount}, you have {available} available.",
+            "Not enough credits: this needs {price}, you have {available} available.",
             price=-amount,
             available=available,
         )
@@ -135,7 +135,7 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
         if hold is None:
             available = get_balance(user_id).available
             raise InsufficientCreditsError(
-                f"Not enough credits: this answer costs {amount}, you have {available}.",
+                "Not enough credits: this answer costs {price}, you have {available}.",
                 price=amount,
                 available=available,
             )
@@ -146,7 +146,7 @@ def _find_hold(request_id: str) -> Hold:
     """The hold's id, user, amount and status (HoldNotFoundError without one)."""
     hold = ledger_queries.find_hold(request_id)
     if hold is None:
-        raise HoldNotFoundError(f"No hold for request {request_id}.")
+        raise HoldNotFoundError("No hold for request {request_id}.", request_id=request_id)
     return hold
 
 

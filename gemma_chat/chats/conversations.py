@@ -60,7 +60,7 @@ def _clean_title(title) -> str:
     if not text:
         raise ValidationError("Enter a title for the chat.")
     if len(text) > MAX_TITLE_CHARS:
-        raise ValidationError(f"A chat title has at most {MAX_TITLE_CHARS} characters.")
+        raise ValidationError("A chat title has at most {n} characters.", n=MAX_TITLE_CHARS)
     if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         raise ValidationError("The title contains an invalid character.")
     return text
@@ -185,7 +185,7 @@ def clean_system_prompt(value) -> str:
         raise ValidationError("The system prompt contains an invalid character.")
     value = value.strip()
     if len(value) > MAX_SYSTEM_PROMPT_CHARS:
-        raise ValidationError(f"A system prompt has at most {MAX_SYSTEM_PROMPT_CHARS:,} characters.")
+        raise ValidationError("A system prompt has at most {n:,} characters.", n=MAX_SYSTEM_PROMPT_CHARS)
     return value
 
 

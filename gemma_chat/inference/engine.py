@@ -40,7 +40,9 @@ class UnavailableBackend:
         pass
 
     def generate(self, messages, *, stop=None, sampling=None):
-        raise ModelUnavailableError(f"The {self._status.label} model is not available: {self._status.reason}")
+        raise ModelUnavailableError(
+            "The {label} model is not available: {reason}", label=self._status.label, reason=self._status.reason
+        )
         yield  # a generator, like every backend's
 
     def restart(self) -> None:

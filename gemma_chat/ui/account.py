@@ -27,7 +27,7 @@ class AccountTab:
                 keep_session_id=found.session_id,
             )
         except GemmaChatError as exc:  # shown under the form; the boxes are cleared either way
-            return {**cleared, "account_message": f"⚠ {translated(language, exc.message)}"}
+            return {**cleared, "account_message": f"⚠ {translated(language, exc)}"}
         message = text(language, "password_changed", n=ended) if ended else text(language, "password_changed_alone")
         return {**cleared, "account_message": message}
 
@@ -38,7 +38,7 @@ class AccountTab:
         try:
             saved = conversations.set_default_system_prompt(found.user.id, system_prompt)
         except GemmaChatError as exc:
-            return {"default_prompt_message": f"⚠ {translated(language, exc.message)}"}
+            return {"default_prompt_message": f"⚠ {translated(language, exc)}"}
         return {"default_system_prompt": saved, "default_prompt_message": text(language, "default_prompt_saved")}
 
     def export_all_chats(self, request: gr.Request):

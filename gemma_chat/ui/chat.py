@@ -16,7 +16,8 @@ from ..accounts import sessions
 from ..billing import ledger
 from ..chats import conversations, turn as chat_turn
 from ..ops.error_log import log_error
-from ..errors import DatabaseRetryableError, GemmaChatError
+from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
+from ..wording import Message
 from .common import balance_text, notice, popup, session_token, shows_errors
 from .markup import as_markdown, with_footer
 from .text import language_of, text, translated
@@ -167,7 +168,7 @@ class ChatPart:
         try:
             system_prompt = conversations.clean_system_prompt(system_prompt)
         except GemmaChatError as exc:
-            yield {"chat_notice": notice(translated(language, exc.message))}
+            yield {"chat_notice": notice(translated(language, exc))}
             return False
         # The chat and the context the model sees come from the server (the session's open chat),
         # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
@@ -225,7 +226,7 @@ class ChatPart:
                     yield {**first, "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}]}
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             error_id = log_error("ui:send", exc, user_id=user.id)
-            yield {"chat_notice": notice(translated(language, f"Something went wrong (error {error_id}).")), **IDLE}
+            yield {"chat_notice": notice(translated(language, Message(SOMETHING_WENT_WRONG, error_id=error_id))), **IDLE}
             return False
         finally:
             with self._answering_lock:
@@ -319,7 +320,7 @@ class ChatPart:
         try:
             cleaned = conversations.clean_system_prompt(system_prompt)
         except GemmaChatError as exc:
-            return {"settings_notice": notice(translated(language, exc.message))}
+            return {"settings_notice": notice(translated(language, exc))}
         if open_id is None:
             return {"settings_notice": ""}
         kept = conversations.chat_settings(found.user.id, open_id)

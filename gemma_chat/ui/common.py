@@ -16,8 +16,9 @@ import gradio as gr
 from ..accounts import sessions
 from ..billing import ledger
 from ..ops.error_log import log_error
-from ..errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
+from ..errors import SOMETHING_WENT_WRONG, GemmaChatError, NotLoggedInError, PermissionDeniedError
 from ..store.db import User
+from ..wording import Message
 from .text import language_of, text, translated
 
 SESSION_COOKIE = sessions.SESSION_COOKIE
@@ -58,8 +59,8 @@ def request_of(args, kwargs):
     return next((value for value in (*args, *kwargs.values()) if isinstance(value, gr.Request)), None)
 
 
-def error_popup(language: str, message: str) -> gr.Error:
-    """An error popup (raise it) with an English `message` in `language`, its title too."""
+def error_popup(language: str, message: GemmaChatError | Message) -> gr.Error:
+    """An error popup (raise it) with a refusal or a message, in `language`, its title too."""
     return gr.Error(translated(language, message), title=text(language, "error_title"), print_exception=False)
 
 
@@ -71,7 +72,7 @@ def notice(message: str) -> str:
 
 def popup(request, exc: GemmaChatError) -> gr.Error:
     """A refusal as an error popup, in the language of the request."""
-    return error_popup(language_of(request), exc.message)
+    return error_popup(language_of(request), exc)
 
 
 def shows_errors(callback):
@@ -121,7 +122,9 @@ class Screen:
                     raise popup(request_of(args, kwargs), exc) from None
                 except Exception as exc:  # noqa: BLE001
                     error_id = log_error(f"ui:{callback.__name__}", exc)
-                    raise error_popup(language_of(request_of(args, kwargs)), f"Something went wrong (error {error_id}).") from exc
+                    raise error_popup(
+                        language_of(request_of(args, kwargs)), Message(SOMETHING_WENT_WRONG, error_id=error_id)
+                    ) from exc
 
             return stream
 
@@ -167,4 +170,4 @@ class Screen:
         except (GemmaChatError, gr.Error):  # a refusal, or a popup a callback already made of one
             raise
         except Exception as exc:  # noqa: BLE001
-            raise GemmaChatError(f"Something went wrong (error {log_error(f'ui:{location}', exc)}).") from exc
+            raise GemmaChatError(SOMETHING_WENT_WRONG, error_id=log_error(f"ui:{location}", exc)) from exc

@@ -89,7 +89,7 @@ class ChatsTab:
             listing = self.chat_list(found.user.id, found.session_id, search, language)
         except GemmaChatError as exc:
             listing = self.chat_list(found.user.id, found.session_id, None, language)
-            message = message or notice(translated(language, exc.message))
+            message = message or notice(translated(language, exc))
         return {
             "chat_list": listing, "sidebar_notice": message, "rename_row": gr.update(visible=False),
             "delete_row": gr.update(visible=False), "target_chat": owned(found.user.id, []),
@@ -119,7 +119,7 @@ class ChatsTab:
         try:
             conversation = conversations.get_conversation(found.user.id, chat_id) if action else None
         except conversations.ConversationNotFoundError as exc:
-            conversation, message = None, notice(translated(language, exc.message))
+            conversation, message = None, notice(translated(language, exc))
         else:
             message = "" if action else notice(text(language, "chat_request_unknown"))
         if conversation is None:
@@ -151,7 +151,7 @@ class ChatsTab:
         try:
             renamed = conversations.rename_conversation(found.user.id, chat_id, title)
         except GemmaChatError as exc:  # a title to fix: the box stays open, the reason under it
-            return {"sidebar_notice": notice(translated(language, exc.message))}
+            return {"sidebar_notice": notice(translated(language, exc))}
         return self._listing(found, search, language, text(language, "chat_renamed", title=as_literal(renamed.title)))
 
     def delete_chat(self, request: gr.Request, target, search):
@@ -164,7 +164,7 @@ class ChatsTab:
         try:
             conversation = conversations.get_conversation(found.user.id, chat_id)
         except GemmaChatError as exc:
-            return self._listing(found, search, language, notice(translated(language, exc.message)))
+            return self._listing(found, search, language, notice(translated(language, exc)))
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
         outputs = self._listing(found, search, language, text(language, "chat_deleted", title=as_literal(conversation.title)))

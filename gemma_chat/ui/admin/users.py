@@ -113,7 +113,7 @@ class AdminUsersSection:
         try:
             message = self._guarded(location, action, acting.id, language)
         except GemmaChatError as exc:
-            message = f"⚠ {translated(language, exc.message)}"
+            message = f"⚠ {translated(language, exc)}"
         return {**self._users_view(search, page, language), "users_message": message}
 
     def grant_account_credits(self, request: gr.Request, target, amount, note, search, page):
