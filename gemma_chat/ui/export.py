@@ -1,5 +1,5 @@
-"""A chat as a file: Markdown to read, JSON to keep (its fields are the chat's, one object per turn);
-and all of a user's chats as one JSON file (the Account tab), each chat as its own export has it.
+"""A chat as a file: Markdown to read, JSON to keep (chats/documents.py's format, which Import reads
+back); and all of a user's chats as one JSON file (the Account tab), each chat as its own export has it.
 
 The file goes to the browser inside an event's output and is saved there (sidebar.py's DOWNLOAD_JS):
 nothing is written where Gradio would serve it by URL.
@@ -11,28 +11,7 @@ import json
 import re
 import time
 
-from ..chats import conversations
-from ..store.db import utcnow
-
-FORMAT = "gemma-chat.chat/1"
-ALL_FORMAT = "gemma-chat.chats/1"
-ALL_PAGE_SIZE = 100
-
-
-def chat_data(user_id: int, conversation_id: int) -> dict:
-    conversation = conversations.get_conversation(user_id, conversation_id)
-    turns = conversations.conversation_turns(user_id, conversation.id)
-    return {
-        "format": FORMAT,
-        "title": conversation.title,
-        "model": conversation.tier,
-        "system_prompt": conversation.system_prompt or "",
-        "exported_at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}",
-        "turns": [
-            {"prompt": t.prompt, "answer": t.answer, "status": t.status, "model": t.model_name, "credits": t.credits_charged}
-            for t in turns
-        ],
-    }
+from ..chats import documents
 
 
 def chat_markdown(data: dict) -> str:
@@ -52,7 +31,7 @@ def file_name(title: str, extension: str) -> str:
 def chat_file(user_id: int, conversation_id: int, kind: str) -> str:
     """The payload DOWNLOAD_JS saves: the file's name, type and text (and when, so a second export
     of the same chat is a change the page sees)."""
-    data = chat_data(user_id, conversation_id)
+    data = documents.chat_document(user_id, conversation_id)
     if kind == "json":
         payload = {"name": file_name(data["title"], "json"), "type": "application/json",
                    "text": json.dumps(data, ensure_ascii=False, indent=2)}
@@ -61,21 +40,9 @@ def chat_file(user_id: int, conversation_id: int, kind: str) -> str:
     return json.dumps({**payload, "at": time.time()}, ensure_ascii=False)
 
 
-def all_chats_data(user_id: int) -> dict:
-    """Every chat of the user, most recently used first."""
-    chats, page = [], 1
-    while True:
-        listing = conversations.list_conversations(user_id, page=page, page_size=ALL_PAGE_SIZE)
-        chats += [chat_data(user_id, row.id) for row in listing.rows]
-        if page >= listing.total_pages:
-            break
-        page += 1
-    return {"format": ALL_FORMAT, "exported_at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}", "chats": chats}
-
-
 def all_chats_file(user_id: int) -> str:
     """The payload DOWNLOAD_JS saves, as chat_file's: all of the user's chats in one JSON file."""
-    data = all_chats_data(user_id)
+    data = documents.all_chats_document(user_id)
     name = f"gemma-chat-chats-{data['exported_at'][:10]}.json"
     text = json.dumps(data, ensure_ascii=False, indent=2)
     return json.dumps({"name": name, "type": "application/json", "text": text, "at": time.time()}, ensure_ascii=False)
