@@ -157,9 +157,9 @@ def _read_chat(chat, max_message_chars: int, number: int | None, counted: list[i
         if counted[0] > MAX_ALL_TURNS:
             raise ChatImportError(f"The file has more than {MAX_ALL_TURNS:,} turns; import fewer chats at once.")
         title, tier, system_prompt = _title(chat), _tier(chat), _system_prompt(chat)
-    except ChatImportError as exc:
+    except ValidationError as exc:  # conversations' own refusals of a title or a system prompt too
         if number is None:
-            raise
+            raise ChatImportError(exc.message) from None
         raise ChatImportError(f"Chat {number}: {exc.message}") from None
     read = []
     for position, turn in enumerate(turns, 1):
