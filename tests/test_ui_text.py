@@ -95,7 +95,7 @@ def test_the_language_comes_from_accept_language(header, language):
 
 # Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
 MESSAGE_SOURCES = [
-    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
+    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/documents.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
     "ops/reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py",
 ] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))
@@ -142,7 +142,7 @@ def messages_in(path) -> list[tuple[int, str]]:
 
 def test_every_message_the_ui_can_receive_has_a_russian_translation():
     from gemma_chat.accounts import auth
-    from gemma_chat.chats import turn
+    from gemma_chat.chats import conversations, turn
     from gemma_chat.backends import local
 
     untranslated = []
@@ -150,7 +150,7 @@ def test_every_message_the_ui_can_receive_has_a_russian_translation():
         for line, message in messages_in(ROOT / "gemma_chat" / name):
             if translated("ru", message) == message:
                 untranslated.append(f"gemma_chat/{name}:{line}: {message}")
-    for message in (auth.WRONG_CREDENTIALS, turn.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
+    for message in (auth.WRONG_CREDENTIALS, turn.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE, conversations.IMPORTED_NOT_REPLACEABLE):
         if translated("ru", message) == message:
             untranslated.append(message)
     assert untranslated == [], "add these to ui/text.py's RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)

@@ -278,6 +278,8 @@ class ChatPart:
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
             return {"chat_notice": notice(text(language, "no_message_to_edit"))}
+        if last.imported:  # Send would be refused: say so now, before the message is rewritten
+            return {"chat_notice": notice(translated(language, conversations.IMPORTED_NOT_REPLACEABLE))}
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": text(language, "cancel_edit"), "chat_notice": ""}
 
