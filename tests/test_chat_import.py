@@ -341,3 +341,13 @@ def test_import_refusals_are_shown_beside_the_button_that_chose_the_file(app, se
     assert (shown["import_message"], shown["sidebar_notice"]) == ("", "Импортировано: 2 чата (2 сообщения).")
     with pytest.raises(Exception, match="log in"):
         app.import_chats(browser_request(None), text, str(len(text)), "")
+
+
+def test_a_file_the_page_sends_fits_in_the_event_the_edge_accepts():
+    from gemma_chat.ui import export
+    from gemma_chat.web.edge import MAX_JSON_BODY
+
+    # The file's text goes escaped inside the event: room for an export's quotes and newlines, and a
+    # file that escapes to more (mostly quotes, say) counts as its escaped size.
+    assert documents.MAX_DOCUMENT_BYTES < export.MAX_SENT_BYTES < MAX_JSON_BODY - 64 * 1024
+    assert f"> {documents.MAX_DOCUMENT_BYTES})" in export.IMPORT_JS and f"> {export.MAX_SENT_BYTES})" in export.IMPORT_JS
