@@ -318,7 +318,8 @@ def test_import_chat_opens_the_chat_and_lists_it_first(app, settings):
     shown = app.import_chats(request, text, str(len(text)), "")
     assert shown["sidebar_notice"] == "Imported “From my laptop” (1 message)."
     assert shown["chatbot"][0] == {"role": "user", "content": "Hi there"}
-    assert "Hello" in shown["chatbot"][1]["content"] and shown["chat_id"] != ""
+    assert "Hello" in shown["chatbot"][1]["content"] and "Gemma mini · imported" in shown["chatbot"][1]["content"]
+    assert "credit" not in shown["chatbot"][1]["content"] and shown["chat_id"] != ""
     assert 'title="From my laptop"' in shown["chat_list"] and "gc-open" in shown["chat_list"]
     assert "model" not in shown  # the chat's "mini" is not one of this app's tiers: the picker stays as it is
     # Regenerate and Edit last message say at once that an imported turn stays as it is.

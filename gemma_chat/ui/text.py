@@ -218,6 +218,7 @@ MESSAGES = {
         # the chat
         "turn_figures": "{tokens} {tokens:token|tokens} · {speed} tokens/s · {seconds} s",
         "answer_footer": "— {model} · {credits} {credits:credit|credits}",
+        "answer_footer_imported": "— {model} · imported",
         "answer_stopped": "Stopped.",
         "answer_failed": "This answer failed. Nothing was charged.",
         "model_restarting": "{model} is restarting; your answer starts as soon as it is back…",
@@ -389,6 +390,7 @@ MESSAGES = {
         "model_unavailable": "Модель {label} недоступна: {reason}",
         "turn_figures": "{tokens} {tokens:токен|токена|токенов} · {speed} ток./с · {seconds} с",
         "answer_footer": "— {model} · {credits} {credits:кредит|кредита|кредитов}",
+        "answer_footer_imported": "— {model} · импортировано",
         "answer_stopped": "Остановлено.",
         "answer_failed": "Этот ответ не удался. Кредиты не списаны.",
         "model_restarting": "Модель {model} перезапускается; ответ начнётся, как только она снова заработает…",

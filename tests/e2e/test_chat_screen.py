@@ -365,6 +365,7 @@ def test_a_chat_exported_as_json_and_imported_opens_with_the_same_messages(repla
     expect(rows.first).to_have_class(re.compile("gc-open"))
     expect(page.get_by_test_id("bot")).to_have_count(2)
     assert shown_messages(page) == messages
+    expect(page.get_by_test_id("bot").first).to_contain_text("· imported")  # charged where it was answered
     assert re.search(r"[?&]chat=\d+", page.url)
     expect_balance(page, 10)  # nothing charged for it
 
