@@ -29,6 +29,8 @@ SIDEBAR_CHATS = 200  # the sidebar's longest list; Search finds the older ones
 # replacement that failed is hidden instead (the rule, in SQL, is in store/conversation_queries.py).
 
 
+IMPORTED_NOT_REPLACEABLE = "An imported message cannot be regenerated or edited; send a new message instead."
+
 _MARKS = re.compile(r"`{3,}[\w+-]*|[`*_#>]+")
 
 
@@ -53,7 +55,7 @@ def title_from(message: str) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
-def _clean_title(title) -> str:
+def clean_title(title) -> str:
     if not isinstance(title, str):
         raise ValidationError("Enter a title for the chat.")
     text = " ".join(title.split())
@@ -114,7 +116,7 @@ def _search_text(search) -> str | None:
 
 def rename_conversation(user_id: int, conversation_id, title) -> Conversation:
     conversation = get_conversation(user_id, conversation_id)
-    title = _clean_title(title)
+    title = clean_title(title)
     with transaction():
         queries.update_conversation_title(conversation.id, title)
     return get_conversation(user_id, conversation.id)
@@ -142,6 +144,9 @@ def last_turn(user_id: int, conversation_id) -> Turn | None:
 def check_replaceable(user_id: int, conversation_id, turn_id) -> Turn:
     """The turn a regenerated or edited one replaces: only the chat's newest, and not while it runs."""
     last = last_turn(user_id, conversation_id)
+    if last is not None and last.imported:
+        # Its row is not an interaction, so a replacement could not name it; a new message can follow it.
+        raise ValidationError(IMPORTED_NOT_REPLACEABLE)
     if last is None or last.id != turn_id:
         raise ValidationError("Only the last message of the chat can be regenerated or edited.")
     if last.status == "pending":

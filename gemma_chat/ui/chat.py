@@ -69,7 +69,10 @@ def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
         parts.append(text(language, "answer_failed"))
     elif turn.status == "pending":
         parts.append("…")
-    footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
+    if turn.imported:  # answered, and paid for, where it was exported: no price here
+        footer = text(language, "answer_footer_imported", model=turn.model_name)
+    else:
+        footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
     figures = turn_figures(
         chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )
@@ -279,6 +282,8 @@ class ChatPart:
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
             return {"chat_notice": notice(text(language, "no_message_to_edit"))}
+        if last.imported:  # Send would be refused: say so now, before the message is rewritten
+            return {"chat_notice": notice(translated(language, conversations.IMPORTED_NOT_REPLACEABLE))}
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": text(language, "cancel_edit"), "chat_notice": ""}
 

@@ -24,6 +24,10 @@ from .text import language_of, text, translated
 SESSION_COOKIE = sessions.SESSION_COOKIE
 ACCOUNT_DISABLED = "This account is disabled. Ask an administrator to enable it."  # what a disabled user's page says, not "expired"
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
+# What an event that opens a chat changes, whichever part it starts in: the sidebar's list (with its
+# notice and open boxes) and the chat screen.
+LIST_OUTPUTS = ["chat_list", "sidebar_notice", "rename_row", "delete_row", "target_chat"]
+OPENED_CHAT_OUTPUTS = LIST_OUTPUTS + ["chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs"]
 
 
 def session_token(request) -> str | None:

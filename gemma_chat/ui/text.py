@@ -102,6 +102,8 @@ TRANSLATIONS = {
         "default_system_prompt": "System prompt for new chats",
         "default_system_prompt_info": "New chats start with it; each chat can change its own under Chat settings.",
         "export_all_chats": "Export all chats (JSON)",
+        "import_chats": "Import chats (JSON)",
+        "import_chat": "Import chat",
         "cancel": "Cancel",
         "save": "Save",
         "admin_reports": "Reports",
@@ -191,6 +193,8 @@ TRANSLATIONS = {
         "default_system_prompt": "Системная инструкция для новых чатов",
         "default_system_prompt_info": "Новые чаты начинаются с неё; в каждом чате её можно изменить в настройках чата.",
         "export_all_chats": "Экспорт всех чатов (JSON)",
+        "import_chats": "Импорт чатов (JSON)",
+        "import_chat": "Импорт чата",
         "cancel": "Отмена",
         "save": "Сохранить",
         "admin_reports": "Отчёты",
@@ -217,6 +221,7 @@ MESSAGES = {
         # the chat
         "turn_figures": "{tokens} {tokens:token|tokens} · {speed} tokens/s · {seconds} s",
         "answer_footer": "— {model} · {credits} {credits:credit|credits}",
+        "answer_footer_imported": "— {model} · imported",
         "answer_stopped": "Stopped.",
         "answer_failed": "This answer failed. Nothing was charged.",
         "model_restarting": "{model} is restarting; your answer starts as soon as it is back…",
@@ -233,6 +238,8 @@ MESSAGES = {
         "chats_none_found": "Page {page} of {pages} — no chats found",
         "chat_renamed": "Renamed to “{title}”.",
         "chat_deleted": "Deleted “{title}”.",
+        "chat_imported": "Imported “{title}” ({n} {n:message|messages}).",
+        "chats_imported": "Imported {chats} {chats:chat|chats} ({n} {n:message|messages}).",
         "statement_page": "Page {page} of {pages} — {total} {total:entry|entries}",
         "never": "never",
         # top-up and statement
@@ -385,6 +392,7 @@ MESSAGES = {
         "model_unavailable": "Модель {label} недоступна: {reason}",
         "turn_figures": "{tokens} {tokens:токен|токена|токенов} · {speed} ток./с · {seconds} с",
         "answer_footer": "— {model} · {credits} {credits:кредит|кредита|кредитов}",
+        "answer_footer_imported": "— {model} · импортировано",
         "answer_stopped": "Остановлено.",
         "answer_failed": "Этот ответ не удался. Кредиты не списаны.",
         "model_restarting": "Модель {model} перезапускается; ответ начнётся, как только она снова заработает…",
@@ -400,6 +408,8 @@ MESSAGES = {
         "chats_none_found": "Страница {page} из {pages} — чаты не найдены",
         "chat_renamed": "Новое название: «{title}».",
         "chat_deleted": "Чат «{title}» удалён.",
+        "chat_imported": "Импортирован чат «{title}» ({n} {n:сообщение|сообщения|сообщений}).",
+        "chats_imported": "Импортировано: {chats} {chats:чат|чата|чатов} ({n} {n:сообщение|сообщения|сообщений}).",
         "statement_page": "Страница {page} из {pages} — {total} {total:запись|записи|записей}",
         "never": "никогда",
         "topped_up": "Добавлено {amount} {amount:кредит|кредита|кредитов}. Новый баланс: {balance} {balance:кредит|кредита|кредитов}.",
@@ -682,6 +692,41 @@ RUSSIAN_BY_ENGLISH = {
     # a chat's settings (chats/conversations.py)
     "The system prompt contains an invalid character.": "Системная инструкция содержит недопустимый символ.",
     "A system prompt has at most {n:,} characters.": "Системная инструкция — не длиннее {n:,} символов.",
+    # importing chats (chats/documents.py, chats/conversations.py)
+    "An imported message cannot be regenerated or edited; send a new message instead.":
+        "Импортированное сообщение нельзя получить заново или изменить; отправьте новое сообщение.",
+    "The file is {megabytes} MB; the limit is {limit} MB.": "Размер файла — {megabytes} МБ; предел — {limit} МБ.",
+    "The file is not UTF-8 text.": "Файл — не текст в кодировке UTF-8.",
+    "The file is not valid JSON (line {line}, column {column}).": "Файл — не корректный JSON (строка {line}, столбец {column}).",
+    "The file is not valid JSON.": "Файл — не корректный JSON.",
+    "This is not a gemma-chat export: the file holds no JSON object.": "Это не экспорт gemma-chat: в файле нет объекта JSON.",
+    "This is not a gemma-chat export: its \"format\" is not {format} or {all_format}.":
+        "Это не экспорт gemma-chat: его «format» — не {format} и не {all_format}.",
+    "\"chats\" must be a list of chats.": "«chats» должен быть списком чатов.",
+    "The file has no chats.": "В файле нет чатов.",
+    "The file has {n:,} chats; at most {limit:,} can be imported at once.":
+        "В файле {n:,} {n:чат|чата|чатов}; за один раз можно импортировать не больше {limit:,}.",
+    "The file has more than {limit:,} turns; import fewer chats at once.":
+        "В файле больше {limit:,} сообщений; импортируйте меньше чатов за один раз.",
+    "Chat {chat}: {reason}": "Чат {chat}: {reason}",
+    "Turn {turn}: {reason}": "Сообщение {turn}: {reason}",
+    "Chat {chat}, turn {turn}: {reason}": "Чат {chat}, сообщение {turn}: {reason}",
+    "This is not a chat: a chat is a JSON object.": "Это не чат: чат — это объект JSON.",
+    "This is not a turn: a turn is a JSON object.": "Это не сообщение: сообщение — это объект JSON.",
+    "Its \"format\" is not {format}.": "Его «format» — не {format}.",
+    "\"turns\" must be a list of turns.": "«turns» должен быть списком сообщений.",
+    "The chat has {n:,} turns; at most {limit:,} can be imported.":
+        "В чате {n:,} {n:сообщение|сообщения|сообщений}; импортировать можно не больше {limit:,}.",
+    "The chat has no \"title\".": "У чата нет названия («title»).",
+    "\"{field}\" must be text.": "«{field}» должно быть текстом.",
+    "\"{field}\" contains a NUL or an invalid character.": "«{field}» содержит символ NUL или недопустимый символ.",
+    "\"{field}\" is {length:,} characters long; the limit is {limit}.":
+        "Длина «{field}» — {length:,} {length:символ|символа|символов}; предел — {limit}.",
+    "The message is empty.": "Сообщение пустое.",
+    "The answer is {length:,} characters long; the limit is {limit:,}.":
+        "Длина ответа — {length:,} {length:символ|символа|символов}; предел — {limit:,}.",
+    "\"status\" must be one of {statuses}.": "«status» должен быть одним из: {statuses}.",
+    "\"model\" must name the model that answered.": "«model» должен называть модель, которая ответила.",
 }
 
 LANGUAGES = ("en", "ru")
