@@ -46,7 +46,7 @@ from ..wording import Message  # noqa: E402
 SESSION_COOKIE = sessions.SESSION_COOKIE
 MAX_CREDENTIALS_BODY = 4096
 SIGNIN_WAITING_PER_WORKER = 2  # sign-ins that may wait for a bcrypt thread, per thread
-SIGNIN_NICE = 10  # the bcrypt threads' CPU priority below the event loop's (Linux: per thread)
+SIGNIN_NICE = 10  # the bcrypt threads' CPU priority this much below the event loop's (Linux: per thread)
 
 
 def lower_thread_priority() -> None:
@@ -57,7 +57,8 @@ def lower_thread_priority() -> None:
     """
     if sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SIGNIN_NICE)
+            thread = threading.get_native_id()  # it started with its creator's nice value: go below that one
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + SIGNIN_NICE))
         except OSError:
             pass  # a sandbox that forbids it: slower under a flood, still correct
 
