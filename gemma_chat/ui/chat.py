@@ -18,8 +18,9 @@ from ..chats import conversations, turn as chat_turn
 from ..ops.error_log import log_error
 from ..errors import DatabaseRetryableError, GemmaChatError
 from .common import balance_text, notice, popup, session_token, shows_errors
-from .markup import as_markdown, with_footer
+from .markup import with_footer
 from .text import language_of, text, translated
+from .transcript import as_text, chat_messages, turn_figures
 
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
 # diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
@@ -37,51 +38,6 @@ SET_URL_JS = """
 }
 """
 IDLE = {"send_button": gr.update(visible=True), "stop_button": gr.update(visible=False)}
-
-
-def as_text(text: str) -> str:
-    """A prompt or answer for the Chatbot: its markdown renders, its HTML shows as text (markup.py)."""
-    return as_markdown(text)
-
-
-def turn_figures(update: chat_turn.TurnUpdate, language: str = "en") -> str:
-    """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
-    if not update.completion_tokens or not update.duration_ms:
-        return ""
-    seconds = update.duration_ms / 1000
-    return text(
-        language, "turn_figures", tokens=update.completion_tokens, speed=f"{update.completion_tokens / seconds:.1f}",
-        seconds=f"{seconds:.1f}",
-    )
-
-
-def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
-    """A turn of a reopened chat, with the footer it had when it was answered."""
-    if turn.status == "refused":  # never ran: marked, with the way to send it again
-        return as_text(text(language, "answer_refused"))
-    parts = [turn.answer] if turn.answer else []
-    if turn.status == "ok" and not turn.answer:
-        parts.append(translated(language, chat_turn.EMPTY_ANSWER_MESSAGE))
-    elif turn.status == "stopped":
-        parts.append(text(language, "answer_stopped"))
-    elif turn.status in ("error", "interrupted"):
-        parts.append(text(language, "answer_failed"))
-    elif turn.status == "pending":
-        parts.append("…")
-    footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
-    figures = turn_figures(
-        chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
-    )
-    return as_text(with_footer("\n\n".join(parts), f"{figures}\n{footer}" if figures else footer))
-
-
-def chat_messages(turns: list[conversations.Turn], language: str = "en") -> list[dict]:
-    messages = []
-    for turn in turns:
-        messages += [
-            {"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn, language)}
-        ]
-    return messages
 
 
 class ChatPart:
