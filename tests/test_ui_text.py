@@ -95,7 +95,7 @@ def test_the_language_comes_from_accept_language(header, language):
 
 # Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
 MESSAGE_SOURCES = [
-    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
+    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/versions.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
     "ops/reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py",
 ] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))

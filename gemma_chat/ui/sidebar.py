@@ -213,7 +213,7 @@ class ChatsTab:
         """Wires the sidebar's events; returns those that change the open chat."""
         wire = self.wire
         opened_outputs = LIST_OUTPUTS + [
-            "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs",
+            "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs", "shown_versions",
         ]
         wire(
             c["chat_search"].input, self.search_chats, ["chat_search"], LIST_OUTPUTS, api_name="search_chats",

@@ -1,11 +1,12 @@
 """How a chat's stored turns look in the Chatbot: each prompt and answer as safe markdown, an
-answer with its footer (figures, model, price). Shared by the chat and by whatever else shows a chat
-again, so no screen part imports another.
+answer with its footer (figures, model, price) and, when it replaced earlier answers, the arrows that
+page through them (‹ 2/2 ›). Shared by the chat and by whatever else shows a chat again, so no
+screen part imports another.
 """
 
 from __future__ import annotations
 
-from ..chats import conversations, turn as chat_turn
+from ..chats import conversations, turn as chat_turn, versions
 from .markup import as_markdown, with_footer
 from .text import text, translated
 
@@ -26,8 +27,34 @@ def turn_figures(update: chat_turn.TurnUpdate, language: str = "en") -> str:
     )
 
 
-def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
-    """A turn of a reopened chat, with the footer it had when it was answered."""
+# The href of ‹ and ›: the page's script turns a click on one into a `version_request` event naming
+# the version (session.py PAGE_JS, versions.py); no address is ever visited.
+VERSION_LINK = "#gc-version-"
+
+
+def version_bar(shown: versions.ShownTurn, language: str = "en") -> str:
+    """"‹ 2/3 ›" under an answer that replaced earlier ones, each arrow a link to the version beside
+    it (unlinked at either end); empty for an answer that replaced none."""
+    if len(shown.version_ids) < 2:
+        return ""
+
+    def arrow(mark: str, step: int, title: str) -> str:
+        target = shown.neighbour(step)
+        return f'[{mark}]({VERSION_LINK}{target} "{text(language, title)}")' if target else mark
+
+    counted = f"{shown.position}/{len(shown.version_ids)}"
+    return f"{arrow('‹', -1, 'earlier_version')} {counted} {arrow('›', 1, 'later_version')}"
+
+
+def bar_after_replacement(user_id: int, conversation_id: int, replaced_id: int, language: str = "en") -> str:
+    """The bar under the answer that has just replaced `replaced_id` (‹ goes back to it); empty when
+    it replaced no answer, or a newer turn has come after it meanwhile."""
+    last = versions.shown_turns(user_id, conversation_id)[-1:]
+    return version_bar(last[0], language) if last and replaced_id in last[0].version_ids else ""
+
+
+def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "") -> str:
+    """A turn of a reopened chat, with the footer it had when it was answered (and `bar` under it)."""
     if turn.status == "refused":  # never ran: marked, with the way to send it again
         return as_text(text(language, "answer_refused"))
     parts = [turn.answer] if turn.answer else []
@@ -43,13 +70,17 @@ def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
     figures = turn_figures(
         chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )
-    return as_text(with_footer("\n\n".join(parts), f"{figures}\n{footer}" if figures else footer))
+    footer = f"{figures}\n{footer}" if figures else footer
+    return as_text(with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer))
 
 
-def chat_messages(turns: list[conversations.Turn], language: str = "en") -> list[dict]:
+def chat_messages(turns: list[versions.ShownTurn | conversations.Turn], language: str = "en") -> list[dict]:
+    """The Chatbot's messages for a chat's turns, each at the version shown (a plain Turn: its only one)."""
     messages = []
-    for turn in turns:
+    for item in turns:
+        turn, bar = (item.turn, version_bar(item, language)) if isinstance(item, versions.ShownTurn) else (item, "")
         messages += [
-            {"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn, language)}
+            {"role": "user", "content": as_text(turn.prompt)},
+            {"role": "assistant", "content": stored_bubble(turn, language, bar)},
         ]
     return messages
