@@ -85,9 +85,11 @@ PAGE_CSS = """
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
-/* An answer's version arrows (‹ 2/2 ›): targets a thumb can hit, a ring for the keyboard. */
-#transcript a[href^="#gc-version-"] { display: inline-block; min-width: 2.2rem; padding: 0.1rem 0.5rem;
-  text-align: center; text-decoration: none; border-radius: 6px; }
+/* An answer's version arrows (‹ 2/2 ›): buttons a thumb can hit (an arrow at either end is plain text),
+   a ring for the keyboard. */
+#transcript a[href^="#gc-version-"] { display: inline-block; min-width: 2.2rem; padding: 0.15rem 0.5rem;
+  text-align: center; text-decoration: none; border-radius: 6px; border: 1px solid var(--border-color-primary);
+  color: var(--color-accent); font-weight: 600; }
 #transcript a[href^="#gc-version-"]:hover { background: var(--background-fill-secondary); }
 #transcript a[href^="#gc-version-"]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
 @media (max-width: 640px) {
