@@ -362,10 +362,11 @@ def test_a_regenerated_answer_pages_back_to_the_first_and_forward_and_a_reload_s
     expect_balance(page, 8)  # paging charged nothing and asked the model nothing
     assert query(replace_app.data_dir, "SELECT COUNT(*) FROM interactions") == turns
 
+    page.set_viewport_size(PHONE)  # the page arrives at phone width: the chat list is a closed drawer
     page.reload()
     expect(answer).to_contain_text("2/2")
     expect(answer).to_contain_text(second)
-    page.set_viewport_size(PHONE)
+    expect(page.locator("#chats-sidebar")).not_to_have_class(re.compile(r"\bopen\b"))
     version_arrow(page, "‹").click()  # a finger, at phone width
     expect(answer).to_contain_text("1/2")
     box = version_arrow(page, "›").bounding_box()
