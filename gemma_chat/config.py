@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 try:
     import tomllib
@@ -137,6 +138,15 @@ DEFAULT_TIERS = {
 }
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: default_paths().data_dir)
@@ -203,8 +213,6 @@ class Settings:
     @property
     def database_label(self) -> str:
         """The database for messages: the file, or the URL without its password."""
-        from .store.dialect import redact_url
-
         return redact_url(self.database_url) if self.database_url else str(self.db_path)
 
     @property

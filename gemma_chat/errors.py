@@ -1,16 +1,35 @@
-"""The package's exceptions. Imports nothing from the package, so every module can raise them.
+"""The package's exceptions. Imports only wording.py, so every module can raise them.
 
 Domain code raises these; the edges (CLI, UI) translate them into one friendly line.
 `GemmaChatError.message` is always safe to show to the user who caused it.
 """
 
+from .wording import Message, render
+
 
 class GemmaChatError(Exception):
-    """Base for every error the app expects and can explain to a user."""
+    """Base for every error the app expects and can explain to a user.
+
+    Raised with an English template and its parameters, `ValidationError("A note is at most {n}
+    characters.", n=500)`: str(error) is the English text; the UI looks the template up in its
+    translations (ui/text.py) and fills in the same parameters.
+    """
+
+    def __init__(self, template: str = "", **params):
+        super().__init__(template)
+        self.template = template
+        self.params = params
+
+    def __str__(self) -> str:
+        return render(self.template, self.params)
 
     @property
-    def message(self) -> str:
-        return str(self)
+    def message(self) -> Message:
+        return Message(self.template, **self.params)
+
+
+# What the user sees of an unexpected failure: the id they can quote (the error log has the rest).
+SOMETHING_WENT_WRONG = "Something went wrong (error {error_id})."
 
 
 class ConfigError(GemmaChatError):
@@ -33,8 +52,8 @@ class LoginError(GemmaChatError):
 
 
 class AccountLockedError(LoginError):
-    def __init__(self, message: str, retry_at):
-        super().__init__(message)
+    def __init__(self, template: str, *, retry_at, **params):
+        super().__init__(template, **params)
         self.retry_at = retry_at
 
 
@@ -45,8 +64,8 @@ class AccountDisabledError(LoginError):
 class ThrottledError(GemmaChatError):
     """Too many attempts (sign-in, registration) or too much sign-in work at once: try again later."""
 
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message)
+    def __init__(self, template: str, *, retry_after: int, **params):
+        super().__init__(template, **params)
         self.retry_after = retry_after
 
 
@@ -70,8 +89,8 @@ class NotLoggedInError(PermissionDeniedError):
 
 
 class InsufficientCreditsError(GemmaChatError):
-    def __init__(self, message: str, *, price: int, available: int):
-        super().__init__(message)
+    def __init__(self, template: str, *, price: int, available: int, **params):
+        super().__init__(template, price=price, available=available, **params)
         self.price = price
         self.available = available
 
@@ -88,24 +107,24 @@ class DatabaseRetryableError(GemmaChatError):
 class DatabaseBusyError(DatabaseRetryableError):
     """SQLite stayed locked longer than the busy timeout (PostgreSQL: a row lock past lock_timeout); nothing was written."""
 
-    def __init__(self, message: str = "The database is busy; nothing was changed. Please try again."):
-        super().__init__(message)
+    def __init__(self, template: str = "The database is busy; nothing was changed. Please try again.", **params):
+        super().__init__(template, **params)
 
 
 class DatabaseFullError(DatabaseRetryableError):
     """The disk under the database is full (SQLITE_FULL, PostgreSQL disk_full); nothing was written.
     Reads still work; writes work again once there is space."""
 
-    def __init__(self, message: str = "The server's disk is full; nothing was changed. Please try again later."):
-        super().__init__(message)
+    def __init__(self, template: str = "The server's disk is full; nothing was changed. Please try again later.", **params):
+        super().__init__(template, **params)
 
 
 class DatabaseDisconnectedError(DatabaseRetryableError):
     """The connection to the database server was lost or refused (a restart, a failover); the
     transaction was rolled back by the server. The next statement connects again."""
 
-    def __init__(self, message: str = "The database could not be reached; nothing was changed. Please try again."):
-        super().__init__(message)
+    def __init__(self, template: str = "The database could not be reached; nothing was changed. Please try again.", **params):
+        super().__init__(template, **params)
 
 
 class DatabaseUnavailableError(GemmaChatError):
@@ -123,8 +142,8 @@ class DatabaseRefusedError(GemmaChatError):
 class ModelError(GemmaChatError):
     """Base for model failures; `detail` keeps llama.cpp's original text for the error log."""
 
-    def __init__(self, message: str, *, detail: str = ""):
-        super().__init__(message)
+    def __init__(self, template: str, *, detail: str = "", **params):
+        super().__init__(template, **params)
         self.detail = detail
 
 

@@ -7,6 +7,7 @@ file and on a fresh database of a real PostgreSQL server (tests/postgres.py).
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gemma_chat.config import CACHE_DIR_ENV, environment_without_settings, load_settings
-from gemma_chat.store import db
+from gemma_chat.store import db, session_queries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,6 +146,12 @@ def chat_settings(data_dir: Path, database):
 
 
 # --- a browser's session, for calling the UI's callbacks in-process ---------------------------
+
+
+def live_sessions(user_id: int, settings) -> int:
+    """How many of the user's sessions are live now (signed in and not idle past the limit)."""
+    now = db.utcnow()
+    return session_queries.count_live_sessions(user_id, now, now - dt.timedelta(seconds=settings.session_idle_s))
 
 
 def browser_request(token: str | None = None, *, accept_language: str | None = None, query: str = ""):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import browser_request, signed_in_request
+from conftest import browser_request, live_sessions, signed_in_request
 from gemma_chat.accounts import admin, auth, keys, sessions
 from gemma_chat.billing import ledger
 from gemma_chat.store import db
@@ -75,7 +75,7 @@ def test_disable_ends_sessions_and_api_keys_and_enable_restores_sign_in(settings
     _, key = keys.create_key(bob.id, "script")
     assert keys.resolve_key(key).id == bob.id
     disabled = admin.set_disabled(root.id, "bob", True)
-    assert disabled.is_disabled and sessions.live_sessions(bob.id, settings) == 0
+    assert disabled.is_disabled and live_sessions(bob.id, settings) == 0
     assert sessions.resolve_session(settings, token) is None and keys.resolve_key(key) is None
     with pytest.raises(Exception, match="disabled"):
         auth.login(settings, "bob", "long enough pw")
@@ -89,7 +89,7 @@ def test_promote_demote_unlock_and_reset_password(settings, people):
     root, bob = people
     assert admin.set_admin(root.id, "bob", True).is_admin
     demoted = admin.set_admin(root.id, "bob", False)
-    assert not demoted.is_admin and sessions.live_sessions(bob.id, settings) == 0
+    assert not demoted.is_admin and live_sessions(bob.id, settings) == 0
     for n in range(settings.lockout_attempts):
         with pytest.raises(Exception):
             auth.login(settings, "bob", f"wrong password {n}")
@@ -99,7 +99,7 @@ def test_promote_demote_unlock_and_reset_password(settings, people):
     assert auth.locked_clients("bob") == []
     sessions.create_session(settings, bob.id)
     admin.reset_password(settings, root.id, "bob", "a brand new password")
-    assert sessions.live_sessions(bob.id, settings) == 0
+    assert live_sessions(bob.id, settings) == 0
     assert auth.login(settings, "bob", "a brand new password").username == "bob"
     with pytest.raises(ValidationError, match="at least 8"):
         admin.reset_password(settings, root.id, "bob", "short")

@@ -7,6 +7,8 @@ import datetime as dt
 
 import pytest
 
+from conftest import live_sessions
+
 from gemma_chat.accounts import admin, auth, sessions
 from gemma_chat.store.db import WebSession, utcnow
 
@@ -79,7 +81,7 @@ def test_account_changes_end_every_session(settings, database):
         assert sessions.resolve_session(settings, token) is None
     token = sessions.create_session(settings, user.id)
     admin.set_admin(None, "alice", True)  # a promotion keeps the session
-    assert sessions.live_sessions(user.id, settings) == 1
+    assert live_sessions(user.id, settings) == 1
 
 
 def test_a_disabled_user_resolves_to_nobody_even_with_an_old_session(settings, database):

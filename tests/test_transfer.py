@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import fcntl
 import sqlite3
 
@@ -11,7 +12,7 @@ import pytest
 
 from gemma_chat.accounts import admin, auth, keys, sessions
 from gemma_chat.billing import idempotency, ledger
-from gemma_chat.chats import conversations, interactions
+from gemma_chat.chats import conversations, documents, interactions
 from gemma_chat.ops import transfer
 from gemma_chat.store import db
 from gemma_chat.ops.error_log import log_error
@@ -50,6 +51,10 @@ def build_sqlite_database(settings) -> None:
         running = ledger.hold_credits(bob.id, 1)  # an answer in flight when the app stopped
         interactions.start_interaction(running.request_id, bob.id, "mini", "Gemma 3 1B", "still going", conversation_id=conversations.create_conversation(bob.id, "Bob's"))
         interactions.log_refused(ledger.new_request_id(), bob.id, "pro", "Gemma 3 12B", "too dear")
+        documents.import_chats(bob.id, json.dumps({  # a chat imported from a file: its turns are not interactions
+            "format": documents.FORMAT, "title": "From my laptop", "model": "mini", "system_prompt": "Be brief.",
+            "turns": [{"prompt": "old question", "answer": "old answer", "status": "ok", "model": "Gemma 3 1B"}],
+        }), max_message_chars=settings.max_message_chars)
 
         token = sessions.create_session(settings, alice.id)
         signed_in = sessions.resolve_session(settings, token)
@@ -90,7 +95,7 @@ def sqlite_columns(path, table: str) -> list[str]:
 
 APP_TABLES = [
     "users", "holds", "ledger_entries", "interactions", "error_events", "sessions", "login_throttles",
-    "conversations", "api_keys", "idempotent_requests", "admin_actions",
+    "conversations", "api_keys", "idempotent_requests", "admin_actions", "imported_turns",
 ]
 
 
@@ -132,7 +137,7 @@ def test_a_copy_has_every_row_of_every_table_and_the_app_runs_on_it(settings, po
         assert hold.id == 4  # three holds were copied
         ledger.capture_hold(hold.request_id)
         assert ledger.get_balance(carol.id).balance == settings.starting_balance - 2
-        assert conversations.create_conversation(carol.id, "new") == 3
+        assert conversations.create_conversation(carol.id, "new") == 4  # three chats were copied
         assert ledger.recent_entries(carol.id)[0].id == len(all_rows_sqlite(settings.db_path, "ledger_entries")) + 2
         assert auth.login(on_postgres, "ALICE", PASSWORD).username == "alice"  # the case-folded index came along
         with pytest.raises(Exception, match="append-only"):

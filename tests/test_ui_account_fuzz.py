@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request, signed_in_request
+from conftest import browser_request, live_sessions, signed_in_request
 from gemma_chat.accounts import auth, sessions
 from gemma_chat.store.db import AdminAction, User, WebSession, database
 from gemma_chat.ui import ChatApp
@@ -67,8 +67,8 @@ def test_change_password_takes_any_input_and_changes_only_what_it_says(settings,
         request = {"alice": alice, "nobody": browser_request(None), "forged": forged}[caller]
         typed = known["password"] if current == "right" else "not her password" if current == "wrong" else current[1]
         before, actions = accounts(), AdminAction.select().count()
-        others_live = sessions.live_sessions(alice.user_id, settings) - 1
-        bob_row = User.get_by_id(bob.user_id).password_hash, sessions.live_sessions(bob.user_id, settings)
+        others_live = live_sessions(alice.user_id, settings) - 1
+        bob_row = User.get_by_id(bob.user_id).password_hash, live_sessions(bob.user_id, settings)
 
         shown = app.change_password(request, typed, new)
 
@@ -77,7 +77,7 @@ def test_change_password_takes_any_input_and_changes_only_what_it_says(settings,
         message = shown["account_message"]
         assert isinstance(message, str) and message.strip() and "Something went wrong" not in message
         assert AdminAction.select().count() == actions  # one's own password is not an administrator action
-        assert (User.get_by_id(bob.user_id).password_hash, sessions.live_sessions(bob.user_id, settings)) == bob_row
+        assert (User.get_by_id(bob.user_id).password_hash, live_sessions(bob.user_id, settings)) == bob_row
         if message.startswith("⚠"):
             assert accounts() == before
             if caller != "alice":  # no cookie, or one that names no session
@@ -89,7 +89,7 @@ def test_change_password_takes_any_input_and_changes_only_what_it_says(settings,
                            if others_live else "Password changed. No other session was signed in.")
         assert auth.password_matches(new, User.get_by_id(alice.user_id).password_hash)
         assert sessions.resolve_session(settings, alice.token, touch=False) is not None  # this browser stays signed in
-        assert sessions.live_sessions(alice.user_id, settings) == 1  # the others are signed out
+        assert live_sessions(alice.user_id, settings) == 1  # the others are signed out
         after_users, _ = accounts()
         assert [row for row in after_users if row[0] != alice.user_id] == [row for row in before[0] if row[0] != alice.user_id]
         known["password"] = new

@@ -12,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ROOT, browser_request, shown_after, signed_in_request
-from gemma_chat.accounts import admin
+from gemma_chat.accounts import admin, auth
+from gemma_chat.backends import local
+from gemma_chat.errors import ModelUnavailableError, UnknownUserError, ValidationError
 from gemma_chat.ui import ChatApp
 from gemma_chat.ui.text import (
     MESSAGES,
@@ -24,6 +26,7 @@ from gemma_chat.ui.text import (
     text,
     translated,
 )
+from gemma_chat.wording import Message
 
 RUSSIAN = "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"  # what Chromium sends with its locale set to ru-RU
 ENGLISH = "en-US,en;q=0.9"
@@ -91,79 +94,137 @@ def test_the_language_comes_from_accept_language(header, language):
     assert language_of(None) == "en"
 
 
-# --- every message that can reach the UI is in the catalogue ------------------------------------
+# --- every message that can reach the UI is in the catalogue, by its template ----------------------
 
 # Where the UI's messages come from: the services it calls, and its own modules (every one of ui/).
+# The rest (cli.py, config.py, inference/download.py, ops/backup.py, store/, …) speak to the command
+# line only, in English.
 MESSAGE_SOURCES = [
-    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/versions.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
-    "ops/reports.py", "web/app.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
-    "backends/worker.py",
+    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/documents.py", "chats/versions.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
+    "ops/reports.py", "web/app.py", "web/edge.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
+    "backends/worker.py", "backends/batch_loop.py", "errors.py", "numbers.py",
 ] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))
-NOT_GEMMA_CHAT_ERRORS = {"ValueError", "RuntimeError", "OSError", "TypeError", "KeyError"}
-# A plausible value for a placeholder, by its expression; any other is a number.
-SAMPLES = {"what": "Credits", "what.lower()": "credits", "verb": "demote"}
+NOT_GEMMA_CHAT_ERRORS = {"ValueError", "RuntimeError", "OSError", "TypeError", "KeyError", "HeadTooLargeError"}
 
 
-def sample(node) -> str | None:
-    """What an f-string or a literal renders to, with a plausible value in each placeholder."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        out = ""
-        for value in node.values:
-            if isinstance(value, ast.Constant):
-                out += value.value
-                continue
-            expression = value.value
-            if isinstance(expression, ast.IfExp) and isinstance(expression.body, ast.Constant):
-                out += expression.body.value  # "minute{'s' if minutes != 1 else ''}" with the number 2
-            else:
-                out += SAMPLES.get(ast.unparse(expression), "2")
-        return out
-    return None
+def message_sites(tree) -> list:
+    """The expressions a module hands the UI as a message: a GemmaChatError's template (raised or
+    returned), a Message's, a `message=` (a chat turn's, the worker's error event), what it translates,
+    and an error class's default template."""
+    sites = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func).rsplit(".", 1)[-1]
+            if ((name.endswith("Error") and name not in NOT_GEMMA_CHAT_ERRORS) or name == "Message") and node.args:
+                sites.append(node.args[0])
+            if name == "translated" and len(node.args) == 2:
+                sites.append(node.args[1])
+            sites += [k.value for k in node.keywords if k.arg in ("message", "template")]
+        elif isinstance(node, ast.FunctionDef) and node.name == "__init__" and node.args.defaults:
+            sites += [d for a, d in zip(node.args.args[-len(node.args.defaults):], node.args.defaults) if a.arg == "template"]
+    return sites
 
 
-def messages_in(path) -> list[tuple[int, str]]:
-    """The messages of the exceptions raised in `path`, and of chat turns (TurnUpdate(message=…))."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        call = node.exc if isinstance(node, ast.Raise) else node
-        if not isinstance(call, ast.Call):
-            continue
-        name = ast.unparse(call.func)
-        if isinstance(node, ast.Raise) and name.endswith("Error") and name not in NOT_GEMMA_CHAT_ERRORS and call.args:
-            message = sample(call.args[0])
-        else:
-            message = next((sample(k.value) for k in call.keywords if k.arg == "message"), None)
-        if message and message.strip():
-            found.append((node.lineno, message))
+def constants_of(tree) -> dict[str, list[str]]:
+    """A module's constant messages by name: `NAME = "…"`, `NAME = Message("…")`, a dict of them."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Call) and ast.unparse(value.func) == "Message" and value.args:
+                value = value.args[0]
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found[node.targets[0].id] = [value.value]
+            elif isinstance(value, ast.Dict) and value.values and all(
+                isinstance(v, ast.Constant) and isinstance(v.value, str) for v in value.values
+            ):
+                found[node.targets[0].id] = [v.value for v in value.values]
     return found
 
 
-def test_every_message_the_ui_can_receive_has_a_russian_translation():
-    from gemma_chat.accounts import auth
-    from gemma_chat.chats import turn
-    from gemma_chat.backends import local
+def scan_templates():
+    """(template → where it is used, sites that compose a message instead of naming a template)."""
+    trees = {name: ast.parse((ROOT / "gemma_chat" / name).read_text()) for name in MESSAGE_SOURCES}
+    constants = {}
+    for tree in trees.values():
+        constants.update(constants_of(tree))
 
-    untranslated = []
-    for name in MESSAGE_SOURCES:
-        for line, message in messages_in(ROOT / "gemma_chat" / name):
-            if translated("ru", message) == message:
-                untranslated.append(f"gemma_chat/{name}:{line}: {message}")
-    for message in (auth.WRONG_CREDENTIALS, turn.DATABASE_BUSY_MESSAGE, local.CRASH_MESSAGE):
-        if translated("ru", message) == message:
-            untranslated.append(message)
+    def templates(node) -> list[str] | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value] if node.value.strip() else []
+        if isinstance(node, ast.IfExp):
+            return (templates(node.body) or []) + (templates(node.orelse) or [])
+        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
+            name = (node.value if isinstance(node, ast.Subscript) else node)
+            return constants.get(name.id if isinstance(name, ast.Name) else getattr(name, "attr", ""), [])
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "Message" and node.args:
+            return templates(node.args[0])
+        return None  # a message built at run time: an f-string, a concatenation, .format()
+
+    used, composed = {}, []
+    for name, tree in trees.items():
+        for site in message_sites(tree):
+            found = templates(site)
+            if found is None:
+                if isinstance(site, (ast.JoinedStr, ast.BinOp)) or (isinstance(site, ast.Call) and ast.unparse(site.func).endswith(".format")):
+                    composed.append(f"gemma_chat/{name}:{site.lineno}: {ast.unparse(site)}")
+                continue  # another message passed on (exc.message, a reason), or a value the UI does not show
+            for template in found:
+                used.setdefault(template, []).append(f"gemma_chat/{name}:{site.lineno}")
+    return used, composed
+
+
+USED, COMPOSED = scan_templates()
+
+
+def test_the_ui_s_messages_are_templates_with_parameters_never_composed_english():
+    assert COMPOSED == [], "raise a template with its parameters instead (errors.py):\n" + "\n".join(COMPOSED)
+    assert len(USED) > 60 and "No user named {username!r}." in USED  # the scan does find them
+
+
+def test_every_message_the_ui_can_receive_has_a_russian_translation():
+    untranslated = [f"{where[0]}: {template}" for template, where in USED.items() if template not in RUSSIAN_BY_ENGLISH]
     assert untranslated == [], "add these to ui/text.py's RUSSIAN_BY_ENGLISH:\n" + "\n".join(untranslated)
-    assert len(messages_in(ROOT / "gemma_chat" / "accounts/auth.py")) > 10  # the scan does find them
+
+
+def test_every_russian_translation_is_of_a_template_the_app_uses():
+    unused = [english for english in RUSSIAN_BY_ENGLISH if english not in USED]
+    assert unused == [], "no module sends these any more; remove them or fix the template:\n" + "\n".join(unused)
 
 
 def test_a_message_inside_a_message_is_translated_and_an_unknown_one_stays_english():
-    failed = "The model stopped unexpectedly. Nothing was charged. (error 4f2a)"
+    failed = Message("{reason} Nothing was charged. (error {error_id})", reason=local.CRASH_MESSAGE, error_id="4f2a")
+    assert failed == "The model stopped unexpectedly. Nothing was charged. (error 4f2a)"
     assert translated("ru", failed) == "Модель неожиданно остановилась. Кредиты не списаны. (ошибка 4f2a)"
-    assert translated("ru", "Something unheard of.") == "Something unheard of."
+    assert translated("ru", Message("Something unheard of.")) == "Something unheard of."
     assert translated("en", failed) is failed
-    # "The {label} model is not available" is more specific than "{label} is not available": it wins.
-    assert translated("ru", "The mini model is not available: no file") == "Модель mini недоступна: no file"
+    unavailable = ModelUnavailableError("The {label} model is not available: {reason}", label="mini", reason="no file")
+    assert translated("ru", unavailable) == "Модель mini недоступна: no file"
+    assert translated("en", unavailable) == str(unavailable) == "The mini model is not available: no file"
+
+
+@pytest.mark.parametrize("value", ["a{b}.*", "{username}", "{0}", "}{", "(.+?)$", "\\1 \\g<0>", "x' is taken; choose another."])
+def test_parameters_are_never_parsed_so_any_text_translates(database, value):
+    """A parameter is filled in as it is: braces, regex syntax and text that looks like the template's own words."""
+    with pytest.raises(UnknownUserError) as refused:
+        auth.require_user(value)
+    assert str(refused.value) == f"No user named {value!r}."
+    assert translated("ru", refused.value) == f"Нет пользователя с именем {value!r}."
+    # the words of the template itself inside a parameter, and a message inside it with braces of its own
+    tricky = ModelUnavailableError(
+        "The {label} model is not available: {reason}", label=f"{value} model is not available: x", reason=value
+    )
+    assert translated("ru", tricky) == f"Модель {value} model is not available: x недоступна: {value}"
+    turn = Message("{reason} Nothing was charged. (error {error_id})", reason=tricky.message, error_id=value)
+    assert translated("ru", turn) == f"Модель {value} model is not available: x недоступна: {value} Кредиты не списаны. (ошибка {value})"
+
+
+def test_an_error_shows_its_english_unchanged_and_its_parameters_stay_at_hand():
+    error = ValidationError("Credits must be from 1 to {maximum:,}; got {value:,}.", maximum=1000, value=0)
+    assert str(error) == error.message == "Credits must be from 1 to 1,000; got 0."
+    assert (error.message.template, error.message.params) == (error.template, {"maximum": 1000, "value": 0})
+    assert translated("ru", error) == "Количество кредитов — от 1 до 1,000; получено 0."
+    assert str(ValidationError("Braces {as they are} without parameters.")) == "Braces {as they are} without parameters."
 
 
 # --- a Russian browser gets Russian messages; English ones are as they always were --------------

@@ -12,7 +12,7 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import run_in_own_loop
+from conftest import live_sessions, run_in_own_loop
 
 from gemma_chat.accounts import sessions
 from gemma_chat.store.db import User, WebSession
@@ -101,8 +101,8 @@ def test_log_out_everywhere_ends_every_session_of_the_user(web_settings, demo_en
     post(other, "register", "bob")
     assert laptop.post("/auth/logout-all").status_code == 200
     alice = User.get(User.username == "alice")
-    assert sessions.live_sessions(alice.id, web_settings) == 0
-    assert sessions.live_sessions(User.get(User.username == "bob").id, web_settings) == 1
+    assert live_sessions(alice.id, web_settings) == 0
+    assert live_sessions(User.get(User.username == "bob").id, web_settings) == 1
 
 
 def test_sign_ins_per_client_are_rate_limited_before_any_bcrypt(chat_settings, demo_engine, monkeypatch):

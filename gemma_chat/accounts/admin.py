@@ -22,7 +22,7 @@ from ..config import Settings
 from ..store import account_queries, admin_queries
 from ..store.db import User, transaction, utcnow
 from ..errors import LastAdministratorError, PermissionDeniedError, ValidationError
-from ..chats.history import page_bounds
+from ..numbers import page_bounds, whole_number
 
 COMMAND_LINE = "command line"
 MAX_NOTE_CHARS = 200
@@ -54,14 +54,19 @@ def _record(actor: tuple[int | None, str], action: str, target: User | None, det
     admin_queries.insert_admin_action(actor[0], actor[1], action, target.id if target else None, detail)
 
 
+# One template per action, so that each can be translated as a whole sentence.
+LAST_ADMINISTRATOR = {
+    "demote": "Cannot demote {username}: they are the only enabled administrator. Promote another account first.",
+    "disable": "Cannot disable {username}: they are the only enabled administrator. Promote another account first.",
+}
+
+
 def _keep_an_administrator(by: int | None, target: User, verb: str) -> None:
     """Refuse an administrator demoting or disabling the last enabled administrator."""
     if by is None or not target.is_admin or target.is_disabled:
         return
     if account_queries.count_other_enabled_admins(target.id) == 0:
-        raise LastAdministratorError(
-            f"Cannot {verb} {target.username}: they are the only enabled administrator. Promote another account first."
-        )
+        raise LastAdministratorError(LAST_ADMINISTRATOR[verb], username=target.username)
 
 
 def validate_note(note) -> str:
@@ -71,7 +76,7 @@ def validate_note(note) -> str:
         raise ValidationError("A note must be text.")
     note = " ".join(note.split())
     if len(note) > MAX_NOTE_CHARS:
-        raise ValidationError(f"A note is at most {MAX_NOTE_CHARS} characters.")
+        raise ValidationError("A note is at most {n} characters.", n=MAX_NOTE_CHARS)
     if any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in note):
         # a lone surrogate (JSON can carry "\ud800") cannot reach SQLite; control characters garble the ledger
         raise ValidationError("A note cannot contain control characters or invalid text.")
@@ -80,12 +85,9 @@ def validate_note(note) -> str:
 
 def parse_grant(value) -> int:
     """A non-zero whole number of credits (negative corrects), from an int or typed text."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and value.strip().isascii() and len(value.strip()) <= 12:
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or abs(value) > MAX_GRANT:
-        raise ValidationError(f"Credits to grant: a non-zero whole number from -{MAX_GRANT:,} to {MAX_GRANT:,}.")
+    value = whole_number(value)
+    if value is None or value == 0 or abs(value) > MAX_GRANT:
+        raise ValidationError("Credits to grant: a non-zero whole number from -{maximum:,} to {maximum:,}.", maximum=MAX_GRANT)
     return value
 
 

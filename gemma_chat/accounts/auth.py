@@ -56,15 +56,15 @@ def validate_password(password) -> str:
     if "\x00" in password:
         raise ValidationError("A password cannot contain a NUL character.")
     if len(password) < PASSWORD_MIN_CHARS:
-        raise ValidationError(f"A password needs at least {PASSWORD_MIN_CHARS} characters.")
+        raise ValidationError("A password needs at least {n} characters.", n=PASSWORD_MIN_CHARS)
     try:
         size = len(password.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate, which a client can send in JSON as "\ud800"
         raise ValidationError("The password contains an invalid character.") from None
     if size > PASSWORD_MAX_BYTES:
         raise ValidationError(
-            f"A password can be at most {PASSWORD_MAX_BYTES} bytes in UTF-8 "
-            "(72 plain letters, fewer with accents or emoji)."
+            "A password can be at most {n} bytes in UTF-8 (72 plain letters, fewer with accents or emoji).",
+            n=PASSWORD_MAX_BYTES,
         )
     return password
 
@@ -95,14 +95,14 @@ def find_user(username: str) -> User | None:
 def get_user(user_id: int) -> User:
     user = account_queries.find_user_by_id(user_id)
     if user is None:
-        raise UnknownUserError(f"No user with id {user_id}.")
+        raise UnknownUserError("No user with id {user_id}.", user_id=user_id)
     return user
 
 
 def require_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise UnknownUserError(f"No user named {str(username)[:40]!r}.")  # a megabyte name is not echoed back
+        raise UnknownUserError("No user named {username!r}.", username=str(username)[:40])  # a megabyte name is not echoed back
     return user
 
 
@@ -124,7 +124,7 @@ def create_account(settings: Settings, username: str, password_hash: str, *, adm
         first = not account_queries.any_user_exists()
         user_id = account_queries.insert_user(username, password_hash, is_admin=admin or first)
         if user_id is None:
-            raise UsernameTakenError(f"The username {username!r} is taken; choose another.")
+            raise UsernameTakenError("The username {username!r} is taken; choose another.", username=username)
         ledger.credit_signup(user_id, settings.starting_balance)
     return user_id
 
@@ -173,7 +173,7 @@ def check_throttle(settings: Settings, key: str, client: str, now: dt.datetime) 
     """Refuse, before any bcrypt, a client locked out of this account or guessing in a crowd."""
     own = account_queries.find_throttle(key, client)
     if own is not None and own.locked_until is not None and own.locked_until > now:
-        raise AccountLockedError(_locked_message(own.locked_until, now), own.locked_until)
+        raise _locked_out(own.locked_until, now)
     if own is not None and own.last_success_at is not None:
         return  # a client that has signed in as this account before is never slowed by others' failures
     window_start = now - dt.timedelta(seconds=settings.lockout_window_s)
@@ -185,7 +185,8 @@ def check_throttle(settings: Settings, key: str, client: str, now: dt.datetime) 
         wait = delay - (now - last).total_seconds()
         if wait > 0:
             raise ThrottledError(
-                f"Too many failed sign-ins for this account; try again in {int(wait) + 1} s.", retry_after=int(wait) + 1
+                "Too many failed sign-ins for this account; try again in {seconds} s.",
+                retry_after=int(wait) + 1, seconds=int(wait) + 1,
             )
 
 
@@ -209,7 +210,7 @@ def _fail(settings: Settings, key: str | None, client: str, now: dt.datetime) ->
         # Throttles of long ago protect nothing: sweep them now and then, on a failure.
         account_queries.delete_stale_throttles(now - dt.timedelta(days=2))
     if failures >= settings.lockout_attempts:
-        raise AccountLockedError(_locked_message(until, now), until)
+        raise _locked_out(until, now)
 
 
 def locked_clients(username: str, *, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime]]:
@@ -221,11 +222,11 @@ def locked_clients(username: str, *, now: dt.datetime | None = None) -> list[tup
     return account_queries.list_locked_clients(key, now)
 
 
-def _locked_message(until: dt.datetime, now: dt.datetime) -> str:
+def _locked_out(until: dt.datetime, now: dt.datetime) -> AccountLockedError:
     minutes = max(1, -(-int((until - now).total_seconds()) // 60))
-    return (
-        f"Too many failed attempts. Try again at {until:%H:%M} UTC "
-        f"(in {minutes} minute{'s' if minutes != 1 else ''})."
+    return AccountLockedError(
+        "Too many failed attempts. Try again at {time} UTC (in {minutes} {minutes:minute|minutes}).",
+        retry_at=until, time=f"{until:%H:%M}", minutes=minutes,
     )
 
 

@@ -32,7 +32,7 @@ def validate_label(label) -> str:
         raise ValidationError("A key's name must be text.")
     label = label.strip()
     if len(label) > MAX_LABEL_CHARS:
-        raise ValidationError(f"A key's name is at most {MAX_LABEL_CHARS} characters.")
+        raise ValidationError("A key's name is at most {n} characters.", n=MAX_LABEL_CHARS)
     if any(ord(c) < 32 or c == "\x7f" for c in label):
         raise ValidationError("A key's name cannot contain control characters.")
     return label
@@ -44,7 +44,7 @@ def create_key(user_id: int, label=None) -> tuple[ApiKey, str]:
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction():
         if account_queries.find_user_by_id(user_id) is None:
-            raise UnknownUserError(f"No user with id {user_id}.")
+            raise UnknownUserError("No user with id {user_id}.", user_id=user_id)
         row = key_queries.insert_key(user_id, label, hash_key(plaintext), plaintext[:SHOWN_PREFIX_CHARS], utcnow())
     return row, plaintext
 
@@ -58,7 +58,7 @@ def revoke_key(key_id: int, *, user_id: int | None = None) -> ApiKey:
     with transaction():
         row = key_queries.find_key(key_id, user_id=user_id)
         if row is None:
-            raise ValidationError(f"No API key with id {key_id}.")
+            raise ValidationError("No API key with id {key_id}.", key_id=key_id)
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             key_queries.update_key_revoked(row.id, row.revoked_at)

@@ -143,13 +143,6 @@ def revoke_user_sessions(user_id: int, *, now: dt.datetime | None = None) -> int
         return session_queries.revoke_sessions_of_user(user_id, now or utcnow())
 
 
-def live_sessions(user_id: int, settings: Settings, *, now: dt.datetime | None = None) -> int:
-    """How many sessions of the user are live now (for the CLI and tests)."""
-    now = now or utcnow()
-    idle_since = now - dt.timedelta(seconds=settings.session_idle_s)
-    return session_queries.count_live_sessions(user_id, now, idle_since)
-
-
 def revoke_other_sessions(user_id: int, keep_session_id: int, *, now: dt.datetime | None = None) -> int:
     """A password change from one browser: every other session of the user ends, this one stays."""
     with transaction():

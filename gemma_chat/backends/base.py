@@ -12,6 +12,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import ModelUnavailableError, QueueFullError
@@ -19,6 +20,17 @@ from ..errors import ModelUnavailableError, QueueFullError
 WAIT_POLL_S = 0.5  # how often a queued generation re-reports its position
 
 Message = Mapping[str, str]
+
+
+class ModelPlan(Protocol):
+    """What a local tier needs of the start-up plan (inference/model_files.ModelStatus is one)."""
+
+    model: str  # the label users see
+    file: Path
+    reason: str
+    n_ctx: int
+    slots: int
+    is_demo: bool
 
 
 @dataclass(frozen=True)
@@ -167,18 +179,18 @@ class TierQueue:
         ticket = object()
         with self._cond:
             if self._closing:
-                raise ModelUnavailableError(f"The {self.label} model is shutting down.")
+                raise ModelUnavailableError("The {label} model is shutting down.", label=self.label)
             if self._free() and not self._waiting:
                 self._running += 1
                 return
             if len(self._waiting) >= self.max_waiting:
-                raise QueueFullError(f"The {self.label} model is busy; please try again in a moment.")
+                raise QueueFullError("The {label} model is busy; please try again in a moment.", label=self.label)
             self._waiting.append(ticket)
         try:
             while True:
                 with self._cond:
                     if self._closing:
-                        raise ModelUnavailableError(f"The {self.label} model is shutting down.")
+                        raise ModelUnavailableError("The {label} model is shutting down.", label=self.label)
                     if self._free() and self._waiting[0] is ticket:
                         self._waiting.popleft()
                         self._running += 1

@@ -106,7 +106,10 @@ class BatchLoop:
             request.prompt = self.runner.fit(turns)
         except ModelError as exc:
             kind = "context" if isinstance(exc, ContextTooLongError) else "generation"
-            self._send("error", id=request_id, kind=kind, message=exc.message, detail=exc.detail)
+            self._send(
+                "error", id=request_id, kind=kind, message=exc.message, template=exc.template, params=exc.params,
+                detail=exc.detail,
+            )
             return
         self.waiting.append(request)
 

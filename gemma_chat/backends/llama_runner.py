@@ -306,8 +306,9 @@ class LlamaRunner:
         allowed = max(0, budget - (len(tokens) - content_tokens))
         allowed_chars = allowed * len(content) // content_tokens
         raise ContextTooLongError(
-            f"Your message is too long for {label}: it is about {content_tokens:,} tokens and at most "
-            f"{allowed:,} fit (roughly {allowed_chars:,} characters). Please shorten it.",
+            "Your message is too long for {label}: it is about {tokens:,} tokens and at most "
+            "{allowed:,} fit (roughly {chars:,} characters). Please shorten it.",
+            label=label, tokens=content_tokens, allowed=allowed, chars=allowed_chars,
             detail=f"prompt {len(tokens)} tokens + max_tokens {max_tokens} > n_ctx {self.n_ctx}",
         )
 

@@ -25,12 +25,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..config import Settings, TierSettings, physical_cores
 from ..errors import ContextTooLongError, GemmaChatError, GenerationError, ModelUnavailableError, WorkerCrashedError
-from ..inference.model_files import ModelStatus, ensure_bundled_model
-from .base import WAIT_POLL_S, GenerationResult, Message, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since, normalize_messages
+from .base import (
+    WAIT_POLL_S, GenerationResult, Message, ModelPlan, Sampling, TierLoad, TierQueue, TierStatus, Waiting, ms_since,
+    normalize_messages,
+)
 from .cpu_features import ExtraBuffers, remember_extra_buffers
 
 logger = logging.getLogger("gemma_chat")
@@ -177,13 +180,15 @@ class LocalWorkerBackend:
         self,
         settings: Settings,
         tier: TierSettings,
-        status: ModelStatus,
+        status: ModelPlan,
         extra_buffers: ExtraBuffers,
         *,
+        model_path: Callable[[], Path],
         log: Callable[[str], None] = print,
         record_crash: Callable[[str, BaseException, str], None] | None = None,
     ):
         self.settings, self.tier, self.model_status = settings, tier, status
+        self._model_path = model_path  # called at each worker start: the bundled demo may need unpacking first
         self.label = status.model
         self.extra_buffers = extra_buffers
         self._log = log
@@ -242,9 +247,8 @@ class LocalWorkerBackend:
 
     def _start_message(self) -> dict:
         status, tier = self.model_status, self.tier
-        path = ensure_bundled_model(self.settings) if status.is_demo else status.file
         config = dict(
-            model_path=str(path.resolve()), label=self.label, n_ctx=status.n_ctx,
+            model_path=str(self._model_path().resolve()), label=self.label, n_ctx=status.n_ctx,
             n_threads=tier.n_threads or physical_cores(), n_gpu_layers=tier.n_gpu_layers,
             max_tokens=tier.max_tokens, temperature=tier.temperature, extra_buffers=self.extra_buffers.enabled,
             parallel=status.slots, prompt_cache_mb=tier.prompt_cache_mb,
@@ -340,7 +344,7 @@ class LocalWorkerBackend:
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self.settings.worker_crash_window_s:
             self._crashes.popleft()
-        self._report_crash(exit, during="")
+        self._report_crash(exit)
         if len(self._crashes) >= self.settings.worker_crash_limit:
             minutes = self.settings.worker_crash_window_s / 60
             times = "once" if len(self._crashes) == 1 else f"{len(self._crashes)} times"
@@ -357,10 +361,10 @@ class LocalWorkerBackend:
         self._log(f"{self.tier.name}: the worker stopped ({exit.description}); restarting in {delay:g} s")
         self._closing.wait(delay)
 
-    def _report_crash(self, exit: WorkerExit, *, during: str) -> None:
+    def _report_crash(self, exit: WorkerExit) -> None:
         if self._record_crash is not None:
-            where = f" during {during}" if during else ""
-            self._record_crash(f"worker:{self.tier.name}", WorkerCrashedError(f"The {self.label} worker stopped{where}."), exit.detail)
+            crashed = WorkerCrashedError("The {label} worker stopped.", label=self.label)
+            self._record_crash(f"worker:{self.tier.name}", crashed, exit.detail)
 
     def restart(self) -> None:
         """An administrator's restart: brings a crashed or failed tier back (a running one is left alone)."""
@@ -374,7 +378,9 @@ class LocalWorkerBackend:
     ) -> Iterator[Waiting | str | GenerationResult]:
         turns = normalize_messages(messages)
         if self._state in (FAILED, CRASHED, CLOSED):
-            raise ModelUnavailableError(f"The {self.label} model is not available: {self._reason}", detail=self._reason)
+            raise ModelUnavailableError(
+                "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
+            )
         queued_at = time.monotonic()
         yield from self._queue.acquire()
         try:
@@ -390,7 +396,9 @@ class LocalWorkerBackend:
                 if self._state == READY and worker is not None and worker.exit is None:
                     return worker
                 if self._state in (FAILED, CRASHED, CLOSED):
-                    raise ModelUnavailableError(f"The {self.label} model is not available: {self._reason}", detail=self._reason)
+                    raise ModelUnavailableError(
+                "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
+            )
             yield Waiting(1, restarting=True)
             with self._changed:
                 self._changed.wait(WAIT_POLL_S)
@@ -431,7 +439,8 @@ class LocalWorkerBackend:
                     return
                 if kind == "error":
                     error = ContextTooLongError if event["kind"] == "context" else GenerationError
-                    raise error(event["message"], detail=event["detail"])
+                    # the template and its parameters come along so that the UI can translate it
+                    raise error(event.get("template", event["message"]), detail=event["detail"], **event.get("params", {}))
                 raise WorkerCrashedError(CRASH_MESSAGE, detail=worker.exit.detail)
         finally:
             if not finished:  # the consumer went away mid-answer: the worker stops at its next token

@@ -292,7 +292,9 @@ class OpenAIBackend:
         with self._lock:
             available, reason = self._available and not self._closing.is_set(), self._reason
         if not available:
-            raise ModelUnavailableError(f"The {self.label} model is not available: {reason}", detail=reason)
+            raise ModelUnavailableError(
+                "The {label} model is not available: {reason}", detail=reason, label=self.label, reason=reason
+            )
         stop = stop or threading.Event()
         queued_at = time.monotonic()
         yield from self._queue.acquire()
@@ -335,7 +337,7 @@ class OpenAIBackend:
         self, turns, stop: threading.Event, sampling: Sampling | None, started: float, *, queued_ms: int
     ) -> Iterator[str | GenerationResult]:
         if self._closing.is_set():
-            raise ModelUnavailableError(f"The {self.label} model is shutting down.")
+            raise ModelUnavailableError("The {label} model is shutting down.", label=self.label)
         if stop.is_set():  # stopped while it waited: no request at all
             yield GenerationResult("", 0, 0, "stopped", None, ms_since(started), self.label, queued_ms)
             return
@@ -427,23 +429,31 @@ class OpenAIBackend:
         if status in (401, 403):
             reason = _describe_key_refusal(self.tier, status)
             self._mark_unavailable(reason)
-            return ModelUnavailableError(f"The {self.label} model is not available: {reason}.", detail=detail)
+            return ModelUnavailableError(
+                "The {label} model is not available: {reason}.", detail=detail, label=self.label, reason=reason
+            )
         if status == 400 and _CONTEXT_WORDS.search(body):
             return ContextTooLongError(
-                f"The conversation is too long for {self.label}; start a new chat or shorten your message.", detail=detail
+                "The conversation is too long for {label}; start a new chat or shorten your message.", detail=detail,
+                label=self.label,
             )
         if status in (429, 503):
-            return QueueFullError(f"The {self.label} server is busy; please try again in a moment.")
+            return QueueFullError("The {label} server is busy; please try again in a moment.", label=self.label)
         return GenerationError(
-            f"The {self.label} server refused the request (HTTP {status}); please try again.", detail=detail
+            "The {label} server refused the request (HTTP {status}); please try again.", detail=detail,
+            label=self.label, status=status,
         )
 
     def _payload_error(self, error) -> GemmaChatError:
         text = error.get("message", "") if isinstance(error, dict) else str(error)
         detail = f"{self._url}: error in the stream: {str(error)[:300]}"
         if _CONTEXT_WORDS.search(text):
-            return ContextTooLongError(f"The conversation is too long for {self.label}; start a new chat.", detail=detail)
-        return GenerationError(f"The {self.label} server failed while answering; please try again.", detail=detail)
+            return ContextTooLongError(
+                "The conversation is too long for {label}; start a new chat.", detail=detail, label=self.label
+            )
+        return GenerationError(
+            "The {label} server failed while answering; please try again.", detail=detail, label=self.label
+        )
 
     def _transport_error(self, exc: httpx.HTTPError) -> GemmaChatError:
         detail = f"{type(exc).__name__}: {exc}"
@@ -451,11 +461,15 @@ class OpenAIBackend:
             why = _why_unreachable(exc)
             self._mark_unavailable(f"not reachable at {self._url}: {why}")
             return ModelUnavailableError(
-                f"The {self.label} server at {self._url} is not reachable ({why}); please try again later.", detail=detail
+                "The {label} server at {url} is not reachable ({why}); please try again later.", detail=detail,
+                label=self.label, url=self._url, why=why,
             )
         if isinstance(exc, httpx.TimeoutException):
             return GenerationError(
-                f"The {self.label} server sent nothing for {self.tier.timeout_s:g} s, so the answer was abandoned.",
+                "The {label} server sent nothing for {seconds:g} s, so the answer was abandoned.",
+                label=self.label, seconds=self.tier.timeout_s,
                 detail=detail,
             )
-        return GenerationError(f"The request to the {self.label} server failed; please try again.", detail=detail)
+        return GenerationError(
+            "The request to the {label} server failed; please try again.", detail=detail, label=self.label
+        )

@@ -15,6 +15,7 @@ from ..ops import instances, metrics
 from ..store import history_queries, ledger_queries
 from ..store.db import Hold, LedgerEntry, joined_transaction, transaction, utcnow
 from ..errors import HoldNotFoundError, InsufficientCreditsError, UnknownUserError, ValidationError
+from ..numbers import whole_number
 
 KINDS = ("signup", "topup", "grant", "charge")
 
@@ -44,32 +45,27 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def parse_credits(value, *, maximum: int, what: str = "Credits") -> int:
+def parse_credits(value, *, maximum: int) -> int:
     """A whole number of credits from 1 to `maximum`, from an int or the text a person typed."""
-    if isinstance(value, bool):
-        raise ValidationError(f"{what} must be a whole number.")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValidationError(f"{what} must be a whole number, not {value:g}.")
-        value = int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise ValidationError(f"Enter {what.lower()} as a whole number from 1 to {maximum:,}.")
-        if not (text.isascii() and text.lstrip("+-").isdigit()) or len(text) > 12:
-            raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}.")
-        value = int(text)
-    if not isinstance(value, int):
-        raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}.")
+    number = whole_number(value)
+    if number is None:
+        if isinstance(value, bool):
+            raise ValidationError("Credits must be a whole number.")
+        if isinstance(value, float):
+            raise ValidationError("Credits must be a whole number, not {value:g}.", value=value)
+        if isinstance(value, str) and not value.strip():
+            raise ValidationError("Enter credits as a whole number from 1 to {maximum:,}.", maximum=maximum)
+        raise ValidationError("Credits must be a whole number from 1 to {maximum:,}.", maximum=maximum)
+    value = number
     if not 1 <= value <= maximum:
-        raise ValidationError(f"{what} must be from 1 to {maximum:,}; got {value:,}.")
+        raise ValidationError("Credits must be from 1 to {maximum:,}; got {value:,}.", maximum=maximum, value=value)
     return value
 
 
 def get_balance(user_id: int) -> Balance:
     row = ledger_queries.read_balance(user_id)
     if row is None:
-        raise UnknownUserError(f"No user with id {user_id}.")
+        raise UnknownUserError("No user with id {user_id}.", user_id=user_id)
     return Balance(balance=row[0], held=row[1])
 
 
@@ -93,7 +89,7 @@ def _append_entry(
     if entry is None:
         available = get_balance(user_id).available  # raises UnknownUserError for a missing user
         raise InsufficientCreditsError(
-            f"Not enough credits: this needs {-amount}, you have {available} available.",
+            "Not enough credits: this needs {price}, you have {available} available.",
             price=-amount,
             available=available,
         )
@@ -139,7 +135,7 @@ def hold_credits(user_id: int, amount: int, request_id: str | None = None) -> Ho
         if hold is None:
             available = get_balance(user_id).available
             raise InsufficientCreditsError(
-                f"Not enough credits: this answer costs {amount}, you have {available}.",
+                "Not enough credits: this answer costs {price}, you have {available}.",
                 price=amount,
                 available=available,
             )
@@ -150,7 +146,7 @@ def _find_hold(request_id: str) -> Hold:
     """The hold's id, user, amount and status (HoldNotFoundError without one)."""
     hold = ledger_queries.find_hold(request_id)
     if hold is None:
-        raise HoldNotFoundError(f"No hold for request {request_id}.")
+        raise HoldNotFoundError("No hold for request {request_id}.", request_id=request_id)
     return hold
 
 

@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass
 from typing import TextIO
 
-from ..chats.history import page_bounds, parse_page
+from ..numbers import page_bounds, parse_page
 from .ledger import KINDS
 from ..store.db import LedgerEntry
 from ..store.history_queries import count_ledger_entries, iter_ledger_entries, select_statement_page, sum_ledger_by_kind

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ValidationError
-from .history import page_bounds, parse_page
+from ..numbers import page_bounds, parse_page
 from ..store import conversation_queries as queries
 from ..store.conversation_queries import ChatListRow, ConversationRow, Turn
 from ..store.db import Conversation, transaction, utcnow
@@ -28,6 +28,8 @@ SIDEBAR_CHATS = 200  # the sidebar's longest list; Search finds the older ones
 # A turn regenerated or edited is hidden once its replacement is running or has an answer; a
 # replacement that failed is hidden instead (the rule, in SQL, is in store/conversation_queries.py).
 
+
+IMPORTED_NOT_REPLACEABLE = "An imported message cannot be regenerated or edited; send a new message instead."
 
 _MARKS = re.compile(r"`{3,}[\w+-]*|[`*_#>]+")
 
@@ -53,14 +55,14 @@ def title_from(message: str) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
-def _clean_title(title) -> str:
+def clean_title(title) -> str:
     if not isinstance(title, str):
         raise ValidationError("Enter a title for the chat.")
     text = " ".join(title.split())
     if not text:
         raise ValidationError("Enter a title for the chat.")
     if len(text) > MAX_TITLE_CHARS:
-        raise ValidationError(f"A chat title has at most {MAX_TITLE_CHARS} characters.")
+        raise ValidationError("A chat title has at most {n} characters.", n=MAX_TITLE_CHARS)
     if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         raise ValidationError("The title contains an invalid character.")
     return text
@@ -114,7 +116,7 @@ def _search_text(search) -> str | None:
 
 def rename_conversation(user_id: int, conversation_id, title) -> Conversation:
     conversation = get_conversation(user_id, conversation_id)
-    title = _clean_title(title)
+    title = clean_title(title)
     with transaction():
         queries.update_conversation_title(conversation.id, title)
     return get_conversation(user_id, conversation.id)
@@ -142,6 +144,9 @@ def last_turn(user_id: int, conversation_id) -> Turn | None:
 def check_replaceable(user_id: int, conversation_id, turn_id) -> Turn:
     """The turn a regenerated or edited one replaces: only the chat's newest, and not while it runs."""
     last = last_turn(user_id, conversation_id)
+    if last is not None and last.imported:
+        # Its row is not an interaction, so a replacement could not name it; a new message can follow it.
+        raise ValidationError(IMPORTED_NOT_REPLACEABLE)
     if last is None or last.id != turn_id:
         raise ValidationError("Only the last message of the chat can be regenerated or edited.")
     if last.status == "pending":
@@ -185,7 +190,7 @@ def clean_system_prompt(value) -> str:
         raise ValidationError("The system prompt contains an invalid character.")
     value = value.strip()
     if len(value) > MAX_SYSTEM_PROMPT_CHARS:
-        raise ValidationError(f"A system prompt has at most {MAX_SYSTEM_PROMPT_CHARS:,} characters.")
+        raise ValidationError("A system prompt has at most {n:,} characters.", n=MAX_SYSTEM_PROMPT_CHARS)
     return value
 
 

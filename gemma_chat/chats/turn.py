@@ -33,6 +33,7 @@ from ..errors import (
     ValidationError,
 )
 from .interactions import TurnOutcome
+from ..wording import Message
 
 FINAL_STATUSES = ("ok", "stopped", "refused", "rejected", "busy", "error")
 
@@ -46,7 +47,7 @@ class TurnUpdate:
     credits_charged: int = 0
     queue_position: int | None = None
     restarting: bool = False  # waiting while the model (re)starts, e.g. after a crash
-    message: str = ""  # what to tell the user when it is not a plain answer
+    message: str = ""  # what to tell the user when it is not a plain answer: a Message, English as str
     request_id: str | None = None
     conversation_id: int | None = None  # the chat this turn belongs to (new when the turn started one)
     # the finished turn's figures, for the answer's footer and the /v1 API (None while streaming or when unknown)
@@ -66,7 +67,9 @@ def validate_message(text, max_chars: int) -> str:
     if "\x00" in text:
         raise ValidationError("The message contains a NUL character; remove it and send again.")
     if len(text) > max_chars:
-        raise ValidationError(f"The message is {len(text):,} characters long; the limit is {max_chars:,}.")
+        raise ValidationError(
+            "The message is {length:,} characters long; the limit is {limit:,}.", length=len(text), limit=max_chars
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the request's JSON): not text SQLite can store
@@ -78,7 +81,7 @@ def tier_status(engine, tier: str):
     for status in engine.tiers():
         if status.tier == tier:
             return status
-    raise ValidationError(f"Unknown model {tier!r}.")
+    raise ValidationError("Unknown model {tier!r}.", tier=tier)
 
 
 def build_messages(history: Sequence[tuple[str, str]], message: str, system_prompt: str = "") -> list[dict]:
@@ -136,7 +139,7 @@ def run_turn(
         elif replaces_id is not None:
             raise ValidationError("Only the last message of a chat can be regenerated or edited.")
     except UnknownUserError:
-        yield TurnUpdate("rejected", message="Your session has ended; please log in again.")
+        yield TurnUpdate("rejected", message=Message("Your session has ended; please log in again."))
         return
     except GemmaChatError as exc:
         yield TurnUpdate("rejected", message=exc.message)
@@ -145,7 +148,10 @@ def run_turn(
     base = TurnUpdate("waiting", model_label=status.label, price=tier_settings.price)
     if not status.available:
         metrics.record_turn(tier, "unavailable")
-        yield replace(base, status="rejected", message=f"{status.label} is not available: {status.reason}")
+        yield replace(
+            base, status="rejected",
+            message=Message("{label} is not available: {reason}", label=status.label, reason=status.reason),
+        )
         return
 
     request_id = ledger.new_request_id()
@@ -175,10 +181,10 @@ def run_turn(
             base,
             conversation_id=chat_id,
             status="refused",
-            message=(
-                f"Not enough credits: {status.label} costs {tier_settings.price} "
-                f"credit{'s' if tier_settings.price != 1 else ''} per answer and you have {exc.available}. "
-                "Add credits on the Top up tab."
+            message=Message(
+                "Not enough credits: {label} costs {price} {price:credit|credits} per answer and you have {available}. "
+                "Add credits on the Top up tab.",
+                label=status.label, price=tier_settings.price, available=exc.available,
             ),
         )
         return
@@ -230,8 +236,11 @@ def _stream_and_settle(
     except Exception as exc:  # noqa: BLE001 — any failure: release, log, tell the user the id
         error_id = log_error(f"chat:{tier}", exc, user_id=user_id, request_id=request_id, detail=getattr(exc, "detail", ""))
         outcome = TurnOutcome(status="error", answer=answer, error_id=error_id)
-        reason = exc.message if isinstance(exc, ModelError) else "The model failed to answer."
-        final = replace(base, status="error", answer=answer, message=f"{reason} Nothing was charged. (error {error_id})")
+        reason = exc.message if isinstance(exc, ModelError) else Message("The model failed to answer.")
+        final = replace(
+            base, status="error", answer=answer,
+            message=Message("{reason} Nothing was charged. (error {error_id})", reason=reason, error_id=error_id),
+        )
     finally:
         if outcome is None:  # GeneratorExit: the tab closed or the UI's Stop cancelled us
             outcome = TurnOutcome(status="stopped", answer=answer)
@@ -261,16 +270,20 @@ def _stream_and_settle(
             finish_reason=getattr(result, "finish_reason", None),
         )
         if outcome.status == "stopped":
-            final = replace(final, message="Stopped." + ("" if charged else " Nothing was charged."))
+            final = replace(final, message=Message("Stopped." if charged else "Stopped. Nothing was charged."))
         elif not answer:
             final = replace(final, message=EMPTY_ANSWER_MESSAGE)
     yield final
 
 
-EMPTY_ANSWER_MESSAGE = "The model returned an empty answer. Nothing was charged."
-DATABASE_BUSY_MESSAGE = "The database is busy, so this answer was not recorded. Nothing was charged; please try again."
-DATABASE_FULL_MESSAGE = "The server's disk is full, so this answer was not recorded. Nothing was charged; please try again later."
-DATABASE_GONE_MESSAGE = "The database could not be reached, so this answer was not recorded. Nothing was charged; please try again."
+EMPTY_ANSWER_MESSAGE = Message("The model returned an empty answer. Nothing was charged.")
+DATABASE_BUSY_MESSAGE = Message("The database is busy, so this answer was not recorded. Nothing was charged; please try again.")
+DATABASE_FULL_MESSAGE = Message(
+    "The server's disk is full, so this answer was not recorded. Nothing was charged; please try again later."
+)
+DATABASE_GONE_MESSAGE = Message(
+    "The database could not be reached, so this answer was not recorded. Nothing was charged; please try again."
+)
 RELEASE_RETRY_S = 1.0
 SETTLE_RETRY_S = 0.2
 RELEASE_REASONS = {DatabaseFullError: "disk full", DatabaseDisconnectedError: "database unreachable"}
@@ -285,7 +298,7 @@ def _chat_for_turn(user_id: int, chat_id: int | None, new_conversation: bool, pr
     return chat_id
 
 
-def not_recorded_message(error: DatabaseRetryableError) -> str:
+def not_recorded_message(error: DatabaseRetryableError) -> Message:
     if isinstance(error, DatabaseFullError):
         return DATABASE_FULL_MESSAGE
     if isinstance(error, DatabaseDisconnectedError):

@@ -8,6 +8,7 @@ runs in the app's own process, so no model failure can take the app down.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from typing import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from ..backends.cpu_features import ExtraBuffers, decide_extra_buffers
 from ..config import Settings
 from ..ops.error_log import log_error
 from ..errors import ModelUnavailableError
-from .model_files import ModelStatus, describe_models
+from .model_files import ModelStatus, describe_models, model_path_of
 
 LOAD_TIMEOUT_S = 600.0  # the 12B takes a while from a cold disk; the app starts anyway after this
 
@@ -39,7 +40,9 @@ class UnavailableBackend:
         pass
 
     def generate(self, messages, *, stop=None, sampling=None):
-        raise ModelUnavailableError(f"The {self._status.label} model is not available: {self._status.reason}")
+        raise ModelUnavailableError(
+            "The {label} model is not available: {reason}", label=self._status.label, reason=self._status.reason
+        )
         yield  # a generator, like every backend's
 
     def restart(self) -> None:
@@ -84,7 +87,8 @@ class Engine:
                 from ..backends.local import LocalWorkerBackend
 
                 backends[status.tier] = LocalWorkerBackend(
-                    settings, tier, status, extra_buffers, log=log, record_crash=_record_crash
+                    settings, tier, status, extra_buffers, model_path=functools.partial(model_path_of, settings, status),
+                    log=log, record_crash=_record_crash,
                 )
             else:
                 log(f"{status.tier}: {status.model} unavailable ({status.status}) — {status.reason}")

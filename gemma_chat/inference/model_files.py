@@ -127,6 +127,11 @@ def ensure_bundled_model(settings: Settings) -> Path:
     return target
 
 
+def model_path_of(settings: Settings, status: ModelStatus) -> Path:
+    """The GGUF file a local tier loads: its own, or the bundled demo unpacked where the models live."""
+    return ensure_bundled_model(settings) if status.is_demo else status.file
+
+
 # --- describing the tiers -----------------------------------------------------------------
 
 

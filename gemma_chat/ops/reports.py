@@ -24,7 +24,9 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ValidationError(f"{what} must be a date as YYYY-MM-DD; got {str(value)[:40]!r}.") from None
+        raise ValidationError(
+            "{what} must be a date as YYYY-MM-DD; got {value!r}.", what=what, value=str(value)[:40]
+        ) from None
 
 
 PERCENTS = (50, 95)
@@ -73,7 +75,7 @@ class Reports:
         """The report of a date range; `names` are the fields' names in a message (the CLI's flags, the UI's labels)."""
         since, until = parse_date(since, names[0]), parse_date(until, names[1])
         if since and until and since > until:
-            raise ValidationError(f"The start date {since} is after the end date {until}.")
+            raise ValidationError("The start date {since} is after the end date {until}.", since=since, until=until)
         return cls(since, until)
 
     def requests_by_model(self) -> list[dict]:

@@ -19,7 +19,8 @@ from ..errors import DatabaseRefusedError, GemmaChatError
 from ..billing.ledger import verify_ledger
 from ..store import copy as store_copy
 from ..store import db
-from ..store.dialect import is_postgresql_url, redact_url
+from ..config import redact_url
+from ..store.dialect import is_postgresql_url
 
 
 @dataclass(frozen=True)

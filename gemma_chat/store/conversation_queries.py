@@ -1,6 +1,7 @@
-"""Chats in storage: a user's conversations, the turns shown in one (and the ones they replaced), and
-the chat each session has open. Callers check ownership through select_conversation; the list and
-open-chat queries filter on the owner themselves.
+"""Chats in storage: a user's conversations, the turns shown in one (its interactions, an imported
+chat's imported turns before them, and the turns they replaced), and the chat each session has open.
+Callers check ownership through select_conversation; the list and open-chat queries filter on the
+owner themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Turn:
     credits_charged: int
     completion_tokens: int | None
     duration_ms: int | None
+    imported: bool = False  # from a file (imported_turns): answered elsewhere, never billed here
 
 
 # A turn regenerated or edited (a later turn names it in replaces_id) is hidden once its replacement
@@ -93,9 +95,11 @@ def _matching(user_id: int, search: str | None) -> tuple[str, list]:
         where += (
             # lower() on both sides: SQLite's LIKE folds ASCII case, PostgreSQL's folds none.
             " AND (lower(c.title) LIKE lower(?) ESCAPE '\\' OR EXISTS (SELECT 1 FROM interactions i"
-            " WHERE i.conversation_id = c.id AND lower(i.prompt) LIKE lower(?) ESCAPE '\\'))"
+            " WHERE i.conversation_id = c.id AND lower(i.prompt) LIKE lower(?) ESCAPE '\\')"
+            " OR EXISTS (SELECT 1 FROM imported_turns t"
+            " WHERE t.conversation_id = c.id AND lower(t.prompt) LIKE lower(?) ESCAPE '\\'))"
         )
-        params += [pattern, pattern]
+        params += [pattern, pattern, pattern]
     return where, params
 
 
@@ -112,6 +116,7 @@ def select_conversation_page(user_id: int, search: str | None, limit: int, offse
         f"""SELECT c.id, c.title, c.updated_at,
                    (SELECT COUNT(*) FROM interactions i WHERE i.conversation_id = c.id AND i.status <> 'refused'
                     AND NOT {_hidden('c.id')})
+                   + (SELECT COUNT(*) FROM imported_turns t WHERE t.conversation_id = c.id AND t.status <> 'refused')
             FROM conversations c WHERE {where}
             ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?""",
         params + [limit, offset],
@@ -126,7 +131,30 @@ _TURN_COLUMNS = "id, prompt, answer, status, model_name, credits_charged, comple
 
 
 def select_shown_turns(conversation_id: int, statuses: tuple[str, ...], limit: int | None = None) -> list[Turn]:
-    """The chat's turns in `statuses`, newest first, without the hidden ones; the newest `limit`."""
+    """The chat's turns in `statuses`, newest first, without the hidden ones; the newest `limit`.
+
+    An imported chat's imported turns are older than every turn run in it: they come last, read only
+    when the turns run here do not fill `limit` (a chat that was never imported costs one indexed
+    lookup that finds nothing).
+    """
+    turns = _select_shown_interactions(conversation_id, statuses, limit)
+    if limit is None or len(turns) < limit:
+        turns += _select_imported_turns(conversation_id, statuses, None if limit is None else limit - len(turns))
+    return turns
+
+
+def _select_imported_turns(conversation_id: int, statuses: tuple[str, ...], limit: int | None) -> list[Turn]:
+    placeholders = ", ".join("?" * len(statuses))
+    sql = f"""SELECT id, prompt, answer, status, model_name FROM imported_turns
+              WHERE conversation_id = ? AND status IN ({placeholders}) ORDER BY id DESC"""
+    params: list = [conversation_id, *statuses]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [Turn(*row, 0, None, None, imported=True) for row in database.execute_sql(sql, params).fetchall()]
+
+
+def _select_shown_interactions(conversation_id: int, statuses: tuple[str, ...], limit: int | None) -> list[Turn]:
     placeholders = ", ".join("?" * len(statuses))
     sql = f"""SELECT {_TURN_COLUMNS}
               FROM interactions i WHERE conversation_id = ? AND status IN ({placeholders})
@@ -182,6 +210,23 @@ def select_chat_list(user_id: int, search: str | None, limit: int) -> list[ChatL
         ChatListRow(id, title, updated if isinstance(updated, dt.datetime) else dt.datetime.fromisoformat(updated))
         for id, title, updated in cursor
     ]
+
+
+# --- an imported chat ----------------------------------------------------------------------------
+
+_IMPORT_BATCH = 100  # rows per INSERT: 600 parameters, under SQLite's oldest limit (999)
+
+
+def insert_imported_turns(conversation_id: int, turns: list[tuple[str, str, str, str]], created_at: dt.datetime) -> None:
+    """The chat's imported turns, (prompt, answer, status, model_name) each, in the order given."""
+    for start in range(0, len(turns), _IMPORT_BATCH):
+        batch = turns[start:start + _IMPORT_BATCH]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(batch))
+        params = [value for turn in batch for value in (conversation_id, *turn, str(created_at))]
+        database.execute_sql(
+            f"INSERT INTO imported_turns (conversation_id, prompt, answer, status, model_name, created_at) VALUES {values}",
+            params,
+        )
 
 
 # --- a chat's settings, and the user's default for new chats --------------------------------------

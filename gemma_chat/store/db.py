@@ -96,7 +96,8 @@ class LedgerEntry(BaseModel):
 
 
 class Conversation(BaseModel):
-    """A chat: its turns are the interactions that name it. Deleting hides it from its owner only."""
+    """A chat: its turns are the interactions that name it (and an imported chat's imported_turns before
+    them). Deleting hides it from its owner only."""
 
     user = pw.ForeignKeyField(User, backref="conversations")
     title = pw.TextField()

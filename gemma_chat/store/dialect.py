@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 
+from ..config import redact_url
 from ..errors import DatabaseDisconnectedError
 
 # A `?` outside quotes is a placeholder; psycopg reads every % (quoted or not) as one.
@@ -34,15 +35,6 @@ def qmark_to_format(sql: str) -> str:
 
 def is_postgresql_url(target) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def driver_error(exc: BaseException) -> BaseException:

@@ -323,6 +323,24 @@ _CHAT_SETTINGS = [
     "ALTER TABLE users ADD COLUMN default_system_prompt TEXT NOT NULL DEFAULT '' CHECK (length(default_system_prompt) <= 4000)",
 ]
 
+# Issue 19: a chat imported from a file. Its turns were answered (and paid for) elsewhere, so they are
+# not interactions: the interactions table is the log of turns this app ran and billed, which History,
+# the reports, the roll-up and `verify` read. An imported turn is only shown in its chat and given to
+# the model as context; it has no request, no credits and no timings. The chat is new when imported,
+# so its imported turns come before every turn run in it.
+_IMPORTED_TURNS = [
+    """CREATE TABLE imported_turns (
+        id {pk},
+        conversation_id INTEGER NOT NULL REFERENCES conversations (id),
+        prompt TEXT NOT NULL,
+        answer TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('ok', 'stopped', 'error', 'refused', 'interrupted')),
+        model_name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX imported_turns_by_conversation ON imported_turns (conversation_id, id)",
+]
+
 MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0001_initial", _INITIAL),
     ("0002_report_indexes", _REPORT_INDEXES),
@@ -334,4 +352,5 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     ("0008_hold_owners", _HOLD_OWNERS),
     ("0009_report_range_indexes", _REPORT_RANGE_INDEXES),
     ("0010_chat_settings", _CHAT_SETTINGS),
+    ("0011_imported_turns", _IMPORTED_TURNS),
 ]

@@ -1,5 +1,5 @@
-"""The Account tab: the system prompt new chats start with, all of one's chats as one file, change
-one's own password (the other signed-in browsers are signed out), and the API keys section (api_keys.py).
+"""The Account tab: the system prompt new chats start with, all of one's chats as one file (and such a
+file imported back: the sidebar's Import, with its refusals shown here), change one's own password (the other signed-in browsers are signed out), and the API keys section (api_keys.py).
 
 A mixin of ChatApp (app.py), like the Chats tab: the user comes from the request's session cookie.
 """
@@ -13,6 +13,7 @@ from ..chats import conversations
 from ..errors import GemmaChatError
 from . import export
 from .api_keys import build_api_keys_section
+from .common import OPENED_CHAT_OUTPUTS
 from .text import language_of, text, translated
 
 
@@ -27,7 +28,7 @@ class AccountTab:
                 keep_session_id=found.session_id,
             )
         except GemmaChatError as exc:  # shown under the form; the boxes are cleared either way
-            return {**cleared, "account_message": f"⚠ {translated(language, exc.message)}"}
+            return {**cleared, "account_message": f"⚠ {translated(language, exc)}"}
         message = text(language, "password_changed", n=ended) if ended else text(language, "password_changed_alone")
         return {**cleared, "account_message": message}
 
@@ -38,13 +39,17 @@ class AccountTab:
         try:
             saved = conversations.set_default_system_prompt(found.user.id, system_prompt)
         except GemmaChatError as exc:
-            return {"default_prompt_message": f"⚠ {translated(language, exc.message)}"}
+            return {"default_prompt_message": f"⚠ {translated(language, exc)}"}
         return {"default_system_prompt": saved, "default_prompt_message": text(language, "default_prompt_saved")}
 
     def export_all_chats(self, request: gr.Request):
         """All of the user's chats as one JSON file, saved by the browser (sidebar.py's DOWNLOAD_JS)."""
         found = self.signed_in(request)
         return {"download": export.all_chats_file(found.user.id)}
+
+    def import_chats_from_account(self, request: gr.Request, file_text, file_size, search):
+        """Import chats (JSON): as the sidebar's Import chat, with a refusal shown under the button."""
+        return self.import_chats(request, file_text, file_size, search, message_to="import_message")
 
     def build_account_tab(self, t, c: dict) -> None:
         with gr.Tab(t("account"), id="account") as tab:
@@ -54,22 +59,31 @@ class AccountTab:
             )
             c["save_default_prompt_button"] = gr.Button(t("save"), size="sm", elem_id="save-default-prompt")
             c["default_prompt_message"] = gr.Markdown(elem_id="default-prompt-message")
-            c["export_all_button"] = gr.Button(t("export_all_chats"), size="sm", elem_id="export-all-chats")
+            with gr.Row():
+                c["export_all_button"] = gr.Button(t("export_all_chats"), size="sm", elem_id="export-all-chats")
+                c["import_chats_button"] = gr.Button(t("import_chats"), size="sm", elem_id="import-chats")
+            c["import_message"] = gr.Markdown(elem_id="import-message")
             c["current_password"] = gr.Textbox(label=t("current_password"), type="password", max_lines=1)
             c["new_password"] = gr.Textbox(label=t("new_password"), type="password", max_lines=1)
             c["change_password_button"] = gr.Button(t("change_password"), variant="primary")
             c["account_message"] = gr.Markdown(elem_id="account-message")
             self.api_keys = build_api_keys_section(self, tab)
 
-    def wire_account_tab(self, c: dict) -> None:
+    def wire_account_tab(self, c: dict) -> list:
+        """Wires the tab's events; returns the one that changes the open chat (Import)."""
         self.wire(
             c["save_default_prompt_button"].click, self.save_default_system_prompt, ["default_system_prompt"],
             ["default_system_prompt", "default_prompt_message"], api_name="save_default_system_prompt",
         )
         self.wire(c["export_all_button"].click, self.export_all_chats, [], ["download"], api_name=False)
+        imported = self.wire(
+            c["import_chats_button"].click, self.import_chats_from_account, export.IMPORT_INPUTS,
+            OPENED_CHAT_OUTPUTS + ["import_message"], api_name=False, js=export.IMPORT_JS, show_progress="hidden",
+        )
         fields = ["current_password", "new_password"]
         # Refusals clear the password boxes too: nothing typed into them lingers on the page.
         self.wire(
             c["change_password_button"].click, self.change_password, fields, fields + ["account_message"],
             api_name="change_password", api_visibility="undocumented",
         )
+        return [imported]

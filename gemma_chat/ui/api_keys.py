@@ -39,7 +39,7 @@ class ApiKeysSection:
             user = self.app.current_user(request)
             table, choices = self.app._guarded("account:list", self._key_view, user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {translated(language, exc.message)}"}
+            return {self.message: f"⚠ {translated(language, exc)}"}
         return {self.table: table, self.revoke_choice: choices, self.message: "", self.shown_key: gr.update(value="", visible=False)}
 
     def create(self, request: gr.Request, label) -> dict:
@@ -49,7 +49,7 @@ class ApiKeysSection:
             row, plaintext = self.app._guarded("account:create_key", keys.create_key, user.id, label)
             table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {translated(language, exc.message)}"}
+            return {self.message: f"⚠ {translated(language, exc)}"}
         return {
             self.shown_key: gr.update(value=plaintext, visible=True),
             self.message: text(language, "key_created"),
@@ -65,7 +65,7 @@ class ApiKeysSection:
             row = self.app._guarded("account:revoke_key", keys.revoke_key, key_id, user_id=user.id)
             table, choices = self._key_view(user.id, language)
         except GemmaChatError as exc:
-            return {self.message: f"⚠ {translated(language, exc.message)}"}
+            return {self.message: f"⚠ {translated(language, exc)}"}
         return {self.message: text(language, "key_revoked", name=as_literal(row.label or row.prefix + "…")),
                 self.table: table, self.revoke_choice: choices, self.shown_key: gr.update(value="", visible=False)}
 

@@ -89,8 +89,7 @@ class ChatApp(
             chat_events = self.wire_chat(c)
             self.wire_versions(c)
             self.follow_turns(chat_events[:3])  # Send, Regenerate, the chat's own edit
-            self.follow_chat_changes(chat_events + self.wire_sidebar(c))
-            self.wire_account_tab(c)
+            self.follow_chat_changes(chat_events + self.wire_sidebar(c) + self.wire_account_tab(c))
             self.wire_history_tab(c)
             self.wire_topup_tab(c)
             self.wire_admin_reports(c)

@@ -16,7 +16,8 @@ from ..accounts import sessions
 from ..billing import ledger
 from ..chats import conversations, turn as chat_turn, versions
 from ..ops.error_log import log_error
-from ..errors import DatabaseRetryableError, GemmaChatError
+from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
+from ..wording import Message
 from .common import balance_text, notice, popup, session_token, shows_errors
 from .markup import with_footer
 from .text import language_of, text, translated
@@ -126,7 +127,7 @@ class ChatPart:
         try:
             system_prompt = conversations.clean_system_prompt(system_prompt)
         except GemmaChatError as exc:
-            yield {"chat_notice": notice(translated(language, exc.message))}
+            yield {"chat_notice": notice(translated(language, exc))}
             return False
         # The chat and the context the model sees come from the server (the session's open chat),
         # never from the page: a page's State or chatbot cannot put words in another turn's mouth.
@@ -187,7 +188,7 @@ class ChatPart:
                     yield {**first, "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}]}
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             error_id = log_error("ui:send", exc, user_id=user.id)
-            yield {"chat_notice": notice(translated(language, f"Something went wrong (error {error_id}).")), **IDLE}
+            yield {"chat_notice": notice(translated(language, Message(SOMETHING_WENT_WRONG, error_id=error_id))), **IDLE}
             return False
         finally:
             with self._answering_lock:
@@ -242,6 +243,8 @@ class ChatPart:
         last = conversations.last_turn(found.user.id, open_id) if open_id is not None else None
         if last is None:
             return {"chat_notice": notice(text(language, "no_message_to_edit"))}
+        if last.imported:  # Send would be refused: say so now, before the message is rewritten
+            return {"chat_notice": notice(translated(language, conversations.IMPORTED_NOT_REPLACEABLE))}
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": text(language, "cancel_edit"), "chat_notice": ""}
 
@@ -283,7 +286,7 @@ class ChatPart:
         try:
             cleaned = conversations.clean_system_prompt(system_prompt)
         except GemmaChatError as exc:
-            return {"settings_notice": notice(translated(language, exc.message))}
+            return {"settings_notice": notice(translated(language, exc))}
         if open_id is None:
             return {"settings_notice": ""}
         kept = conversations.chat_settings(found.user.id, open_id)

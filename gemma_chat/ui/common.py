@@ -16,13 +16,18 @@ import gradio as gr
 from ..accounts import sessions
 from ..billing import ledger
 from ..ops.error_log import log_error
-from ..errors import GemmaChatError, NotLoggedInError, PermissionDeniedError
+from ..errors import SOMETHING_WENT_WRONG, GemmaChatError, NotLoggedInError, PermissionDeniedError
 from ..store.db import User
+from ..wording import Message
 from .text import language_of, text, translated
 
 SESSION_COOKIE = sessions.SESSION_COOKIE
 ACCOUNT_DISABLED = "This account is disabled. Ask an administrator to enable it."  # what a disabled user's page says, not "expired"
 SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
+# What an event that opens a chat changes, whichever part it starts in: the sidebar's list (with its
+# notice and open boxes) and the chat screen.
+LIST_OUTPUTS = ["chat_list", "sidebar_notice", "rename_row", "delete_row", "target_chat"]
+OPENED_CHAT_OUTPUTS = LIST_OUTPUTS + ["chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs", "shown_versions"]
 
 
 def session_token(request) -> str | None:
@@ -58,8 +63,8 @@ def request_of(args, kwargs):
     return next((value for value in (*args, *kwargs.values()) if isinstance(value, gr.Request)), None)
 
 
-def error_popup(language: str, message: str) -> gr.Error:
-    """An error popup (raise it) with an English `message` in `language`, its title too."""
+def error_popup(language: str, message: GemmaChatError | Message) -> gr.Error:
+    """An error popup (raise it) with a refusal or a message, in `language`, its title too."""
     return gr.Error(translated(language, message), title=text(language, "error_title"), print_exception=False)
 
 
@@ -69,14 +74,9 @@ def notice(message: str) -> str:
     return f"⚠ {message}" if message else ""
 
 
-def warn(language: str, message: str) -> None:
-    """A warning popup: unlike an error, it leaves the event's outputs as they are."""
-    gr.Warning(message, title=text(language, "warning_title"))
-
-
 def popup(request, exc: GemmaChatError) -> gr.Error:
     """A refusal as an error popup, in the language of the request."""
-    return error_popup(language_of(request), exc.message)
+    return error_popup(language_of(request), exc)
 
 
 def shows_errors(callback):
@@ -126,7 +126,9 @@ class Screen:
                     raise popup(request_of(args, kwargs), exc) from None
                 except Exception as exc:  # noqa: BLE001
                     error_id = log_error(f"ui:{callback.__name__}", exc)
-                    raise error_popup(language_of(request_of(args, kwargs)), f"Something went wrong (error {error_id}).") from exc
+                    raise error_popup(
+                        language_of(request_of(args, kwargs)), Message(SOMETHING_WENT_WRONG, error_id=error_id)
+                    ) from exc
 
             return stream
 
@@ -172,4 +174,4 @@ class Screen:
         except (GemmaChatError, gr.Error):  # a refusal, or a popup a callback already made of one
             raise
         except Exception as exc:  # noqa: BLE001
-            raise GemmaChatError(f"Something went wrong (error {log_error(f'ui:{location}', exc)}).") from exc
+            raise GemmaChatError(SOMETHING_WENT_WRONG, error_id=log_error(f"ui:{location}", exc)) from exc

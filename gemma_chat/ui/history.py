@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..chats.history import list_history, parse_page
+from ..chats.history import list_history
+from ..numbers import neighbour_page
 from .common import owned, owned_by, shorten, shows_errors
 from .text import code_name, columns, language_of, text
 
@@ -41,7 +42,7 @@ class HistoryTab:
 
     @shows_errors
     def history_step(self, request: gr.Request, page, step):
-        return self.history.__wrapped__(self, request, max(1, parse_page(page or 1) + step))
+        return self.history.__wrapped__(self, request, neighbour_page(page, step))
 
     def history_previous(self, request: gr.Request, page):
         return self.history_step(request, page, -1)

@@ -1,6 +1,6 @@
-"""The sidebar: New chat, Search chats (live, titles and messages), and the user's chats newest first,
-grouped by day. One click opens a chat; each row's menu renames, exports or deletes it (deleting asks
-first).
+"""The sidebar: New chat, Import chat, Search chats (live, titles and messages), and the user's chats
+newest first, grouped by day. One click opens a chat; each row's menu renames, exports or deletes it
+(deleting asks first).
 
 The list is HTML the server renders (titles escaped); a click in it runs in the browser (PAGE_JS in
 session.py), which puts "open:12" (or rename, export, delete) into the hidden `chat_request` box and
@@ -15,17 +15,16 @@ import html
 
 import gradio as gr
 
-from ..chats import conversations
+from ..chats import conversations, documents
 from ..errors import GemmaChatError
 from ..store.db import utcnow
 from . import export
-from .common import notice, owned, owned_by
+from .common import LIST_OUTPUTS, OPENED_CHAT_OUTPUTS, notice, owned, owned_by
 from .markup import as_literal
 from .text import language_of, text, translated
 
 MAX_REQUEST_CHARS = 64  # "rename:123": anything longer is not one of ours
 ACTIONS = ("open", "rename", "export_md", "export_json", "delete")  # what a row offers
-LIST_OUTPUTS = ["chat_list", "sidebar_notice", "rename_row", "delete_row", "target_chat"]
 
 
 def day_label(day: dt.date, today: dt.date, language: str) -> str:
@@ -89,7 +88,7 @@ class ChatsTab:
             listing = self.chat_list(found.user.id, found.session_id, search, language)
         except GemmaChatError as exc:
             listing = self.chat_list(found.user.id, found.session_id, None, language)
-            message = message or notice(translated(language, exc.message))
+            message = message or notice(translated(language, exc))
         return {
             "chat_list": listing, "sidebar_notice": message, "rename_row": gr.update(visible=False),
             "delete_row": gr.update(visible=False), "target_chat": owned(found.user.id, []),
@@ -119,7 +118,7 @@ class ChatsTab:
         try:
             conversation = conversations.get_conversation(found.user.id, chat_id) if action else None
         except conversations.ConversationNotFoundError as exc:
-            conversation, message = None, notice(translated(language, exc.message))
+            conversation, message = None, notice(translated(language, exc))
         else:
             message = "" if action else notice(text(language, "chat_request_unknown"))
         if conversation is None:
@@ -151,7 +150,7 @@ class ChatsTab:
         try:
             renamed = conversations.rename_conversation(found.user.id, chat_id, title)
         except GemmaChatError as exc:  # a title to fix: the box stays open, the reason under it
-            return {"sidebar_notice": notice(translated(language, exc.message))}
+            return {"sidebar_notice": notice(translated(language, exc))}
         return self._listing(found, search, language, text(language, "chat_renamed", title=as_literal(renamed.title)))
 
     def delete_chat(self, request: gr.Request, target, search):
@@ -164,7 +163,7 @@ class ChatsTab:
         try:
             conversation = conversations.get_conversation(found.user.id, chat_id)
         except GemmaChatError as exc:
-            return self._listing(found, search, language, notice(translated(language, exc.message)))
+            return self._listing(found, search, language, notice(translated(language, exc)))
         was_open = conversations.open_conversation_of(found.user.id, found.session_id) == conversation.id
         conversations.delete_conversation(found.user.id, conversation.id)
         outputs = self._listing(found, search, language, text(language, "chat_deleted", title=as_literal(conversation.title)))
@@ -183,10 +182,42 @@ class ChatsTab:
         language = language_of(request)
         return {**self._listing(found, search, language), **self.opened_chat(found, language), "tabs": gr.Tabs(selected="chat")}
 
+    def import_chats(self, request: gr.Request, file_text, file_size, search, *, message_to: str = "sidebar_notice"):
+        """A file chosen with Import (IMPORT_JS reads it in the browser): its chats join the list and
+        the first opens. A file that cannot be imported is named beside the button that chose it
+        (`message_to`), and nothing is created."""
+        found = self.signed_in(request)
+        language = language_of(request)
+        size = export.file_size(file_size)
+        if size is None:  # no file chosen
+            return {}
+        try:
+            documents.check_size(size)
+            imported = documents.import_chats(found.user.id, file_text, max_message_chars=self.settings.max_message_chars)
+        except GemmaChatError as exc:
+            refusal = notice(translated(language, exc.message))
+            if message_to == "sidebar_notice":
+                return self._listing(found, search, language, refusal)
+            return {message_to: refusal}
+        first = imported.chat_ids[0]
+        conversations.set_open_conversation(found.user.id, found.session_id, first)
+        if len(imported.chat_ids) == 1:
+            title = as_literal(conversations.get_conversation(found.user.id, first).title)
+            done = text(language, "chat_imported", title=title, n=imported.turns)
+        else:
+            done = text(language, "chats_imported", chats=len(imported.chat_ids), n=imported.turns)
+        outputs = {
+            **self._listing(found, search, language, done), **self.opened_chat(found, language), "tabs": gr.Tabs(selected="chat"),
+        }
+        if message_to != "sidebar_notice":  # the sidebar says it; an earlier refusal there is gone
+            outputs[message_to] = ""
+        return outputs
+
     def build_sidebar(self, t, c: dict) -> None:
         """The sidebar's components go into `c` by name; wire_sidebar wires their events."""
         with gr.Sidebar(open=True, width=280, visible=False, elem_id="chats-sidebar") as c["sidebar"]:
             c["chats_new_chat_button"] = gr.Button(t("new_chat"), variant="primary", elem_id="new-chat-button")
+            c["import_chat_button"] = gr.Button(t("import_chat"), size="sm", elem_id="import-chat-button")
             c["chat_search"] = gr.Textbox(
                 label=t("search_chats"), show_label=False, placeholder=t("search_chats"), max_lines=1, elem_id="chat-search",
             )
@@ -207,14 +238,16 @@ class ChatsTab:
             c["chat_request"] = gr.Textbox(elem_id="chat-request", elem_classes=["gc-hidden"], container=False)
             c["chat_request_button"] = gr.Button("open", elem_id="chat-request-button", elem_classes=["gc-hidden"])
             c["download"] = gr.Textbox(elem_id="chat-download", elem_classes=["gc-hidden"], container=False)
+            # An imported file's text and size come in the event's inputs (IMPORT_JS), never in these
+            # boxes' values: nothing is uploaded to where Gradio keeps files.
+            c["import_text"] = gr.Textbox(elem_id="import-text", elem_classes=["gc-hidden"], container=False)
+            c["import_size"] = gr.Textbox(elem_id="import-size", elem_classes=["gc-hidden"], container=False)
             c["target_chat"] = gr.State([])
 
     def wire_sidebar(self, c: dict) -> list:
         """Wires the sidebar's events; returns those that change the open chat."""
         wire = self.wire
-        opened_outputs = LIST_OUTPUTS + [
-            "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs", "shown_versions",
-        ]
+        opened_outputs = OPENED_CHAT_OUTPUTS
         wire(
             c["chat_search"].input, self.search_chats, ["chat_search"], LIST_OUTPUTS, api_name="search_chats",
             trigger_mode="always_last", show_progress="hidden",
@@ -234,7 +267,11 @@ class ChatsTab:
         new_chat = wire(
             c["chats_new_chat_button"].click, self.new_chat_from_list, ["chat_search"], opened_outputs, api_name="new_chat",
         )
-        return [requested, deleted, new_chat]
+        imported = wire(
+            c["import_chat_button"].click, self.import_chats, export.IMPORT_INPUTS, opened_outputs, api_name=False,
+            js=export.IMPORT_JS, show_progress="hidden",
+        )
+        return [requested, deleted, new_chat, imported]
 
 
 # An export arrives as {"name": …, "type": …, "text": …} in the hidden `download` box: saved as a file

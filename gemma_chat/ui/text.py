@@ -3,10 +3,11 @@
 Three tables. TRANSLATIONS: the fixed labels, which Gradio translates in the browser (gr.I18n follows
 the browser's language). MESSAGES: what the callbacks compose (the balance line, confirmations, page
 labels, table headers), rendered on the server in the language of the request's Accept-Language (Gradio
-translates only static text, not values a callback returns). RUSSIAN_BY_ENGLISH: the messages that
-reach the UI as English text (errors the services raise, a turn's message from chats/turn.py), keyed by their
-English template the way gettext keys its catalogue by the English string: domain code stays English
-and knows nothing of languages; the UI translates at its edge, once.
+translates only static text, not values a callback returns). RUSSIAN_BY_ENGLISH: the messages the
+services send the UI (the errors they raise, a turn's message from chats/turn.py), keyed by their English
+template the way gettext keys its catalogue by the English string: domain code stays English and
+knows nothing of languages; it raises a template with its parameters (errors.py, wording.py), and the
+UI looks the template up and fills in the same parameters, at its edge, once.
 
 Templates are str.format strings; `{n:credit|credits}` is the word that goes with the number n (two
 forms: the English rule, three: the Russian one). English output is the template as it always was.
@@ -15,7 +16,9 @@ forms: the English rule, three: the Russian one). English output is the template
 from __future__ import annotations
 
 import re
-import string
+
+from ..errors import GemmaChatError
+from ..wording import Message, plural_form, render, template_fields  # noqa: F401 — plural_form, template_fields: for callers
 
 TRANSLATIONS = {
     "en": {
@@ -99,6 +102,8 @@ TRANSLATIONS = {
         "default_system_prompt": "System prompt for new chats",
         "default_system_prompt_info": "New chats start with it; each chat can change its own under Chat settings.",
         "export_all_chats": "Export all chats (JSON)",
+        "import_chats": "Import chats (JSON)",
+        "import_chat": "Import chat",
         "cancel": "Cancel",
         "save": "Save",
         "admin_reports": "Reports",
@@ -188,6 +193,8 @@ TRANSLATIONS = {
         "default_system_prompt": "Системная инструкция для новых чатов",
         "default_system_prompt_info": "Новые чаты начинаются с неё; в каждом чате её можно изменить в настройках чата.",
         "export_all_chats": "Экспорт всех чатов (JSON)",
+        "import_chats": "Импорт чатов (JSON)",
+        "import_chat": "Импорт чата",
         "cancel": "Отмена",
         "save": "Сохранить",
         "admin_reports": "Отчёты",
@@ -214,6 +221,7 @@ MESSAGES = {
         # the chat
         "turn_figures": "{tokens} {tokens:token|tokens} · {speed} tokens/s · {seconds} s",
         "answer_footer": "— {model} · {credits} {credits:credit|credits}",
+        "answer_footer_imported": "— {model} · imported",
         "answer_stopped": "Stopped.",
         "answer_failed": "This answer failed. Nothing was charged.",
         "model_restarting": "{model} is restarting; your answer starts as soon as it is back…",
@@ -230,6 +238,8 @@ MESSAGES = {
         "chats_none_found": "Page {page} of {pages} — no chats found",
         "chat_renamed": "Renamed to “{title}”.",
         "chat_deleted": "Deleted “{title}”.",
+        "chat_imported": "Imported “{title}” ({n} {n:message|messages}).",
+        "chats_imported": "Imported {chats} {chats:chat|chats} ({n} {n:message|messages}).",
         "statement_page": "Page {page} of {pages} — {total} {total:entry|entries}",
         "never": "never",
         # top-up and statement
@@ -376,7 +386,6 @@ MESSAGES = {
         "choose_account_first": "Choose an account first: click its row in the table.",
         "from_date_name": "From",
         "to_date_name": "To",
-        "warning_title": "Warning",
     },
     "ru": {
         "balance": "**Баланс: {n} {n:кредит|кредита|кредитов}**",
@@ -387,6 +396,7 @@ MESSAGES = {
         "model_unavailable": "Модель {label} недоступна: {reason}",
         "turn_figures": "{tokens} {tokens:токен|токена|токенов} · {speed} ток./с · {seconds} с",
         "answer_footer": "— {model} · {credits} {credits:кредит|кредита|кредитов}",
+        "answer_footer_imported": "— {model} · импортировано",
         "answer_stopped": "Остановлено.",
         "answer_failed": "Этот ответ не удался. Кредиты не списаны.",
         "model_restarting": "Модель {model} перезапускается; ответ начнётся, как только она снова заработает…",
@@ -402,6 +412,8 @@ MESSAGES = {
         "chats_none_found": "Страница {page} из {pages} — чаты не найдены",
         "chat_renamed": "Новое название: «{title}».",
         "chat_deleted": "Чат «{title}» удалён.",
+        "chat_imported": "Импортирован чат «{title}» ({n} {n:сообщение|сообщения|сообщений}).",
+        "chats_imported": "Импортировано: {chats} {chats:чат|чата|чатов} ({n} {n:сообщение|сообщения|сообщений}).",
         "statement_page": "Страница {page} из {pages} — {total} {total:запись|записи|записей}",
         "never": "никогда",
         "topped_up": "Добавлено {amount} {amount:кредит|кредита|кредитов}. Новый баланс: {balance} {balance:кредит|кредита|кредитов}.",
@@ -541,7 +553,6 @@ MESSAGES = {
         "choose_account_first": "Сначала выберите учётную запись: нажмите на её строку в таблице.",
         "from_date_name": "«С»",
         "to_date_name": "«По»",
-        "warning_title": "Предупреждение",
     },
 }
 
@@ -565,7 +576,7 @@ RUSSIAN_BY_ENGLISH = {
         "Пароль — не больше {n} байт в UTF-8 (72 латинские буквы, меньше с диакритикой или эмодзи).",
     "The password contains an invalid character.": "Пароль содержит недопустимый символ.",
     "No user with id {user_id}.": "Нет пользователя с id {user_id}.",
-    "No user named {username}.": "Нет пользователя с именем {username}.",
+    "No user named {username!r}.": "Нет пользователя с именем {username!r}.",
     "Wrong username or password.": "Неверное имя пользователя или пароль.",
     "This account is disabled. Ask an administrator to enable it.":
         "Эта учётная запись отключена. Попросите администратора её включить.",
@@ -574,7 +585,7 @@ RUSSIAN_BY_ENGLISH = {
         "Слишком много неудачных попыток. Попробуйте снова в {time} UTC (через {minutes} {minutes:минуту|минуты|минут}).",
     "Too many failed sign-ins for this account; try again in {seconds} s.":
         "Слишком много неудачных входов в эту учётную запись; попробуйте снова через {seconds} с.",
-    "The username {username} is taken; choose another.": "Имя пользователя {username} занято; выберите другое.",
+    "The username {username!r} is taken; choose another.": "Имя пользователя {username!r} занято; выберите другое.",
     "The current password is wrong.": "Текущий пароль неверен.",
     "The new password is the same as the current one.": "Новый пароль совпадает с текущим.",
     "Too many sign-ins right now; try again in 5 s.": "Сейчас слишком много входов; попробуйте снова через 5 с.",
@@ -595,14 +606,13 @@ RUSSIAN_BY_ENGLISH = {
     "A note is at most {n} characters.": "Примечание — не больше {n} {n:символа|символов|символов}.",
     "A note cannot contain control characters or invalid text.":
         "Примечание не может содержать управляющие символы или недопустимый текст.",
-    "Credits to grant: a non-zero whole number from -{maximum} to {maximum}.":
-        "Сколько кредитов начислить: целое ненулевое число от -{maximum} до {maximum}.",
+    "Credits to grant: a non-zero whole number from -{maximum:,} to {maximum:,}.": "Сколько кредитов начислить: целое ненулевое число от -{maximum:,} до {maximum:,}.",
     # credits (billing/ledger.py, ui/)
     "Credits must be a whole number.": "Количество кредитов должно быть целым числом.",
-    "Credits must be a whole number, not {value}.": "Количество кредитов должно быть целым числом, а не {value}.",
-    "Enter credits as a whole number from 1 to {maximum}.": "Введите количество кредитов — целое число от 1 до {maximum}.",
-    "Credits must be a whole number from 1 to {maximum}.": "Количество кредитов — целое число от 1 до {maximum}.",
-    "Credits must be from 1 to {maximum}; got {value}.": "Количество кредитов — от 1 до {maximum}; получено {value}.",
+    "Credits must be a whole number, not {value:g}.": "Количество кредитов должно быть целым числом, а не {value:g}.",
+    "Enter credits as a whole number from 1 to {maximum:,}.": "Введите количество кредитов — целое число от 1 до {maximum:,}.",
+    "Credits must be a whole number from 1 to {maximum:,}.": "Количество кредитов — целое число от 1 до {maximum:,}.",
+    "Credits must be from 1 to {maximum:,}; got {value:,}.": "Количество кредитов — от 1 до {maximum:,}; получено {value:,}.",
     "Not enough credits: this needs {price}, you have {available} available.":
         "Недостаточно кредитов: нужно {price}, доступно {available}.",
     "Not enough credits: this answer costs {price}, you have {available}.":
@@ -613,12 +623,11 @@ RUSSIAN_BY_ENGLISH = {
     "Top-ups are turned off here; ask an administrator for credits.":
         "Пополнение здесь отключено; попросите кредиты у администратора.",
     # a chat turn (chats/turn.py) and the chats (chats/conversations.py, ui/sidebar.py)
-    "Unknown model {tier}.": "Неизвестная модель {tier}.",
+    "Unknown model {tier!r}.": "Неизвестная модель {tier!r}.",
     "Type a message first.": "Сначала введите сообщение.",
     "The message contains a NUL character; remove it and send again.":
         "Сообщение содержит символ NUL; удалите его и отправьте снова.",
-    "The message is {length} characters long; the limit is {limit}.":
-        "Длина сообщения — {length} {length:символ|символа|символов}; предел — {limit}.",
+    "The message is {length:,} characters long; the limit is {limit:,}.": "Длина сообщения — {length:,} {length:символ|символа|символов}; предел — {limit:,}.",
     "The message contains an invalid character; remove it and send again.":
         "Сообщение содержит недопустимый символ; удалите его и отправьте снова.",
     "Only the last message of a chat can be regenerated or edited.":
@@ -637,6 +646,12 @@ RUSSIAN_BY_ENGLISH = {
     "The model returned an empty answer. Nothing was charged.": "Модель вернула пустой ответ. Кредиты не списаны.",
     "The database is busy, so this answer was not recorded. Nothing was charged; please try again.":
         "База данных занята, поэтому ответ не записан. Кредиты не списаны; попробуйте снова.",
+    "The server's disk is full, so this answer was not recorded. Nothing was charged; please try again later.": "Диск сервера заполнен, поэтому ответ не записан. Кредиты не списаны; попробуйте снова позже.",
+    "The database could not be reached, so this answer was not recorded. Nothing was charged; please try again.": "База данных недоступна, поэтому ответ не записан. Кредиты не списаны; попробуйте снова.",
+    # the database (errors.py): nothing was written, the same request can succeed later
+    "The database is busy; nothing was changed. Please try again.": "База данных занята; ничего не изменено. Попробуйте снова.",
+    "The server's disk is full; nothing was changed. Please try again later.": "Диск сервера заполнен; ничего не изменено. Попробуйте снова позже.",
+    "The database could not be reached; nothing was changed. Please try again.": "База данных недоступна; ничего не изменено. Попробуйте снова.",
     "{reason} Nothing was charged. (error {error_id})": "{reason} Кредиты не списаны. (ошибка {error_id})",
     "The model failed to answer.": "Модель не смогла ответить.",
     "Enter a title for the chat.": "Введите название чата.",
@@ -644,7 +659,6 @@ RUSSIAN_BY_ENGLISH = {
     "The title contains an invalid character.": "Название содержит недопустимый символ.",
     "That chat was not found.": "Чат не найден.",
     "Search for at most 200 characters of text.": "Искать можно не больше 200 символов текста.",
-    "Choose a chat in the list first.": "Сначала выберите чат в списке.",
     "A page number is a whole number from 1.": "Номер страницы — целое число от 1.",
     # API keys (accounts/keys.py, ui/api_keys.py)
     "A key's name must be text.": "Название ключа должно быть текстом.",
@@ -653,60 +667,79 @@ RUSSIAN_BY_ENGLISH = {
     "No API key with id {key_id}.": "Нет ключа API с id {key_id}.",
     "Choose a key to revoke.": "Выберите ключ, который нужно отозвать.",
     # the admin reports (ops/reports.py) and models (inference/engine.py, backends/, ui/admin/models.py)
-    "{what} must be a date as YYYY-MM-DD; got {value}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value}.",
+    "{what} must be a date as YYYY-MM-DD; got {value!r}.": "{what}: нужна дата в виде YYYY-MM-DD; получено {value!r}.",
     "The start date {since} is after the end date {until}.": "Начальная дата {since} позже конечной {until}.",
     "Choose the model to restart.": "Выберите модель для перезапуска.",
     "The {label} model is not available: {reason}": "Модель {label} недоступна: {reason}",
+    "The {label} model is not available: {reason}.": "Модель {label} недоступна: {reason}.",
     "The {label} model is shutting down.": "Модель {label} останавливается.",
     "The {label} model is busy; please try again in a moment.": "Модель {label} занята; попробуйте снова чуть позже.",
-    "Your message is too long for {label}: it is about {tokens} tokens and at most {allowed} fit "
-    "(roughly {chars} characters). Please shorten it.":
-        "Сообщение слишком длинное для {label}: в нём около {tokens} {tokens:токена|токенов|токенов}, а помещается "
-        "не больше {allowed} (примерно {chars} {chars:символа|символов|символов}). Сократите его.",
+    "Your message is too long for {label}: it is about {tokens:,} tokens and at most {allowed:,} fit "
+    "(roughly {chars:,} characters). Please shorten it.":
+        "Сообщение слишком длинное для {label}: в нём около {tokens:,} {tokens:токена|токенов|токенов}, а помещается "
+        "не больше {allowed:,} (примерно {chars:,} {chars:символа|символов|символов}). Сократите его.",
     "The conversation could not be formatted for the model.": "Не удалось подготовить разговор для модели.",
-    "The conversation is too long for the model.": "Разговор слишком длинный для модели.",
     "The model failed while generating; please try again.": "Модель сбилась при генерации ответа; попробуйте снова.",
     "The model stopped unexpectedly.": "Модель неожиданно остановилась.",
+    "The {label} worker stopped.": "Процесс модели {label} остановился.",
     "The model server ended the answer early, without finishing it; please try again.":
         "Сервер модели оборвал ответ, не закончив его; попробуйте снова.",
     "The model server sent an answer this app cannot read.":
         "Сервер модели прислал ответ, который это приложение не может прочитать.",
     "The model server ended the answer before it began; if this chat is long, start a new one.":
         "Сервер модели оборвал ответ, не начав его; если чат длинный, начните новый.",
+    # a model behind an OpenAI-compatible server (backends/openai.py)
+    "The conversation is too long for {label}; start a new chat or shorten your message.": "Разговор слишком длинный для {label}; начните новый чат или сократите сообщение.",
+    "The conversation is too long for {label}; start a new chat.": "Разговор слишком длинный для {label}; начните новый чат.",
+    "The {label} server is busy; please try again in a moment.": "Сервер модели {label} занят; попробуйте снова чуть позже.",
+    "The {label} server refused the request (HTTP {status}); please try again.": "Сервер модели {label} отклонил запрос (HTTP {status}); попробуйте снова.",
+    "The {label} server failed while answering; please try again.": "Сервер модели {label} сбился при ответе; попробуйте снова.",
+    "The {label} server at {url} is not reachable ({why}); please try again later.": "Сервер модели {label} по адресу {url} недоступен ({why}); попробуйте снова позже.",
+    "The {label} server sent nothing for {seconds:g} s, so the answer was abandoned.": "Сервер модели {label} ничего не прислал за {seconds:g} с, поэтому ответ прерван.",
+    "The request to the {label} server failed; please try again.": "Запрос к серверу модели {label} не удался; попробуйте снова.",
     # a chat's settings (chats/conversations.py)
     "The system prompt contains an invalid character.": "Системная инструкция содержит недопустимый символ.",
-    "A system prompt has at most {n} characters.": "Системная инструкция — не длиннее {n} символов.",
+    "A system prompt has at most {n:,} characters.": "Системная инструкция — не длиннее {n:,} символов.",
+    # importing chats (chats/documents.py, chats/conversations.py)
+    "An imported message cannot be regenerated or edited; send a new message instead.":
+        "Импортированное сообщение нельзя получить заново или изменить; отправьте новое сообщение.",
+    "The file is {megabytes} MB; the limit is {limit} MB.": "Размер файла — {megabytes} МБ; предел — {limit} МБ.",
+    "The file is not UTF-8 text.": "Файл — не текст в кодировке UTF-8.",
+    "The file is not valid JSON (line {line}, column {column}).": "Файл — не корректный JSON (строка {line}, столбец {column}).",
+    "The file is not valid JSON.": "Файл — не корректный JSON.",
+    "This is not a gemma-chat export: the file holds no JSON object.": "Это не экспорт gemma-chat: в файле нет объекта JSON.",
+    "This is not a gemma-chat export: its \"format\" is not {format} or {all_format}.":
+        "Это не экспорт gemma-chat: его «format» — не {format} и не {all_format}.",
+    "\"chats\" must be a list of chats.": "«chats» должен быть списком чатов.",
+    "The file has no chats.": "В файле нет чатов.",
+    "The file has {n:,} chats; at most {limit:,} can be imported at once.":
+        "В файле {n:,} {n:чат|чата|чатов}; за один раз можно импортировать не больше {limit:,}.",
+    "The file has more than {limit:,} turns; import fewer chats at once.":
+        "В файле больше {limit:,} сообщений; импортируйте меньше чатов за один раз.",
+    "Chat {chat}: {reason}": "Чат {chat}: {reason}",
+    "Turn {turn}: {reason}": "Сообщение {turn}: {reason}",
+    "Chat {chat}, turn {turn}: {reason}": "Чат {chat}, сообщение {turn}: {reason}",
+    "This is not a chat: a chat is a JSON object.": "Это не чат: чат — это объект JSON.",
+    "This is not a turn: a turn is a JSON object.": "Это не сообщение: сообщение — это объект JSON.",
+    "Its \"format\" is not {format}.": "Его «format» — не {format}.",
+    "\"turns\" must be a list of turns.": "«turns» должен быть списком сообщений.",
+    "The chat has {n:,} turns; at most {limit:,} can be imported.":
+        "В чате {n:,} {n:сообщение|сообщения|сообщений}; импортировать можно не больше {limit:,}.",
+    "The chat has no \"title\".": "У чата нет названия («title»).",
+    "\"{field}\" must be text.": "«{field}» должно быть текстом.",
+    "\"{field}\" contains a NUL or an invalid character.": "«{field}» содержит символ NUL или недопустимый символ.",
+    "\"{field}\" is {length:,} characters long; the limit is {limit}.":
+        "Длина «{field}» — {length:,} {length:символ|символа|символов}; предел — {limit}.",
+    "The message is empty.": "Сообщение пустое.",
+    "The answer is {length:,} characters long; the limit is {limit:,}.":
+        "Длина ответа — {length:,} {length:символ|символа|символов}; предел — {limit:,}.",
+    "\"status\" must be one of {statuses}.": "«status» должен быть одним из: {statuses}.",
+    "\"model\" must name the model that answered.": "«model» должен называть модель, которая ответила.",
 }
 
 LANGUAGES = ("en", "ru")
 DEFAULT_LANGUAGE = "en"
 NESTED = frozenset({"reason"})  # placeholders that hold a message of their own, translated in turn
-
-
-def plural_form(value, forms: list[str]) -> str:
-    """The form of a word for the number `value`: two forms by the English rule, three by the Russian."""
-    try:
-        n = int(str(value).replace(",", "").strip())
-    except ValueError:
-        return forms[-1]
-    if len(forms) == 2:
-        return forms[0] if n == 1 else forms[1]
-    n = abs(n)
-    if n % 10 == 1 and n % 100 != 11:
-        return forms[0]
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return forms[1]
-    return forms[2]
-
-
-class _Formatter(string.Formatter):
-    def format_field(self, value, format_spec):
-        if "|" in format_spec:
-            return plural_form(value, format_spec.split("|"))
-        return super().format_field(value, format_spec)
-
-
-_FORMATTER = _Formatter()
 
 
 def text(language: str, key: str, **params) -> str:
@@ -715,57 +748,31 @@ def text(language: str, key: str, **params) -> str:
     template = table.get(key) or TRANSLATIONS.get(language, {}).get(key)
     if template is None:
         template = MESSAGES[DEFAULT_LANGUAGE].get(key) or TRANSLATIONS[DEFAULT_LANGUAGE][key]
-    return _FORMATTER.format(template, **params)
+    return render(template, params)
 
 
-def template_fields(template: str) -> set[str]:
-    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+FOREIGN_BY_ENGLISH = {"ru": RUSSIAN_BY_ENGLISH}  # a service message's template in each language but English
 
 
-def _pattern(template: str) -> re.Pattern:
-    """The regular expression that matches what `template` renders, its placeholders captured by name."""
-    parts, seen = [], set()
-    for literal, field, spec, _ in string.Formatter().parse(template):
-        parts.append(re.escape(literal))
-        if field is None:
-            continue
-        if spec and "|" in spec:
-            forms = sorted(spec.split("|"), key=len, reverse=True)
-            parts.append("(?:" + "|".join(map(re.escape, forms)) + ")")
-        elif field in seen:
-            parts.append(f"(?P={field})")
-        else:
-            seen.add(field)
-            parts.append(f"(?P<{field}>.+?)")
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _literal_length(template: str) -> int:
-    return sum(len(literal) for literal, *_ in string.Formatter().parse(template))
-
-
-# The most specific template first: "The {label} model is not available: …" before "{label} is not available: …".
-_CATALOGUE = {
-    "ru": [
-        (_pattern(english), russian)
-        for english, russian in sorted(RUSSIAN_BY_ENGLISH.items(), key=lambda item: -_literal_length(item[0]))
-    ],
-}
-
-
-def translated(language: str, message: str, *, _depth: int = 0) -> str:
-    """An English message from the services in `language`; a message the catalogue lacks stays English."""
-    if language == DEFAULT_LANGUAGE or not isinstance(message, str) or language not in _CATALOGUE:
+def translated(language: str, message) -> str:
+    """A message from the services in `language`: a refusal (GemmaChatError), a Message, or a fixed
+    English text. Its template is looked up and filled in with its own parameters, which are never
+    parsed from the English; a parameter that is itself a message (`{reason}`) is translated in turn.
+    A message the table lacks stays English."""
+    if isinstance(message, GemmaChatError):
+        message = message.message
+    table = FOREIGN_BY_ENGLISH.get(language)
+    if table is None or not isinstance(message, str):
         return message
-    for pattern, template in _CATALOGUE[language]:
-        found = pattern.fullmatch(message)
-        if found is None:
-            continue
-        params = found.groupdict()
-        if _depth < 3:
-            params.update({name: translated(language, params[name], _depth=_depth + 1) for name in NESTED & params.keys()})
-        return _FORMATTER.format(template, **params)
-    return message
+    params = getattr(message, "params", {})
+    foreign = table.get(getattr(message, "template", message))
+    if foreign is None:
+        return message
+    params = {
+        name: translated(language, value) if name in NESTED or isinstance(value, Message) else value
+        for name, value in params.items()
+    }
+    return render(foreign, params)
 
 
 _LANGUAGE_RANGE = re.compile(r"\s*([A-Za-z]{1,8}|\*)(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*")

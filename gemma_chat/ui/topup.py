@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..billing import ledger, statement
 from ..errors import GemmaChatError, PermissionDeniedError
-from ..chats.history import neighbour_page
+from ..numbers import neighbour_page
 from .common import balance_text
 from .text import code_name, columns, language_of, text, translated
 
@@ -44,7 +44,7 @@ class TopUpTab:
                 raise PermissionDeniedError("Top-ups are turned off here; ask an administrator for credits.")
             entry = self._guarded("top_up", ledger.top_up, user.id, amount, maximum=self.settings.max_topup)
         except GemmaChatError as exc:
-            return f"⚠ {translated(language_of(request), exc.message)}", gr.update(), gr.update()
+            return f"⚠ {translated(language_of(request), exc)}", gr.update(), gr.update()
         language = language_of(request)
         message = text(language, "topped_up", amount=entry.amount, balance=entry.balance_after)
         # the statement follows (wire_topup_tab)

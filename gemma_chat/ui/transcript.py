@@ -66,7 +66,10 @@ def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "")
         parts.append(text(language, "answer_failed"))
     elif turn.status == "pending":
         parts.append("…")
-    footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
+    if turn.imported:  # answered, and paid for, where it was exported: no price here
+        footer = text(language, "answer_footer_imported", model=turn.model_name)
+    else:
+        footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
     figures = turn_figures(
         chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )

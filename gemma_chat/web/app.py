@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from ..ops import metrics
 from ..config import Settings
 from ..ops.error_log import log_error
-from ..errors import GemmaChatError, ThrottledError, UsernameTakenError
+from ..errors import SOMETHING_WENT_WRONG, GemmaChatError, ThrottledError, UsernameTakenError
 from ..throttle import RateLimiter
 from .api import create_api_router
-from .edge import Edge, client_address
+from .edge import TOO_MANY_SIGN_INS, Edge, client_address
 from .hosts import HostNames
 from .operations import CountApiResponses, create_operations_router
 
@@ -41,6 +41,7 @@ from ..billing import statement  # noqa: E402
 from ..store.db import utcnow  # noqa: E402
 from ..ui import PAGE_JS, ChatApp, use_served_route_app  # noqa: E402
 from ..ui.text import language_of, translated  # noqa: E402
+from ..wording import Message  # noqa: E402
 
 SESSION_COOKIE = sessions.SESSION_COOKIE
 MAX_CREDENTIALS_BODY = 4096
@@ -138,7 +139,7 @@ def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp
 
     def refused(request: Request, exc: GemmaChatError) -> JSONResponse:
         """The sign-in form shows `message`, in the language the browser asks for."""
-        message = translated(language_of(request), exc.message)
+        message = translated(language_of(request), exc)
         metrics.signin_refusals.labels("throttled" if isinstance(exc, ThrottledError) else "refused").inc()
         if isinstance(exc, ThrottledError):
             return JSONResponse(
@@ -166,7 +167,7 @@ def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp
         except GemmaChatError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise GemmaChatError(f"Something went wrong (error {log_error(f'web:{location}', exc)}).") from exc
+            raise GemmaChatError(SOMETHING_WENT_WRONG, error_id=log_error(f"web:{location}", exc)) from exc
 
     @api.post("/auth/login")
     async def login_route(request: Request):
@@ -174,7 +175,7 @@ def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp
         try:
             username, password = await credentials(request, "login")
             if wait := per_client.hit(client):
-                raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
+                raise ThrottledError(TOO_MANY_SIGN_INS, retry_after=wait, seconds=wait)
             token = await guarded("login", login_with_session, settings, username, password, client)
         except GemmaChatError as exc:
             return refused(request, exc)
@@ -190,11 +191,11 @@ def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp
             if wait := registrations.retry_after(client):
                 minutes = -(-wait // 60)
                 raise ThrottledError(
-                    f"Too many new accounts from your address; try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-                    retry_after=wait,
+                    "Too many new accounts from your address; try again in {minutes} {minutes:minute|minutes}.",
+                    retry_after=wait, minutes=minutes,
                 )
             if wait := per_client.hit(client):
-                raise ThrottledError(f"Too many sign-in attempts; try again in {wait} s.", retry_after=wait)
+                raise ThrottledError(TOO_MANY_SIGN_INS, retry_after=wait, seconds=wait)
             try:
                 token = await guarded("register", register_with_session, settings, username, password)
             except UsernameTakenError:
@@ -233,7 +234,7 @@ def create_app(settings: Settings, engine, *, host: str = "127.0.0.1") -> WebApp
         token = session_cookie_of(request)
         found = sessions.resolve_session(settings, token) if token else None
         if found is None:
-            return PlainTextResponse(translated(language_of(request), "Please log in."), status_code=401)
+            return PlainTextResponse(translated(language_of(request), Message("Please log in.")), status_code=401)
         out = io.StringIO()
         statement.write_statement_csv(found.user.id, out)
         name = f"gemma-chat-statement-{found.user.username}-{utcnow():%Y-%m-%d}.csv"

@@ -39,9 +39,11 @@ from ..accounts import sessions
 from ..config import Settings
 from ..ops.error_log import logger
 from ..ui.text import language_of, translated
+from ..wording import Message
 from .hosts import HostNames, is_foreign
 from .routes import Route, classify, heartbeat_session
 
+TOO_MANY_SIGN_INS = "Too many sign-in attempts; try again in {seconds} s."
 SECURITY_HEADERS = [
     (b"content-security-policy", b"frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"),
     (b"x-frame-options", b"SAMEORIGIN"),
@@ -213,7 +215,7 @@ class Edge:
             if wait := self.signin_retry_after(client_address(scope)):
                 # The sign-in form shows it: in the browser's language, as the /auth routes answer.
                 reader = types.SimpleNamespace(headers={"accept-language": _header(headers, b"accept-language")})
-                message = translated(language_of(reader), f"Too many sign-in attempts; try again in {wait} s.")
+                message = translated(language_of(reader), Message(TOO_MANY_SIGN_INS, seconds=wait))
                 return await respond(send, 429, message, [(b"retry-after", str(wait).encode())], shape="auth")
 
         if route in (Route.EVENT, Route.STREAM, Route.PAGE_EVENT, Route.HEARTBEAT):

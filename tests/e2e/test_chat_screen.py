@@ -15,7 +15,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from e2e.test_browser import SHOTS, choose_model, expect_balance, sign_up
+from e2e.test_browser import SHOTS, choose_model, expect_balance, log_out, sign_up
 from e2e.test_chat_product import message_box
 from e2e.test_chat_replace import prompts, replace_app, shown_answer  # noqa: F401 (replace_app: the module's app)
 from reliability.conftest import query
@@ -374,4 +374,65 @@ def test_a_regenerated_answer_pages_back_to_the_first_and_forward_and_a_reload_s
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "screenshot-versions-phone.png"))
+    no_error_anywhere(page)
+
+
+def shown_messages(page: Page) -> list[str]:
+    """The transcript's messages, each answer without its footer (an imported one was charged elsewhere)."""
+    shown = []
+    for bubble in page.locator("[data-testid=user], [data-testid=bot]").all():
+        found = re.search(r"Answer number \d+\.", bubble.inner_text())
+        shown.append(found.group(0) if bubble.get_attribute("data-testid") == "bot" and found else bubble.inner_text().strip())
+    return shown
+
+
+def test_a_chat_exported_as_json_and_imported_opens_with_the_same_messages(replace_app, page, tmp_path):
+    import json
+
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "importer")
+    expect_balance(page, 10)
+    page.locator("#new-chat-button").click()
+    for question in ("[fault:numbered] Going abroad.", "[fault:numbered] And back?"):
+        message_box(page).fill(question)
+        message_box(page).press("Enter")
+        expect(page.get_by_test_id("bot").last).to_contain_text(re.compile(r"Answer number \d+\."))
+    expect(page.get_by_test_id("bot")).to_have_count(2)
+    messages = shown_messages(page)
+    assert messages[0::2] == ["[fault:numbered] Going abroad.", "[fault:numbered] And back?"] and len(messages) == 4
+    expect_balance(page, 8)
+    rows = page.locator("#chat-list .gc-chat")
+    rows.first.locator("summary").click()
+    with page.expect_download() as download:
+        rows.first.get_by_role("button", name="Export (JSON)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+
+    # Another account imports the file through the browser's own file chooser.
+    log_out(page)
+    sign_up(page, replace_app.url, "importer2")
+    expect_balance(page, 10)
+    expect(rows).to_have_count(0)
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Import chat").click()
+    chooser.value.set_files(str(saved))
+
+    expect(page.locator("#sidebar-notice")).to_contain_text("Imported “[fault:numbered] Going abroad.” (2 messages).")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_class(re.compile("gc-open"))
+    expect(page.get_by_test_id("bot")).to_have_count(2)
+    assert shown_messages(page) == messages
+    expect(page.get_by_test_id("bot").first).to_contain_text("· imported")  # charged where it was answered
+    assert re.search(r"[?&]chat=\d+", page.url)
+    expect_balance(page, 10)  # nothing charged for it
+
+    # A file that is not an export is named beside the Account tab's button, and nothing is created.
+    wrong = tmp_path / "notes.json"
+    wrong.write_text(json.dumps({"format": "notes/1"}), encoding="utf-8")
+    page.get_by_role("tab", name="Account").click()
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Import chats (JSON)").click()
+    chooser.value.set_files(str(wrong))
+    expect(page.locator("#import-message")).to_contain_text("This is not a gemma-chat export")
+    expect(rows).to_have_count(1)
     no_error_anywhere(page)

@@ -49,7 +49,7 @@ class AdminReportsSection:
         try:
             chosen = Reports.for_range(since, until, names=names)
         except ValidationError as exc:
-            return {"report_notice": notice(translated(language, exc.message))}
+            return {"report_notice": notice(translated(language, exc))}
         report = chosen.full()
         by_model = pd.DataFrame(report["requests_by_model"], columns=["model", "requests", "ok", "stopped", "failed", "refused", "credits"])
         by_user = pd.DataFrame(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ...accounts import admin
 from ...errors import GemmaChatError
-from ...chats.history import page_bounds
+from ...numbers import page_bounds
 from ..markup import as_literal
 from ..text import code_name, columns, language_of, text, translated
 
@@ -113,7 +113,7 @@ class AdminUsersSection:
         try:
             message = self._guarded(location, action, acting.id, language)
         except GemmaChatError as exc:
-            message = f"⚠ {translated(language, exc.message)}"
+            message = f"⚠ {translated(language, exc)}"
         return {**self._users_view(search, page, language), "users_message": message}
 
     def grant_account_credits(self, request: gr.Request, target, amount, note, search, page):
