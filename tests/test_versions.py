@@ -3,6 +3,8 @@ edited answer keeps the ones it replaced, each charged once and listed in Histor
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gemma_chat.accounts import auth
@@ -102,3 +104,21 @@ def test_versions_are_only_the_owners_and_only_of_a_turn_the_chat_shows(chat_set
         versions.turn_versions(alice.id, mine.conversation_id, turn_id(theirs))
     [shown] = versions.shown_turns(alice.id, mine.conversation_id, chosen=[turn_id(theirs), -1, 10**12])
     assert shown.turn.id == turn_id(mine)  # a choice of no version of this chat is ignored
+
+
+def test_an_imported_chat_s_turns_never_take_the_versions_of_turns_run_in_it(chat_settings, demo_engine, alice):
+    """Imported turns are numbered in their own table: ids equal to the chat's own turns' must not mix."""
+    from gemma_chat.chats import documents
+
+    document = {"format": documents.FORMAT, "title": "From elsewhere", "model": "mini", "system_prompt": "", "turns": [
+        {"prompt": f"Old question {n}", "answer": f"Old answer {n}", "status": "ok", "model": "Elsewhere"} for n in (1, 2)
+    ]}
+    [chat] = documents.import_chats(alice.id, json.dumps(document), max_message_chars=4000).chat_ids
+    first = run(chat_settings, demo_engine, alice, message="Name a tree.", conversation_id=chat)[-1]
+    again = run(chat_settings, demo_engine, alice, message="Name a tree.", conversation_id=chat, replaces_id=turn_id(first))[-1]
+    assert {turn_id(first), turn_id(again)} & {1, 2}  # a fresh database: the ids do meet
+
+    shown = versions.shown_turns(alice.id, chat, chosen=[turn_id(first)])
+    assert [(s.turn.prompt, s.turn.answer, len(s.version_ids)) for s in shown] == [
+        ("Old question 1", "Old answer 1", 1), ("Old question 2", "Old answer 2", 1), ("Name a tree.", first.answer, 2),
+    ]

@@ -61,7 +61,8 @@ def shown_turns(user_id: int, conversation_id, chosen=()) -> list[ShownTurn]:
     conversation = conversations.get_conversation(user_id, conversation_id)
     turns = conversations.conversation_turns(user_id, conversation.id)
     replacements = queries.select_replacements(conversation.id)
-    versions = {turn.id: _versions_of(replacements, turn.id) for turn in turns}
+    # Imported turns have ids of their own table (they may equal an interaction's) and no versions.
+    versions = {turn.id: _versions_of(replacements, turn.id) for turn in turns if not turn.imported}
     owner = {version: turn_id for turn_id, ids in versions.items() for version in ids}
     picked: dict[int, int] = {}
     for version in list(chosen)[-MAX_CHOSEN:]:
@@ -71,7 +72,10 @@ def shown_turns(user_id: int, conversation_id, chosen=()) -> list[ShownTurn]:
         row.id: row
         for row in queries.select_turns(conversation.id, [v for t, v in picked.items() if v != t])
     }
-    return [ShownTurn(earlier.get(picked.get(turn.id), turn), versions[turn.id]) for turn in turns]
+    return [
+        ShownTurn(turn, (turn.id,)) if turn.imported else ShownTurn(earlier.get(picked.get(turn.id), turn), versions[turn.id])
+        for turn in turns
+    ]
 
 
 def turn_versions(user_id: int, conversation_id, turn_id) -> list[Turn]:
@@ -79,6 +83,6 @@ def turn_versions(user_id: int, conversation_id, turn_id) -> list[Turn]:
     one's), oldest first, the current one last. VersionNotFoundError when the chat shows no such turn."""
     conversation = conversations.get_conversation(user_id, conversation_id)
     for shown in shown_turns(user_id, conversation.id):
-        if turn_id in shown.version_ids:
+        if not shown.turn.imported and turn_id in shown.version_ids:
             return queries.select_turns(conversation.id, list(shown.version_ids))
     raise VersionNotFoundError("That version of the answer is no longer in this chat.")
