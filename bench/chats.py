@@ -89,7 +89,7 @@ def measure_chats(options: Options, dataset: dict) -> dict:
     """Time the Chats list and opening the long chat; the database is open (gemma_chat.db)."""
     import gradio as gr
 
-    from gemma_chat.chats import conversations
+    from gemma_chat.chats import conversations, versions
     from gemma_chat.ui import chat_messages
 
     chats_per_user = dataset["chats_per_user"]
@@ -114,12 +114,12 @@ def measure_chats(options: Options, dataset: dict) -> dict:
     opened, turns_seen = [], 0
     for _ in range(QUICK_OPEN_CALLS if options.quick else OPEN_CALLS):
         began = now()
-        turns = conversations.conversation_turns(long_chat["user_id"], long_chat["conversation_id"])
-        messages = chat_messages(turns)
-        conversations.context_of(turns)
+        shown = versions.shown_turns(long_chat["user_id"], long_chat["conversation_id"])  # as the chat screen opens it
+        messages = chat_messages(shown)
+        conversations.context_of([each.turn for each in shown])
         chatbot.postprocess(messages)
         opened.append(now() - began)
-        turns_seen = len(turns)
+        turns_seen = len(shown)
     browsing = first + deeper
     return {
         "dataset": {k: v for k, v in dataset.items() if k != "chats_per_user"},

@@ -100,7 +100,7 @@ def test_the_language_comes_from_accept_language(header, language):
 # The rest (cli.py, config.py, inference/download.py, ops/backup.py, store/, …) speak to the command
 # line only, in English.
 MESSAGE_SOURCES = [
-    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/documents.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
+    "accounts/admin.py", "accounts/auth.py", "chats/turn.py", "chats/conversations.py", "chats/documents.py", "chats/versions.py", "inference/engine.py", "chats/history.py", "accounts/keys.py", "billing/ledger.py",
     "ops/reports.py", "web/app.py", "web/edge.py", "backends/base.py", "backends/local.py", "backends/llama_runner.py", "backends/openai.py",
     "backends/worker.py", "backends/batch_loop.py", "errors.py", "numbers.py",
 ] + sorted(str(path.relative_to(ROOT / "gemma_chat")) for path in (ROOT / "gemma_chat" / "ui").rglob("*.py"))

@@ -1,6 +1,7 @@
-"""Chats in storage: a user's conversations, the turns shown in one (its interactions, and an imported
-chat's imported turns before them), and the chat each session has open. Callers check ownership
-through select_conversation; the list and open-chat queries filter on the owner themselves.
+"""Chats in storage: a user's conversations, the turns shown in one (its interactions, an imported
+chat's imported turns before them, and the turns they replaced), and the chat each session has open.
+Callers check ownership through select_conversation; the list and open-chat queries filter on the
+owner themselves.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def select_conversation_page(user_id: int, search: str | None, limit: int, offse
     ]
 
 
+_TURN_COLUMNS = "id, prompt, answer, status, model_name, credits_charged, completion_tokens, duration_ms"
+
+
 def select_shown_turns(conversation_id: int, statuses: tuple[str, ...], limit: int | None = None) -> list[Turn]:
     """The chat's turns in `statuses`, newest first, without the hidden ones; the newest `limit`.
 
@@ -152,7 +156,7 @@ def _select_imported_turns(conversation_id: int, statuses: tuple[str, ...], limi
 
 def _select_shown_interactions(conversation_id: int, statuses: tuple[str, ...], limit: int | None) -> list[Turn]:
     placeholders = ", ".join("?" * len(statuses))
-    sql = f"""SELECT id, prompt, answer, status, model_name, credits_charged, completion_tokens, duration_ms
+    sql = f"""SELECT {_TURN_COLUMNS}
               FROM interactions i WHERE conversation_id = ? AND status IN ({placeholders})
               AND NOT {_hidden('?')}
               ORDER BY id DESC"""
@@ -161,6 +165,30 @@ def _select_shown_interactions(conversation_id: int, statuses: tuple[str, ...], 
         sql += " LIMIT ?"
         params.append(limit)
     return [Turn(*row) for row in database.execute_sql(sql, params).fetchall()]
+
+
+def select_replacements(conversation_id: int) -> dict[int, tuple[int | None, bool]]:
+    """The chat's turns that replaced another or were replaced, each as id → (the id it replaced,
+    whether it has an answer that was charged for: ok or stopped, with text)."""
+    cursor = database.execute_sql(
+        """SELECT id, replaces_id, CASE WHEN status IN ('ok', 'stopped') AND answer <> '' THEN 1 ELSE 0 END
+           FROM interactions WHERE conversation_id = ? AND (replaces_id IS NOT NULL OR id IN
+               (SELECT replaces_id FROM interactions WHERE conversation_id = ? AND replaces_id IS NOT NULL))""",
+        (conversation_id, conversation_id),
+    )
+    return {id: (replaces_id, bool(answered)) for id, replaces_id, answered in cursor}
+
+
+def select_turns(conversation_id: int, ids: list[int]) -> list[Turn]:
+    """The chat's turns with these ids (hidden ones too), oldest first."""
+    if not ids:
+        return []
+    placeholders = ", ".join("?" * len(ids))
+    cursor = database.execute_sql(
+        f"SELECT {_TURN_COLUMNS} FROM interactions WHERE conversation_id = ? AND id IN ({placeholders}) ORDER BY id",
+        (conversation_id, *ids),
+    )
+    return [Turn(*row) for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ from .session import SessionPart
 from .sidebar import ChatsTab
 from .text import TRANSLATIONS
 from .topup import TopUpTab
+from .versions import VersionsPart
 
 QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 class ChatApp(
-    Screen, SessionPart, ChatPart, ChatsTab, HistoryTab, TopUpTab, AccountTab, AdminReportsSection, AdminModelsSection,
-    AdminUsersSection,
+    Screen, SessionPart, ChatPart, VersionsPart, ChatsTab, HistoryTab, TopUpTab, AccountTab, AdminReportsSection,
+    AdminModelsSection, AdminUsersSection,
 ):
     """Holds the services the callbacks use; `build()` makes the Blocks from the parts."""
 
@@ -64,6 +65,7 @@ class ChatApp(
             self.build_sidebar(t, c)  # shown once signed in
             with gr.Column(visible=False) as c["app_view"]:
                 self.build_header(t, c)
+                self.build_versions(t, c)  # hidden: what the answers' version arrows send
                 with gr.Tabs(elem_id="tabs") as c["tabs"]:
                     self.build_chat_tab(t, c)
                     self.build_history_tab(t, c)
@@ -85,6 +87,7 @@ class ChatApp(
 
             self.wire_session(demo, c)
             chat_events = self.wire_chat(c)
+            self.wire_versions(c)
             self.follow_turns(chat_events[:3])  # Send, Regenerate, the chat's own edit
             self.follow_chat_changes(chat_events + self.wire_sidebar(c) + self.wire_account_tab(c))
             self.wire_history_tab(c)

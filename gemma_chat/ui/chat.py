@@ -14,19 +14,22 @@ import gradio as gr
 
 from ..accounts import sessions
 from ..billing import ledger
-from ..chats import conversations, turn as chat_turn
+from ..chats import conversations, turn as chat_turn, versions
 from ..ops.error_log import log_error
 from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
 from ..wording import Message
 from .common import balance_text, notice, popup, session_token, shows_errors
-from .markup import as_markdown, with_footer
+from .markup import with_footer
 from .text import language_of, text, translated
+from .transcript import as_text, bar_after_replacement, chat_messages, turn_figures
 
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
 # diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
 STREAM_INTERVAL_S = 0.05
 # What a turn shows on the page, by name (Screen.wire maps them to the components).
-CHAT_OUTPUTS = ["chatbot", "message", "balance", "turns", "send_button", "stop_button", "chat_notice", "chat_id"]
+CHAT_OUTPUTS = [
+    "chatbot", "message", "balance", "turns", "send_button", "stop_button", "chat_notice", "chat_id", "shown_versions",
+]
 BUSY = {"send_button": gr.update(visible=False), "stop_button": gr.update(visible=True)}  # Send turns into Stop
 # The page's URL names the open chat. pushState, not a navigation: Back returns to the chat before.
 SET_URL_JS = """
@@ -38,54 +41,6 @@ SET_URL_JS = """
 }
 """
 IDLE = {"send_button": gr.update(visible=True), "stop_button": gr.update(visible=False)}
-
-
-def as_text(text: str) -> str:
-    """A prompt or answer for the Chatbot: its markdown renders, its HTML shows as text (markup.py)."""
-    return as_markdown(text)
-
-
-def turn_figures(update: chat_turn.TurnUpdate, language: str = "en") -> str:
-    """"24 tokens · 41.3 tokens/s · 0.6 s" for a finished answer; empty when the model gave no figures."""
-    if not update.completion_tokens or not update.duration_ms:
-        return ""
-    seconds = update.duration_ms / 1000
-    return text(
-        language, "turn_figures", tokens=update.completion_tokens, speed=f"{update.completion_tokens / seconds:.1f}",
-        seconds=f"{seconds:.1f}",
-    )
-
-
-def stored_bubble(turn: conversations.Turn, language: str = "en") -> str:
-    """A turn of a reopened chat, with the footer it had when it was answered."""
-    if turn.status == "refused":  # never ran: marked, with the way to send it again
-        return as_text(text(language, "answer_refused"))
-    parts = [turn.answer] if turn.answer else []
-    if turn.status == "ok" and not turn.answer:
-        parts.append(translated(language, chat_turn.EMPTY_ANSWER_MESSAGE))
-    elif turn.status == "stopped":
-        parts.append(text(language, "answer_stopped"))
-    elif turn.status in ("error", "interrupted"):
-        parts.append(text(language, "answer_failed"))
-    elif turn.status == "pending":
-        parts.append("…")
-    if turn.imported:  # answered, and paid for, where it was exported: no price here
-        footer = text(language, "answer_footer_imported", model=turn.model_name)
-    else:
-        footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
-    figures = turn_figures(
-        chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
-    )
-    return as_text(with_footer("\n\n".join(parts), f"{figures}\n{footer}" if figures else footer))
-
-
-def chat_messages(turns: list[conversations.Turn], language: str = "en") -> list[dict]:
-    messages = []
-    for turn in turns:
-        messages += [
-            {"role": "user", "content": as_text(turn.prompt)}, {"role": "assistant", "content": stored_bubble(turn, language)}
-        ]
-    return messages
 
 
 class ChatPart:
@@ -128,17 +83,18 @@ class ChatPart:
         found = self._signed_in_for_chat(request)
         language = language_of(request)
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        turns = conversations.conversation_turns(found.user.id, open_id) if open_id is not None else []
+        shown = versions.shown_turns(found.user.id, open_id) if open_id is not None else []
+        as_it_is = {"chatbot": chat_messages(shown, language), "shown_versions": self.owned(found.user.id, [])}
         index = getattr(event, "index", None)
         index = index[0] if isinstance(index, (list, tuple)) and index else index
         value = getattr(event, "value", None)
         value = value.get("text", "") if isinstance(value, dict) else value
-        if not turns or index != 2 * (len(turns) - 1) or not isinstance(value, str):
-            yield {"chatbot": chat_messages(turns, language), "chat_notice": notice(text(language, "only_last_editable"))}
+        if not shown or index != 2 * (len(shown) - 1) or not isinstance(value, str):
+            yield {**as_it_is, "chat_notice": notice(text(language, "only_last_editable"))}
             return
-        answered = yield from self._answer(found, tier, value, None, open_id, turns[-1].id, language, system_prompt)
+        answered = yield from self._answer(found, tier, value, None, open_id, shown[-1].turn.id, language, system_prompt)
         if not answered:  # the chat as it is, not as the page edited it
-            yield {"chatbot": chat_messages(turns, language)}
+            yield as_it_is
 
     def _signed_in_for_chat(self, request) -> sessions.SignedIn:
         try:
@@ -180,9 +136,10 @@ class ChatPart:
             earlier = []
         elif replaces_id is None:
             earlier = conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
-        else:  # the whole chat is shown again, without the turn being replaced
-            earlier = [turn for turn in conversations.conversation_turns(user.id, open_id) if turn.id != replaces_id]
-            chatbot = chat_messages(earlier, language)
+        else:  # the whole chat is shown again (each answer at its latest version), without the turn being replaced
+            shown_again = [shown for shown in versions.shown_turns(user.id, open_id) if shown.turn.id != replaces_id]
+            chatbot = chat_messages(shown_again, language)
+            earlier = [shown.turn for shown in shown_again]
         context = conversations.context_of(earlier[-conversations.CONTEXT_TURNS:])
         shown = chatbot + [{"role": "user", "content": as_text(message if isinstance(message, str) else "")}]
         stop = self._stop_events.setdefault(found.session_id, threading.Event())
@@ -217,6 +174,8 @@ class ChatPart:
                     return False
                 if not held:
                     held = {"message": "" if from_box else gr.update(), "chat_notice": "", "chat_id": str(open_id or ""), **BUSY}
+                    if replaces_id is not None:  # the chat was shown again: no earlier version is chosen any more
+                        held["shown_versions"] = self.owned(user.id, [])
                     first = held
                 else:
                     first = {}
@@ -240,11 +199,13 @@ class ChatPart:
             context = context + [(message.strip(), update.answer)]
         try:
             balance, hint = balance_text(user.id, language), self.low_balance_hint(user.id, tier, language)
+            took_place = replaces_id is not None and update is not None and update.status in ("ok", "stopped") and update.answer
+            bar = bar_after_replacement(user.id, open_id, replaces_id, language) if took_place else ""
         except DatabaseRetryableError:  # the database went away with the turn: its bubble says what happened
-            balance, hint = gr.update(), ""
+            balance, hint, bar = gr.update(), "", ""
         # Not the box: what was typed while the answer streamed stays there.
         yield {
-            "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}],
+            "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language, bar)}],
             "balance": balance, "turns": context, "chat_id": str(open_id or ""), "chat_notice": hint, **IDLE,
         }
         return True
@@ -340,11 +301,11 @@ class ChatPart:
             return conversations.chat_settings(found.user.id, open_id).system_prompt
 
     @staticmethod
-    def _bubble(update: chat_turn.TurnUpdate, language: str = "en") -> str:
-        return as_text(ChatPart._bubble_text(update, language))
+    def _bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
+        return as_text(ChatPart._bubble_text(update, language, bar))
 
     @staticmethod
-    def _bubble_text(update: chat_turn.TurnUpdate, language: str = "en") -> str:
+    def _bubble_text(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
         if update.status == "waiting":
             if update.restarting:
                 return text(language, "model_restarting", model=update.model_label)
@@ -359,7 +320,7 @@ class ChatPart:
             parts.append(translated(language, update.message))
         if figures := turn_figures(update, language):
             footer = f"{figures}\n{footer}"
-        return with_footer("\n\n".join(parts), footer)
+        return with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer)
 
     @shows_errors
     def stop(self, request: gr.Request):
@@ -375,16 +336,18 @@ class ChatPart:
         conversations.set_open_conversation(found.user.id, found.session_id, None)
         return {
             "chatbot": [], "turns": [], "chat_id": "", "chat_notice": "", "settings_notice": "",
+            "shown_versions": self.owned(found.user.id, []),
             "system_prompt": conversations.default_system_prompt(found.user.id),
         }
 
     def open_chat_view(self, user_id: int, session_id: int, language: str = "en") -> tuple[list, list]:
-        """The chatbot and context of the session's open chat (empty for a new one)."""
+        """The chatbot and context of the session's open chat (empty for a new one), each answer at its
+        latest version."""
         open_id = conversations.open_conversation_of(user_id, session_id)
         if open_id is None:
             return [], []
-        turns = conversations.conversation_turns(user_id, open_id)
-        return chat_messages(turns, language), conversations.context_of(turns)
+        shown = versions.shown_turns(user_id, open_id)
+        return chat_messages(shown, language), conversations.context_of([each.turn for each in shown])
 
     def opened_chat(self, found: sessions.SignedIn, language: str) -> dict:
         """Everything the chat screen shows of the session's open chat: its turns, model, system prompt, URL."""
@@ -396,7 +359,7 @@ class ChatPart:
             settings = conversations.chat_settings(found.user.id, open_id)
         outputs = {
             "chatbot": shown, "turns": context, "chat_id": str(open_id or ""), "system_prompt": settings.system_prompt,
-            "chat_notice": "", "settings_notice": "",
+            "chat_notice": "", "settings_notice": "", "shown_versions": self.owned(found.user.id, []),
         }
         if settings.tier in {status.tier for status in self.engine.tiers() if status.available}:
             outputs["model"] = settings.tier
@@ -465,7 +428,7 @@ class ChatPart:
             self.regenerate, ["model", "system_prompt"], outputs, api_name="regenerate", **options,
         )
         edited = self.wire(chatbot.edit, self.edit_message, ["model", "system_prompt"], outputs, api_name=False, **options)
-        new_chat_outputs = ["chatbot", "turns", "chat_id", "chat_notice", "settings_notice", "system_prompt"]
+        new_chat_outputs = ["chatbot", "turns", "chat_id", "chat_notice", "settings_notice", "system_prompt", "shown_versions"]
         chat_changes = [
             sent, regenerated, edited,
             self.wire(chatbot.clear, self.new_chat, [], new_chat_outputs, api_name=False),  # its trash icon: a new chat

@@ -27,7 +27,7 @@ SHORT_TEXT = 80  # characters of a prompt or answer shown in a table cell
 # What an event that opens a chat changes, whichever part it starts in: the sidebar's list (with its
 # notice and open boxes) and the chat screen.
 LIST_OUTPUTS = ["chat_list", "sidebar_notice", "rename_row", "delete_row", "target_chat"]
-OPENED_CHAT_OUTPUTS = LIST_OUTPUTS + ["chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs"]
+OPENED_CHAT_OUTPUTS = LIST_OUTPUTS + ["chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "model", "tabs", "shown_versions"]
 
 
 def session_token(request) -> str | None:

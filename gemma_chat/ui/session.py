@@ -85,6 +85,13 @@ PAGE_CSS = """
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
+/* An answer's version arrows (‹ 2/2 ›): buttons a thumb can hit (an arrow at either end is plain text),
+   a ring for the keyboard. */
+#transcript a[href^="#gc-version-"] { display: inline-block; min-width: 2.2rem; padding: 0.15rem 0.5rem;
+  text-align: center; text-decoration: none; border-radius: 6px; border: 1px solid var(--border-color-primary);
+  color: var(--color-accent); font-weight: 600; }
+#transcript a[href^="#gc-version-"]:hover { background: var(--background-fill-secondary); }
+#transcript a[href^="#gc-version-"]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
 @media (max-width: 640px) {
   #header { flex-wrap: nowrap !important; gap: 6px !important; align-items: center; }
   #header > * { min-width: 0 !important; }
@@ -119,14 +126,15 @@ PAGE_JS = """
     if (stop && stop.offsetParent !== null) stop.click();
   });
   let sent = 0;
-  const chatRequest = (action) => {
-    const box = document.querySelector("#chat-request textarea, #chat-request input");
-    const button = document.querySelector("#chat-request-button");
+  const request = (name, action) => {  // the hidden #name box gets the action, then #name-button is pressed
+    const box = document.querySelector(`#${name} textarea, #${name} input`);
+    const button = document.querySelector(`#${name}-button`);
     if (!box || !button) return;
     box.value = action + ":" + (++sent);
     box.dispatchEvent(new Event("input", {bubbles: true}));
     setTimeout(() => button.click(), 30);
   };
+  const chatRequest = (action) => request("chat-request", action);
   document.addEventListener("click", (event) => {
     const target = event.target.closest("#chat-list [data-chat-action]");
     if (!target) return;
@@ -144,6 +152,28 @@ PAGE_JS = """
     }
     chatRequest(action + ":" + id);
   });
+  // An answer's ‹ and › (transcript.py version_bar) become one `version_request` event (versions.py).
+  // The answer is drawn anew, so an arrow pressed from the keyboard gets the focus back afterwards.
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest('#transcript a[href^="#gc-version-"]');
+    if (!link) return;
+    event.preventDefault();
+    event.stopPropagation();
+    request("version-request", link.getAttribute("href"));
+    if (event.detail !== 0) return;  // a mouse or a finger: no focus to keep
+    const bubbles = () => [...document.querySelectorAll('#transcript [data-testid="bot"]')];
+    const index = bubbles().findIndex((bubble) => bubble.contains(link));
+    const arrow = link.textContent.trim();
+    let waited = 0;
+    const refocus = setInterval(() => {
+      const bubble = bubbles()[index];
+      const links = bubble ? [...bubble.querySelectorAll('a[href^="#gc-version-"]')] : [];
+      if (links.length && !links.includes(link)) {
+        (links.find((each) => each.textContent.trim() === arrow) || links[0]).focus();
+        clearInterval(refocus);
+      } else if ((waited += 100) > 5000) clearInterval(refocus);
+    }, 100);
+  }, true);
   // On a phone the chat list is a drawer: closed when the app appears, and after a chat is chosen.
   const closeDrawerOnPhone = () => {
     const bar = document.querySelector("#chats-sidebar");

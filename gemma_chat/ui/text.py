@@ -364,6 +364,10 @@ MESSAGES = {
         "balance_low": "Balance low: {n} {n:credit|credits} left, {price} per answer with this model.",
         "balance_too_low": "Your balance ({n} {n:credit|credits}) does not pay for an answer with this model ({price}): top up first.",
         "system_prompt_saved": "This chat keeps the new system prompt.",
+        # the versions of a regenerated or edited answer (‹ 1/2 ›): the arrows' tooltips, and a stale click
+        "earlier_version": "Earlier version",
+        "later_version": "Later version",
+        "version_not_found": "That version of the answer is no longer in this chat.",
         "default_prompt_saved": "Saved: new chats start with this system prompt.",
         "day_today": "Today",
         "day_yesterday": "Yesterday",
@@ -528,6 +532,9 @@ MESSAGES = {
         "balance_low": "Баланс на исходе: {n} {n:кредит|кредита|кредитов}, ответ этой модели стоит {price}.",
         "balance_too_low": "Баланса ({n} {n:кредит|кредита|кредитов}) не хватает на ответ этой модели ({price}): сначала пополните.",
         "system_prompt_saved": "Чат запомнил новую системную инструкцию.",
+        "earlier_version": "Предыдущая версия",
+        "later_version": "Следующая версия",
+        "version_not_found": "Этой версии ответа в чате больше нет.",
         "default_prompt_saved": "Сохранено: новые чаты начинаются с этой системной инструкции.",
         "day_today": "Сегодня",
         "day_yesterday": "Вчера",
@@ -628,6 +635,7 @@ RUSSIAN_BY_ENGLISH = {
     "Only the last message of the chat can be regenerated or edited.":
         "Ответить заново или изменить можно только последнее сообщение чата.",
     "Wait for the answer to finish (or press Stop) first.": "Сначала дождитесь конца ответа (или нажмите «Стоп»).",
+    "That version of the answer is no longer in this chat.": "Этой версии ответа в чате больше нет.",
     "{label} is not available: {reason}": "Модель {label} недоступна: {reason}",
     "Not enough credits: {label} costs {price} {price:credit|credits} per answer and you have {available}. "
     "Add credits on the Top up tab.":

@@ -1,6 +1,7 @@
 """The chat screen of issue 19 in Chromium, desktop (1280×800) and phone (390×844), English and Russian:
 nothing typed is lost, errors guide instead of popping up, the sidebar opens chats in one click, each
-chat has a URL, and its system prompt and model come back with it.
+chat has a URL, its system prompt and model come back with it, and a regenerated answer keeps the
+earlier one to page back to.
 
 One app for the module with the fault-injecting engine (tests/reliability/faults.py): "[fault:numbered]"
 answers at once, "[fault:hang]" streams until Stop, and every generation's messages are logged, so a
@@ -16,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from e2e.test_browser import SHOTS, choose_model, expect_balance, log_out, sign_up
 from e2e.test_chat_product import message_box
-from e2e.test_chat_replace import prompts, replace_app  # noqa: F401 (replace_app: the module's app)
+from e2e.test_chat_replace import prompts, replace_app, shown_answer  # noqa: F401 (replace_app: the module's app)
 from reliability.conftest import query
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -317,6 +318,62 @@ def test_export_a_chat_from_its_menu_and_all_chats_from_the_account_tab(replace_
     # Each chat in the whole file is the very object its own export gives.
     without_time = lambda chat: {k: v for k, v in chat.items() if k != "exported_at"}  # noqa: E731
     assert without_time(everything["chats"][1]) == without_time(one)
+    no_error_anywhere(page)
+
+
+def version_arrow(page: Page, mark: str):
+    """‹ or › under the last answer, while it is a link (at either end the arrow is plain text)."""
+    return page.get_by_test_id("bot").last.locator('a[href^="#gc-version-"]', has_text=mark)
+
+
+def test_a_regenerated_answer_pages_back_to_the_first_and_forward_and_a_reload_shows_the_latest(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    sign_up(page, replace_app.url, "pager")
+    expect_balance(page, 10)
+    message_box(page).fill("[fault:numbered] Say something.")
+    message_box(page).press("Enter")
+    expect_balance(page, 9)
+    first = shown_answer(page)
+    answer = page.get_by_test_id("bot").last
+    expect(answer.locator('a[href^="#gc-version-"]')).to_have_count(0)  # one answer: no arrows
+    page.locator("#regenerate-button").click()
+    expect_balance(page, 8)
+    expect(answer).not_to_contain_text(first)
+    second = shown_answer(page)
+    expect(answer).to_contain_text("2/2")
+    turns = query(replace_app.data_dir, "SELECT COUNT(*) FROM interactions")
+
+    version_arrow(page, "‹").click()  # the mouse
+    expect(answer).to_contain_text("1/2")
+    expect(answer).to_contain_text(first)
+    expect(answer).not_to_contain_text(second)
+    expect(answer).to_contain_text("· 1 credit")  # its own figures and price
+    expect(user_bubbles(page)).to_have_text(["[fault:numbered] Say something."])
+    version_arrow(page, "›").click()
+    expect(answer).to_contain_text("2/2")
+    expect(answer).to_contain_text(second)
+
+    version_arrow(page, "‹").focus()  # the keyboard: Enter on an arrow, and the focus stays on the arrows
+    page.keyboard.press("Enter")
+    expect(answer).to_contain_text("1/2")
+    expect(page.locator(":focus")).to_have_text("›")
+    page.keyboard.press("Enter")
+    expect(answer).to_contain_text("2/2")
+    expect_balance(page, 8)  # paging charged nothing and asked the model nothing
+    assert query(replace_app.data_dir, "SELECT COUNT(*) FROM interactions") == turns
+
+    page.set_viewport_size(PHONE)  # the page arrives at phone width: the chat list is a closed drawer
+    page.reload()
+    expect(answer).to_contain_text("2/2")
+    expect(answer).to_contain_text(second)
+    expect(page.locator("#chats-sidebar")).not_to_have_class(re.compile(r"\bopen\b"))
+    version_arrow(page, "‹").click()  # a finger, at phone width
+    expect(answer).to_contain_text("1/2")
+    box = version_arrow(page, "›").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"] and box["height"] >= 20, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "screenshot-versions-phone.png"))
     no_error_anywhere(page)
 
 
