@@ -17,7 +17,7 @@ import pytest
 
 from gemma_chat.backends.batch_loop import BatchLoop
 from gemma_chat.backends.llama_runner import LlamaRunner, RunnerConfig
-from gemma_chat.backends.prompt_cache import save_sequence
+from gemma_chat.backends.llama_runner import save_sequence
 from gemma_chat.config import physical_cores
 
 QUESTIONS = [

@@ -21,11 +21,6 @@ KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 # What everything shares: these import only each other (LAYOUT.md: … → backends/store → config/errors).
 BOTTOM = ("config.py", "errors.py", "numbers.py", "throttle.py", "wording.py")
 BOTTOM_MODULES = tuple(name.removesuffix(".py") for name in BOTTOM)
-# Modules besides backends/llama_runner.py that call llama.cpp directly, all inside the worker process:
-LLAMA_CPP_ALSO = {
-    "backends/batch_loop.py",  # the continuous-batching decode loop drives llama_batch/llama_decode itself
-    "backends/prompt_cache.py",  # saves and restores slots' KV state (llama_state_seq_*) in host RAM
-}
 
 
 def _module_parts(path: Path) -> list[str]:
@@ -71,7 +66,7 @@ def violations(path: Path) -> list[str]:
             found.setdefault((line, "up"), f"{where}:{line}: {group}/ imports {module}")
         if where in BOTTOM and _within(module, "gemma_chat") and not _within(module, *(f"gemma_chat.{m}" for m in BOTTOM_MODULES)):
             found.setdefault((line, "up"), f"{where}:{line}: {where} is what everything shares and imports {module}")
-        if _within(module, "llama_cpp") and where != "backends/llama_runner.py" and where not in LLAMA_CPP_ALSO:
+        if _within(module, "llama_cpp") and where != "backends/llama_runner.py":
             found.setdefault((line, "llama_cpp"), f"{where}:{line}: imports {module} (only backends/llama_runner.py talks to llama.cpp)")
         if _within(module, "gradio") and group != "ui" and where != "web/app.py":
             found.setdefault((line, "gradio"), f"{where}:{line}: imports {module} (only ui/ and web/app.py use gradio)")
@@ -96,8 +91,6 @@ def test_the_known_exceptions_are_still_needed():
     """An exception nobody needs any more is taken off the list, so it cannot hide a new import."""
     for where, module in KNOWN_EXCEPTIONS:
         assert module in {m for _, m in imports_of(PACKAGE / where)}, (where, module)
-    for where in LLAMA_CPP_ALSO:
-        assert any(_within(m, "llama_cpp") for _, m in imports_of(PACKAGE / where)), where
 
 
 def test_the_check_sees_each_kind_of_upward_import(tmp_path, monkeypatch):

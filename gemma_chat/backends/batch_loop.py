@@ -15,21 +15,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import llama_cpp
 
 from ..errors import ContextTooLongError, ModelError
 from .answer_text import AnswerText
 from .base import Sampling
+from . import llama_runner as llama
 from .llama_runner import N_BATCH, LlamaRunner, sampling_for
-from .prompt_cache import (
-    SavedStates, Slot, clear_sequence, common_prefix, keep_prefix, place, restore_sequence, save_sequence,
-)
+from .prompt_cache import SavedStates, Slot, common_prefix, place
 
 # Prompt tokens per step while other slots stream: their next token waits for this chunk. With no
 # one streaming, prompts fill the whole batch (N_BATCH, llama-cpp-python's n_batch: the same chunks
 # as a lone Llama.generate, so one stream's greedy text is the same as raw llama-cpp-python's).
 PREFILL_CHUNK_WHILE_STREAMING = 64
-PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size: the repeat penalty's window
 DECODE_FAILED = "The model failed while generating; please try again."
 
 
@@ -71,11 +68,11 @@ class BatchLoop:
         self.slots = [Slot(seq_id) for seq_id in range(runner.config.parallel)]
         self.saved = SavedStates(runner.config.prompt_cache_mb * 1024**2)
         self.waiting: collections.deque[Request] = collections.deque()
-        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
-        self._abort = llama_cpp.ggml_abort_callback(lambda _data: self._abort_requested())
+        self._batch = llama.new_batch()
+        self._abort = llama.abort_callback(self._abort_requested)
         self._aborting = False
         self._in_batch: list[Request] = []
-        self._n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(runner.llama.model))
+        self._n_vocab = llama.vocab_size(runner.llama)
         self._preamble = _preamble_length(runner)
 
     @property
@@ -89,7 +86,7 @@ class BatchLoop:
     def close(self) -> None:
         for request in [*self.running, *self.waiting]:
             self._free_sampler(request)
-        llama_cpp.llama_batch_free(self._batch)
+        llama.free_batch(self._batch)
 
     # --- requests in ---
 
@@ -150,8 +147,7 @@ class BatchLoop:
         """Install the abort check only for steps with prefill: the callback runs Python once per
         graph node, ~12% of decode speed, and a decode-only step is short anyway."""
         if on != self._aborting:
-            callback = self._abort if on else llama_cpp.ggml_abort_callback()
-            llama_cpp.llama_set_abort_callback(self.ctx, callback, None)
+            llama.set_abort_callback(self.ctx, self._abort if on else None)
             self._aborting = on
 
     def _end_stopped(self) -> None:
@@ -174,21 +170,21 @@ class BatchLoop:
             # conversation is restored over it. A conversation would lose that: keep it in RAM.
             lost = slot.cached if placement.restore is not None else slot.cached[placement.reuse:]
             if self.saved.wants(lost):
-                self.saved.add(list(slot.cached), save_sequence(self.ctx, slot.seq_id))
+                self.saved.add(list(slot.cached), llama.save_sequence(self.ctx, slot.seq_id))
             reuse, hit = placement.reuse, placement.hit
             if placement.restore is not None:
-                if restore_sequence(self.ctx, slot.seq_id, placement.restore.data):
+                if llama.restore_sequence(self.ctx, slot.seq_id, placement.restore.data):
                     slot.cached = placement.restore.tokens
                 else:
                     slot.cached, reuse, hit = [], 0, ""
-            if not keep_prefix(self.ctx, slot.seq_id, reuse):
-                clear_sequence(self.ctx, slot.seq_id)
+            if not llama.keep_prefix(self.ctx, slot.seq_id, reuse):
+                llama.clear_sequence(self.ctx, slot.seq_id)
                 reuse, hit = 0, ""
             slot.cached = slot.cached[:reuse]
             slot.request, request.slot = request, slot
             request.prefilled = request.reused = reuse
             request.cache = hit if reuse else ""
-            request.sampler = _sampler_chain(request.sampling, self._n_vocab)
+            request.sampler = llama.sampler_chain(request.sampling, self._n_vocab)
             request.answer = AnswerText(self.runner.prompt_format.stop)
 
     def _fill_batch(self) -> tuple[list[Request], bool]:
@@ -233,7 +229,7 @@ class BatchLoop:
     def _advance(self, request: Request) -> None:
         if request.logits_index is None:  # a prefill chunk that is not the prompt's last
             return
-        token = llama_cpp.llama_sampler_sample(request.sampler, self.ctx, request.logits_index)
+        token = llama.sample(request.sampler, self.ctx, request.logits_index)
         if request.first_token_at is None:
             request.first_token_at = time.monotonic()
         if self.runner.is_end_of_generation(token):
@@ -278,7 +274,7 @@ class BatchLoop:
     def _forget_cells(self, request: Request) -> None:
         """After a failed or aborted decode the sequence's cells are in an unknown state: drop them."""
         if request.slot is not None:
-            clear_sequence(self.ctx, request.slot.seq_id)
+            llama.clear_sequence(self.ctx, request.slot.seq_id)
             request.slot.cached = []
 
     def fail_all(self, exc: Exception) -> None:
@@ -298,7 +294,7 @@ class BatchLoop:
     @staticmethod
     def _free_sampler(request: Request) -> None:
         if request.sampler is not None:
-            llama_cpp.llama_sampler_free(request.sampler)
+            llama.free_sampler(request.sampler)
             request.sampler = None
 
 
@@ -307,23 +303,3 @@ def _preamble_length(runner: LlamaRunner) -> int:
     preamble, a chat template's first tokens): two one-word conversations share exactly those."""
     one, other = (runner.fit([{"role": "user", "content": word}]) for word in ("Hello", "Goodbye"))
     return common_prefix(one, other)
-
-
-def _sampler_chain(sampling: dict[str, float], n_vocab: int):
-    """The chain llama-cpp-python's Llama.generate builds for the same arguments, so one stream
-    samples as it did before batching: penalties, then greedy at temperature 0, else top-k, typical,
-    top-p, min-p, temperature and a random draw."""
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-    add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.get("repeat_penalty", 1.0), 0.0, 0.0))
-    temp = sampling.get("temp", 0.8)
-    if temp == 0:
-        add(llama_cpp.llama_sampler_init_greedy())
-    else:
-        add(llama_cpp.llama_sampler_init_top_k(int(sampling.get("top_k", 40))))
-        add(llama_cpp.llama_sampler_init_typical(1.0, 1))
-        add(llama_cpp.llama_sampler_init_top_p(sampling.get("top_p", 0.95), 1))
-        add(llama_cpp.llama_sampler_init_min_p(sampling.get("min_p", 0.05), 1))
-        add(llama_cpp.llama_sampler_init_temp(temp))
-        add(llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED))
-    return chain

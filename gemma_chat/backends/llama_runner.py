@@ -2,13 +2,15 @@
 
 Loads the GGUF with a context of `parallel` sequences (one per slot, each with the tier's n_ctx),
 formats and trims conversations with the model's own tokenizer, and owns the one call to
-llama_decode. The decode loop over the slots is backends/batch_loop.py. A native fault here kills
+llama_decode. It is the only module that talks to llama.cpp: the decode loop over the slots
+(backends/batch_loop.py) drives the batch, sampler and KV-state functions at the end of this file. A native fault here kills
 only the worker; backends/local.py sees it and restarts the worker. Nothing here knows about
 processes or pipes (backends/worker.py does).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -344,3 +346,85 @@ def gpu_layers(setting: int | str) -> tuple[int, str]:
         return 0, "CPU (this llama.cpp has no GPU offload)"
     layers = int(setting)
     return layers, ("CPU" if layers == 0 else f"GPU: n_gpu_layers {layers}")
+
+
+# --- the batch API the worker's decode loop drives (backends/batch_loop.py) -------------------------
+
+
+def new_batch():
+    """A batch of up to N_BATCH tokens, one sequence id each."""
+    return llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+
+
+def free_batch(batch) -> None:
+    llama_cpp.llama_batch_free(batch)
+
+
+def abort_callback(should_abort):
+    """`should_abort()` as llama.cpp's abort callback (keep a reference while it is installed)."""
+    return llama_cpp.ggml_abort_callback(lambda _data: should_abort())
+
+
+def set_abort_callback(ctx, callback) -> None:
+    """Install `callback` (from abort_callback) for the context's decodes; None removes it."""
+    llama_cpp.llama_set_abort_callback(ctx, callback if callback is not None else llama_cpp.ggml_abort_callback(), None)
+
+
+def vocab_size(llama: llama_cpp.Llama) -> int:
+    return llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llama.model))
+
+
+def sample(sampler, ctx, logits_index: int) -> int:
+    return llama_cpp.llama_sampler_sample(sampler, ctx, logits_index)
+
+
+def free_sampler(sampler) -> None:
+    llama_cpp.llama_sampler_free(sampler)
+
+
+PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size: the repeat penalty's window
+
+
+def sampler_chain(sampling: dict[str, float], n_vocab: int):
+    """The chain llama-cpp-python's Llama.generate builds for the same arguments, so one stream
+    samples as it did before batching: penalties, then greedy at temperature 0, else top-k, typical,
+    top-p, min-p, temperature and a random draw."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+    add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.get("repeat_penalty", 1.0), 0.0, 0.0))
+    temp = sampling.get("temp", 0.8)
+    if temp == 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+    else:
+        add(llama_cpp.llama_sampler_init_top_k(int(sampling.get("top_k", 40))))
+        add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+        add(llama_cpp.llama_sampler_init_top_p(sampling.get("top_p", 0.95), 1))
+        add(llama_cpp.llama_sampler_init_min_p(sampling.get("min_p", 0.05), 1))
+        add(llama_cpp.llama_sampler_init_temp(temp))
+        add(llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED))
+    return chain
+
+
+# --- a sequence's KV state in and out of llama.cpp -----------------------------------------------
+
+
+def save_sequence(ctx, seq_id: int) -> bytes:
+    size = llama_cpp.llama_state_seq_get_size(ctx, seq_id)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id)
+    return ctypes.string_at(buffer, written)
+
+
+def restore_sequence(ctx, seq_id: int, data: bytes) -> bool:
+    clear_sequence(ctx, seq_id)
+    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    return llama_cpp.llama_state_seq_set_data(ctx, buffer, len(data), seq_id) > 0
+
+
+def keep_prefix(ctx, seq_id: int, length: int) -> bool:
+    """Drop the sequence's cells from position `length` on; False if llama.cpp cannot."""
+    return llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, length, -1)
+
+
+def clear_sequence(ctx, seq_id: int) -> None:
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)

@@ -11,11 +11,9 @@ Like llama.cpp's server (tools/server: slot selection by longest common prefix, 
 from __future__ import annotations
 
 import collections
-import ctypes
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import llama_cpp
 
 # A slot "holds" a conversation when the new prompt keeps more than the prompt format's preamble
 # (which every prompt shares: alone it must not pull a turn into another conversation's slot) and
@@ -115,28 +113,3 @@ def place(prompt: Sequence[int], free: Sequence[Slot], saved: SavedStates, pream
         return Placement(best_slot, None, min(best_prefix, last), "slot")
     slot = min(free, key=lambda s: s.used_at)
     return Placement(slot, None, min(common_prefix(slot.cached, prompt), last), "")
-
-
-# --- a sequence's KV state in and out of llama.cpp -----------------------------------------------
-
-
-def save_sequence(ctx, seq_id: int) -> bytes:
-    size = llama_cpp.llama_state_seq_get_size(ctx, seq_id)
-    buffer = (ctypes.c_uint8 * size)()
-    written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id)
-    return ctypes.string_at(buffer, written)
-
-
-def restore_sequence(ctx, seq_id: int, data: bytes) -> bool:
-    clear_sequence(ctx, seq_id)
-    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-    return llama_cpp.llama_state_seq_set_data(ctx, buffer, len(data), seq_id) > 0
-
-
-def keep_prefix(ctx, seq_id: int, length: int) -> bool:
-    """Drop the sequence's cells from position `length` on; False if llama.cpp cannot."""
-    return llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, length, -1)
-
-
-def clear_sequence(ctx, seq_id: int) -> None:
-    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)
