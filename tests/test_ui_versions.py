@@ -81,3 +81,35 @@ def test_a_version_of_another_chat_or_user_or_made_up_shows_nothing(app):
     assert "Answer number 3." in answer(forged)  # alice's earlier answer; the forged choice is ignored
     with pytest.raises(GemmaChatError):
         app.show_version(browser_request(None), arrow(mine, "‹"), [])  # a browser without a session
+
+
+def test_regenerate_in_an_imported_chat_keeps_every_imported_turn_whose_number_it_shares(app):
+    """Imported turns are numbered in their own table: imported turn 1 and the chat's own turn 1 meet
+    on a fresh database, and Regenerate of the latter must not take the former off the screen."""
+    import json
+
+    from gemma_chat.chats import documents
+
+    session = signed_in_request(app.settings, "alice")
+    document = json.dumps({"format": documents.FORMAT, "title": "From elsewhere", "turns": [
+        {"prompt": f"Old question {n}.", "answer": f"Old answer {n}.", "status": "ok", "model": "Elsewhere"} for n in (1, 2)
+    ]})
+    opened = app.import_chats(session, document, str(len(document)), "")
+    assert [m["content"] for m in opened["chatbot"]][0::2] == ["Old question 1.", "Old question 2."]
+    shown_after(app.send(session, "mini", "New question.", opened["chatbot"], []))
+    assert Interaction.select().count() == 1  # the chat's own turn 1: the number of the first imported one
+    regenerated = shown_after(app.regenerate(session, "mini"))
+    assert [m["content"] for m in regenerated["chatbot"]][0::2] == ["Old question 1.", "Old question 2.", "New question."]
+    assert "Old answer 1." in regenerated["chatbot"][1]["content"] and "2/2" in answer(regenerated)
+
+
+def test_a_refused_turn_offers_retry_only_when_it_was_refused_here():
+    """Retry of an imported turn is refused (it is not an interaction), so its bubble does not offer one."""
+    from gemma_chat.store.conversation_queries import Turn
+    from gemma_chat.ui.transcript import stored_bubble
+
+    here = Turn(7, "Hello?", "", "refused", "Gemma", 0, None, None)
+    imported = Turn(7, "Hello?", "", "refused", "Gemma", 0, None, None, imported=True)
+    for language in ("en", "ru"):
+        assert "↻" in stored_bubble(here, language)
+        assert "↻" not in stored_bubble(imported, language) and stored_bubble(imported, language) != stored_bubble(here, language)

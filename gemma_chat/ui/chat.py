@@ -137,7 +137,9 @@ class ChatPart:
         elif replaces_id is None:
             earlier = conversations.conversation_turns(user.id, open_id, limit=conversations.CONTEXT_TURNS)
         else:  # the whole chat is shown again (each answer at its latest version), without the turn being replaced
-            shown_again = [shown for shown in versions.shown_turns(user.id, open_id) if shown.turn.id != replaces_id]
+            shown_again = [  # an imported turn's id is of another table: it may equal the replaced one's
+                shown for shown in versions.shown_turns(user.id, open_id) if shown.turn.imported or shown.turn.id != replaces_id
+            ]
             chatbot = chat_messages(shown_again, language)
             earlier = [shown.turn for shown in shown_again]
         context = conversations.context_of(earlier[-conversations.CONTEXT_TURNS:])

@@ -360,6 +360,7 @@ MESSAGES = {
         "error_title": "Error",
         # issue 19: the chat screen
         "answer_refused": "⚠ Not sent: refused before the model ran (nothing was charged). Press ↻ Retry to send this message again.",
+        "answer_refused_imported": "⚠ Not answered where this chat was exported from (it was refused there).",
         "only_last_editable": "Only the last message can be edited; the chat is as it was.",
         "balance_low": "Balance low: {n} {n:credit|credits} left, {price} per answer with this model.",
         "balance_too_low": "Your balance ({n} {n:credit|credits}) does not pay for an answer with this model ({price}): top up first.",
@@ -528,6 +529,7 @@ MESSAGES = {
         "sign_in_failed": "Что-то пошло не так; попробуйте снова.",
         "error_title": "Ошибка",
         "answer_refused": "⚠ Не отправлено: отказано до запуска модели (ничего не списано). Нажмите ↻, чтобы отправить это сообщение снова.",
+        "answer_refused_imported": "⚠ Там, откуда экспортирован этот чат, ответа не было (в нём отказано).",
         "only_last_editable": "Изменить можно только последнее сообщение; чат остался прежним.",
         "balance_low": "Баланс на исходе: {n} {n:кредит|кредита|кредитов}, ответ этой модели стоит {price}.",
         "balance_too_low": "Баланса ({n} {n:кредит|кредита|кредитов}) не хватает на ответ этой модели ({price}): сначала пополните.",

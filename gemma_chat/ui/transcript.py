@@ -55,8 +55,8 @@ def bar_after_replacement(user_id: int, conversation_id: int, replaced_id: int, 
 
 def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "") -> str:
     """A turn of a reopened chat, with the footer it had when it was answered (and `bar` under it)."""
-    if turn.status == "refused":  # never ran: marked, with the way to send it again
-        return as_text(text(language, "answer_refused"))
+    if turn.status == "refused":  # never ran: marked, with the way to send it again (an imported one: none here)
+        return as_text(text(language, "answer_refused_imported" if turn.imported else "answer_refused"))
     parts = [turn.answer] if turn.answer else []
     if turn.status == "ok" and not turn.answer:
         parts.append(translated(language, chat_turn.EMPTY_ANSWER_MESSAGE))

@@ -48,7 +48,7 @@ class VersionsPart:
             return {"chat_notice": notice(text(language, "version_not_found"))}
         before = [v for v in self.owned_by(found.user.id, chosen) if isinstance(v, int) and not isinstance(v, bool)]
         shown = versions.shown_turns(found.user.id, open_id, before + [version_id])
-        if not any(version_id in each.version_ids for each in shown):  # another chat's, or a made-up id
+        if not any(version_id in each.version_ids and not each.turn.imported for each in shown):  # another chat's, or a made-up id
             return {"chat_notice": notice(text(language, "version_not_found"))}
         earlier = [each.turn.id for each in shown if each.position < len(each.version_ids)]
         return {
