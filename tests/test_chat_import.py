@@ -220,7 +220,7 @@ REFUSED = [
     (chat(turn={"prompt": " \n "}), "Turn 1: The message is empty."),
     (chat(turn={"prompt": None}), 'Turn 1: "prompt" must be text.'),
     (chat(turn={"prompt": "\x00"}), 'Turn 1: "prompt" contains a NUL or an invalid character.'),
-    (chat(turn={"answer": "a" * 100_001}), "Turn 1: The answer is 100,001 characters long; the limit is 100,000."),
+    (chat(turn={"answer": "a" * 1_000_001}), "Turn 1: The answer is 1,000,001 characters long; the limit is 1,000,000."),
     (chat(turn={"answer": "\udfff"}), 'Turn 1: "answer" contains a NUL or an invalid character.'),
     (chat(turn={"answer": 12}), 'Turn 1: "answer" must be text.'),
     (chat(turn={"status": "charged"}), 'Turn 1: "status" must be one of ok, stopped, error, interrupted, refused.'),
@@ -352,3 +352,17 @@ def test_a_file_the_page_sends_fits_in_the_event_the_edge_accepts():
     # file that escapes to more (mostly quotes, say) counts as its escaped size.
     assert documents.MAX_DOCUMENT_BYTES < export.MAX_SENT_BYTES < MAX_JSON_BODY - 64 * 1024
     assert f"> {documents.MAX_DOCUMENT_BYTES})" in export.IMPORT_JS and f"> {export.MAX_SENT_BYTES})" in export.IMPORT_JS
+
+
+def test_an_account_imports_a_bounded_number_of_messages_deleted_chats_included(alice, alice_chat, monkeypatch):
+    """Importing costs no credits: without a bound, one free account could fill the disk the ledger writes to."""
+    monkeypatch.setattr(documents, "MAX_IMPORTED_TURNS_PER_USER", 6)
+    exported = json.dumps(documents.chat_document(alice, alice_chat))  # 4 turns
+    first = documents.import_chats(alice, exported, max_message_chars=MAX_MESSAGE).chat_ids[0]
+    conversations.delete_conversation(alice, first)  # its rows stay stored, so they still count
+    chats_before, before = Conversation.select().count(), books(alice)
+    with pytest.raises(ChatImportError) as refused:
+        documents.import_chats(alice, exported, max_message_chars=MAX_MESSAGE)
+    assert refused.value.message == "This account has imported 4 messages; an account can import at most 6."
+    assert translated("ru", refused.value) == "Эта учётная запись уже импортировала 4 сообщения; можно не больше 6."
+    assert Conversation.select().count() == chats_before and books(alice) == before

@@ -397,8 +397,8 @@ class LocalWorkerBackend:
                     return worker
                 if self._state in (FAILED, CRASHED, CLOSED):
                     raise ModelUnavailableError(
-                "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
-            )
+                        "The {label} model is not available: {reason}", detail=self._reason, label=self.label, reason=self._reason
+                    )
             yield Waiting(1, restarting=True)
             with self._changed:
                 self._changed.wait(WAIT_POLL_S)

@@ -30,9 +30,12 @@ MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 MAX_CHATS = 1000
 MAX_TURNS = 1000  # in one chat
 MAX_ALL_TURNS = 10_000  # in one file: one import is one transaction, and it should stay a short one
-# An answer is as long as its tier's max_tokens let it be; the prompt has the chat's own limit.
-MAX_ANSWER_CHARS = 100_000
+# An answer is as long as its tier's max_tokens let it be (an operator may raise it, a remote tier's
+# too), so only the file's own limit bounds it; the prompt has the chat's own limit.
+MAX_ANSWER_CHARS = 1_000_000
 MAX_MODEL_NAME_CHARS = 200
+# Importing costs no credits, so the rows one account may add are bounded here (five full files).
+MAX_IMPORTED_TURNS_PER_USER = 5 * MAX_ALL_TURNS
 IMPORTED_STATUSES = ("ok", "stopped", "error", "interrupted", "refused")
 
 
@@ -247,6 +250,12 @@ def import_chats(user_id: int, document: str | bytes, *, max_message_chars: int)
     now = utcnow()
     created = []
     with transaction():
+        before = queries.count_imported_turns(user_id)
+        if before + sum(len(chat.turns) for chat in chats) > MAX_IMPORTED_TURNS_PER_USER:
+            raise ChatImportError(
+                "This account has imported {n:,} messages; an account can import at most {limit:,}.",
+                n=before, limit=MAX_IMPORTED_TURNS_PER_USER,
+            )
         # The sidebar lists the chats used last first, and a tie by the newer id: the document's
         # first chat (an export lists the most recently used first) is created last.
         for chat in reversed(chats):

@@ -217,6 +217,15 @@ def select_chat_list(user_id: int, search: str | None, limit: int) -> list[ChatL
 _IMPORT_BATCH = 100  # rows per INSERT: 600 parameters, under SQLite's oldest limit (999)
 
 
+def count_imported_turns(user_id: int) -> int:
+    """Every turn the user ever imported, in deleted chats too (a deleted chat's rows stay stored)."""
+    return database.execute_sql(
+        """SELECT COUNT(*) FROM imported_turns t JOIN conversations c ON c.id = t.conversation_id
+           WHERE c.user_id = ?""",
+        (user_id,),
+    ).fetchone()[0]
+
+
 def insert_imported_turns(conversation_id: int, turns: list[tuple[str, str, str, str]], created_at: dt.datetime) -> None:
     """The chat's imported turns, (prompt, answer, status, model_name) each, in the order given."""
     for start in range(0, len(turns), _IMPORT_BATCH):

@@ -714,6 +714,8 @@ RUSSIAN_BY_ENGLISH = {
         "Это не экспорт gemma-chat: его «format» — не {format} и не {all_format}.",
     "\"chats\" must be a list of chats.": "«chats» должен быть списком чатов.",
     "The file has no chats.": "В файле нет чатов.",
+    "This account has imported {n:,} messages; an account can import at most {limit:,}.":
+        "Эта учётная запись уже импортировала {n:,} {n:сообщение|сообщения|сообщений}; можно не больше {limit:,}.",
     "The file has {n:,} chats; at most {limit:,} can be imported at once.":
         "В файле {n:,} {n:чат|чата|чатов}; за один раз можно импортировать не больше {limit:,}.",
     "The file has more than {limit:,} turns; import fewer chats at once.":
