@@ -31,6 +31,15 @@ def whole_number(value) -> int | None:
     return None
 
 
+def positive_id(value) -> int | None:
+    """The id in text a page sends ("12" in ?chat=12, "#gc-version-12"): ASCII digits only, no sign,
+    from 1 to a database id's largest (2**63 - 1); None for anything else."""
+    if not isinstance(value, str) or not 0 < len(value) <= 19 or not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if 0 < number < 2**63 else None
+
+
 def parse_page(value) -> int:
     page = whole_number(value)
     if page is None or page < 1:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from gemma_chat.accounts.admin import parse_grant
 from gemma_chat.billing.ledger import parse_credits
 from gemma_chat.errors import ValidationError
-from gemma_chat.numbers import neighbour_page, page_bounds, parse_page, whole_number
+from gemma_chat.numbers import neighbour_page, page_bounds, parse_page, positive_id, whole_number
 
 
 @given(st.integers(min_value=-(10**12) + 1, max_value=10**12 - 1), st.sampled_from(["", " ", "\t"]), st.booleans())
@@ -42,3 +42,9 @@ def test_a_page_past_the_end_shows_the_last_and_a_bad_page_means_the_first():
     assert neighbour_page("nonsense", +1) == 2
     assert neighbour_page(" 3 ", -1) == 2
     assert neighbour_page(1, -1) == 1
+
+
+@pytest.mark.parametrize("value, expected", [("12", 12), ("9223372036854775807", 2**63 - 1), ("9223372036854775808", None),
+                                             ("0", None), ("+12", None), (" 12", None), ("١٢", None), ("", None), (12, None)])
+def test_an_id_from_a_page_is_plain_digits_within_a_database_id(value, expected):
+    assert positive_id(value) == expected

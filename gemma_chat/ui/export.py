@@ -13,6 +13,7 @@ import re
 import time
 
 from ..chats import documents
+from ..numbers import positive_id
 
 
 def chat_markdown(data: dict) -> str:
@@ -51,9 +52,7 @@ def all_chats_file(user_id: int) -> str:
 
 def file_size(value) -> int | None:
     """The chosen file's size in bytes as IMPORT_JS sends it; None when no file was chosen."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
-        return int(value)
-    return None
+    return 0 if value == "0" else positive_id(value)  # an empty file is a file
 
 
 IMPORT_INPUTS = ["import_text", "import_size", "chat_search"]

@@ -14,6 +14,7 @@ import gradio as gr
 from ..accounts import sessions
 from ..chats import conversations
 from ..errors import GemmaChatError
+from ..numbers import positive_id
 from .common import ACCOUNT_DISABLED, SESSION_COOKIE, balance_text, session_token
 from .markup import FOOTER_MARK
 from .text import MESSAGES, language_of, text, translated
@@ -209,9 +210,7 @@ def chat_in_url(request) -> int | None:
         value = params.get("chat") if params is not None else None
     except Exception:  # noqa: BLE001 — a request without usable parameters names no chat
         return None
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
-        return None
-    return int(value) or None
+    return positive_id(value)
 
 
 class SessionPart:

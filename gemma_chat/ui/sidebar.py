@@ -17,6 +17,7 @@ import gradio as gr
 
 from ..chats import conversations, documents
 from ..errors import GemmaChatError
+from ..numbers import positive_id
 from ..store.db import utcnow
 from . import export
 from .common import LIST_OUTPUTS, OPENED_CHAT_OUTPUTS, notice, owned, owned_by
@@ -66,11 +67,10 @@ def parse_request(value) -> tuple[str, int | None]:
     if not isinstance(value, str) or len(value) > MAX_REQUEST_CHARS:
         return "", None
     action, _, rest = value.partition(":")
-    number = rest.split(":", 1)[0]
-    if action not in ACTIONS or not (number.isascii() and number.isdigit()):
+    chat_id = positive_id(rest.split(":", 1)[0])
+    if action not in ACTIONS or chat_id is None:
         return (action, None) if action == "new" else ("", None)
-    chat_id = int(number)
-    return action, chat_id if 0 < chat_id < 2**63 else None
+    return action, chat_id
 
 
 class ChatsTab:

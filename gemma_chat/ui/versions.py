@@ -14,6 +14,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..chats import conversations, versions
+from ..numbers import positive_id
 from .common import notice
 from .text import language_of, text
 from .transcript import VERSION_LINK, chat_messages
@@ -26,11 +27,7 @@ def parse_version_request(value) -> int | None:
     """12 from "#gc-version-12" (a nonce may follow after ":"); None for anything else."""
     if not isinstance(value, str) or len(value) > MAX_REQUEST_CHARS or not value.startswith(VERSION_LINK):
         return None
-    number = value[len(VERSION_LINK):].split(":", 1)[0]
-    if not (number.isascii() and number.isdigit()):
-        return None
-    version_id = int(number)
-    return version_id if 0 < version_id < 2**63 else None
+    return positive_id(value[len(VERSION_LINK):].split(":", 1)[0])
 
 
 class VersionsPart:
