@@ -42,10 +42,6 @@ def render(template: str, params: dict) -> str:
     return _FORMATTER.format(template, **params) if params else template
 
 
-def template_fields(template: str) -> set[str]:
-    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
-
-
 class Message(str):
     """The English text of a message that remembers its template and parameters.
 

@@ -21,12 +21,14 @@ from gemma_chat.ui.text import (
     RUSSIAN_BY_ENGLISH,
     TRANSLATIONS,
     language_of,
-    plural_form,
-    template_fields,
     text,
     translated,
 )
-from gemma_chat.wording import Message
+from gemma_chat.wording import Message, plural_form
+
+
+def template_fields(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
 
 RUSSIAN = "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"  # what Chromium sends with its locale set to ru-RU
 ENGLISH = "en-US,en;q=0.9"

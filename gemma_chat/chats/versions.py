@@ -13,15 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import conversations
-from ..errors import ValidationError
 from ..store import conversation_queries as queries
 from ..store.conversation_queries import Turn
 
 MAX_CHOSEN = 200  # versions chosen on one page: more than a chat shows at once, fewer than a forged list
-
-
-class VersionNotFoundError(ValidationError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -76,13 +71,3 @@ def shown_turns(user_id: int, conversation_id, chosen=()) -> list[ShownTurn]:
         ShownTurn(turn, (turn.id,)) if turn.imported else ShownTurn(earlier.get(picked.get(turn.id), turn), versions[turn.id])
         for turn in turns
     ]
-
-
-def turn_versions(user_id: int, conversation_id, turn_id) -> list[Turn]:
-    """The versions of the chat's turn that `turn_id` is a version of (its current id or an earlier
-    one's), oldest first, the current one last. VersionNotFoundError when the chat shows no such turn."""
-    conversation = conversations.get_conversation(user_id, conversation_id)
-    for shown in shown_turns(user_id, conversation.id):
-        if not shown.turn.imported and turn_id in shown.version_ids:
-            return queries.select_turns(conversation.id, list(shown.version_ids))
-    raise VersionNotFoundError("That version of the answer is no longer in this chat.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from ..errors import GemmaChatError
-from ..wording import Message, plural_form, render, template_fields  # noqa: F401 — plural_form, template_fields: for callers
+from ..wording import Message, render
 
 TRANSLATIONS = {
     "en": {
@@ -637,7 +637,6 @@ RUSSIAN_BY_ENGLISH = {
     "Only the last message of the chat can be regenerated or edited.":
         "Ответить заново или изменить можно только последнее сообщение чата.",
     "Wait for the answer to finish (or press Stop) first.": "Сначала дождитесь конца ответа (или нажмите «Стоп»).",
-    "That version of the answer is no longer in this chat.": "Этой версии ответа в чате больше нет.",
     "{label} is not available: {reason}": "Модель {label} недоступна: {reason}",
     "Not enough credits: {label} costs {price} {price:credit|credits} per answer and you have {available}. "
     "Add credits on the Top up tab.":
