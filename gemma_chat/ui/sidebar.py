@@ -67,10 +67,10 @@ def parse_request(value) -> tuple[str, int | None]:
     if not isinstance(value, str) or len(value) > MAX_REQUEST_CHARS:
         return "", None
     action, _, rest = value.partition(":")
-    chat_id = positive_id(rest.split(":", 1)[0])
-    if action not in ACTIONS or chat_id is None:
+    number = rest.split(":", 1)[0]
+    if action not in ACTIONS or not (number.isascii() and number.isdigit()):
         return (action, None) if action == "new" else ("", None)
-    return action, chat_id
+    return action, positive_id(number)  # a number no chat can have: that chat is not found
 
 
 class ChatsTab:
