@@ -35,6 +35,13 @@ def balance(user) -> int:
     return ledger.get_balance(user.id).balance
 
 
+def fail_generation(stream):
+    """A FaultyEngine fault: the model fails before its first token."""
+    stream.close()
+    raise GenerationError("The model failed while generating; please try again.")
+    yield  # a generator
+
+
 class FaultyEngine:
     """The real engine, with a fault injected into generate()."""
 
@@ -250,12 +257,7 @@ def test_a_failed_or_refused_replacement_leaves_the_old_answer_shown(chat_settin
     chat_id = first.conversation_id
     old_id = Interaction.get(Interaction.request_id == first.request_id).id
 
-    def fail(stream):
-        stream.close()
-        raise GenerationError("The model failed while generating; please try again.")
-        yield  # a generator
-
-    failed = run(chat_settings, FaultyEngine(demo_engine, fail), alice, message="Name a river.", conversation_id=chat_id, replaces_id=old_id)
+    failed = run(chat_settings, FaultyEngine(demo_engine, fail_generation), alice, message="Name a river.", conversation_id=chat_id, replaces_id=old_id)
     assert failed[-1].status == "error"
     ledger.grant_credits(alice.id, -9, actor_id=None)
     refused = run(chat_settings, demo_engine, alice, tier="pro", message="Name a river.", conversation_id=chat_id, replaces_id=old_id)

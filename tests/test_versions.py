@@ -11,10 +11,9 @@ from gemma_chat.accounts import auth
 from gemma_chat.billing import ledger
 from gemma_chat.chats import conversations, versions
 from gemma_chat.chats.history import list_history
-from gemma_chat.errors import GenerationError
 from gemma_chat.ops.verify import verify_database
 from gemma_chat.store.db import Interaction
-from test_chat import FaultyEngine, run
+from test_chat import FaultyEngine, fail_generation, run
 
 pytestmark = pytest.mark.both_engines
 
@@ -83,12 +82,7 @@ def test_only_answers_that_were_charged_are_versions(chat_settings, demo_engine,
     first = run(chat_settings, demo_engine, alice, message="Name a bird.", new_conversation=True)[-1]
     chat, first_id = first.conversation_id, turn_id(first)
 
-    def fail(stream):
-        stream.close()
-        raise GenerationError("The model failed while generating; please try again.")
-        yield  # a generator
-
-    failed = run(chat_settings, FaultyEngine(demo_engine, fail), alice, message="Name a bird.", conversation_id=chat, replaces_id=first_id)
+    failed = run(chat_settings, FaultyEngine(demo_engine, fail_generation), alice, message="Name a bird.", conversation_id=chat, replaces_id=first_id)
     assert failed[-1].status == "error"
     assert [v.id for v in turn_versions(alice.id, chat, first_id)] == [first_id]  # the failure is none
     again = run(chat_settings, demo_engine, alice, message="Name a bird.", conversation_id=chat, replaces_id=first_id)[-1]
