@@ -125,13 +125,18 @@ def test_a_refused_message_stays_and_retry_after_a_top_up_sends_that_message(rep
     expect(user_bubbles(page)).to_have_count(4)
 
 
-def test_one_click_opens_a_chat_and_reload_and_back_return_to_it_by_url(replace_app, page):
-    page.set_viewport_size(DESKTOP)
-    sign_up(page, replace_app.url, "walker")
+
+def signed_up_with_one_answer(page: Page, url: str, username: str, message: str) -> None:
+    """A new account (10 credits) that has sent `message` and been charged for its answer."""
+    sign_up(page, url, username)
     expect_balance(page, 10)
-    message_box(page).fill("[fault:numbered] First chat.")
+    message_box(page).fill(message)
     message_box(page).press("Enter")
     expect_balance(page, 9)
+
+def test_one_click_opens_a_chat_and_reload_and_back_return_to_it_by_url(replace_app, page):
+    page.set_viewport_size(DESKTOP)
+    signed_up_with_one_answer(page, replace_app.url, "walker", "[fault:numbered] First chat.")
     expect(page).to_have_url(re.compile(r"\?chat=\d+$"))
     first = chat_url_id(page)
     page.locator("#new-chat-button").click()
@@ -159,11 +164,7 @@ def test_one_click_opens_a_chat_and_reload_and_back_return_to_it_by_url(replace_
 
 def test_rename_delete_and_invalid_actions_answer_beside_them_without_error_badges(replace_app, page):
     page.set_viewport_size(DESKTOP)
-    sign_up(page, replace_app.url, "tidy")
-    expect_balance(page, 10)
-    message_box(page).fill("[fault:numbered] Keep me.")
-    message_box(page).press("Enter")
-    expect_balance(page, 9)
+    signed_up_with_one_answer(page, replace_app.url, "tidy", "[fault:numbered] Keep me.")
     row = page.locator("#chat-list .gc-chat").first
     row.locator("summary").click()
     row.get_by_role("button", name="Rename").click()
@@ -328,11 +329,7 @@ def version_arrow(page: Page, mark: str):
 
 def test_a_regenerated_answer_pages_back_to_the_first_and_forward_and_a_reload_shows_the_latest(replace_app, page):
     page.set_viewport_size(DESKTOP)
-    sign_up(page, replace_app.url, "pager")
-    expect_balance(page, 10)
-    message_box(page).fill("[fault:numbered] Say something.")
-    message_box(page).press("Enter")
-    expect_balance(page, 9)
+    signed_up_with_one_answer(page, replace_app.url, "pager", "[fault:numbered] Say something.")
     first = shown_answer(page)
     answer = page.get_by_test_id("bot").last
     expect(answer.locator('a[href^="#gc-version-"]')).to_have_count(0)  # one answer: no arrows
