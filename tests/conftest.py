@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gemma_chat.backends.cpu_features import simulating_amx_crash
 from gemma_chat.config import CACHE_DIR_ENV, environment_without_settings, load_settings
 from gemma_chat.store import db, session_queries
 
@@ -54,9 +55,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.worker)
 
 
+# On the simulated AMX CPU (make test-other-cpu) the CPU is the subject, not the database: a test that
+# runs on both engines runs once there, on SQLite (make test has already run it on PostgreSQL).
+DB_ENGINES = ["sqlite"] if simulating_amx_crash() else ["sqlite", "postgresql"]
+
+
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker("both_engines") and "db_engine" in metafunc.fixturenames:
-        metafunc.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+        metafunc.parametrize("db_engine", DB_ENGINES, indirect=True)
 
 
 @pytest.fixture
