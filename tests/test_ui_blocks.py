@@ -41,8 +41,9 @@ def run(blocks, index: int, inputs):
 
 @pytest.mark.parametrize(
     "index, inputs",
-    [(0, []), (0, ["x", []]), (0, ["x", "two", "mini"]), (0, ["x", {"n": 2}, "mini"]), (1, ["x"])],
-    ids=["no values", "too few values", "text for the chat", "an object for the chat", "an event with no Python function"],
+    [(0, []), (0, ["x", []]), (0, ["x", "two", "mini"]), (0, ["x", {"n": 2}, "mini"]), (1, ["x"]), (99, ["x"])],
+    ids=["no values", "too few values", "text for the chat", "an object for the chat", "an event with no Python function",
+         "no such event"],
 )
 def test_a_body_that_does_not_fit_its_event_is_refused_quietly_and_stored_nowhere(database, blocks, index, inputs):
     popup = run(blocks, index, inputs)

@@ -28,8 +28,8 @@ BODY_REFUSED = "This request does not fit the page; reload the page."
 
 class QuietBlocks(gr.Blocks):
     async def process_api(self, block_fn, inputs, state=None, request=None, *args, **kwargs):
-        block_fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
-        name = block_fn.api_name or block_fn.name
+        event = self.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+        name = getattr(event, "api_name", None) or getattr(event, "name", None) or "event"
         try:
             return await super().process_api(block_fn, inputs, state, request, *args, **kwargs)
         except gr.Error as exc:
@@ -39,7 +39,7 @@ class QuietBlocks(gr.Blocks):
             raise
         except Exception as exc:  # noqa: BLE001 — every failure is answered here, never printed
             language = language_of(request[0] if isinstance(request, list) and request else request)
-            if _ran(exc, block_fn.fn, gr.Blocks.postprocess_data):
+            if _ran(exc, getattr(event, "fn", None), gr.Blocks.postprocess_data):
                 error_id = log_error(f"ui:{name}", exc)
                 raise error_popup(language, Message(SOMETHING_WENT_WRONG, error_id=error_id)) from exc
             logger.warning("event %s refused: %s: %s", name, type(exc).__name__, shorten(str(exc), 200))
