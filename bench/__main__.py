@@ -16,12 +16,13 @@ import time
 import traceback
 from pathlib import Path
 
+from .chat_screen import TARGETS as CHAT_SCREEN_TARGETS
 from .common import RESULTS_DIR, ROOT, ForeignCpu, Options, as_plain, load_average, machine_info
 
 NOISY_CORES = 0.15  # other processes' CPU during a section above which its figures are suspect
 
-SECTIONS = ("generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
-            "postgres", "soak")
+SECTIONS = ("generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries",
+            "chat_screen", "edge", "postgres", "soak")
 ON_REQUEST = ("soak",)  # long: run only when named with --only
 
 
@@ -54,7 +55,9 @@ def default_model() -> Path:
 
 
 def run_sections(options: Options, sections: list[str]) -> dict:
-    from . import batching, edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup
+    from . import (
+        batching, chat_screen, edge, extra_buffers, generation, http, isolation, ledger, postgres, queries, remote, soak, startup,
+    )
 
     functions = {
         "generation": generation.measure_in_process,
@@ -66,6 +69,7 @@ def run_sections(options: Options, sections: list[str]) -> dict:
         "startup": startup.measure_startup,
         "ledger": ledger.measure_ledger,
         "queries": queries.measure_queries,
+        "chat_screen": chat_screen.measure_chat_screen,
         "edge": edge.measure_edge,
         "postgres": postgres.measure_postgres,
         "soak": soak.measure_soak,
@@ -174,6 +178,9 @@ def evaluate_targets(results: dict) -> list[dict]:
     passed = _get(results, "queries", "verify", "passed")
     add("verify: whole command (with PRAGMA integrity_check), ms", verify_ms, "<= 3000, passes",
         verify_ms is not None and verify_ms <= 3000 and passed)
+    for key, goal, what in CHAT_SCREEN_TARGETS:
+        p95 = _get(results, "chat_screen", key, "p95_ms")
+        add(f"chat screen: {what}, p95 ms", p95, f"<= {goal}", p95 is not None and p95 <= goal)
     added = _get(results, "edge", "session_check", "added_p95_ms")
     add("edge: cookie session check added to an event, p95 ms", added, "<= 1", added is not None and added <= 1)
     for rate, run in (_get(results, "edge", "flood") or {}).items():
@@ -308,6 +315,13 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"whole verify {_fmt(v['total_ms'])} ms, {'passed' if v['passed'] else 'FAILED'}; "
                      f"file {_fmt(v.get('file_bytes', 0) / 1e9, 2)} GB"))
         rows.append(("query plans: tables read without an index", ", ".join(q["table_scans"]) or "none", "-", "see plans in the JSON"))
+    screen = results.get("chat_screen", {})
+    for key, goal, what in CHAT_SCREEN_TARGETS:
+        if key in screen:
+            figures = screen[key]
+            rows.append((f"chat screen: {what} ({screen['chats']:,} chats), p50 | p95 ms",
+                         f"{_fmt(figures['p50_ms'], 1)} | {_fmt(figures['p95_ms'], 1)}", "-",
+                         f"target p95 <= {goal}; max {_fmt(figures['max_ms'], 1)} ms, n {figures['n']}"))
     s = results.get("startup", {})
     if "app" in s:
         app, raw_s = s["app"], s["raw_llama_cpp"]

@@ -33,8 +33,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "targets:" in result.stdout  # the table is printed last
     document = json.loads(out.read_text())
     results = document["results"]
-    assert set(results) == {"generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries", "edge",
-                            "postgres"}
+    assert set(results) == {"generation", "http", "batching", "remote", "extra_buffers", "isolation", "startup", "ledger", "queries",
+                            "chat_screen", "edge", "postgres"}
     assert not [name for name, section in results.items() if "error" in section]
 
     def number(value):
@@ -79,6 +79,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert number(chats["list"]["all"]["p95_ms"]) and number(chats["open_long_chat"]["p95_ms"])
     assert chats["open_long_chat"]["turns"] == 200  # the long chat as a reader sees it
     assert chats["dataset"]["conversations"] > chats["list"]["users"]
+    screen = results["chat_screen"]
+    assert screen["chats"] == 1000 and screen["long_chat_turns"] == 200
+    assert all(number(screen[key]["p95_ms"]) for key in ("open_200_turn_chat_ms", "sidebar_first_screen_ms", "search_as_typed_ms"))
     assert number(results["startup"]["app"]["first_http_200_s"]) and number(results["startup"]["app"]["rss_bytes"])
     check, floods = results["edge"]["session_check"], results["edge"]["flood"]
     assert number(check["added_p95_ms"]) and number(check["added_warm_p95_ms"]) and number(check["has_live_session"]["p95_ms"])

@@ -20,6 +20,7 @@ from .account import AccountTab
 from .admin.models import AdminModelsSection
 from .admin.reports import AdminReportsSection
 from .admin.users import AdminUsersSection
+from .blocks import QuietBlocks
 from .chat import ChatPart
 from .common import Screen
 from .history import HistoryTab
@@ -58,8 +59,8 @@ class ChatApp(
         t = self.i18n
         c = self.components
         # No analytics: an offline app does not phone home. Gradio's cache is swept hourly (the app
-        # accepts no uploads, web/app.py, so it holds little).
-        with gr.Blocks(title="gemma-chat", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        # accepts no uploads, web/app.py, so it holds little). No request's failure prints a traceback (blocks.py).
+        with QuietBlocks(title="gemma-chat", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
             c["turns"] = gr.State([])  # (prompt, answer) pairs of this chat: the context the model sees
             self.build_sign_in(t, c)
             self.build_sidebar(t, c)  # shown once signed in

@@ -111,7 +111,10 @@ class Screen:
         components = self.components
 
         def by_component(result: dict) -> dict:
-            return {components[name]: value for name, value in result.items() if name in outputs}
+            changed = {components[name]: value for name, value in result.items() if name in outputs}
+            if not changed and outputs:  # Gradio reads an empty dict as one wrong value, not as "nothing changes"
+                changed = {components[outputs[0]]: gr.skip()}
+            return changed
 
         if inspect.isgeneratorfunction(callback):
 

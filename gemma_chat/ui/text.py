@@ -567,6 +567,7 @@ RUSSIAN_BY_ENGLISH = {
     "Your session has ended; please log in again.": "Сеанс завершён; войдите снова.",
     "Administrators only.": "Только для администраторов.",
     "Something went wrong (error {error_id}).": "Что-то пошло не так (ошибка {error_id}).",
+    "This request does not fit the page; reload the page.": "Запрос не подходит к этой странице; перезагрузите страницу.",
     # signing in and accounts (accounts/auth.py, web/app.py)
     "Enter a username.": "Введите имя пользователя.",
     "A username has 3 to 32 characters: letters A–Z, digits, and . _ - (no spaces).":

@@ -16,7 +16,8 @@ One ASGI middleware, so its order is plain to read; each step answers before the
    requests leave nothing behind); an account has at most `events_per_user` events queued or
    running, over all its pages → 401 / 403 / 429;
 7. the security headers go on every response; a request that crashes the stack gets a short answer,
-   and the traceback goes to the log file, never to stdout.
+   and the traceback goes to the log file, never to stdout (an event that fails inside Gradio is
+   answered the same way by ui/blocks.py).
 
 The client's address and scheme are the socket's, or the nearest trusted proxy's X-Forwarded-*
 (uvicorn's ProxyHeadersMiddleware, wrapped around this one by web/app.py only when told to).

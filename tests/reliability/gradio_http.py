@@ -105,6 +105,12 @@ class GradioSession:
             "event_data": event_data,
             "trigger_id": dependency["targets"][0][0] if dependency["targets"] else None,
         }
+        return self.send(body, on_update=on_update)
+
+    def send(self, body: dict, *, on_update=None) -> Outcome:
+        """Post an event's body as the page does (queue/join and its stream, or run/predict for the
+        events outside the queue), whatever its shape: a hostile client's body too."""
+        dependency = self.config["dependencies"][body["fn_index"]]
         # ASCII JSON, as a browser's JSON.stringify sends it: a lone surrogate travels as "\\ud800".
         content, headers = json.dumps(body), {"content-type": "application/json"}
         with self._lock:

@@ -343,6 +343,44 @@ def test_the_api_descriptions_are_not_served(app):
             assert response.status_code == 404 and "admin" not in response.text, (path, response.text[:100])
 
 
+# Bodies with the page's fields and the wrong shape, each for an event with n inputs: too few values,
+# objects where the components want text, numbers or choices, event data that is not the event's,
+# and an object where the list of values goes.
+WRONG_SHAPES = {
+    "no values": lambda n: {"data": []},
+    "objects": lambda n: {"data": [{"x": [1]}] * n},
+    "foreign event data": lambda n: {"data": [None] * n, "event_data": 7},
+    "an object for the list": lambda n: {"data": {"0": 1}},
+}
+
+
+def test_wrong_shaped_events_with_a_live_cookie_get_short_answers_and_no_traceback(app):
+    """Quiet failures (issue 21, 6): with a live cookie and the page's own session_hash, an event of the
+    app sent with values of the wrong number or types made Gradio print its traceback to stdout, once
+    per request. The events outside the queue take anonymous calls too: the same for those."""
+    user = client_at(app, "127.0.0.18")
+    assert user.register("misshapen") == ""
+    anonymous = GradioSession(app.url, user.config)
+    log_before = app.log_path.read_text()
+    errors_before = scalar(app.data_dir, "SELECT COUNT(*) FROM error_events")
+    refused = 0
+    for index, dependency in enumerate(user.config["dependencies"]):
+        clients = (user,) if dependency.get("queue", True) else (user, anonymous)
+        for shape, body in WRONG_SHAPES.items():
+            for client in clients:
+                outcome = client.send({**body(len(dependency["inputs"])), "fn_index": index, "session_hash": client.session_hash})
+                error = str(outcome.error or "")
+                assert "Traceback" not in error and len(error) < 500, (index, dependency.get("api_name"), shape, error[:200])
+                refused += not outcome.ok
+    time.sleep(0.5)
+    assert "Traceback" not in app.log_path.read_text()[len(log_before):]
+    assert refused > 150, refused
+    # Gradio refusing a body is not an error of the app's: the administrators' error list stays clean.
+    assert scalar(app.data_dir, "SELECT COUNT(*) FROM error_events") == errors_before
+    assert "Added 5 credits" in user.top_up(5)  # the page is still signed in and served
+    assert user.chat("mini", "What is the capital of France?").charged == 1
+
+
 def test_two_session_cookies_are_refused_not_split_between_edge_and_handlers(app):
     """Finding E: with alice's cookie first and bob's last, the edge let the page in on alice's and
     the handler ran as bob."""
