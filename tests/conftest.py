@@ -55,6 +55,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.worker)
 
 
+def fuzz_examples(count: int) -> int:
+    """Hypothesis examples for a fuzz test that runs with a real worker: all of them in make test; a tenth
+    on the simulated AMX CPU, where what differs is how the worker started, not the inputs."""
+    return max(count // 10, 25) if simulating_amx_crash() else count
+
+
 # On the simulated AMX CPU (make test-other-cpu) the CPU is the subject, not the database: a test that
 # runs on both engines runs once there, on SQLite (make test has already run it on PostgreSQL).
 DB_ENGINES = ["sqlite"] if simulating_amx_crash() else ["sqlite", "postgresql"]

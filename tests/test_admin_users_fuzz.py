@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request
+from conftest import browser_request, fuzz_examples
 from gemma_chat.accounts import admin, auth, sessions
 from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
@@ -33,7 +33,7 @@ from gemma_chat.ui import ChatApp
 pytestmark = pytest.mark.slow
 
 FUZZ = settings(
-    max_examples=500, deadline=None, database=None,
+    max_examples=fuzz_examples(500), deadline=None, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 ACTIONS = ["disable", "enable", "promote", "demote", "unlock", "reset_password"]

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from conftest import MODEL_CACHE, run_in_own_loop
+from conftest import MODEL_CACHE, fuzz_examples, run_in_own_loop
 from e2e.conftest import RunningApp
 from gemma_chat.accounts import auth, keys
 from gemma_chat.billing import ledger
@@ -234,7 +234,7 @@ BODY = st.one_of(
 )
 
 
-@hypothesis_settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis_settings(max_examples=fuzz_examples(600), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=BODY, raw=st.booleans(), junk=st.binary(max_size=40))
 def test_no_request_body_gets_a_500(settings, api_user, body, raw, junk):
     import dataclasses

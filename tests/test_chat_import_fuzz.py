@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import signed_in_request
+from conftest import fuzz_examples, signed_in_request
 from gemma_chat.billing import ledger
 from gemma_chat.chats import conversations, documents
 from gemma_chat.chats.documents import ChatImportError
@@ -25,7 +25,7 @@ from gemma_chat.ui.text import translated
 
 pytestmark = pytest.mark.slow
 
-FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=fuzz_examples(500), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 MAX_MESSAGE = 200  # small, so that over-long messages come up
 
 def mostly(usual, *others):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request, live_sessions, signed_in_request
+from conftest import browser_request, fuzz_examples, live_sessions, signed_in_request
 from gemma_chat.accounts import auth, sessions
 from gemma_chat.store.db import AdminAction, User, WebSession, database
 from gemma_chat.ui import ChatApp
@@ -21,7 +21,7 @@ from gemma_chat.ui import ChatApp
 pytestmark = pytest.mark.slow
 
 FUZZ = settings(
-    max_examples=500, deadline=None, database=None,
+    max_examples=fuzz_examples(500), deadline=None, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 

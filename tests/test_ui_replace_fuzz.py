@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request, shown_after, signed_in_request
+from conftest import browser_request, fuzz_examples, shown_after, signed_in_request
 from gemma_chat.accounts import admin
 from gemma_chat.billing import ledger
 from gemma_chat.chats import conversations
@@ -31,7 +31,7 @@ from gemma_chat.ui import ChatApp
 pytestmark = pytest.mark.slow
 
 FUZZ = settings(
-    max_examples=500, deadline=None, database=None,
+    max_examples=fuzz_examples(500), deadline=None, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 EDIT, CANCEL = "Edit last message", "Cancel edit"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import signed_in_request
+from conftest import fuzz_examples, signed_in_request
 from gemma_chat.chats import conversations
 from gemma_chat.store.db import Conversation
 from gemma_chat.errors import GemmaChatError
@@ -21,7 +21,7 @@ from gemma_chat.ui import ChatApp
 
 pytestmark = pytest.mark.slow
 
-FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=fuzz_examples(500), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 anything = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=300),
