@@ -75,13 +75,16 @@ PAGE_CSS = """
 #chat-list .gc-chat.gc-open { font-weight: 600; }
 #chat-list .gc-chat-link { flex: 1; min-width: 0; padding: 0.4rem 0.5rem; color: inherit; text-decoration: none;
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-#chat-list .gc-chat-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem; border-radius: 4px; }
-#chat-list .gc-chat-menu summary::-webkit-details-marker { display: none; }
-#chat-list .gc-chat-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20; display: flex;
+/* A row's "⋯" menu (row_menu.py): the chat list's and the Users table's. */
+.gc-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem; border-radius: 4px; }
+.gc-menu summary::-webkit-details-marker { display: none; }
+.gc-menu summary:hover, .gc-menu[open] summary { background: var(--background-fill-secondary); }
+.gc-menu summary:focus-visible, .gc-menu button:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+.gc-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20; display: flex;
   flex-direction: column; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
   border-radius: 6px; box-shadow: var(--shadow-drop-lg); min-width: 9rem; }
-#chat-list .gc-chat-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none; border: 0; cursor: pointer; }
-#chat-list .gc-chat-menu button:hover { background: var(--background-fill-secondary); }
+.gc-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none; border: 0; cursor: pointer; white-space: nowrap; }
+.gc-menu button:hover { background: var(--background-fill-secondary); }
 #chat-list .gc-empty { opacity: 0.7; padding: 0.5rem; }
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
@@ -113,16 +116,26 @@ PAGE_CSS = """
 }
 """
 
-# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc anywhere
-# presses Stop (harmless when nothing streams); a click in the chat list (or Back/Forward between
-# chats) becomes one `chat_request` event (sidebar.py): "open:12", "rename:12", …
+# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc; a click in
+# a row's menu (row_menu.py) becomes its list's request event: "open:12", "rename:12" for the chat list
+# (sidebar.py, Back/Forward between chats too), "disable:3" for the Users table (admin/users.py).
 PAGE_JS = """
 () => {
   const style = document.createElement("style");
   style.textContent = %(css)s;
   document.head.appendChild(style);
+  // Esc closes what is open, innermost first: a row's menu (the focus back on its ⋯), then a dialog
+  // (its Cancel); otherwise it presses Stop (harmless when nothing streams).
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.isComposing) return;
+    const menu = document.querySelector("details.gc-menu[open]");
+    if (menu) {
+      menu.open = false;
+      menu.querySelector("summary")?.focus();
+      return;
+    }
+    const cancel = [...document.querySelectorAll("#account-cancel, #create-user-cancel")].find((each) => each.offsetParent !== null);
+    if (cancel) return cancel.click();
     const stop = document.querySelector("#stop-button");
     if (stop && stop.offsetParent !== null) stop.click();
   });
@@ -136,22 +149,43 @@ PAGE_JS = """
     setTimeout(() => button.click(), 30);
   };
   const chatRequest = (action) => request("chat-request", action);
+  // A row's action in a list the server draws (row_menu.py) becomes that list's request event.
+  const rowLists = {"chat-list": "chat-request", "users-table": "account-request"};
+  const openMenus = () => [...document.querySelectorAll("details.gc-menu[open]")];
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("#chat-list [data-chat-action]");
-    if (!target) return;
+    openMenus().forEach((menu) => { if (!menu.contains(event.target)) menu.open = false; });  // one menu at a time
+    const target = event.target.closest("[data-action][data-id]");
+    const list = target && target.closest(Object.keys(rowLists).map((id) => "#" + id).join(", "));
+    if (!list) return;
     if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;  // a new tab: the link
     event.preventDefault();
     const menu = target.closest("details");
     if (menu) menu.open = false;
-    const action = target.dataset.chatAction, id = target.dataset.chat;
-    if (action === "open") {
+    const action = target.dataset.action, id = target.dataset.id;
+    if (list.id === "chat-list" && action === "open") {
       const url = new URL(window.location.href);
       if (url.searchParams.get("chat") !== id) {
         url.searchParams.set("chat", id);
         window.history.pushState({chat: id}, "", url);
       }
     }
-    chatRequest(action + ":" + id);
+    if (list.id === "users-table") focusWhenShown("#account-dialog");
+    request(rowLists[list.id], action + ":" + id);
+  });
+  // A dialog that opens from a click (the Users table's row menus, Create user) takes the focus,
+  // so the keyboard goes on inside it.
+  const focusWhenShown = (selector) => {
+    let waited = 0;
+    const wait = setInterval(() => {
+      const dialog = [...document.querySelectorAll(selector)].find((each) => each.offsetParent !== null);
+      if (dialog) {
+        clearInterval(wait);
+        (dialog.querySelector("input:not([type=hidden]), textarea") || dialog.querySelector("button"))?.focus();
+      } else if ((waited += 100) > 5000) clearInterval(wait);
+    }, 100);
+  };
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("#create-user-button")) focusWhenShown("#create-user-dialog");
   });
   // An answer's ‹ and › (transcript.py version_bar) become one `version_request` event (versions.py).
   // The answer is drawn anew, so an arrow pressed from the keyboard gets the focus back afterwards.
