@@ -35,6 +35,7 @@ USER_COLUMN_KEYS = ["col_user", "col_balance", "col_held", "col_role", "col_stat
 ACTION_COLUMN_KEYS = ["col_time", "col_by", "col_action", "col_account", "col_detail"]
 ROW_ACTIONS = ("grant", "set_password", "disable", "enable", "promote", "demote", "unlock")  # a row's menu, in order
 WITH_INPUT = ("grant", "set_password")  # their dialog has a field; a refusal keeps it open to fix that
+TAKING_AWAY = ("disable", "demote")  # their button is red
 # The account changes without an input: what each does, and the key of the message that says it is done.
 CHANGES = {
     "disable": (lambda by, name: admin.set_disabled(by, name, True), "account_disabled"),
@@ -119,7 +120,6 @@ class AdminUsersSection:
             "admin_actions_table": actions,
         }
 
-
     def users_state(self, request: gr.Request, search, page):
         self.current_user(request, admin=True)
         return {**self._users_view(search, page, language_of(request)), "users_message": ""}
@@ -175,7 +175,9 @@ class AdminUsersSection:
         return {
             "account_dialog": gr.update(visible=True), "account_question": question,
             "grant_fields": gr.update(visible=action == "grant"), "admin_password": gr.update(value="", visible=action == "set_password"),
-            "account_dialog_message": "", "account_confirm": gr.update(value=text(language, CONFIRM_LABELS[action])),
+            "account_dialog_message": "", "account_confirm": gr.update(
+                value=text(language, CONFIRM_LABELS[action]), variant="stop" if action in TAKING_AWAY else "primary"
+            ),
             "account_target": owned(acting.id, [action, row.id]), "grant_amount": None, "grant_note": "", "users_message": "",
             "create_user_dialog": gr.update(visible=False),
         }
@@ -219,7 +221,9 @@ class AdminUsersSection:
         def act(by, language):
             if action == "grant":
                 entry = admin.grant_credits(by, target, amount, note)
-                return text(language, "granted", amount=f"{entry.amount:+d}", username=as_literal(target.strip()), balance=entry.balance_after)
+                return text(
+                    language, "granted", amount=f"{entry.amount:+d}", username=as_literal(target.strip()), balance=entry.balance_after
+                )
             if action == "set_password":
                 user = admin.reset_password(self.settings, by, target, password)
                 return text(language, "password_set", username=as_literal(user.username))
@@ -250,9 +254,10 @@ class AdminUsersSection:
             user = self._guarded("admin:create_user", admin.create_user, self.settings, acting.id, target, new_password)
         except GemmaChatError as exc:
             return {"create_user_message": notice(translated(language, exc)), "new_user_password": ""}
+        created = text(language, "user_created", username=as_literal(user.username), balance=user.balance)
         return {
-            **self._users_view(search, page, language), "users_message": text(language, "user_created", username=as_literal(user.username), balance=user.balance),
-            "create_user_message": "", "new_username": "", "new_user_password": "", "create_user_dialog": gr.update(visible=False),
+            **self._users_view(search, page, language), "users_message": created, "create_user_message": "", "new_username": "",
+            "new_user_password": "", "create_user_dialog": gr.update(visible=False),
         }
 
     def build_admin_users(self, t, c: dict) -> None:
@@ -274,7 +279,7 @@ class AdminUsersSection:
         c["account_request_button"] = gr.Button("ask", elem_id="account-request-button", elem_classes=["gc-hidden"])
         c["account_target"] = gr.State(owned(0, []))  # [action, account id], tagged with the administrator who asked
         # A row action's dialog: the question naming the account, the input the action needs, its button.
-        with gr.Group(visible=False, elem_id="account-dialog", elem_classes=["gc-dialog"]) as c["account_dialog"]:
+        with gr.Column(visible=False, elem_id="account-dialog", elem_classes=["gc-dialog"]) as c["account_dialog"]:
             c["account_question"] = gr.Markdown(elem_id="account-question")
             with gr.Column(visible=False) as c["grant_fields"]:
                 c["grant_amount"] = gr.Number(label=t("credits_to_grant"), value=None, precision=0, elem_id="grant-amount")
@@ -285,7 +290,7 @@ class AdminUsersSection:
                 c["account_confirm"] = gr.Button(variant="stop", size="sm", elem_id="account-confirm")
                 c["account_cancel"] = gr.Button(t("cancel"), size="sm", elem_id="account-cancel")
         # Create user is a small form of its own, not the boxes of an account being changed.
-        with gr.Group(visible=False, elem_id="create-user-dialog", elem_classes=["gc-dialog"]) as c["create_user_dialog"]:
+        with gr.Column(visible=False, elem_id="create-user-dialog", elem_classes=["gc-dialog"]) as c["create_user_dialog"]:
             c["new_username"] = gr.Textbox(label=t("new_account_name"), max_lines=1, elem_id="new-username")
             c["new_user_password"] = gr.Textbox(label=t("new_account_password"), type="password", max_lines=1)
             c["create_user_message"] = gr.Markdown(elem_id="create-user-message")
