@@ -228,7 +228,9 @@ def test_the_users_section_lists_accounts_and_acts_as_the_signed_in_admin(ui, ch
     assert not question["admin_password"]["visible"] and question["account_confirm"]["value"] == "Grant credits"
     assert question["account_question"] == "Grant credits to **bob** (balance 10); a negative number corrects."
     typo = ui.confirm_account_action(root, question["account_target"], None, "", "", "", 1)  # the dialog stays, the reason in it
-    assert typo == {"account_dialog_message": "⚠ Credits to grant: a non-zero whole number from -1,000,000 to 1,000,000.", "admin_password": ""}
+    assert typo == {
+        "account_dialog_message": "⚠ Credits to grant: a non-zero whole number from -1,000,000 to 1,000,000.", "admin_password": "",
+    }
     granted = ui.confirm_account_action(root, question["account_target"], 15, "prize", "", "", 1)
     assert granted["users_message"] == "Granted +15 credits to bob; balance now 25."
     assert not granted["account_dialog"]["visible"] and granted["account_target"]["rows"] == [] and granted["grant_note"] == ""
