@@ -208,6 +208,45 @@ def shown_after(updates) -> dict:
     return shown
 
 
+def users_table_rows(table_html: str) -> list[dict]:
+    """The Admin tab's Users table as the page shows it (admin/users.py renders it as HTML): for each
+    row its cells' text, its account id, and the actions its menu offers with their labels."""
+    from html.parser import HTMLParser
+
+    rows: list[dict] = []
+
+    class Reader(HTMLParser):
+        cell: list[str] | None = None
+        button: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "tr" and "data-state" in attrs:
+                rows.append({"cells": [], "menu": {}, "id": None})
+            elif rows and tag == "td" and "data-label" in attrs:
+                self.cell = []
+            elif rows and tag == "button" and "data-action" in attrs:
+                rows[-1]["id"] = int(attrs["data-id"])
+                self.button = attrs["data-action"]
+                rows[-1]["menu"][self.button] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "td" and self.cell is not None:
+                rows[-1]["cells"].append("".join(self.cell))
+                self.cell = None
+            elif tag == "button":
+                self.button = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+            elif self.button is not None:
+                rows[-1]["menu"][self.button] += data
+
+    Reader(convert_charrefs=True).feed(table_html)
+    return rows
+
+
 def run_processes_together(count: int, target, args_for) -> list:
     """Start `count` spawned processes of `target(barrier, queue, *args_for(n))`, which wait at the
     barrier so their work overlaps, and return what each put on the queue."""

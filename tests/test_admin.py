@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import browser_request, live_sessions, signed_in_request
+from markdown_it import MarkdownIt
+
+from conftest import browser_request, live_sessions, signed_in_request, users_table_rows
 from gemma_chat.accounts import admin, auth, keys, sessions
 from gemma_chat.billing import ledger
 from gemma_chat.store import db
@@ -18,7 +20,8 @@ from gemma_chat.errors import (
     UsernameTakenError,
     ValidationError,
 )
-from gemma_chat.ui import ChatApp
+from gemma_chat.ui import ChatApp, owned
+from gemma_chat.ui.markup import as_literal
 from gemma_chat.ops.verify import verify_database
 
 pytestmark = pytest.mark.both_engines
@@ -196,50 +199,146 @@ def ui(chat_settings, demo_engine):
     return ChatApp(chat_settings, demo_engine)
 
 
+def asked(ui, request, action: str, username: str) -> dict:
+    """A click on `action` in the row menu of `username`: the dialog it opens."""
+    return ui.account_request(request, f"{action}:{auth.find_user(username).id}:1", "", 1)
+
+
+def confirmed(ui, request, action: str, username: str, *, amount=None, note="", password="") -> dict:
+    """The action asked and then confirmed in its dialog."""
+    question = asked(ui, request, action, username)
+    return ui.confirm_account_action(request, question["account_target"], amount, note, password, "", 1)
+
+
 def test_the_users_section_lists_accounts_and_acts_as_the_signed_in_admin(ui, chat_settings):
     root = signed_in_request(chat_settings, "root")
     signed_in_request(chat_settings, "bob")
     shown = ui.users_state(root, "", 1)
-    assert shown["users_table"]["User"].tolist() == ["bob", "root"]
+    rows = users_table_rows(shown["users_table"])
+    assert [row["cells"][:5] for row in rows] == [["bob", "10", "0", "user", "active"], ["root", "10", "0", "admin", "active"]]
+    # Each row's menu offers what applies to its account as it is.
+    assert [list(row["menu"]) for row in rows] == [
+        ["grant", "set_password", "disable", "promote"], ["grant", "set_password", "disable", "demote"],
+    ]
+    assert rows[0]["menu"]["disable"] == "Disable…" and rows[0]["id"] == auth.find_user("bob").id
     assert shown["users_page_label"] == "Page 1 of 1 · 2 accounts"
-    granted = ui.grant_account_credits(root, "bob", 15, "prize", "", 1)
+
+    question = asked(ui, root, "grant", "bob")  # asks; nothing is done yet
+    assert question["account_dialog"]["visible"] and question["grant_fields"]["visible"]
+    assert not question["admin_password"]["visible"] and question["account_confirm"]["value"] == "Grant credits"
+    assert question["account_question"] == "Grant credits to **bob** (balance 10); a negative number corrects."
+    typo = ui.confirm_account_action(root, question["account_target"], None, "", "", "", 1)  # the dialog stays, the reason in it
+    assert typo == {
+        "account_dialog_message": "⚠ Credits to grant: a non-zero whole number from -1,000,000 to 1,000,000.", "admin_password": "",
+    }
+    granted = ui.confirm_account_action(root, question["account_target"], 15, "prize", "", "", 1)
     assert granted["users_message"] == "Granted +15 credits to bob; balance now 25."
-    assert granted["users_table"].set_index("User").loc["bob", "Balance"] == 25
+    assert not granted["account_dialog"]["visible"] and granted["account_target"]["rows"] == [] and granted["grant_note"] == ""
+    assert users_table_rows(granted["users_table"])[0]["cells"][1] == "25"
     assert granted["admin_actions_table"].values.tolist()[0][1:] == ["root", "credits granted", "bob", "+15 credits: prize"]
-    assert granted["grant_note"] == ""
-    refused = ui.demote_account(root, "root", "", 1)
+
+    refused = confirmed(ui, root, "demote", "root")  # the last administrator: said above the table, the dialog closes
     assert refused["users_message"].startswith("⚠ Cannot demote root: they are the only enabled administrator")
-    disabled = ui.disable_account(root, "bob", "", 1)
-    assert disabled["users_table"].set_index("User").loc["bob", "State"] == "disabled"
-    reset = ui.reset_account_password(root, "bob", "short", "", 1)
-    assert reset["users_message"] == "⚠ A password needs at least 8 characters." and reset["admin_password"] == ""
+    assert not refused["account_dialog"]["visible"]
+    disabled = confirmed(ui, root, "disable", "bob")
+    assert disabled["users_message"] == "bob disabled (signed out everywhere; API keys stopped): now a user, disabled."
+    bob_row = users_table_rows(disabled["users_table"])[0]
+    assert bob_row["cells"][4] == "disabled" and list(bob_row["menu"]) == ["grant", "set_password", "enable", "promote"]
+    short = confirmed(ui, root, "set_password", "bob", password="short")
+    assert short == {"account_dialog_message": "⚠ A password needs at least 8 characters.", "admin_password": ""}
+    assert confirmed(ui, root, "set_password", "bob", password="long enough pw 2")["users_message"] == (
+        "New password set for bob; their sessions have ended."
+    )
+
+    opened = ui.open_create_user(root)
+    assert opened["create_user_dialog"]["visible"] and not opened["account_dialog"]["visible"]  # one dialog at a time
     refused = ui.create_account(root, "carol", "short", "", 1)  # the dialog stays, with the name, for a retry
-    assert refused["users_message"].startswith("⚠") and "create_user_dialog" not in refused
-    assert refused["new_user_password"] == "" and "new_username" not in refused
+    assert refused == {"create_user_message": "⚠ A password needs at least 8 characters.", "new_user_password": ""}
     created = ui.create_account(root, "carol", "long enough pw", "", 1)
     assert created["users_message"] == "Created carol with 10 credits."
     assert created["new_username"] == created["new_user_password"] == "" and not created["create_user_dialog"]["visible"]
     assert ui.users_next(root, "", 2**63)["users_page_label"] == "Page 1 of 1 · 3 accounts"
 
 
+def test_a_row_request_or_confirmation_the_table_did_not_offer_is_said_inline_and_changes_nothing(ui, chat_settings):
+    """What a forged page (or a stale one) can send: a made-up action, another id, garbage, an action
+    that no longer applies, a confirmation with nothing asked or asked by another administrator."""
+    root = signed_in_request(chat_settings, "root")
+    bob = signed_in_request(chat_settings, "bob")
+    confirmed(ui, root, "promote", "bob")
+    bob = signed_in_request(chat_settings, "bob", register=False)  # promoted: a fresh session
+    bob_id = auth.find_user("bob").id
+    before = audit()
+    unknown = "⚠ That action is not one the table offers."
+    for value, message in [
+        ("frobnicate:1", unknown), (f"delete:{bob_id}", unknown), ("disable:abc", unknown), ("disable:-1", unknown),
+        ("disable", unknown), (None, unknown), (12, unknown), (["disable", 1], unknown), ("x" * 10_000, unknown),
+        (f"disable:{bob_id}" + "0" * 60, unknown),
+        ("disable:0", "⚠ That account was not found."), ("disable:999999", "⚠ That account was not found."),
+        ("disable:99999999999999999999", "⚠ That account was not found."),
+        (f"enable:{bob_id}", "⚠ “Enable” does not apply to bob as the account is now; the table shows it afresh."),
+        (f"promote:{bob_id}", "⚠ “Make administrator” does not apply to bob as the account is now; the table shows it afresh."),
+        (f"unlock:{bob_id}", "⚠ “Unlock” does not apply to bob as the account is now; the table shows it afresh."),
+    ]:
+        shown = ui.account_request(root, value, "", 1)
+        assert shown["users_message"] == message, value
+        assert not shown["account_dialog"]["visible"] and shown["account_target"]["rows"] == []
+        assert "users_table" in shown  # drawn afresh, never marked failed
+    nothing_asked = "⚠ Nothing is waiting to be confirmed: choose the action again from the account's ⋯ menu."
+    bob_asked = asked(ui, bob, "disable", "root")["account_target"]  # bob's question, not root's
+    for state in [None, owned(root.user_id, []), bob_asked, owned(root.user_id, ["drop", bob_id]), owned(root.user_id, ["disable"]),
+                  {"user_id": root.user_id, "rows": "disable"}, "disable:2", owned(root.user_id, ["disable", str(bob_id)])]:
+        shown = ui.confirm_account_action(root, state, 5, "", "", "", 1)
+        assert shown["users_message"] == nothing_asked and not shown["account_dialog"]["visible"], state
+    # Asked, then changed by another administrator before the confirmation: refused, as it is now.
+    question = asked(ui, root, "disable", "bob")
+    confirmed(ui, bob, "disable", "bob")  # bob disables himself (root is still an enabled administrator)
+    late = ui.confirm_account_action(root, question["account_target"], None, "", "", "", 1)
+    assert late["users_message"] == "⚠ “Disable” does not apply to bob as the account is now; the table shows it afresh."
+    assert audit() == before + [("bob", "disable", "bob", "")]
+    # A name made before names were checked, which leads by name to another account, is not acted on.
+    User.update(username=" root ").where(User.id == bob_id).execute()
+    assert ui.account_request(root, f"enable:{bob_id}", "", 1)["users_message"] == "⚠ That account was not found."
+
+
+def test_names_are_shown_as_typed_in_the_table_menu_and_dialog(ui, chat_settings):
+    """A name made before names were checked (or written into the database): no markup, no HTML."""
+    root = signed_in_request(chat_settings, "root")
+    signed_in_request(chat_settings, "bob")
+    hostile = "<img src=x>**b**_[x](y)"  # names are 3 to 32 characters in the database too
+    User.update(username=hostile).where(User.username == "bob").execute()
+    shown = ui.users_state(root, "", 1)
+    assert "<img" not in shown["users_table"] and "&lt;img src=x&gt;" in shown["users_table"]
+    row = next(row for row in users_table_rows(shown["users_table"]) if row["cells"][0] == hostile)
+    question = ui.account_request(root, f"disable:{row['id']}:1", "", 1)["account_question"]
+    assert question == f"Disable **{as_literal(hostile)}**? They are signed out everywhere and their API keys stop working."
+    rendered = MarkdownIt("commonmark", {"html": True}).render(question)
+    assert "<img" not in rendered and "<a " not in rendered and "&lt;img src=x&gt;**b**_[x](y)" in rendered
+
+
 def test_the_users_section_refuses_no_session_a_non_admin_and_a_demoted_admin(ui, chat_settings):
     root = signed_in_request(chat_settings, "root")
     bob = signed_in_request(chat_settings, "bob")
+    bob_id = bob.user_id
     with pytest.raises(NotLoggedInError):
-        ui.grant_account_credits(browser_request(None), "bob", 5, "", "", 1)
+        ui.account_request(browser_request(None), f"grant:{bob_id}", "", 1)
     with pytest.raises(PermissionDeniedError, match="Administrators only"):
-        ui.grant_account_credits(bob, "bob", 5, "", "", 1)
+        ui.account_request(bob, f"grant:{bob_id}", "", 1)
+    with pytest.raises(PermissionDeniedError, match="Administrators only"):
+        ui.confirm_account_action(bob, owned(bob_id, ["grant", bob_id]), 5, "", "", "", 1)
     with pytest.raises(PermissionDeniedError, match="Administrators only"):
         ui.users_state(bob, "", 1)
-    ui.promote_account(root, "bob", "", 1)
+    confirmed(ui, root, "promote", "bob")
     bob = signed_in_request(chat_settings, "bob", register=False)  # promoted: a fresh session
-    ui.demote_account(bob, "root", "", 1)  # root's sessions end with the demotion
+    root_question = asked(ui, root, "grant", "root")
+    confirmed(ui, bob, "demote", "root")  # root's sessions end with the demotion
     with pytest.raises(NotLoggedInError):
-        ui.grant_account_credits(root, "root", 500, "", "", 1)
+        ui.confirm_account_action(root, root_question["account_target"], 500, "", "", "", 1)
     # Demoted in the database behind the session's back: the next action is refused all the same.
+    bob_question = asked(ui, bob, "grant", "bob")
     User.update(is_admin=False).where(User.username == "bob").execute()
     with pytest.raises(PermissionDeniedError, match="Administrators only"):
-        ui.grant_account_credits(bob, "bob", 500, "", "", 1)
+        ui.confirm_account_action(bob, bob_question["account_target"], 500, "", "", "", 1)
     assert ledger.get_balance(auth.find_user("root").id).balance == 10
     assert ledger.get_balance(auth.find_user("bob").id).balance == 10
     assert [a.action for a in AdminAction.select()] == ["promote", "demote"]

@@ -11,7 +11,7 @@ import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ROOT, browser_request, shown_after, signed_in_request
+from conftest import ROOT, browser_request, shown_after, signed_in_request, users_table_rows
 from gemma_chat.accounts import admin, auth
 from gemma_chat.backends import local
 from gemma_chat.errors import ModelUnavailableError, UnknownUserError, ValidationError
@@ -295,7 +295,15 @@ def test_the_lists_and_the_statement_follow_the_browser(app, chat_settings):
     assert "Чатов пока нет" in app.search_chats(russian, "")["chat_list"]
     users = app.users_state(russian, "", 1)
     assert users["users_page_label"] == "Страница 1 из 1 · 1 учётная запись"
-    assert users["users_table"].values.tolist()[0][3:5] == ["администратор", "активна"]
+    (row,) = users_table_rows(users["users_table"])
+    assert row["cells"][3:5] == ["администратор", "активна"]
+    assert row["menu"] == {
+        "grant": "Начислить кредиты…", "set_password": "Задать пароль…", "disable": "Отключить…",
+        "demote": "Снять права администратора…",
+    }
+    asked = app.account_request(russian, f"disable:{row['id']}", "", 1)
+    assert asked["account_question"] == "Отключить **alice**? Все её сеансы завершатся, а API-ключи перестанут работать."
+    assert asked["account_confirm"]["value"] == "Отключить"
     english = app.statement_first(signed_in_request(chat_settings, "bob"))
     assert english["statement_label"] == "Page 1 of 1 — 1 entry" and english["statement_table"]["Kind"].tolist() == ["signup"]
 

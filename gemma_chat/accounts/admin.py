@@ -31,6 +31,7 @@ MAX_GRANT = 1_000_000  # a typo's extra zeros stop here; a larger grant is sever
 
 @dataclass(frozen=True)
 class AccountRow:
+    id: int
     username: str
     balance: int
     held: int
@@ -180,21 +181,29 @@ def list_accounts(search: str = "", *, page: int = 1, page_size: int = 20, now: 
         return [], 0  # usernames are ASCII: nothing else matches, and a lone surrogate never reaches SQLite
     total = admin_queries.count_users_matching(search)
     page, _ = page_bounds(max(1, page), total, page_size)
-    users = admin_queries.find_users_page(search, page, page_size)
+    return _account_rows(admin_queries.find_users_page(search, page, page_size), now), total
+
+
+def find_account(user_id: int, *, now: dt.datetime | None = None) -> AccountRow | None:
+    """One account as the accounts list shows it (its role and state as they are now); None if there is none."""
+    user = account_queries.find_user_by_id(user_id)
+    return _account_rows([user], now or utcnow())[0] if user is not None else None
+
+
+def _account_rows(users: list[User], now: dt.datetime) -> list[AccountRow]:
     ids = [u.id for u in users]
     requests = admin_queries.count_requests_by_user(ids)
     # A sign-up signs in too, without touching last_login_at: the newest session counts as well.
     signed_in = admin_queries.latest_session_start_by_user(ids)
     locked = admin_queries.find_locked_username_keys([u.username.lower() for u in users], now)
-    rows = [
+    return [
         AccountRow(
-            username=u.username, balance=u.balance, held=u.held, role="admin" if u.is_admin else "user",
+            id=u.id, username=u.username, balance=u.balance, held=u.held, role="admin" if u.is_admin else "user",
             state="disabled" if u.is_disabled else ("locked" if u.username.lower() in locked else "active"),
             last_login_at=_latest(u.last_login_at, signed_in.get(u.id)), requests=requests.get(u.id, 0),
         )
         for u in users
     ]
-    return rows, total
 
 
 def _latest(*times) -> dt.datetime | None:

@@ -75,14 +75,37 @@ PAGE_CSS = """
 #chat-list .gc-chat.gc-open { font-weight: 600; }
 #chat-list .gc-chat-link { flex: 1; min-width: 0; padding: 0.4rem 0.5rem; color: inherit; text-decoration: none;
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-#chat-list .gc-chat-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem; border-radius: 4px; }
-#chat-list .gc-chat-menu summary::-webkit-details-marker { display: none; }
-#chat-list .gc-chat-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20; display: flex;
-  flex-direction: column; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
-  border-radius: 6px; box-shadow: var(--shadow-drop-lg); min-width: 9rem; }
-#chat-list .gc-chat-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none; border: 0; cursor: pointer; }
-#chat-list .gc-chat-menu button:hover { background: var(--background-fill-secondary); }
+/* A row's "⋯" menu (row_menu.py): the chat list's and the Users table's (ids: over Gradio's own styles). */
+#chat-list .gc-menu summary, #users-table .gc-menu summary { list-style: none; cursor: pointer; padding: 0.2rem 0.5rem;
+  border-radius: 4px; }
+#chat-list .gc-menu summary::-webkit-details-marker, #users-table .gc-menu summary::-webkit-details-marker { display: none; }
+#chat-list .gc-menu summary:hover, #chat-list .gc-menu[open] summary,
+#users-table .gc-menu summary:hover, #users-table .gc-menu[open] summary { background: var(--background-fill-secondary); }
+#chat-list .gc-menu :focus-visible, #users-table .gc-menu :focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+#chat-list .gc-menu[open] > div, #users-table .gc-menu[open] > div { position: absolute; right: 0; top: 100%; z-index: 20;
+  display: flex; flex-direction: column; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
+  border-radius: 6px; box-shadow: var(--shadow-drop-lg); min-width: 9rem; padding: 0.25rem 0; }
+#chat-list .gc-menu button, #users-table .gc-menu button { text-align: left; padding: 0.45rem 0.75rem; background: none;
+  border: 0; border-radius: 0; cursor: pointer; white-space: nowrap; font-size: 0.9rem; font-weight: 400; color: inherit; }
+#chat-list .gc-menu button:hover, #users-table .gc-menu button:hover { background: var(--background-fill-secondary); }
 #chat-list .gc-empty { opacity: 0.7; padding: 0.5rem; }
+/* The Users table (admin/users.py): a "⋯" menu at the end of each row; on a phone each row is a card. */
+#users-table .gc-table { width: 100%; border-collapse: collapse; border: 0; margin: 0; font-size: 0.9rem; }
+#users-table thead, #users-table tbody, #users-table tr { border: 0; }
+#users-table th { text-align: left; font-weight: 600; padding: 0.45rem 0.5rem; white-space: nowrap; border: 0;
+  border-bottom: 1px solid var(--border-color-primary); }
+#users-table td { padding: 0.35rem 0.5rem; border: 0; border-bottom: 1px solid var(--border-color-primary); }
+#users-table td:first-child { font-weight: 600; overflow-wrap: anywhere; }
+#users-table tbody tr:hover { background: var(--background-fill-secondary); }
+#users-table tr[data-state="disabled"] td:not(.gc-actions) { opacity: 0.6; }
+#users-table td.gc-actions { position: relative; width: 2.5rem; text-align: right; }
+#users-table .gc-empty { opacity: 0.7; }
+.gc-sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+/* A dialog over the page (the Users section's): near the top, the page dimmed behind it. */
+.gc-dialog { position: fixed !important; z-index: 1000; top: 12vh; left: 50%; transform: translateX(-50%);
+  width: min(30rem, calc(100vw - 2rem)) !important; min-width: 0 !important; flex: none !important; padding: 1rem !important; background: var(--background-fill-primary) !important;
+  border: 1px solid var(--border-color-primary); border-radius: 8px;
+  box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.35), var(--shadow-drop-lg); }
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
@@ -110,19 +133,36 @@ PAGE_CSS = """
   #composer #model { flex: 0 0 84px !important; }
   #composer button { flex: 0 0 auto !important; min-width: 0 !important; padding: 6px 10px; }
   #transcript { height: calc(100dvh - 290px) !important; }
+  #users-table thead { display: none; }
+  #users-table tr { display: block; position: relative; padding: 0.5rem 2.75rem 0.5rem 0.25rem;
+    border-bottom: 1px solid var(--border-color-primary); }
+  #users-table td { display: flex; justify-content: space-between; gap: 1rem; border: 0; padding: 0.1rem 0.25rem; }
+  #users-table td::before { content: attr(data-label); opacity: 0.7; font-weight: 400; }
+  #users-table td.gc-actions { position: absolute; top: 0.4rem; right: 0.25rem; width: auto; padding: 0; }
+  #users-table td.gc-actions::before, #users-table td.gc-empty::before { content: none; }
 }
 """
 
-# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc anywhere
-# presses Stop (harmless when nothing streams); a click in the chat list (or Back/Forward between
-# chats) becomes one `chat_request` event (sidebar.py): "open:12", "rename:12", …
+# Runs once when the page loads (web/app.py passes it to Gradio): the page's style; Esc; a click in
+# a row's menu (row_menu.py) becomes its list's request event: "open:12", "rename:12" for the chat list
+# (sidebar.py, Back/Forward between chats too), "disable:3" for the Users table (admin/users.py).
 PAGE_JS = """
 () => {
   const style = document.createElement("style");
   style.textContent = %(css)s;
   document.head.appendChild(style);
+  // Esc closes what is open, innermost first: a row's menu (the focus back on its ⋯), then a dialog
+  // (its Cancel); otherwise it presses Stop (harmless when nothing streams).
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.isComposing) return;
+    const menu = document.querySelector("details.gc-menu[open]");
+    if (menu) {
+      menu.open = false;
+      menu.querySelector("summary")?.focus();
+      return;
+    }
+    const cancel = [...document.querySelectorAll("#account-cancel, #create-user-cancel")].find((each) => each.getClientRects().length > 0);
+    if (cancel) return cancel.click();
     const stop = document.querySelector("#stop-button");
     if (stop && stop.offsetParent !== null) stop.click();
   });
@@ -136,22 +176,45 @@ PAGE_JS = """
     setTimeout(() => button.click(), 30);
   };
   const chatRequest = (action) => request("chat-request", action);
+  // A row's action in a list the server draws (row_menu.py) becomes that list's request event.
+  const rowLists = {"chat-list": "chat-request", "users-table": "account-request"};
+  const openMenus = () => [...document.querySelectorAll("details.gc-menu[open]")];
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("#chat-list [data-chat-action]");
-    if (!target) return;
+    openMenus().forEach((menu) => { if (!menu.contains(event.target)) menu.open = false; });  // one menu at a time
+    const target = event.target.closest("[data-action][data-id]");
+    const list = target && target.closest(Object.keys(rowLists).map((id) => "#" + id).join(", "));
+    if (!list) return;
     if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;  // a new tab: the link
     event.preventDefault();
     const menu = target.closest("details");
     if (menu) menu.open = false;
-    const action = target.dataset.chatAction, id = target.dataset.chat;
-    if (action === "open") {
+    const action = target.dataset.action, id = target.dataset.id;
+    if (list.id === "chat-list" && action === "open") {
       const url = new URL(window.location.href);
       if (url.searchParams.get("chat") !== id) {
         url.searchParams.set("chat", id);
         window.history.pushState({chat: id}, "", url);
       }
     }
-    chatRequest(action + ":" + id);
+    if (list.id === "users-table") focusWhenShown("#account-dialog");
+    request(rowLists[list.id], action + ":" + id);
+  });
+  // A dialog that opens from a click (the Users table's row menus, Create user) takes the focus,
+  // so the keyboard goes on inside it.
+  const shown = (each) => each.getClientRects().length > 0;  // a fixed dialog has no offsetParent
+  const focusWhenShown = (selector) => {
+    let waited = 0;
+    const wait = setInterval(() => {
+      const dialog = [...document.querySelectorAll(selector)].find(shown);
+      if (dialog) {
+        clearInterval(wait);
+        const fields = [...dialog.querySelectorAll("input:not([type=hidden]), textarea")].filter(shown);
+        (fields[0] || [...dialog.querySelectorAll("button")].find(shown))?.focus();
+      } else if ((waited += 100) > 5000) clearInterval(wait);
+    }, 100);
+  };
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("#create-user-button")) focusWhenShown("#create-user-dialog");
   });
   // An answer's ‹ and › (transcript.py version_bar) become one `version_request` event (versions.py).
   // The answer is drawn anew, so an arrow pressed from the keyboard gets the focus back afterwards.

@@ -2,10 +2,10 @@
 newest first, grouped by day. One click opens a chat; each row's menu renames, exports or deletes it
 (deleting asks first).
 
-The list is HTML the server renders (titles escaped); a click in it runs in the browser (PAGE_JS in
-session.py), which puts "open:12" (or rename, export, delete) into the hidden `chat_request` box and
-presses its hidden button: one Gradio event, `chat_request`, whose callback resolves the user from
-the cookie and reaches only that user's chats. A made-up id is "not found", shown in the sidebar.
+The list is HTML the server renders (titles escaped), its rows' menus those of row_menu.py: a click
+sends "open:12" (or rename, export, delete) as one Gradio event, `chat_request`, whose callback
+resolves the user from the cookie and reaches only that user's chats. A made-up id is "not found",
+shown in the sidebar.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import gradio as gr
 
 from ..chats import conversations, documents
 from ..errors import GemmaChatError
-from ..numbers import positive_id
 from ..store.db import utcnow
 from . import export
 from .common import LIST_OUTPUTS, OPENED_CHAT_OUTPUTS, notice, owned, owned_by
 from .markup import as_literal
+from .row_menu import MAX_REQUEST_CHARS, menu_html
+from .row_menu import parse_request as parse_row_request
 from .text import language_of, text, translated
 
-MAX_REQUEST_CHARS = 64  # "rename:123": anything longer is not one of ours
 ACTIONS = ("open", "rename", "export_md", "export_json", "delete")  # what a row offers
 
 
@@ -41,7 +41,8 @@ def chat_list_html(rows: list[conversations.ChatListRow], open_id: int | None, l
     if not rows:
         return f'<p class="gc-empty">{html.escape(text(language, "no_chats_found" if searching else "no_chats_yet"))}</p>'
     today = utcnow().date()
-    menu = {action: html.escape(text(language, f"chat_menu_{action}")) for action in ACTIONS if action != "open"}
+    menu = {action: text(language, f"chat_menu_{action}") for action in ACTIONS if action != "open"}
+    menu_label = text(language, "chat_menu")
     parts, current_day = [], None
     for row in rows:
         day = row.updated_at.date()
@@ -50,27 +51,19 @@ def chat_list_html(rows: list[conversations.ChatListRow], open_id: int | None, l
             current_day = day
         title = html.escape(row.title)
         marked = " gc-open" if row.id == open_id else ""
-        buttons = "".join(
-            f'<button type="button" data-chat-action="{action}" data-chat="{row.id}">{label}</button>'
-            for action, label in menu.items()
-        )
         parts.append(
-            f'<div class="gc-chat{marked}"><a class="gc-chat-link" href="?chat={row.id}" data-chat-action="open" '
-            f'data-chat="{row.id}" title="{title}">{title}</a><details class="gc-chat-menu"><summary '
-            f'aria-label="{html.escape(text(language, "chat_menu"))}">⋯</summary><div>{buttons}</div></details></div>'
+            f'<div class="gc-chat{marked}"><a class="gc-chat-link" href="?chat={row.id}" data-action="open" '
+            f'data-id="{row.id}" title="{title}">{title}</a>{menu_html(row.id, menu, menu_label)}</div>'
         )
     return "\n".join(parts)
 
 
 def parse_request(value) -> tuple[str, int | None]:
-    """("open", 12) from "open:12" (a nonce may follow); ("", None) for anything else."""
-    if not isinstance(value, str) or len(value) > MAX_REQUEST_CHARS:
-        return "", None
-    action, _, rest = value.partition(":")
-    number = rest.split(":", 1)[0]
-    if action not in ACTIONS or not (number.isascii() and number.isdigit()):
-        return (action, None) if action == "new" else ("", None)
-    return action, positive_id(number)  # a number no chat can have: that chat is not found
+    """("open", 12) from "open:12" (a nonce may follow), ("new", None) from "new:…" (Back to a page
+    without ?chat=); ("", None) for anything else. A number no chat can have: that chat is not found."""
+    if isinstance(value, str) and len(value) <= MAX_REQUEST_CHARS and value.partition(":")[0] == "new":
+        return "new", None
+    return parse_row_request(value, ACTIONS)
 
 
 class ChatsTab:

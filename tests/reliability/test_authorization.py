@@ -116,8 +116,8 @@ def test_every_endpoint_refuses_a_caller_without_a_session(app, alice, bob):
 def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
     admin_only = admin_endpoints(bob.config)
     assert len(admin_only) >= 3  # the tab itself, Refresh, and the error table
-    account_actions = ["admin_grant", "admin_disable", "admin_enable", "admin_promote", "admin_demote", "admin_unlock",
-                       "admin_set_password", "admin_create_user", "restart_model"]
+    # A row menu's request, its dialog's button (every account action), Create user, a model's restart.
+    account_actions = ["admin_account_request", "admin_account_action", "admin_create_user", "restart_model"]
     assert {endpoint_index(bob.config, name) for name in account_actions} <= set(admin_only)
     before = snapshot(app.data_dir)
     for index in admin_only:
@@ -126,9 +126,12 @@ def test_every_admin_endpoint_refuses_a_non_admin(app, alice, bob):
     assert snapshot(app.data_dir) == before
     report = alice.call("admin_report", "", "")  # the same endpoint answers the admin
     assert report.ok and "bob" in json.dumps(report.data)
-    unlocked = alice.call("admin_unlock", "bob", "", None)
-    assert unlocked.ok and "bob unlocked: now a user, active." in unlocked.data
-    assert query(app.data_dir, "SELECT actor_name, action FROM admin_actions") == [("alice", "unlock")]
+    bob_id = scalar(app.data_dir, "SELECT id FROM users WHERE username = 'bob'")
+    asked = alice.call("admin_account_request", f"grant:{bob_id}:1", "", None)  # the row's menu: asks, acts not
+    assert asked.ok and "Grant credits to **bob** (balance 10); a negative number corrects." in asked.data
+    granted = alice.call("admin_account_action", None, 5, "thanks", "", "", None)  # the dialog's button
+    assert granted.ok and "Granted +5 credits to bob; balance now 15." in granted.data
+    assert query(app.data_dir, "SELECT actor_name, action FROM admin_actions") == [("alice", "grant")]
 
 
 def test_no_endpoint_shows_a_user_anything_of_another_user(app, alice, bob):

@@ -60,9 +60,13 @@ def test_an_admin_creates_the_account_and_top_up_is_refused_by_the_server(closed
         assert member.top_up(amount) == "⚠ Top-ups are turned off here; ask an administrator for credits."
     assert snapshot(closed_app.data_dir) == before and balance(closed_app.data_dir, "member") == (10, 0)
 
-    granted = root.call("admin_grant", "member", 40, "by request", "", None)
+    member_id = query(closed_app.data_dir, "SELECT id FROM users WHERE username = 'member'")[0][0]
+    assert root.call("admin_account_request", f"grant:{member_id}:1", "", None).ok  # the row's menu
+    granted = root.call("admin_account_action", None, 40, "by request", "", "", None)  # its dialog's button
     assert granted.ok and "Granted +40 credits to member; balance now 50." in granted.data, granted
     assert balance(closed_app.data_dir, "member") == (50, 0)
-    refused = member.call("admin_grant", "member", 40, "", "", None)  # the same event, as a non-admin
-    assert not refused.ok and refused.error == "Administrators only."
+    as_member = [("admin_account_request", (f"grant:{member_id}:1", "", None)), ("admin_account_action", (None, 40, "", "", "", None))]
+    for event, data in as_member:  # the same events, as a non-admin
+        refused = member.call(event, *data)
+        assert not refused.ok and refused.error == "Administrators only."
     assert balance(closed_app.data_dir, "member") == (50, 0)
