@@ -22,6 +22,16 @@ def ledger_sum(user_id: int, kind: str) -> int:
     return sum(e.amount for e in LedgerEntry.select().where((LedgerEntry.user == user_id) & (LedgerEntry.kind == kind)))
 
 
+def wait_for_a_new_line(journal, worker, timeout=60.0) -> None:
+    lines_before = len(journal.read_text().splitlines()) if journal.exists() else 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) > lines_before:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the crash worker journaled nothing in {timeout:.0f} s (exit code {worker.poll()})")
+
+
 @pytest.mark.slow
 def test_sigkill_during_ledger_cycles_loses_and_creates_nothing(settings, database, tmp_path):
     user = auth.register_user(settings, "alice", "long enough pw")
@@ -31,15 +41,17 @@ def test_sigkill_during_ledger_cycles_loses_and_creates_nothing(settings, databa
     unacked_topups = unacked_charges = 0  # committed, but killed before the journal line
     for _ in range(20):
         worker = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", str(settings.db_path), str(journal), str(user.id)], cwd=ROOT)
-        time.sleep(rng.uniform(0.3, 0.9))  # start-up takes ~0.2 s: kill somewhere in the cycles
+        # Kill somewhere in the cycles: once this worker has journaled its first one (Python's start-up
+        # takes from 0.2 s to seconds on a busy machine), then after a random part of a second.
+        wait_for_a_new_line(journal, worker)
+        time.sleep(rng.uniform(0.0, 0.6))
         worker.send_signal(signal.SIGKILL)
         worker.wait()
 
         db.open_database(settings.db_path)
         recover_after_crash(settings, all_holds=True)
         assert verify_database(settings) == []
-        # A kill before the first commit (a loaded machine starts Python slowly) leaves no journal yet.
-        acked = journal.read_text().splitlines() if journal.exists() else []
+        acked = journal.read_text().splitlines()
         acked_topups = 2 * acked.count("topup 2")
         acked_charges = acked.count("charge 1")
         topups, charges = ledger_sum(user.id, "topup"), -ledger_sum(user.id, "charge")
