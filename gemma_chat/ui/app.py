@@ -24,6 +24,7 @@ from .chat import ChatPart
 from .common import Screen
 from .history import HistoryTab
 from .session import SessionPart
+from .settings import SettingsPart
 from .sidebar import ChatsTab
 from .text import TRANSLATIONS
 from .topup import TopUpTab
@@ -33,8 +34,8 @@ QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 class ChatApp(
-    Screen, SessionPart, ChatPart, VersionsPart, ChatsTab, HistoryTab, TopUpTab, AccountTab, AdminReportsSection,
-    AdminModelsSection, AdminUsersSection,
+    Screen, SessionPart, ChatPart, SettingsPart, VersionsPart, ChatsTab, HistoryTab, TopUpTab, AccountTab,
+    AdminReportsSection, AdminModelsSection, AdminUsersSection,
 ):
     """Holds the services the callbacks use; `build()` makes the Blocks from the parts."""
 

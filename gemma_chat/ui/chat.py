@@ -1,5 +1,6 @@
-"""The chat: the transcript, the composer (model, message, Send, Stop), and the actions on the last
-turn (Regenerate, Edit last message). One turn runs through turn.run_turn, as the API's do.
+"""The chat: the transcript, the composer (message, Send, Stop), and the actions on the last turn
+(Regenerate, Edit last message). One turn runs through turn.run_turn, as the API's do. The chat's
+model and system prompt are settings.py's.
 
 The chat shown and the context the model sees always come from the server (the session's open
 chat, chats/conversations.py), never from what the page sends.
@@ -13,7 +14,6 @@ import time
 import gradio as gr
 
 from ..accounts import sessions
-from ..billing import ledger
 from ..chats import conversations, turn as chat_turn, versions
 from ..ops.error_log import log_error
 from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
@@ -44,7 +44,7 @@ IDLE = {"send_button": gr.update(visible=True), "stop_button": gr.update(visible
 
 
 class ChatPart:
-    """Sending, streaming, stopping, and replacing the last turn; the chat's model and system prompt."""
+    """Sending, streaming, stopping, and replacing the last turn."""
 
     def send(self, request: gr.Request, tier, message, chatbot, turns, system_prompt=None):
         """Stream one answer into the chat; the balance follows.
@@ -212,27 +212,6 @@ class ChatPart:
         }
         return True
 
-    @staticmethod
-    def _keep_chat_settings(user_id: int, conversation_id: int, tier, system_prompt: str) -> None:
-        """The chat remembers the model and system prompt of its latest turn (restored when reopened)."""
-        try:
-            current = conversations.chat_settings(user_id, conversation_id)
-            if (current.tier, current.system_prompt) != (tier, system_prompt):
-                conversations.save_chat_settings(user_id, conversation_id, tier, system_prompt)
-        except GemmaChatError:
-            pass  # the chat was deleted meanwhile: nothing to remember
-
-    def low_balance_hint(self, user_id: int, tier, language: str) -> str:
-        """Before the balance cannot pay for the chosen model: say so beside the box."""
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        if price is None:
-            return ""
-        available = ledger.get_balance(user_id).available
-        if available >= 2 * price:
-            return ""
-        key = "balance_low" if available >= price else "balance_too_low"
-        return text(language, key, n=available, price=price)
-
     def edit_last(self, request: gr.Request):
         """Put the chat's last message back in the box: the next Send replaces it. Again: cancel."""
         found = self.signed_in(request)
@@ -259,48 +238,6 @@ class ChatPart:
             return {"edit_button": text(language, "cancel_edit")}
         self._editing.pop(found.session_id, None)
         return {"edit_button": text(language, "edit_last_message")}
-
-    def choose_model(self, request: gr.Request, tier, system_prompt):
-        """A model chosen in the picker: Regenerate's price follows, the open chat keeps it, and the
-        balance hint is for its price."""
-        found = self.signed_in(request)
-        language = language_of(request)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        if open_id is not None and price is not None:
-            self._keep_chat_settings(found.user.id, open_id, tier, self._system_prompt_or_kept(found, open_id, system_prompt))
-        return {"regenerate_button": label, "chat_notice": self.low_balance_hint(found.user.id, tier, language)}
-
-    def regenerate_label(self, request: gr.Request, tier):
-        """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""
-        self.signed_in(request, touch=False)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        language = language_of(request)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
-        return {"regenerate_button": label}
-
-    def save_system_prompt(self, request: gr.Request, tier, system_prompt):
-        """The system prompt box left: the open chat keeps what it says (a new chat, with its first message)."""
-        found = self.signed_in(request)
-        language = language_of(request)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        try:
-            cleaned = conversations.clean_system_prompt(system_prompt)
-        except GemmaChatError as exc:
-            return {"settings_notice": notice(translated(language, exc))}
-        if open_id is None:
-            return {"settings_notice": ""}
-        kept = conversations.chat_settings(found.user.id, open_id)
-        conversations.save_chat_settings(found.user.id, open_id, kept.tier, cleaned)
-        return {"settings_notice": text(language, "system_prompt_saved") if cleaned != kept.system_prompt else ""}
-
-    @staticmethod
-    def _system_prompt_or_kept(found, open_id, system_prompt) -> str:
-        try:
-            return conversations.clean_system_prompt(system_prompt)
-        except GemmaChatError:
-            return conversations.chat_settings(found.user.id, open_id).system_prompt
 
     @staticmethod
     def _bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
@@ -399,11 +336,7 @@ class ChatPart:
             with gr.Row(elem_id="chat-actions"):
                 c["regenerate_button"] = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button", scale=0)
                 c["edit_button"] = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button", scale=0)
-            with gr.Accordion(t("chat_settings"), open=False, elem_id="chat-settings"):
-                c["system_prompt"] = gr.Textbox(
-                    label=t("system_prompt"), info=t("system_prompt_info"), lines=3, max_lines=12, elem_id="system-prompt",
-                )
-                c["settings_notice"] = gr.Markdown(elem_id="settings-notice")
+            self.build_chat_settings(t, c)
             # The open chat's id, for the page's URL (?chat=ID): hidden by the page's style, not by
             # visible=False (an invisible component is not on the page, so its change would not fire).
             c["chat_id"] = gr.Textbox(elem_id="chat-id", elem_classes=["gc-hidden"], container=False, show_label=False)
@@ -437,14 +370,7 @@ class ChatPart:
         ]
         c["stop_button"].click(self.stop, None, None, api_name="stop", queue=False)
         self.wire(c["edit_button"].click, self.edit_last, [], ["message", "edit_button", "chat_notice"], api_name="edit_last_message")
-        self.wire(
-            model.input, self.choose_model, ["model", "system_prompt"], ["regenerate_button", "chat_notice"], api_name=False,
-            show_progress="hidden",
-        )
-        self.wire(
-            model.change, self.regenerate_label, ["model"], ["regenerate_button"], api_name=False, show_progress="hidden",
-        )
-        self.wire(system_prompt.blur, self.save_system_prompt, ["model", "system_prompt"], ["settings_notice"], api_name=False)
+        self.wire_chat_settings(c)
         # The URL follows the open chat (?chat=ID), in the browser only: a reload, Back and a bookmark return to it.
         c["chat_id"].change(None, [c["chat_id"]], None, js=SET_URL_JS)
         return chat_changes
