@@ -19,9 +19,8 @@ from ..ops.error_log import log_error
 from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
 from ..wording import Message
 from .common import balance_text, notice, popup, session_token, shows_errors
-from .markup import with_footer
 from .text import language_of, text, translated
-from .transcript import as_text, bar_after_replacement, chat_messages, turn_figures
+from .transcript import as_text, bar_after_replacement, chat_messages, live_bubble
 
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
 # diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
@@ -187,7 +186,7 @@ class ChatPart:
                         continue  # more text, or the final update, follows
                     sent_text_at = now
                 if not update.final:
-                    yield {**first, "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}]}
+                    yield {**first, "chatbot": shown + [{"role": "assistant", "content": live_bubble(update, language)}]}
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             error_id = log_error("ui:send", exc, user_id=user.id)
             yield {"chat_notice": notice(translated(language, Message(SOMETHING_WENT_WRONG, error_id=error_id))), **IDLE}
@@ -207,7 +206,7 @@ class ChatPart:
             balance, hint, bar = gr.update(), "", ""
         # Not the box: what was typed while the answer streamed stays there.
         yield {
-            "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language, bar)}],
+            "chatbot": shown + [{"role": "assistant", "content": live_bubble(update, language, bar)}],
             "balance": balance, "turns": context, "chat_id": str(open_id or ""), "chat_notice": hint, **IDLE,
         }
         return True
@@ -238,28 +237,6 @@ class ChatPart:
             return {"edit_button": text(language, "cancel_edit")}
         self._editing.pop(found.session_id, None)
         return {"edit_button": text(language, "edit_last_message")}
-
-    @staticmethod
-    def _bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
-        return as_text(ChatPart._bubble_text(update, language, bar))
-
-    @staticmethod
-    def _bubble_text(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
-        if update.status == "waiting":
-            if update.restarting:
-                return text(language, "model_restarting", model=update.model_label)
-            if update.queue_position:
-                return text(language, "queue_position", model=update.model_label, position=update.queue_position)
-            return "…"
-        if update.status == "streaming":
-            return update.answer
-        footer = text(language, "answer_footer", model=update.model_label, credits=update.credits_charged)
-        parts = [update.answer] if update.answer else []
-        if update.message:
-            parts.append(translated(language, update.message))
-        if figures := turn_figures(update, language):
-            footer = f"{figures}\n{footer}"
-        return with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer)
 
     @shows_errors
     def stop(self, request: gr.Request):

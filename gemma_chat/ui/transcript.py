@@ -1,7 +1,7 @@
-"""How a chat's stored turns look in the Chatbot: each prompt and answer as safe markdown, an
-answer with its footer (figures, model, price) and, when it replaced earlier answers, the arrows that
-page through them (‹ 2/2 ›). Shared by the chat and by whatever else shows a chat again, so no
-screen part imports another.
+"""How a chat's turns look in the Chatbot, stored or still running: each prompt and answer as safe
+markdown, an answer with its footer (figures, model, price) and, when it replaced earlier answers, the
+arrows that page through them (‹ 2/2 ›). Shared by the chat and by whatever else shows a chat again,
+so no screen part imports another.
 """
 
 from __future__ import annotations
@@ -51,6 +51,29 @@ def bar_after_replacement(user_id: int, conversation_id: int, replaced_id: int, 
     it replaced no answer, or a newer turn has come after it meanwhile."""
     last = versions.shown_turns(user_id, conversation_id)[-1:]
     return version_bar(last[0], language) if last and replaced_id in last[0].version_ids else ""
+
+
+def live_bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
+    """The answer of a turn as it runs: waiting, streaming, then with its footer (and `bar` under it)."""
+    return as_text(_live_bubble_text(update, language, bar))
+
+
+def _live_bubble_text(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
+    if update.status == "waiting":
+        if update.restarting:
+            return text(language, "model_restarting", model=update.model_label)
+        if update.queue_position:
+            return text(language, "queue_position", model=update.model_label, position=update.queue_position)
+        return "…"
+    if update.status == "streaming":
+        return update.answer
+    footer = text(language, "answer_footer", model=update.model_label, credits=update.credits_charged)
+    parts = [update.answer] if update.answer else []
+    if update.message:
+        parts.append(translated(language, update.message))
+    if figures := turn_figures(update, language):
+        footer = f"{figures}\n{footer}"
+    return with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer)
 
 
 def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "") -> str:
