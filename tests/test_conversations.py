@@ -16,7 +16,7 @@ from gemma_chat.store import db
 from gemma_chat.store.db import Conversation, Interaction
 from gemma_chat.ops.reports import Reports
 from gemma_chat.ui import ChatApp
-from gemma_chat.ui.markup import FOOTER_MARK
+from gemma_chat.ui.markup import FOOTER_CLOSE
 
 pytestmark = pytest.mark.both_engines
 
@@ -91,7 +91,7 @@ def test_a_chat_continues_with_its_context_and_survives_a_reload(app):
     ]
     chatbot = app.restore(session)["chatbot"]  # a reload: the load event shows the open chat again
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "What is my name?"]
-    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_MARK)
+    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_CLOSE)
     (chat,) = Conversation.select()
     assert chat.title == "My name is Ada."
 

@@ -86,6 +86,9 @@ PAGE_CSS = """
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
+/* An answer's figures and price (markup.py with_footer): a small, muted line under it, drawn as the
+   answer ends (a streaming answer has none, so its text keeps its size). */
+#transcript .gc-footer { display: block; font-size: 0.8em; line-height: 1.5; color: var(--body-text-color-subdued); }
 /* An answer's version arrows (‹ 2/2 ›): buttons a thumb can hit (an arrow at either end is plain text),
    a ring for the keyboard. */
 #transcript a[href^="#gc-version-"] { display: inline-block; min-width: 2.2rem; padding: 0.15rem 0.5rem;
@@ -191,8 +194,8 @@ PAGE_JS = """
     const id = new URL(window.location.href).searchParams.get("chat");
     chatRequest(id ? "open:" + id : "new:0");
   });
-  // Copy takes the answer only: an answer's figures and price sit between two invisible marks
-  // (markup.py FOOTER_MARK), and the Chatbot's copy buttons copy a message's raw text.
+  // Copy takes the answer only: an answer's footer (figures, price, its element) sits between two
+  // invisible marks (markup.py FOOTER_MARK), and the Chatbot's copy buttons copy a message's raw text.
   const clipboard = navigator.clipboard;
   if (clipboard && clipboard.writeText) {
     const writeText = clipboard.writeText.bind(clipboard);

@@ -262,18 +262,39 @@ def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app
     assert chats == [(2,)]
 
 
-def test_copy_on_an_answer_copies_the_answer_without_its_figures_and_price(replace_app, browser):
+def font_size(locator) -> float:
+    return float(locator.evaluate("(element) => parseFloat(getComputedStyle(element).fontSize)"))
+
+
+def test_an_answers_figures_and_price_are_a_small_line_under_it_that_copy_leaves_out(replace_app, browser):
     context = browser.new_context(viewport=DESKTOP, locale="en-US")
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=replace_app.url.rstrip("/"))
     page = context.new_page()
     try:
         sign_up(page, replace_app.url, "copier")
         expect_balance(page, 10)
-        message_box(page).fill("[fault:numbered] Copy this one.")
+        message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
         message_box(page).press("Enter")
         bot = page.get_by_test_id("bot").last
+        expect(bot).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
+        text_size = font_size(user_bubbles(page).last.locator("p"))
+        assert font_size(bot.locator("p").last) == text_size  # the streaming answer is not drawn as a footer
+        page.keyboard.press("Escape")
+        expect(bot).to_contain_text("Stopped.")
+
+        message_box(page).fill("[fault:numbered] Copy this one.")
+        message_box(page).press("Enter")
+        expect_balance(page, 8)
+        bot = page.get_by_test_id("bot").last
+        expect(bot).to_contain_text(re.compile(r"Answer number \d+\."))
         expect(bot).to_contain_text("· 1 credit")  # the figures and price are on the page, under the answer
         answer = re.search(r"Answer number \d+\.", bot.inner_text()).group(0)
+        assert font_size(bot.get_by_text(answer)) == text_size
+        for viewport in (DESKTOP, PHONE):
+            page.set_viewport_size(viewport)
+            footer = bot.get_by_text(re.compile(r"· 1 credit"))
+            assert font_size(footer) < 0.9 * text_size, viewport  # a secondary line, smaller than the answer
+        page.set_viewport_size(DESKTOP)
         bot.hover()
         page.get_by_role("button", name="Copy message").last.click()
         copied = page.evaluate("navigator.clipboard.readText()")
