@@ -1,6 +1,7 @@
 """The chat: the transcript, the composer (message, Send, Stop), and the actions on the last turn
-(Regenerate, Edit last message). One turn runs through turn.run_turn, as the API's do. The chat's
-model and system prompt are settings.py's.
+(Regenerate, Edit last message: disabled whenever they could not run, refused on the server all the
+same). One turn runs through turn.run_turn, as the API's do. The chat's model and system prompt are
+settings.py's.
 
 The chat shown and the context the model sees always come from the server (the session's open
 chat, chats/conversations.py), never from what the page sends.
@@ -14,6 +15,7 @@ import time
 import gradio as gr
 
 from ..accounts import sessions
+from ..billing import ledger
 from ..chats import conversations, turn as chat_turn, versions
 from ..ops.error_log import log_error
 from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
@@ -28,8 +30,15 @@ STREAM_INTERVAL_S = 0.05
 # What a turn shows on the page, by name (Screen.wire maps them to the components).
 CHAT_OUTPUTS = [
     "chatbot", "message", "balance", "turns", "send_button", "stop_button", "chat_notice", "chat_id", "shown_versions",
+    "regenerate_button", "edit_button",
 ]
-BUSY = {"send_button": gr.update(visible=False), "stop_button": gr.update(visible=True)}  # Send turns into Stop
+# Send turns into Stop, and nothing can replace the turn that streams; once it ends, action_state
+# (follow_actions) says again what can run.
+BUSY = {
+    "send_button": gr.update(visible=False), "stop_button": gr.update(visible=True),
+    "regenerate_button": gr.update(interactive=False), "edit_button": gr.update(interactive=False),
+}
+ACTION_OUTPUTS = ["regenerate_button", "edit_button"]
 # The page's URL names the open chat. pushState, not a navigation: Back returns to the chat before.
 SET_URL_JS = """
 (id) => {
@@ -228,15 +237,33 @@ class ChatPart:
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": text(language, "cancel_edit"), "chat_notice": ""}
 
-    def edit_state(self, request: gr.Request):
-        """The Edit button's label after the chat changed: an edit ends with its Send or another chat."""
-        found = self.signed_in(request, touch=False)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        language = language_of(request)
-        if self._edit_applies(found.user.id, open_id, self._editing.get(found.session_id)):
-            return {"edit_button": text(language, "cancel_edit")}
-        self._editing.pop(found.session_id, None)
-        return {"edit_button": text(language, "edit_last_message")}
+    def action_state(self, request: gr.Request, tier):
+        """Regenerate and Edit last message as the page should offer them now (chat_actions)."""
+        return self.chat_actions(self.signed_in(request, touch=False), tier, language_of(request))
+
+    def chat_actions(self, found: sessions.SignedIn, tier, language: str) -> dict:
+        """Regenerate ("Regenerate (3 credits)": the chosen model's price) and Edit last message ("Cancel
+        edit" while an edit waits for Send), each enabled only when pressing it would run: the chat has
+        a last turn that is not imported and not streaming, and Regenerate's model is there and paid for.
+        An edit that no longer applies (its turn replaced, another chat open) ends here."""
+        user_id, session_id = found.user.id, found.session_id
+        open_id = conversations.open_conversation_of(user_id, session_id)
+        editing = self._edit_applies(user_id, open_id, self._editing.get(session_id))
+        if not editing:
+            self._editing.pop(session_id, None)
+        last = conversations.last_turn(user_id, open_id) if open_id is not None else None
+        replaceable = (
+            last is not None and not last.imported and last.status != "pending" and not self._answering.get(session_id)
+        )
+        model = next((status for status in self.engine.tiers() if status.tier == tier), None)
+        paid = model is not None and model.available and ledger.get_balance(user_id).available >= model.price
+        label = text(language, "regenerate") if model is None else text(language, "regenerate_price", price=model.price)
+        return {
+            "regenerate_button": gr.update(value=label, interactive=replaceable and paid),
+            "edit_button": gr.update(
+                value=text(language, "cancel_edit" if editing else "edit_last_message"), interactive=editing or replaceable
+            ),
+        }
 
     @shows_errors
     def stop(self, request: gr.Request):
@@ -311,15 +338,16 @@ class ChatPart:
             c["chat_notice"] = gr.Markdown(elem_id="chat-notice")
             c["model_notes"] = gr.Markdown()
             with gr.Row(elem_id="chat-actions"):
-                c["regenerate_button"] = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button", scale=0)
-                c["edit_button"] = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button", scale=0)
+                # Disabled until the page's load event says what the open chat allows (chat_actions).
+                c["regenerate_button"] = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button", scale=0, interactive=False)
+                c["edit_button"] = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button", scale=0, interactive=False)
             self.build_chat_settings(t, c)
             # The open chat's id, for the page's URL (?chat=ID): hidden by the page's style, not by
             # visible=False (an invisible component is not on the page, so its change would not fire).
             c["chat_id"] = gr.Textbox(elem_id="chat-id", elem_classes=["gc-hidden"], container=False, show_label=False)
 
     def wire_chat(self, c: dict) -> list:
-        """Wires the chat's events; returns those that change the open chat (Edit's label follows them)."""
+        """Wires the chat's events; returns those that change the open chat (follow_actions)."""
         chatbot, model, message, system_prompt = c["chatbot"], c["model"], c["message"], c["system_prompt"]
         outputs = CHAT_OUTPUTS
         # Send and Enter are one event: while its answer streams, a second press is ignored
@@ -352,10 +380,11 @@ class ChatPart:
         c["chat_id"].change(None, [c["chat_id"]], None, js=SET_URL_JS)
         return chat_changes
 
-    def follow_chat_changes(self, events: list) -> None:
-        """The Edit button shows "Cancel edit" while an edit waits for Send; anything that ends it resets it."""
+    def follow_actions(self, events: list) -> None:
+        """After anything that changes what Regenerate and Edit could do (a turn, another chat, the
+        model, the balance), the page is told (action_state)."""
         for event in events:
-            self.wire(event.then, self.edit_state, [], ["edit_button"], api_name=False, show_progress="hidden")
+            self.wire(event.then, self.action_state, ["model"], ACTION_OUTPUTS, api_name=False, show_progress="hidden")
 
     def follow_turns(self, events: list) -> None:
         """After a turn the sidebar lists the chat it went to at the top (a new chat appears)."""

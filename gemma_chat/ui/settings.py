@@ -39,24 +39,15 @@ class SettingsPart:
         return text(language, key, n=available, price=price)
 
     def choose_model(self, request: gr.Request, tier, system_prompt):
-        """A model chosen in the picker: Regenerate's price follows, the open chat keeps it, and the
-        balance hint is for its price."""
+        """A model chosen in the picker: the open chat keeps it, and the balance hint is for its price
+        (Regenerate's price follows the picker's change: wire_chat_settings)."""
         found = self.signed_in(request)
         language = language_of(request)
         price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
         if open_id is not None and price is not None:
             self._keep_chat_settings(found.user.id, open_id, tier, self._system_prompt_or_kept(found, open_id, system_prompt))
-        return {"regenerate_button": label, "chat_notice": self.low_balance_hint(found.user.id, tier, language)}
-
-    def regenerate_label(self, request: gr.Request, tier):
-        """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""
-        self.signed_in(request, touch=False)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        language = language_of(request)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
-        return {"regenerate_button": label}
+        return {"chat_notice": self.low_balance_hint(found.user.id, tier, language)}
 
     def save_system_prompt(self, request: gr.Request, tier, system_prompt):
         """The system prompt box left: the open chat keeps what it says (a new chat, with its first message)."""
@@ -89,11 +80,8 @@ class SettingsPart:
 
     def wire_chat_settings(self, c: dict) -> None:
         model, system_prompt = c["model"], c["system_prompt"]
-        self.wire(
-            model.input, self.choose_model, ["model", "system_prompt"], ["regenerate_button", "chat_notice"], api_name=False,
-            show_progress="hidden",
-        )
-        self.wire(
-            model.change, self.regenerate_label, ["model"], ["regenerate_button"], api_name=False, show_progress="hidden",
-        )
+        quiet = dict(api_name=False, show_progress="hidden")
+        self.wire(model.input, self.choose_model, ["model", "system_prompt"], ["chat_notice"], **quiet)
+        # Chosen here or by the page (a reopened chat's model): Regenerate's price, and whether it is paid for.
+        self.wire(model.change, self.action_state, ["model"], ["regenerate_button", "edit_button"], **quiet)
         self.wire(system_prompt.blur, self.save_system_prompt, ["model", "system_prompt"], ["settings_notice"], api_name=False)
