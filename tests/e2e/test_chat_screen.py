@@ -17,7 +17,9 @@ from playwright.sync_api import Page, expect
 
 from e2e.test_browser import SHOTS, choose_model, expect_balance, log_out, sign_up
 from e2e.test_chat_product import message_box
-from e2e.test_chat_replace import prompts, replace_app, shown_answer  # noqa: F401 (replace_app: the module's app)
+from e2e.test_chat_replace import (  # noqa: F401 (replace_app: the module's app)
+    prompts, replace_app, shown_answer, start_a_long_answer,
+)
 from reliability.conftest import query
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -71,9 +73,7 @@ def test_enter_while_an_answer_streams_keeps_the_message_and_send_is_stop_meanwh
     expect_balance(page, 10)
     send_button, stop_button = page.locator("#send-button"), page.locator("#stop-button")
     expect(stop_button).to_be_hidden()
-    message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
-    message_box(page).press("Enter")
-    expect(page.get_by_test_id("bot").last).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
+    start_a_long_answer(page)  # by Enter
     expect(send_button).to_be_hidden()
     expect(stop_button).to_be_visible()
     message_box(page).fill("[fault:numbered] And the next question.")
@@ -277,10 +277,8 @@ def test_an_answers_figures_and_price_are_a_small_line_under_it_that_copy_leaves
     try:
         sign_up(page, replace_app.url, "copier")
         expect_balance(page, 10)
-        message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
-        message_box(page).press("Enter")
+        start_a_long_answer(page)
         bot = page.get_by_test_id("bot").last
-        expect(bot).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
         text_size = font_size(user_bubbles(page).last.locator("p"))
         assert font_size(bot.locator("p").last) == text_size  # the streaming answer is not drawn as a footer
         page.keyboard.press("Escape")
@@ -329,9 +327,7 @@ def test_regenerate_and_edit_are_disabled_whenever_they_could_not_run(replace_ap
     expect(regenerate).to_be_disabled()  # no answer yet
     expect(edit).to_be_disabled()
 
-    message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
-    message_box(page).press("Enter")
-    expect(page.get_by_test_id("bot").last).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
+    start_a_long_answer(page)
     expect(regenerate).to_be_disabled()
     expect(edit).to_be_disabled()
     expect(chat_action(page, "Retry")).to_have_count(0)
