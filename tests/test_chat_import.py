@@ -322,7 +322,9 @@ def test_import_chat_opens_the_chat_and_lists_it_first(app, settings):
     assert "credit" not in shown["chatbot"][1]["content"] and shown["chat_id"] != ""
     assert 'title="From my laptop"' in shown["chat_list"] and "gc-open" in shown["chat_list"]
     assert "model" not in shown  # the chat's "mini" is not one of this app's tiers: the picker stays as it is
-    # Regenerate and Edit last message say at once that an imported turn stays as it is.
+    # Regenerate and Edit last message cannot be pressed, and refuse if sent all the same.
+    actions = app.action_state(request, "pro")
+    assert not actions["regenerate_button"]["interactive"] and not actions["edit_button"]["interactive"]
     refused = "⚠ An imported message cannot be regenerated or edited; send a new message instead."
     assert app.edit_last(request)["chat_notice"] == refused
     assert shown_after(app.regenerate(request, "pro"))["chat_notice"] == refused

@@ -16,7 +16,7 @@ from gemma_chat.store import db
 from gemma_chat.store.db import Conversation, Interaction
 from gemma_chat.ops.reports import Reports
 from gemma_chat.ui import ChatApp
-from gemma_chat.ui.markup import FOOTER_MARK
+from gemma_chat.ui.markup import FOOTER_CLOSE
 
 pytestmark = pytest.mark.both_engines
 
@@ -91,7 +91,7 @@ def test_a_chat_continues_with_its_context_and_survives_a_reload(app):
     ]
     chatbot = app.restore(session)["chatbot"]  # a reload: the load event shows the open chat again
     assert [m["content"] for m in chatbot[::2]] == ["My name is Ada.", "What is my name?"]
-    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_MARK)
+    assert chatbot[1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_CLOSE)
     (chat,) = Conversation.select()
     assert chat.title == "My name is Ada."
 
@@ -198,6 +198,11 @@ def browser_request_none():
     return browser_request(None)
 
 
+def offered(app, session, tier: str = "mini") -> dict:
+    """Regenerate's and Edit's labels as the page shows them, each with whether it can be pressed."""
+    return {name: (update["value"], update["interactive"]) for name, update in app.action_state(session, tier).items()}
+
+
 def told(updates, message: str) -> bool:
     """A refused Regenerate or edit: one update, saying why beside the box; the chat, box and balance stay."""
     return len(updates) == 1 and message in updates[0]["chat_notice"] and not {"chatbot", "message", "balance"} & set(updates[0])
@@ -205,10 +210,12 @@ def told(updates, message: str) -> bool:
 
 def test_regenerate_answers_the_same_prompt_again_without_the_old_answer(app):
     session = signed_in_request(app.settings, "alice")
-    assert app.regenerate_label(session, "pro") == {"regenerate_button": "Regenerate (3 credits)"}
-    assert told(list(app.regenerate(session, "mini")), "no answer to regenerate")
+    nothing_to_replace = {"regenerate_button": ("Regenerate (3 credits)", False), "edit_button": ("Edit last message", False)}
+    assert offered(app, session, "pro") == nothing_to_replace
+    assert told(list(app.regenerate(session, "mini")), "no answer to regenerate")  # sent all the same: refused
     send(app, session, "My name is Ada.")
     send(app, session, "Name a colour.")
+    assert offered(app, session, "pro") == {"regenerate_button": ("Regenerate (3 credits)", True), "edit_button": ("Edit last message", True)}
     old = Interaction.select().order_by(Interaction.id.desc()).get()
     regenerated = list(app.regenerate(session, "mini"))
     shown = shown_after(regenerated)
@@ -244,7 +251,7 @@ def test_edit_last_message_puts_it_back_and_send_replaces_the_turn(app):
     assert (new.prompt, new.replaces_id) == ("Name a vegetable.", old.id) and box == ""
     assert [m["content"] for m in chatbot[::2]] == ["Name a vegetable."]
     assert app.engine.calls[-1] == [{"role": "user", "content": "Name a vegetable."}]
-    assert app.edit_state(session) == {"edit_button": "Edit last message"}
+    assert offered(app, session)["edit_button"] == ("Edit last message", True)
     send(app, session, "And a nut?")  # no edit pending: a new turn
     assert Interaction.select().order_by(Interaction.id.desc()).get().replaces_id is None
     opened = [t.prompt for t in conversations.conversation_turns(app.current_user(session).id, new.conversation_id)]
@@ -259,12 +266,13 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
     user_id = app.current_user(session).id
     ledger.grant_credits(user_id, -9, actor_id=None)
     rows = Interaction.select().count()
-    refused = list(app.regenerate(session, "mini"))
+    assert offered(app, session) == {"regenerate_button": ("Regenerate (1 credit)", False), "edit_button": ("Edit last message", True)}
+    refused = list(app.regenerate(session, "mini"))  # sent all the same
     assert len(refused) == 1 and "Not enough credits" in refused[0]["chat_notice"] and "chatbot" not in refused[0]
     app.edit_last(session)
     refused = list(app.send(session, "mini", "Name a nut.", [], []))  # an edit refused: the text stays in the box
     assert len(refused) == 1 and "Not enough credits" in refused[0]["chat_notice"] and "message" not in refused[0]
-    assert app.edit_state(session) == {"edit_button": "Cancel edit"}  # still editing: nothing changed
+    assert offered(app, session)["edit_button"] == ("Cancel edit", True)  # still editing: nothing changed
     assert ledger.get_balance(user_id).balance == 0
     assert [t.prompt for t in conversations.conversation_turns(user_id, Interaction.get().conversation_id)] == ["Name a fruit."]
     assert Interaction.select().where(Interaction.status != "refused").count() == rows
@@ -272,7 +280,8 @@ def test_replacing_is_refused_without_credits_or_while_an_answer_streams(app):
 
     ledger.grant_credits(user_id, 5, actor_id=None)
     streaming = app.send(session, "mini", "Tell me about the sea.", [], [])
-    next(streaming)  # held: the answer is on its way
+    assert "regenerate_button" in next(streaming)  # held: the answer is on its way, and the page is told
+    assert offered(app, session) == {"regenerate_button": ("Regenerate (1 credit)", False), "edit_button": ("Edit last message", False)}
     assert told(list(app.regenerate(session, "mini")), "Wait for the answer")
     assert app.edit_last(session) == {"chat_notice": "⚠ Wait for the answer to finish (or press Stop) first."}
     streaming.close()
@@ -284,7 +293,7 @@ def test_an_edit_ends_when_another_chat_is_opened(app):
     send(app, session, "Name a fruit.")
     app.edit_last(session)
     app.new_chat(session)
-    assert app.edit_state(session) == {"edit_button": "Edit last message"}  # the label the page gets after New chat
+    assert offered(app, session)["edit_button"] == ("Edit last message", False)  # after New chat: nothing to edit
     send(app, session, "Name a tree.")
     assert [row.replaces_id for row in Interaction.select()] == [None, None]
     assert [row.title for row in Conversation.select()] == ["Name a fruit.", "Name a tree."]

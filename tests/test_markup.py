@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from gemma_chat.ui.markup import as_literal, as_markdown
+from gemma_chat.ui.markup import FOOTER_CLOSE, FOOTER_MARK, FOOTER_OPEN, as_literal, as_markdown, with_footer
+from gemma_chat.ui.transcript import answer_footer
 
 # CommonMark with raw HTML on: if anything of ours were HTML to a renderer, it would show up here.
 RENDERER = MarkdownIt("commonmark", {"html": True}).enable("table")
@@ -59,6 +60,25 @@ def test_html_outside_code_is_text():
 @example("[a](`)\n`<A>`")  # a link's title may run on to the next line
 def test_no_text_becomes_html(text):
     assert html_tokens(as_markdown(text)) == []
+
+
+FOOTER_TAGS = ['<span class="gc-footer">', "</span>"]  # an answer's footer, as its element opens and closes
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.one_of(st.text(), st.lists(st.sampled_from(PIECES), max_size=30).map("".join)),
+    model=st.one_of(st.text(max_size=40), st.lists(st.sampled_from(PIECES), max_size=8).map("".join)),
+    imported=st.booleans(),
+)
+@example(body="Here:\n```python\nprint(1)", model="mini", imported=False)  # an answer cut off inside its code
+@example(body="- a list\n  ~~~~\n  code", model="mini", imported=False)
+@example(body="answer", model="imported\n\n# from elsewhere\n- a", imported=True)
+def test_an_answers_footer_is_an_element_of_its_own_and_the_bubbles_only_html(body, model, imported):
+    footer = answer_footer("en", "24 tokens · 41.3 tokens/s · 0.6 s", model, None if imported else 3, "‹ 2/2 ›")
+    bubble = with_footer(body, footer)
+    assert html_tokens(bubble) == FOOTER_TAGS  # outside any code block: the page draws it as the footer
+    assert bubble.count(FOOTER_MARK) == 2 and bubble.endswith(FOOTER_CLOSE)
 
 
 LITERAL_PIECES = PIECES + ["![x](http://127.0.0.1:9/x.png)", "**", "_", "#", "> ", "1. ", "http://x.test/a.png", "&amp;", "\\"]

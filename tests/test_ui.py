@@ -19,7 +19,7 @@ from gemma_chat.accounts import sessions
 from gemma_chat.billing import ledger
 from gemma_chat.store.db import Interaction, LedgerEntry, WebSession
 from gemma_chat.ui import ChatApp, owned_by
-from gemma_chat.ui.markup import FOOTER_MARK
+from gemma_chat.ui.markup import FOOTER_CLOSE, FOOTER_MARK, FOOTER_OPEN
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_chat_streams_and_updates_the_balance(app):
     assert outputs[0]["message"] == "" and outputs[0]["send_button"]["visible"] is False  # held: the box empties, Send turns into Stop
     assert all("message" not in update for update in outputs[1:-1])  # what is typed meanwhile stays in the box
     shown = shown_after(outputs)
-    assert shown["chatbot"][-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_MARK)
+    assert shown["chatbot"][-1]["content"].endswith("— Gemma 3 270M (bundled demo) for mini · 1 credit" + FOOTER_CLOSE)
     assert shown["message"] == "" and "Balance: 9 credits" in shown["balance"]
     assert shown["send_button"]["visible"] is True and shown["stop_button"]["visible"] is False
     assert shown["turns"] == [("What is the capital of France?", Interaction.get().answer)]
@@ -261,9 +261,9 @@ def test_the_answer_footer_shows_tokens_speed_and_time_above_model_and_price(app
     chatbot = shown_after(chat(app, sign_up(app)))["chatbot"]
     row = Interaction.get()
     answer, bracketed = chatbot[-1]["content"].rsplit("\n\n", 1)
-    # Between the marks the page's copy leaves out (session.py): copy takes the answer only.
-    assert bracketed[0] == bracketed[-1] == FOOTER_MARK and FOOTER_MARK not in answer
-    figures, footer = bracketed.strip(FOOTER_MARK).split("\n")
+    # Between the marks the page's copy leaves out (session.py), in the element the page draws small.
+    assert bracketed.startswith(FOOTER_OPEN) and bracketed.endswith(FOOTER_CLOSE) and FOOTER_MARK not in answer
+    figures, footer = bracketed.removeprefix(FOOTER_OPEN).removesuffix(FOOTER_CLOSE).split("\n")
     seconds = row.duration_ms / 1000
     assert figures == f"{row.completion_tokens} tokens · {row.completion_tokens / seconds:.1f} tokens/s · {seconds:.1f} s"
     assert footer == "— Gemma 3 270M (bundled demo) for mini · 1 credit"

@@ -1,7 +1,7 @@
 """Edit last message against anything a client can send (issue 11: ≥500 examples each), with the
 checks of test_ui_replace_fuzz.py (`ChatPages`): Edit puts the last message back in the box (again:
 cancel), the next Send replaces that turn only while it is still the chat's last, the button's label
-follows, a refused edited message leaves the chat and the balance as they were and the edit waiting.
+follows (and whether it can be pressed), a refused edited message leaves the chat and the balance as they were and the edit waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_edit_last_message_takes_any_input_and_replaces_only_the_turn_it_put_back(pages):
-    core = ["edit", "send", "edit_state"]
+    core = ["edit", "send", "actions"]
 
     @FUZZ
     @given(start=starts, steps=a_page_doing(core))

@@ -7,7 +7,8 @@ running low, bob at his own page, a browser without a session). The tier, messag
 client posts are anything at all. Whatever happens: no exception but a popup with a clear message,
 the held total back to zero, a charge only for an answer that took effect (the ledger adds up), the
 replaced turn the one the page showed last, and nothing of the other user changed. The engine
-answers "Answer number N." at once, so the examples test the handlers, not the model.
+answers "Answer number N." at once, so the examples test the handlers, not the model. And the
+page's Regenerate and Edit (`action_state`) are enabled exactly when pressing them would run.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ STEPS = {
     "send": lambda who: st.tuples(st.just("send"), who, tiers, messages, chatbots),
     "regenerate": lambda who: st.tuples(st.just("regenerate"), who, tiers),
     "edit": lambda who: st.tuples(st.just("edit"), who),
-    "edit_state": lambda who: st.tuples(st.just("edit_state"), who),
-    "label": lambda who: st.tuples(st.just("label"), who, tiers),
+    "actions": lambda who: st.tuples(st.just("actions"), who, tiers),
 }
 AROUND = st.one_of(
     *(step(callers) for step in STEPS.values()),
@@ -213,12 +213,14 @@ class ChatPages:
         last = turns[-1] if turns else None
         edit = self.pending[caller]
         applies = edit is not None and open_id == edit[0] and last is not None and last.id == edit[1]
+        if kind == "regenerate":  # what the page offered just before: enabled only if it will take effect
+            offered = app.action_state(request, args[0])["regenerate_button"]["interactive"]
+            self.pending[caller] = edit if applies else None  # (an edit that no longer applies has ended)
         call = {
             "send": lambda: list(app.send(request, args[0], args[1], args[2], [])),
             "regenerate": lambda: list(app.regenerate(request, args[0])),
             "edit": lambda: app.edit_last(request),
-            "edit_state": lambda: app.edit_state(request),
-            "label": lambda: app.regenerate_label(request, args[0]),
+            "actions": lambda: app.action_state(request, args[0]),
             "new_chat": lambda: app.new_chat(request),
         }[kind]
         outputs, error, popups = run(call)
@@ -236,6 +238,8 @@ class ChatPages:
 
         if kind in ("send", "regenerate"):
             replacing = kind == "regenerate" or applies
+            if kind == "regenerate":
+                assert offered == bool(took_effect), (offered, new_rows, outputs)
             if took_effect:
                 (row,) = took_effect
                 assert row[3] == (last.id if replacing else None)  # only the turn the page showed last
@@ -269,13 +273,16 @@ class ChatPages:
                 self.pending[caller] = (open_id, last.id)
             else:
                 assert outputs == {"chat_notice": "⚠ There is no message to edit yet."}
-        elif kind == "edit_state":
-            assert outputs == {"edit_button": CANCEL if applies else EDIT}
+        elif kind == "actions":  # no answer streams here (each handler ran to its end), and none is imported
+            price = PRICES.get(args[0]) if isinstance(args[0], str) else None
+            label = f"Regenerate ({price} credit{'s' if price != 1 else ''})" if price else "Regenerate"
+            paid = price is not None and ledger.get_balance(request.user_id).available >= price
+            assert outputs == {
+                "regenerate_button": gr.update(value=label, interactive=last is not None and paid),
+                "edit_button": gr.update(value=CANCEL if applies else EDIT, interactive=last is not None),
+            }
             if not applies:
                 self.pending[caller] = None
-        elif kind == "label":
-            price = PRICES.get(args[0]) if isinstance(args[0], str) else None
-            assert outputs == {"regenerate_button": f"Regenerate ({price} credit{'s' if price != 1 else ''})" if price else "Regenerate"}
         else:
             assert outputs["chatbot"] == [] and outputs["chat_id"] == "" and new_open is None
 
@@ -287,8 +294,7 @@ class ChatPages:
             "send": lambda: list(self.app.send(request, args[0], args[1], args[2], [])),
             "regenerate": lambda: list(self.app.regenerate(request, args[0])),
             "edit": lambda: self.app.edit_last(request),
-            "edit_state": lambda: self.app.edit_state(request),
-            "label": lambda: self.app.regenerate_label(request, args[0]),
+            "actions": lambda: self.app.action_state(request, args[0]),
             "new_chat": lambda: self.app.new_chat(request),
         }.get(kind)
         if call is None:
@@ -316,7 +322,7 @@ starts = st.sampled_from(["one turn", "no chat", "as it was", "as it was"])
 
 
 def test_regenerate_takes_any_input_and_replaces_only_the_last_turn_charging_only_what_took_effect(pages):
-    core = ["regenerate", "label"]
+    core = ["regenerate", "actions"]
 
     @FUZZ
     @given(start=starts, steps=a_page_doing(core))

@@ -67,7 +67,7 @@ def test_the_system_prompt_the_model_and_the_default_take_anything(world):
         saved = app.save_system_prompt(alice, tier, prompt)
         assert set(saved) == {"settings_notice"} and isinstance(saved["settings_notice"], str)
         chosen = app.choose_model(alice, tier, prompt)
-        assert set(chosen) == {"regenerate_button", "chat_notice"}
+        assert set(chosen) == {"chat_notice"}
         default = app.save_default_system_prompt(alice, prompt)
         message = default["default_prompt_message"]
         assert message.startswith("⚠ ") or message.startswith("Saved")

@@ -25,6 +25,7 @@ from .chat import ChatPart
 from .common import Screen
 from .history import HistoryTab
 from .session import SessionPart
+from .settings import SettingsPart
 from .sidebar import ChatsTab
 from .text import TRANSLATIONS
 from .topup import TopUpTab
@@ -34,8 +35,8 @@ QUEUE_POLL_S = 0.01  # see _calm_queue_polling
 
 
 class ChatApp(
-    Screen, SessionPart, ChatPart, VersionsPart, ChatsTab, HistoryTab, TopUpTab, AccountTab, AdminReportsSection,
-    AdminModelsSection, AdminUsersSection,
+    Screen, SessionPart, ChatPart, SettingsPart, VersionsPart, ChatsTab, HistoryTab, TopUpTab, AccountTab,
+    AdminReportsSection, AdminModelsSection, AdminUsersSection,
 ):
     """Holds the services the callbacks use; `build()` makes the Blocks from the parts."""
 
@@ -90,9 +91,9 @@ class ChatApp(
             chat_events = self.wire_chat(c)
             self.wire_versions(c)
             self.follow_turns(chat_events[:3])  # Send, Regenerate, the chat's own edit
-            self.follow_chat_changes(chat_events + self.wire_sidebar(c) + self.wire_account_tab(c))
+            # Regenerate and Edit follow whatever changes what they could do: a turn, another chat, the balance.
+            self.follow_actions(chat_events + self.wire_sidebar(c) + self.wire_account_tab(c) + self.wire_topup_tab(c))
             self.wire_history_tab(c)
-            self.wire_topup_tab(c)
             self.wire_admin_reports(c)
             self.wire_admin_models(c, c["admin_tab"], c["refresh_button"])
             self.wire_admin_users(c, c["admin_tab"], c["refresh_button"])

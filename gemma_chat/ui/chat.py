@@ -1,5 +1,7 @@
-"""The chat: the transcript, the composer (model, message, Send, Stop), and the actions on the last
-turn (Regenerate, Edit last message). One turn runs through turn.run_turn, as the API's do.
+"""The chat: the transcript, the composer (message, Send, Stop), and the actions on the last turn
+(Regenerate, Edit last message: disabled whenever they could not run, refused on the server all the
+same). One turn runs through turn.run_turn, as the API's do. The chat's model and system prompt are
+settings.py's.
 
 The chat shown and the context the model sees always come from the server (the session's open
 chat, chats/conversations.py), never from what the page sends.
@@ -19,9 +21,8 @@ from ..ops.error_log import log_error
 from ..errors import SOMETHING_WENT_WRONG, DatabaseRetryableError, GemmaChatError
 from ..wording import Message
 from .common import balance_text, notice, popup, session_token, shows_errors
-from .markup import with_footer
 from .text import language_of, text, translated
-from .transcript import as_text, bar_after_replacement, chat_messages, turn_figures
+from .transcript import as_text, bar_after_replacement, chat_messages, live_bubble
 
 # At most this often a streaming answer is re-sent: every update costs the server a full chatbot
 # diff and SSE message, on the cores the model decodes with (bench/http.py measures it).
@@ -29,8 +30,15 @@ STREAM_INTERVAL_S = 0.05
 # What a turn shows on the page, by name (Screen.wire maps them to the components).
 CHAT_OUTPUTS = [
     "chatbot", "message", "balance", "turns", "send_button", "stop_button", "chat_notice", "chat_id", "shown_versions",
+    "regenerate_button", "edit_button",
 ]
-BUSY = {"send_button": gr.update(visible=False), "stop_button": gr.update(visible=True)}  # Send turns into Stop
+# Send turns into Stop, and nothing can replace the turn that streams; once it ends, action_state
+# (follow_actions) says again what can run.
+BUSY = {
+    "send_button": gr.update(visible=False), "stop_button": gr.update(visible=True),
+    "regenerate_button": gr.update(interactive=False), "edit_button": gr.update(interactive=False),
+}
+ACTION_OUTPUTS = ["regenerate_button", "edit_button"]
 # The page's URL names the open chat. pushState, not a navigation: Back returns to the chat before.
 SET_URL_JS = """
 (id) => {
@@ -44,7 +52,7 @@ IDLE = {"send_button": gr.update(visible=True), "stop_button": gr.update(visible
 
 
 class ChatPart:
-    """Sending, streaming, stopping, and replacing the last turn; the chat's model and system prompt."""
+    """Sending, streaming, stopping, and replacing the last turn."""
 
     def send(self, request: gr.Request, tier, message, chatbot, turns, system_prompt=None):
         """Stream one answer into the chat; the balance follows.
@@ -187,7 +195,7 @@ class ChatPart:
                         continue  # more text, or the final update, follows
                     sent_text_at = now
                 if not update.final:
-                    yield {**first, "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language)}]}
+                    yield {**first, "chatbot": shown + [{"role": "assistant", "content": live_bubble(update, language)}]}
         except Exception as exc:  # noqa: BLE001 — run_turn settles its own hold; this is the UI's failure
             error_id = log_error("ui:send", exc, user_id=user.id)
             yield {"chat_notice": notice(translated(language, Message(SOMETHING_WENT_WRONG, error_id=error_id))), **IDLE}
@@ -207,31 +215,10 @@ class ChatPart:
             balance, hint, bar = gr.update(), "", ""
         # Not the box: what was typed while the answer streamed stays there.
         yield {
-            "chatbot": shown + [{"role": "assistant", "content": self._bubble(update, language, bar)}],
+            "chatbot": shown + [{"role": "assistant", "content": live_bubble(update, language, bar)}],
             "balance": balance, "turns": context, "chat_id": str(open_id or ""), "chat_notice": hint, **IDLE,
         }
         return True
-
-    @staticmethod
-    def _keep_chat_settings(user_id: int, conversation_id: int, tier, system_prompt: str) -> None:
-        """The chat remembers the model and system prompt of its latest turn (restored when reopened)."""
-        try:
-            current = conversations.chat_settings(user_id, conversation_id)
-            if (current.tier, current.system_prompt) != (tier, system_prompt):
-                conversations.save_chat_settings(user_id, conversation_id, tier, system_prompt)
-        except GemmaChatError:
-            pass  # the chat was deleted meanwhile: nothing to remember
-
-    def low_balance_hint(self, user_id: int, tier, language: str) -> str:
-        """Before the balance cannot pay for the chosen model: say so beside the box."""
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        if price is None:
-            return ""
-        available = ledger.get_balance(user_id).available
-        if available >= 2 * price:
-            return ""
-        key = "balance_low" if available >= price else "balance_too_low"
-        return text(language, key, n=available, price=price)
 
     def edit_last(self, request: gr.Request):
         """Put the chat's last message back in the box: the next Send replaces it. Again: cancel."""
@@ -250,79 +237,33 @@ class ChatPart:
         self._editing[found.session_id] = (open_id, last.id)
         return {"message": last.prompt, "edit_button": text(language, "cancel_edit"), "chat_notice": ""}
 
-    def edit_state(self, request: gr.Request):
-        """The Edit button's label after the chat changed: an edit ends with its Send or another chat."""
-        found = self.signed_in(request, touch=False)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        language = language_of(request)
-        if self._edit_applies(found.user.id, open_id, self._editing.get(found.session_id)):
-            return {"edit_button": text(language, "cancel_edit")}
-        self._editing.pop(found.session_id, None)
-        return {"edit_button": text(language, "edit_last_message")}
+    def action_state(self, request: gr.Request, tier):
+        """Regenerate and Edit last message as the page should offer them now (chat_actions)."""
+        return self.chat_actions(self.signed_in(request, touch=False), tier, language_of(request))
 
-    def choose_model(self, request: gr.Request, tier, system_prompt):
-        """A model chosen in the picker: Regenerate's price follows, the open chat keeps it, and the
-        balance hint is for its price."""
-        found = self.signed_in(request)
-        language = language_of(request)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        if open_id is not None and price is not None:
-            self._keep_chat_settings(found.user.id, open_id, tier, self._system_prompt_or_kept(found, open_id, system_prompt))
-        return {"regenerate_button": label, "chat_notice": self.low_balance_hint(found.user.id, tier, language)}
-
-    def regenerate_label(self, request: gr.Request, tier):
-        """"Regenerate (3 credits)": the chosen model's price, charged again for the new answer."""
-        self.signed_in(request, touch=False)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        language = language_of(request)
-        label = text(language, "regenerate") if price is None else text(language, "regenerate_price", price=price)
-        return {"regenerate_button": label}
-
-    def save_system_prompt(self, request: gr.Request, tier, system_prompt):
-        """The system prompt box left: the open chat keeps what it says (a new chat, with its first message)."""
-        found = self.signed_in(request)
-        language = language_of(request)
-        open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        try:
-            cleaned = conversations.clean_system_prompt(system_prompt)
-        except GemmaChatError as exc:
-            return {"settings_notice": notice(translated(language, exc))}
-        if open_id is None:
-            return {"settings_notice": ""}
-        kept = conversations.chat_settings(found.user.id, open_id)
-        conversations.save_chat_settings(found.user.id, open_id, kept.tier, cleaned)
-        return {"settings_notice": text(language, "system_prompt_saved") if cleaned != kept.system_prompt else ""}
-
-    @staticmethod
-    def _system_prompt_or_kept(found, open_id, system_prompt) -> str:
-        try:
-            return conversations.clean_system_prompt(system_prompt)
-        except GemmaChatError:
-            return conversations.chat_settings(found.user.id, open_id).system_prompt
-
-    @staticmethod
-    def _bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
-        return as_text(ChatPart._bubble_text(update, language, bar))
-
-    @staticmethod
-    def _bubble_text(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
-        if update.status == "waiting":
-            if update.restarting:
-                return text(language, "model_restarting", model=update.model_label)
-            if update.queue_position:
-                return text(language, "queue_position", model=update.model_label, position=update.queue_position)
-            return "…"
-        if update.status == "streaming":
-            return update.answer
-        footer = text(language, "answer_footer", model=update.model_label, credits=update.credits_charged)
-        parts = [update.answer] if update.answer else []
-        if update.message:
-            parts.append(translated(language, update.message))
-        if figures := turn_figures(update, language):
-            footer = f"{figures}\n{footer}"
-        return with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer)
+    def chat_actions(self, found: sessions.SignedIn, tier, language: str) -> dict:
+        """Regenerate ("Regenerate (3 credits)": the chosen model's price) and Edit last message ("Cancel
+        edit" while an edit waits for Send), each enabled only when pressing it would run: the chat has
+        a last turn that is not imported and not streaming, and Regenerate's model is there and paid for.
+        An edit that no longer applies (its turn replaced, another chat open) ends here."""
+        user_id, session_id = found.user.id, found.session_id
+        open_id = conversations.open_conversation_of(user_id, session_id)
+        editing = self._edit_applies(user_id, open_id, self._editing.get(session_id))
+        if not editing:
+            self._editing.pop(session_id, None)
+        last = conversations.last_turn(user_id, open_id) if open_id is not None else None
+        replaceable = (
+            last is not None and not last.imported and last.status != "pending" and not self._answering.get(session_id)
+        )
+        model = next((status for status in self.engine.tiers() if status.tier == tier), None)
+        paid = model is not None and model.available and ledger.get_balance(user_id).available >= model.price
+        label = text(language, "regenerate") if model is None else text(language, "regenerate_price", price=model.price)
+        return {
+            "regenerate_button": gr.update(value=label, interactive=replaceable and paid),
+            "edit_button": gr.update(
+                value=text(language, "cancel_edit" if editing else "edit_last_message"), interactive=editing or replaceable
+            ),
+        }
 
     @shows_errors
     def stop(self, request: gr.Request):
@@ -397,19 +338,16 @@ class ChatPart:
             c["chat_notice"] = gr.Markdown(elem_id="chat-notice")
             c["model_notes"] = gr.Markdown()
             with gr.Row(elem_id="chat-actions"):
-                c["regenerate_button"] = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button", scale=0)
-                c["edit_button"] = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button", scale=0)
-            with gr.Accordion(t("chat_settings"), open=False, elem_id="chat-settings"):
-                c["system_prompt"] = gr.Textbox(
-                    label=t("system_prompt"), info=t("system_prompt_info"), lines=3, max_lines=12, elem_id="system-prompt",
-                )
-                c["settings_notice"] = gr.Markdown(elem_id="settings-notice")
+                # Disabled until the page's load event says what the open chat allows (chat_actions).
+                c["regenerate_button"] = gr.Button(t("regenerate"), size="sm", elem_id="regenerate-button", scale=0, interactive=False)
+                c["edit_button"] = gr.Button(t("edit_last_message"), size="sm", elem_id="edit-button", scale=0, interactive=False)
+            self.build_chat_settings(t, c)
             # The open chat's id, for the page's URL (?chat=ID): hidden by the page's style, not by
             # visible=False (an invisible component is not on the page, so its change would not fire).
             c["chat_id"] = gr.Textbox(elem_id="chat-id", elem_classes=["gc-hidden"], container=False, show_label=False)
 
     def wire_chat(self, c: dict) -> list:
-        """Wires the chat's events; returns those that change the open chat (Edit's label follows them)."""
+        """Wires the chat's events; returns those that change the open chat (follow_actions)."""
         chatbot, model, message, system_prompt = c["chatbot"], c["model"], c["message"], c["system_prompt"]
         outputs = CHAT_OUTPUTS
         # Send and Enter are one event: while its answer streams, a second press is ignored
@@ -437,22 +375,16 @@ class ChatPart:
         ]
         c["stop_button"].click(self.stop, None, None, api_name="stop", queue=False)
         self.wire(c["edit_button"].click, self.edit_last, [], ["message", "edit_button", "chat_notice"], api_name="edit_last_message")
-        self.wire(
-            model.input, self.choose_model, ["model", "system_prompt"], ["regenerate_button", "chat_notice"], api_name=False,
-            show_progress="hidden",
-        )
-        self.wire(
-            model.change, self.regenerate_label, ["model"], ["regenerate_button"], api_name=False, show_progress="hidden",
-        )
-        self.wire(system_prompt.blur, self.save_system_prompt, ["model", "system_prompt"], ["settings_notice"], api_name=False)
+        self.wire_chat_settings(c)
         # The URL follows the open chat (?chat=ID), in the browser only: a reload, Back and a bookmark return to it.
         c["chat_id"].change(None, [c["chat_id"]], None, js=SET_URL_JS)
         return chat_changes
 
-    def follow_chat_changes(self, events: list) -> None:
-        """The Edit button shows "Cancel edit" while an edit waits for Send; anything that ends it resets it."""
+    def follow_actions(self, events: list) -> None:
+        """After anything that changes what Regenerate and Edit could do (a turn, another chat, the
+        model, the balance), the page is told (action_state)."""
         for event in events:
-            self.wire(event.then, self.edit_state, [], ["edit_button"], api_name=False, show_progress="hidden")
+            self.wire(event.then, self.action_state, ["model"], ACTION_OUTPUTS, api_name=False, show_progress="hidden")
 
     def follow_turns(self, events: list) -> None:
         """After a turn the sidebar lists the chat it went to at the top (a new chat appears)."""

@@ -23,12 +23,20 @@ _BLANK_LINE = re.compile(r"(\n[ \t]*\n)")  # ends a paragraph: no code span or l
 # Brackets an answer's footer (its figures, model and price): invisible on the page, it lets the page's
 # copy take the answer only (session.py PAGE_JS). Never part of the model's own text (as_answer).
 FOOTER_MARK = "\u2063"  # INVISIBLE SEPARATOR
+# Between the marks the footer is an element of its own, which the page's style draws as a small,
+# muted line (session.py PAGE_CSS): the one piece of HTML a bubble holds, and ours.
+FOOTER_OPEN = f'{FOOTER_MARK}<span class="gc-footer">'
+FOOTER_CLOSE = f"</span>{FOOTER_MARK}"
 
 
 def with_footer(body: str, footer: str) -> str:
-    """An answer bubble's text: the body, then the footer between two FOOTER_MARKs (as markdown text)."""
-    body = body.replace(FOOTER_MARK, "")
-    footer = f"{FOOTER_MARK}{footer.replace(FOOTER_MARK, '')}{FOOTER_MARK}"
+    """An answer bubble's markdown: `body`, then `footer` in its element between FOOTER_MARKs.
+
+    Both are text, made safe here (as_markdown); a code block the body leaves open (an answer cut off
+    by its token limit) is closed, or the footer would show inside it as code.
+    """
+    body = as_markdown(body.replace(FOOTER_MARK, ""), close_fence=True)
+    footer = f"{FOOTER_OPEN}{as_markdown(footer.replace(FOOTER_MARK, ''))}{FOOTER_CLOSE}"
     return f"{body}\n\n{footer}" if body else footer
 
 
@@ -47,8 +55,9 @@ def as_literal(text: str) -> str:
     return html.escape(escaped, quote=False)
 
 
-def as_markdown(text: str) -> str:
-    """`text` (a prompt or an answer) as markdown whose only HTML is what markdown itself makes."""
+def as_markdown(text: str, *, close_fence: bool = False) -> str:
+    """`text` (a prompt or an answer) as markdown whose only HTML is what markdown itself makes.
+    `close_fence`: a fenced code block left open at the end is closed, for markdown that follows."""
     lines = text.split("\n")
     out: list[str] = []
     prose: list[str] = []
@@ -68,7 +77,10 @@ def as_markdown(text: str) -> str:
                 i += 1
                 if closing.match(block[-1]):
                     break
-            out.append("\n".join(block))  # an unclosed fence runs to the end, as in CommonMark
+            else:  # an unclosed fence runs to the end, as in CommonMark
+                if close_fence:  # indented as it opened: inside a list item too
+                    block.append(" " * opened.start(1) + fence)
+            out.append("\n".join(block))
             continue
         prose.append(lines[i])
         i += 1

@@ -109,6 +109,14 @@ PAGE_CSS = """
 #chat-notice p, #settings-notice p { margin: 0; font-size: 0.9rem; }
 #composer { align-items: flex-end; }
 #chat-actions button { flex: 0 0 auto; }
+/* The chat's own Retry (on the last answer) and Edit (on a message) replace the last turn and charge
+   for it, as Regenerate does: shown only while Regenerate is enabled (chat.py chat_actions), and Edit
+   on the last message only. Gradio puts each after the message's Copy button. */
+#chat-tab:has(#regenerate-button:disabled) #transcript .message-buttons button:not(:first-child),
+#transcript .message-buttons-right:has(~ .message-buttons-right) button:not(:first-child) { display: none !important; }
+/* An answer's figures and price (markup.py with_footer): a small, muted line under it, drawn as the
+   answer ends (a streaming answer has none, so its text keeps its size). */
+#transcript .gc-footer { display: block; font-size: 0.8em; line-height: 1.5; color: var(--body-text-color-subdued); }
 /* An answer's version arrows (‹ 2/2 ›): buttons a thumb can hit (an arrow at either end is plain text),
    a ring for the keyboard. */
 #transcript a[href^="#gc-version-"] { display: inline-block; min-width: 2.2rem; padding: 0.15rem 0.5rem;
@@ -254,8 +262,8 @@ PAGE_JS = """
     const id = new URL(window.location.href).searchParams.get("chat");
     chatRequest(id ? "open:" + id : "new:0");
   });
-  // Copy takes the answer only: an answer's figures and price sit between two invisible marks
-  // (markup.py FOOTER_MARK), and the Chatbot's copy buttons copy a message's raw text.
+  // Copy takes the answer only: an answer's footer (figures, price, its element) sits between two
+  // invisible marks (markup.py FOOTER_MARK), and the Chatbot's copy buttons copy a message's raw text.
   const clipboard = navigator.clipboard;
   if (clipboard && clipboard.writeText) {
     const writeText = clipboard.writeText.bind(clipboard);
@@ -294,7 +302,7 @@ class SessionPart:
     RESTORE_OUTPUTS = [
         "login_view", "app_view", "password", "login_message", "who", "balance", "admin_tab", "model", "model_notes",
         "chatbot", "turns", "chat_id", "system_prompt", "chat_notice", "settings_notice", "sidebar", "chat_list",
-        "sidebar_notice", "default_system_prompt",
+        "sidebar_notice", "default_system_prompt", "regenerate_button", "edit_button",
     ]
 
     def restore(self, request: gr.Request):
@@ -331,6 +339,7 @@ class SessionPart:
             "chat_list": self.chat_list(user.id, found.session_id, None, language),
             "sidebar_notice": "",
             "default_system_prompt": conversations.default_system_prompt(user.id),
+            **self.chat_actions(found, model, language),
         }
 
     def _signed_out(self, request):
@@ -353,6 +362,7 @@ class SessionPart:
             "model": gr.update(), "model_notes": "", "chatbot": [], "turns": gr.update(), "chat_id": gr.update(),
             "system_prompt": "", "chat_notice": "", "settings_notice": "", "sidebar": gr.update(visible=False),
             "chat_list": "", "sidebar_notice": "", "default_system_prompt": "",
+            "regenerate_button": gr.update(), "edit_button": gr.update(),  # disabled as the page is built
         }
 
     def check_session(self, request: gr.Request):

@@ -108,7 +108,8 @@ class TopUpTab:
             gr.HTML(STATEMENT_CSV_LINK.format(t("download_statement")))
             c["statement_page_state"] = gr.State(1)
 
-    def wire_topup_tab(self, c: dict) -> None:
+    def wire_topup_tab(self, c: dict) -> list:
+        """Wires the tab's events; returns the one that changes the balance (Top up)."""
         listing = ["statement_table", "statement_label", "statement_page_state", "statement_totals"]
         wire = self.wire
         wire(c["topup_tab"].select, self.statement_first, [], listing, api_name="statement")
@@ -120,3 +121,4 @@ class TopUpTab:
             api_name="top_up", api_visibility="undocumented",
         )
         wire(added.then, self.statement_first, [], listing, api_name=False)
+        return [added]

@@ -1,7 +1,7 @@
-"""How a chat's stored turns look in the Chatbot: each prompt and answer as safe markdown, an
-answer with its footer (figures, model, price) and, when it replaced earlier answers, the arrows that
-page through them (‹ 2/2 ›). Shared by the chat and by whatever else shows a chat again, so no
-screen part imports another.
+"""How a chat's turns look in the Chatbot, stored or still running: each prompt and answer as safe
+markdown, an answer with its footer (figures, model, price) and, when it replaced earlier answers, the
+arrows that page through them (‹ 2/2 ›). Shared by the chat and by whatever else shows a chat again,
+so no screen part imports another.
 """
 
 from __future__ import annotations
@@ -53,6 +53,34 @@ def bar_after_replacement(user_id: int, conversation_id: int, replaced_id: int, 
     return version_bar(last[0], language) if last and replaced_id in last[0].version_ids else ""
 
 
+def answer_footer(language: str, figures: str, model: str, credits: int | None, bar: str = "") -> str:
+    """The lines under an answer: its figures, "— model · 3 credits" (None: imported, paid for where it
+    was answered), and `bar`."""
+    model = " ".join(model.split())  # one line: an imported model's name may hold line breaks
+    if credits is None:
+        priced = text(language, "answer_footer_imported", model=model)
+    else:
+        priced = text(language, "answer_footer", model=model, credits=credits)
+    return "\n".join(line for line in (figures, priced, bar) if line)
+
+
+def live_bubble(update: chat_turn.TurnUpdate, language: str = "en", bar: str = "") -> str:
+    """The answer of a turn as it runs: waiting, streaming, then with its footer (and `bar` under it)."""
+    if update.status == "waiting":
+        if update.restarting:
+            return as_text(text(language, "model_restarting", model=update.model_label))
+        if update.queue_position:
+            return as_text(text(language, "queue_position", model=update.model_label, position=update.queue_position))
+        return "…"
+    if update.status == "streaming":
+        return as_text(update.answer)
+    parts = [update.answer] if update.answer else []
+    if update.message:
+        parts.append(translated(language, update.message))
+    footer = answer_footer(language, turn_figures(update, language), update.model_label, update.credits_charged, bar)
+    return with_footer("\n\n".join(parts), footer)
+
+
 def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "") -> str:
     """A turn of a reopened chat, with the footer it had when it was answered (and `bar` under it)."""
     if turn.status == "refused":  # never ran: marked, with the way to send it again (an imported one: none here)
@@ -66,15 +94,11 @@ def stored_bubble(turn: conversations.Turn, language: str = "en", bar: str = "")
         parts.append(text(language, "answer_failed"))
     elif turn.status == "pending":
         parts.append("…")
-    if turn.imported:  # answered, and paid for, where it was exported: no price here
-        footer = text(language, "answer_footer_imported", model=turn.model_name)
-    else:
-        footer = text(language, "answer_footer", model=turn.model_name, credits=turn.credits_charged)
     figures = turn_figures(
         chat_turn.TurnUpdate("ok", completion_tokens=turn.completion_tokens, duration_ms=turn.duration_ms), language
     )
-    footer = f"{figures}\n{footer}" if figures else footer
-    return as_text(with_footer("\n\n".join(parts), f"{footer}\n{bar}" if bar else footer))
+    credits = None if turn.imported else turn.credits_charged  # an imported one was paid for where it was exported
+    return with_footer("\n\n".join(parts), answer_footer(language, figures, turn.model_name, credits, bar))
 
 
 def chat_messages(turns: list[versions.ShownTurn | conversations.Turn], language: str = "en") -> list[dict]:

@@ -55,6 +55,14 @@ def send(page: Page, text: str) -> None:
     message_box(page).press("Enter")
 
 
+def start_a_long_answer(page: Page) -> None:
+    """Send a message whose answer streams until Stop ([fault:hang]), and wait for its first text."""
+    answers = page.get_by_test_id("bot")
+    before = answers.count()  # the new answer's place: the last one may be an earlier answer for a moment
+    send(page, "[fault:hang] Tell me a long story about the sea.")
+    expect(answers.nth(before)).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))
+
+
 def shown_answer(page: Page) -> str:
     bot = page.get_by_test_id("bot").last
     expect(bot).to_contain_text(ANSWER)
@@ -145,7 +153,7 @@ def test_edit_last_message_and_send_replaces_the_turn(replace_app, page):
     expect(page.get_by_test_id("user").last).to_have_text("[fault:numbered] Second version.")
 
 
-def test_too_few_credits_or_a_streaming_answer_refuse_both_and_change_nothing(replace_app, page):
+def test_too_few_credits_disable_regenerate_and_a_streaming_answer_both_and_nothing_changes(replace_app, page):
     sign_up(page, replace_app.url, "poor")
     expect_balance(page, 10)
     choose_model(page, "for pro")
@@ -155,9 +163,9 @@ def test_too_few_credits_or_a_streaming_answer_refuse_both_and_change_nothing(re
     answer = shown_answer(page)
     rows = query(replace_app.data_dir, "SELECT COUNT(*) FROM interactions WHERE status <> 'refused'")
 
-    regenerate_button(page).click()
-    expect_notice(page, "Not enough credits")
-    edit_button(page).click()
+    expect(regenerate_button(page)).to_be_disabled()  # 1 credit does not pay for pro: it would be refused
+    expect(regenerate_button(page)).to_have_text("Regenerate (3 credits)")
+    edit_button(page).click()  # an edit can still be written (and sent after a top-up)
     expect(message_box(page)).to_have_value("[fault:numbered] Question 2.")
     message_box(page).press("Enter")
     expect_notice(page, "Not enough credits")
@@ -171,16 +179,16 @@ def test_too_few_credits_or_a_streaming_answer_refuse_both_and_change_nothing(re
     edit_button(page).click()  # cancel the edit: the next message is a new turn
     expect(edit_button(page)).to_have_text("Edit last message")
     choose_model(page, "for mini")
-    send(page, "[fault:hang] Tell me a long story about the sea.")
-    expect(page.get_by_test_id("bot").nth(3)).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # text is streaming
-    regenerate_button(page).click()
-    expect_notice(page, "Wait for the answer to finish")
-    edit_button(page).click()
-    expect_notice(page, "Wait for the answer to finish")
+    expect(regenerate_button(page)).to_be_enabled()  # 1 credit pays for mini
+    start_a_long_answer(page)
+    expect(regenerate_button(page)).to_be_disabled()
+    expect(edit_button(page)).to_be_disabled()
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("bot").nth(3)).to_contain_text("Stopped.")
     expect_balance(page, 0)  # the stopped answer had text: charged, and nothing else was
     expect(page.get_by_test_id("bot")).to_have_count(4)
+    expect(regenerate_button(page)).to_be_disabled()  # nothing left to pay for it
+    expect(edit_button(page)).to_be_enabled()
 
 
 def test_no_horizontal_scrolling_at_phone_width(replace_app, page):

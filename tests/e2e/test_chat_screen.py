@@ -17,7 +17,9 @@ from playwright.sync_api import Page, expect
 
 from e2e.test_browser import SHOTS, choose_model, expect_balance, log_out, sign_up
 from e2e.test_chat_product import message_box
-from e2e.test_chat_replace import prompts, replace_app, shown_answer  # noqa: F401 (replace_app: the module's app)
+from e2e.test_chat_replace import (  # noqa: F401 (replace_app: the module's app)
+    prompts, replace_app, shown_answer, start_a_long_answer,
+)
 from reliability.conftest import query
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -71,9 +73,7 @@ def test_enter_while_an_answer_streams_keeps_the_message_and_send_is_stop_meanwh
     expect_balance(page, 10)
     send_button, stop_button = page.locator("#send-button"), page.locator("#stop-button")
     expect(stop_button).to_be_hidden()
-    message_box(page).fill("[fault:hang] Tell me a long story about the sea.")
-    message_box(page).press("Enter")
-    expect(page.get_by_test_id("bot").last).not_to_have_text(re.compile(r"^\s*(…)?\s*$"))  # streaming
+    start_a_long_answer(page)  # by Enter
     expect(send_button).to_be_hidden()
     expect(stop_button).to_be_visible()
     message_box(page).fill("[fault:numbered] And the next question.")
@@ -114,8 +114,12 @@ def test_a_refused_message_stays_and_retry_after_a_top_up_sends_that_message(rep
     expect(user_bubbles(page).last).to_have_text("[fault:numbered] Which planet is largest?")  # kept over a reload
     expect(page.get_by_test_id("bot").last).to_contain_text("Not sent")
 
+    expect(page.locator("#regenerate-button")).to_be_disabled()  # 1 credit cannot pay for pro: a retry would be refused
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+
     top_up(page, 5)
     expect_balance(page, 6)
+    expect(page.locator("#regenerate-button")).to_be_enabled()
     asked = len(prompts(replace_app))
     page.get_by_test_id("bot").last.hover()
     page.get_by_role("button", name="Retry").last.click()
@@ -262,24 +266,99 @@ def test_desktop_two_chats_in_the_sidebar_and_the_composer_on_screen(replace_app
     assert chats == [(2,)]
 
 
-def test_copy_on_an_answer_copies_the_answer_without_its_figures_and_price(replace_app, browser):
+def font_size(locator) -> float:
+    return float(locator.evaluate("(element) => parseFloat(getComputedStyle(element).fontSize)"))
+
+
+def test_an_answers_figures_and_price_are_a_small_line_under_it_that_copy_leaves_out(replace_app, browser):
     context = browser.new_context(viewport=DESKTOP, locale="en-US")
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=replace_app.url.rstrip("/"))
     page = context.new_page()
     try:
         sign_up(page, replace_app.url, "copier")
         expect_balance(page, 10)
+        start_a_long_answer(page)
+        bot = page.get_by_test_id("bot").last
+        text_size = font_size(user_bubbles(page).last.locator("p"))
+        assert font_size(bot.locator("p").last) == text_size  # the streaming answer is not drawn as a footer
+        page.keyboard.press("Escape")
+        expect(bot).to_contain_text("Stopped.")
+
         message_box(page).fill("[fault:numbered] Copy this one.")
         message_box(page).press("Enter")
+        expect_balance(page, 8)
         bot = page.get_by_test_id("bot").last
+        expect(bot).to_contain_text(re.compile(r"Answer number \d+\."))
         expect(bot).to_contain_text("· 1 credit")  # the figures and price are on the page, under the answer
         answer = re.search(r"Answer number \d+\.", bot.inner_text()).group(0)
+        assert font_size(bot.get_by_text(answer)) == text_size
+        for viewport in (DESKTOP, PHONE):
+            page.set_viewport_size(viewport)
+            footer = bot.get_by_text(re.compile(r"· 1 credit"))
+            assert font_size(footer) < 0.9 * text_size, viewport  # a secondary line, smaller than the answer
+        page.set_viewport_size(DESKTOP)
         bot.hover()
         page.get_by_role("button", name="Copy message").last.click()
         copied = page.evaluate("navigator.clipboard.readText()")
         assert copied == answer
     finally:
         context.close()
+
+
+def open_chat_list(page: Page) -> None:
+    """On a phone the chat list is a drawer, closed after each choice: open it (a desktop always shows it)."""
+    sidebar = page.locator("#chats-sidebar")
+    if "open" not in (sidebar.get_attribute("class") or "").split():
+        sidebar.locator(".toggle-button").click()
+    expect(page.locator("#new-chat-button")).to_be_in_viewport()
+
+
+def chat_action(page: Page, name: str):
+    """The chat's own icon on a message (Retry on the last answer, Edit on a message), when shown."""
+    return page.locator("#transcript").get_by_role("button", name=name, exact=True)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_regenerate_and_edit_are_disabled_whenever_they_could_not_run(replace_app, page, viewport):
+    page.set_viewport_size(viewport)
+    sign_up(page, replace_app.url, f"actions{viewport['width']}")
+    expect_balance(page, 10)
+    regenerate, edit = page.locator("#regenerate-button"), page.locator("#edit-button")
+    expect(regenerate).to_be_disabled()  # no answer yet
+    expect(edit).to_be_disabled()
+
+    start_a_long_answer(page)
+    expect(regenerate).to_be_disabled()
+    expect(edit).to_be_disabled()
+    expect(chat_action(page, "Retry")).to_have_count(0)
+    expect(chat_action(page, "Edit")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("bot").last).to_contain_text("Stopped.")
+    expect(regenerate).to_be_enabled()  # an answer to replace
+    expect(edit).to_be_enabled()
+    expect(chat_action(page, "Retry")).to_have_count(1)
+
+    message_box(page).fill("[fault:numbered] And a short one.")
+    message_box(page).press("Enter")
+    expect_balance(page, 8)
+    expect(regenerate).to_be_enabled()
+    expect(edit).to_be_enabled()
+    expect(chat_action(page, "Edit")).to_have_count(1)  # on the last message only: the others cannot be replaced
+    expect(chat_action(page, "Retry")).to_have_count(1)
+    open_chat_list(page)
+    page.locator("#new-chat-button").click()
+    expect(user_bubbles(page)).to_have_count(0)
+    expect(regenerate).to_be_disabled()
+    expect(edit).to_be_disabled()
+    open_chat_list(page)
+    page.locator("#chat-list .gc-chat-link").first.click()
+    expect(user_bubbles(page)).to_have_count(2)
+    expect(regenerate).to_be_enabled()
+    expect(edit).to_be_enabled()
+    page.reload()
+    expect(user_bubbles(page)).to_have_count(2)
+    expect(regenerate).to_be_enabled()
+    no_error_anywhere(page)
 
 
 def test_export_a_chat_from_its_menu_and_all_chats_from_the_account_tab(replace_app, page, tmp_path):
@@ -420,6 +499,10 @@ def test_a_chat_exported_as_json_and_imported_opens_with_the_same_messages(repla
     expect(page.get_by_test_id("bot")).to_have_count(2)
     assert shown_messages(page) == messages
     expect(page.get_by_test_id("bot").first).to_contain_text("· imported")  # charged where it was answered
+    expect(page.locator("#regenerate-button")).to_be_disabled()  # an imported answer is not replaced here
+    expect(page.locator("#edit-button")).to_be_disabled()
+    expect(chat_action(page, "Retry")).to_have_count(0)
+    expect(chat_action(page, "Edit")).to_have_count(0)
     assert re.search(r"[?&]chat=\d+", page.url)
     expect_balance(page, 10)  # nothing charged for it
 

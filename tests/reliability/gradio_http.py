@@ -210,7 +210,7 @@ class GradioSession:
         return outcome.data[0]
 
 
-CHARGED = re.compile(r"· (\d+) credits?\u2063?$")  # the footer ends with its mark (ui/markup.py FOOTER_MARK)
+CHARGED = re.compile(r"· (\d+) credits?(?:</span>\u2063)?$")  # the footer ends its element (ui/markup.py FOOTER_CLOSE)
 BALANCE = re.compile(r"Balance: (\d+) credits?")
 
 

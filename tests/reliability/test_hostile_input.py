@@ -26,11 +26,11 @@ from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
 from gemma_chat.inference.engine import Engine, GenerationResult
 from gemma_chat.errors import GemmaChatError
-from gemma_chat.ui.markup import as_markdown
+from gemma_chat.ui.markup import FOOTER_CLOSE, FOOTER_OPEN, as_markdown
 from gemma_chat.ui import ChatApp, owned_by
 from gemma_chat.web.app import login_with_session, register_with_session
 
-from test_markup import html_tokens
+from test_markup import FOOTER_TAGS, html_tokens
 
 from .conftest import scalar, signed_up, snapshot
 from .gradio_http import GradioSession
@@ -247,12 +247,15 @@ def chat_property(app, alice, message, tier):
     chatbot = {key: value for update in outputs for key, value in update.items()}["chatbot"]
     user_bubble, answer_bubble = chatbot[-2:]
     # Markup arrives as text: outside code it is escaped, and to a markdown renderer with raw HTML
-    # on, neither bubble holds any HTML (code keeps its `<`, which the renderer escapes itself).
+    # on, neither bubble holds any HTML (code keeps its `<`, which the renderer escapes itself) but
+    # the element the app puts the answer's footer in (ui/markup.py with_footer).
     assert user_bubble["content"] == as_markdown(message)
+    answer = answer_bubble["content"].replace(FOOTER_OPEN, "").replace(FOOTER_CLOSE, "")
     if "`" not in message and "~~~" not in message:
         assert user_bubble["content"] == html.escape(message, quote=False)
-        assert "<" not in answer_bubble["content"] and ">" not in answer_bubble["content"]
-    assert html_tokens(user_bubble["content"]) == [] and html_tokens(answer_bubble["content"]) == []
+        assert "<" not in answer and ">" not in answer
+    assert html_tokens(user_bubble["content"]) == []
+    assert html_tokens(answer_bubble["content"]) == (FOOTER_TAGS if FOOTER_OPEN in answer_bubble["content"] else [])
     after = state()
     too_long = "too long for" in answer_bubble["content"]  # a genuine model error, logged with its id
     assert len(after["error_events"]) == len(before["error_events"]) + too_long
