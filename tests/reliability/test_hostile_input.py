@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import browser_request, demo_settings, fuzz_examples, signed_in_request
+from conftest import browser_request, demo_settings, signed_in_request
 from gemma_chat.accounts import auth, sessions
 from gemma_chat.billing import ledger
 from gemma_chat.store.db import database
@@ -36,7 +36,7 @@ from .conftest import scalar, signed_up, snapshot
 from .gradio_http import GradioSession
 
 EXAMPLES = settings(
-    max_examples=fuzz_examples(500),
+    max_examples=500,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -293,7 +293,7 @@ def one_token_engine(tmp_path_factory):
 def test_chat_messages_reach_the_real_model_safely(app, alice, one_token_engine):
     app.engine = one_token_engine
 
-    @settings(EXAMPLES, max_examples=fuzz_examples(100))
+    @settings(EXAMPLES, max_examples=100)
     @given(message=st.one_of(hostile_text.filter(lambda text: len(text) <= 3000), st.sampled_from(NASTY[:30])))
     def chat(message):
         chat_property(app, alice, message, "mini")
