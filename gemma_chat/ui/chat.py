@@ -255,7 +255,7 @@ class ChatPart:
         replaceable = (
             last is not None and not last.imported and last.status != "pending" and not self._answering.get(session_id)
         )
-        model = next((status for status in self.engine.tiers() if status.tier == tier), None)
+        model = self.chosen_tier(tier)
         paid = model is not None and model.available and ledger.get_balance(user_id).available >= model.price
         label = text(language, "regenerate") if model is None else text(language, "regenerate_price", price=model.price)
         return {

@@ -27,11 +27,16 @@ class SettingsPart:
         except GemmaChatError:
             pass  # the chat was deleted meanwhile: nothing to remember
 
+    def chosen_tier(self, tier):
+        """The picker's model as the engine has it now (its price, whether it is up); None for a name it does not serve."""
+        return next((status for status in self.engine.tiers() if status.tier == tier), None)
+
     def low_balance_hint(self, user_id: int, tier, language: str) -> str:
         """Before the balance cannot pay for the chosen model: say so beside the box."""
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
-        if price is None:
+        model = self.chosen_tier(tier)
+        if model is None:
             return ""
+        price = model.price
         available = ledger.get_balance(user_id).available
         if available >= 2 * price:
             return ""
@@ -43,9 +48,8 @@ class SettingsPart:
         (Regenerate's price follows the picker's change: wire_chat_settings)."""
         found = self.signed_in(request)
         language = language_of(request)
-        price = next((status.price for status in self.engine.tiers() if status.tier == tier), None)
         open_id = conversations.open_conversation_of(found.user.id, found.session_id)
-        if open_id is not None and price is not None:
+        if open_id is not None and self.chosen_tier(tier) is not None:
             self._keep_chat_settings(found.user.id, open_id, tier, self._system_prompt_or_kept(found, open_id, system_prompt))
         return {"chat_notice": self.low_balance_hint(found.user.id, tier, language)}
 
